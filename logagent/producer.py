@@ -1,0 +1,267 @@
+"""The Kafka sink: drains the queue into a confluent-kafka Producer.
+
+librdkafka's poll runs in a thread of its own, off the event loop; delivery
+reports are counted per batch in that thread and the batch's completion is
+handed back to the loop with `call_soon_threadsafe`, once per batch.
+Messages never time out (`message.timeout.ms = 0`): with Kafka down the local
+queue fills, `produce` raises BufferError, the drain task waits, the bounded
+queue fills and the tailers stop reading. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Producer
+
+from . import metrics
+from .batch import Batch
+from .config import KafkaSettings, redact
+from .errors import KafkaError
+from .queue import BatchQueue
+
+log = logging.getLogger("logagent.producer")
+
+# Defaults under [kafka.producer]; the operator's keys win.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": "true",
+    "compression.type": "lz4",
+    "message.timeout.ms": "0",  # never expire a message: Kafka down means wait, not drop
+    "linger.ms": "20",
+    "batch.num.messages": "10000",
+    "queue.buffering.max.messages": "200000",
+    "queue.buffering.max.kbytes": "65536",  # bounds RSS while the broker is away
+    "socket.keepalive.enable": "true",
+}
+
+
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+    """librdkafka configuration: our defaults, then [kafka.producer], then the bootstrap address."""
+    conf: dict[str, Any] = dict(PRODUCER_DEFAULTS)
+    conf.update(settings.producer)
+    conf["bootstrap.servers"] = settings.address
+    return conf
+
+
+class KafkaSink:
+    """Owns the Producer, its poll thread and the task that drains the queue."""
+
+    def __init__(self, settings: KafkaSettings, queue: BatchQueue,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._on_fatal = on_fatal
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._poll_thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._in_producer = 0  # messages handed to librdkafka without a delivery report yet
+        self._idle = asyncio.Event()
+        self._last_error_log = 0.0
+        self._connected = False
+        self._delivered: dict[str, Any] = {}
+
+    @property
+    def connected(self) -> bool:
+        """True once a broker answered and until librdkafka reports all brokers down."""
+        return self._connected
+
+    async def start(self) -> None:
+        """Create the producer and start polling and draining; safe to call twice."""
+        if self._producer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        conf = producer_config(self._settings)
+        conf["error_cb"] = self._on_error
+        try:
+            self._producer = Producer(conf)
+        except KafkaException as exc:
+            raise KafkaError(f"invalid [kafka.producer] configuration: {exc.args[0].str()}",
+                             retriable=False) from exc
+        shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k != "error_cb")
+        log.info("kafka producer started: %s", shown)
+        self._running.set()
+        self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poll_thread.start()
+        self._drain_task = asyncio.create_task(self._drain(), name="kafka-drain")
+        self._drain_task.add_done_callback(self._drain_finished)
+
+    def _drain_finished(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("kafka drain task died", exc_info=exc)
+            metrics.TASK_CRASHES.labels("kafka-drain").inc()
+            if self._on_fatal:
+                self._on_fatal(exc)
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while True:
+            batch = await queue.get()
+            await self._produce(batch)
+
+    async def _produce(self, batch: Batch) -> None:
+        assert self._producer is not None
+        produce = self._producer.produce
+        topic, key = batch.topic, batch.key
+        on_delivery = self._delivery_callback(batch)
+        values = batch.values
+        i, n = 0, len(values)
+        self._in_producer += n
+        self._idle.clear()
+        while i < n:
+            try:
+                for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
+                    produce(topic, values[i], key, on_delivery=on_delivery)
+                i = n
+            except BufferError:
+                # librdkafka's local queue is full (broker slow or down): wait, never drop.
+                await asyncio.sleep(0.02)
+            except KafkaException as exc:
+                err = exc.args[0]
+                self._in_producer -= n - i
+                batch.remaining -= n - i
+                batch.error = err
+                log.error("kafka refused a message for topic %s: %s", topic, err.str())
+                if batch.remaining == 0:
+                    self._batch_done(batch)
+                return
+
+    def _delivery_callback(self, batch: Batch) -> Callable[[Any, Any], None]:
+        loop = self._loop
+        assert loop is not None
+
+        def on_delivery(err: Any, msg: Any) -> None:  # runs in the poll thread
+            if err is not None and batch.error is None:
+                batch.error = err
+            batch.remaining -= 1
+            if batch.remaining == 0:
+                loop.call_soon_threadsafe(self._batch_done, batch)
+        return on_delivery
+
+    def _batch_done(self, batch: Batch) -> None:
+        n = len(batch.values)
+        self._in_producer -= n
+        if self._in_producer <= 0:
+            self._in_producer = 0
+            self._idle.set()
+        if batch.error is None:
+            self._connected = True
+            metrics.KAFKA_UP.set(1)
+            child = self._delivered.get(batch.topic)
+            if child is None:
+                child = self._delivered[batch.topic] = metrics.DELIVERED.labels(batch.topic)
+            child.inc(n)
+        else:
+            err = batch.error
+            reason = err.name() if isinstance(err, RdKafkaError) else type(err).__name__
+            metrics.FAILED.labels(batch.topic, reason).inc(n)
+        if batch.owner is not None:
+            batch.owner.batch_done(batch)
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while self._running.is_set():
+            try:
+                producer.poll(0.1)
+            except Exception:  # a callback raised: log it, keep polling
+                log.exception("error in a kafka delivery callback")
+
+    def _on_error(self, err: Any) -> None:  # poll thread
+        code = err.code()
+        if code == RdKafkaError._ALL_BROKERS_DOWN:
+            self._connected = False
+            metrics.KAFKA_UP.set(0)
+        if err.fatal():
+            log.critical("kafka producer fatal error: %s", err.str())
+            if self._on_fatal and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_fatal, KafkaError(err.str(), retriable=False))
+            return
+        now = time.monotonic()
+        if now - self._last_error_log > 10 or code == RdKafkaError._ALL_BROKERS_DOWN:
+            self._last_error_log = now
+            log.warning("kafka: %s (retrying, nothing is dropped)", err.str())
+
+    def check_connection(self, timeout: float = 5.0) -> bool:
+        """Ask the cluster for metadata (blocking: call off the loop); updates `connected`."""
+        if self._producer is None:
+            return False
+        try:
+            md = self._producer.list_topics(timeout=timeout)
+            ok = len(md.brokers) > 0
+        except KafkaException:
+            ok = False
+        self._connected = ok
+        metrics.KAFKA_UP.set(1 if ok else 0)
+        return ok
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the queue is empty and every produced message has a report, up to timeout."""
+        deadline = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        while self._in_producer > 0 and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+        return self._queue.empty() and self._in_producer == 0
+
+    @property
+    def pending(self) -> int:
+        return self._in_producer + self._queue.depth
+
+    async def stop(self, timeout: float = 30.0) -> bool:
+        """Drain and flush under a deadline, then stop polling; safe to call twice.
+
+        Returns True when everything queued was acknowledged.
+        """
+        if self._producer is None:
+            return True
+        clean = await self.drain(timeout)
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            try:
+                await self._drain_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._drain_task = None
+        if not clean:
+            log.warning("shutdown deadline reached with %d messages unacknowledged; "
+                        "they will be re-read from the registry offsets at next start", self.pending)
+        self._running.clear()
+        if self._poll_thread is not None:
+            await asyncio.to_thread(self._poll_thread.join, 5)
+            self._poll_thread = None
+        # Deliver any reports that arrived after the poll thread stopped.
+        producer, self._producer = self._producer, None
+        await asyncio.to_thread(producer.flush, 0 if not clean else 1)
+        return clean
+
+
+def check_kafka(settings: KafkaSettings, timeout: float = 5.0) -> tuple[bool, str]:
+    """One metadata request to the brokers (for `logagent check`): (ok, one-line description)."""
+    conf = producer_config(settings)
+    conf.pop("error_cb", None)
+    conf["logger"] = logging.getLogger("logagent.check.kafka")
+    try:
+        producer = Producer(conf)
+    except KafkaException as exc:
+        return False, f"invalid [kafka.producer] configuration: {exc.args[0].str()}"
+    try:
+        md = producer.list_topics(timeout=timeout)
+        brokers = ", ".join(f"{b.host}:{b.port}" for b in md.brokers.values())
+        return True, f"{len(md.brokers)} broker(s): {brokers}"
+    except KafkaException as exc:
+        return False, f"no answer from {settings.address} within {timeout:.0f}s: {exc.args[0].str()}"
+

@@ -1,0 +1,207 @@
+"""The registry: per file identity, the offset up to which Kafka acknowledged every line.
+
+Stored as JSON under `[agent] data_dir`, written atomically (temp file, fsync,
+rename) every `registry_flush_interval` and at shutdown. A file is identified by
+(device, inode) plus a fingerprint of its first bytes, so a reused inode is not
+taken for the old file. A corrupt registry is set aside, never fatal; a data_dir
+that cannot be written is reported and counted while shipping goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import metrics
+from .errors import RegistryError
+
+log = logging.getLogger("logagent.registry")
+
+FINGERPRINT_BYTES = 1024
+PRUNE_AFTER = 30 * 86400.0
+VERSION = 1
+
+
+def fingerprint(fd: int, length: int = FINGERPRINT_BYTES) -> tuple[str, int]:
+    """(hash, length) of up to `length` first bytes of an open file."""
+    head = os.pread(fd, length, 0)
+    return hashlib.blake2b(head, digest_size=12).hexdigest(), len(head)
+
+
+@dataclass
+class RegistryEntry:
+    path: str
+    offset: int
+    dev: int
+    ino: int
+    fp: str
+    fp_len: int
+    updated: float
+
+
+def identity_key(dev: int, ino: int) -> str:
+    return f"{dev}:{ino}"
+
+
+class Registry:
+    """In-memory map of acknowledged offsets, flushed to `<data_dir>/registry.json`."""
+
+    def __init__(self, data_dir: Path, flush_interval: float = 1.0) -> None:
+        self.path = Path(data_dir) / "registry.json"
+        self.flush_interval = flush_interval
+        self._entries: dict[str, RegistryEntry] = {}
+        self._applied: dict[str, float] = {}  # collect entry path -> when it was first applied
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
+
+    def load(self) -> None:
+        """Read the saved offsets; a corrupt file is renamed aside and logged."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            metrics.REGISTRY_ERRORS.inc()
+            log.error("registry %s unreadable (%s); starting without saved offsets", self.path, exc)
+            return
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+                raise ValueError("no 'files' object")
+            now = time.time()
+            self._applied = {str(k): float(v) for k, v in data.get("entries", {}).items()}
+            for key, item in data["files"].items():
+                entry = RegistryEntry(**item)
+                if now - entry.updated < PRUNE_AFTER:
+                    self._entries[key] = entry
+        except (ValueError, TypeError) as exc:
+            metrics.REGISTRY_ERRORS.inc()
+            aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
+            try:
+                self.path.rename(aside)
+                where = f"moved to {aside}"
+            except OSError as rename_exc:
+                where = f"could not be moved aside: {rename_exc}"
+            log.error("registry %s is corrupt (%s); %s; starting without saved offsets", self.path, exc, where)
+            self._entries.clear()
+            self._applied.clear()
+
+    def entry_applied(self, pattern: str) -> bool:
+        """Record that a collect entry runs; True when it already ran before (a restart).
+
+        `start = end` applies only to an entry's first application: after a restart,
+        a file that appeared while the agent was down is read from its beginning.
+        """
+        seen = pattern in self._applied
+        if not seen:
+            self._applied[pattern] = time.time()
+            self._dirty = True
+        return seen
+
+    def entry_removed(self, pattern: str) -> None:
+        if self._applied.pop(pattern, None) is not None:
+            self._dirty = True
+
+    def lookup(self, dev: int, ino: int) -> RegistryEntry | None:
+        return self._entries.get(identity_key(dev, ino))
+
+    def update(self, dev: int, ino: int, path: str, offset: int, fp: str, fp_len: int) -> None:
+        """Record that every byte before `offset` of this file is acknowledged."""
+        key = identity_key(dev, ino)
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = RegistryEntry(path, offset, dev, ino, fp, fp_len, time.time())
+        else:
+            entry.path, entry.offset, entry.fp, entry.fp_len = path, offset, fp, fp_len
+            entry.updated = time.time()
+        self._dirty = True
+
+    def forget(self, dev: int, ino: int) -> None:
+        if self._entries.pop(identity_key(dev, ino), None) is not None:
+            self._dirty = True
+
+    def entries(self) -> dict[str, RegistryEntry]:
+        return dict(self._entries)
+
+    def _serialize(self) -> bytes:
+        data = {"version": VERSION, "entries": self._applied,
+                "files": {k: asdict(v) for k, v in self._entries.items()}}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def _write(self, payload: bytes) -> None:
+        """Write atomically: temp file, fsync, rename, fsync of the folder."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            metrics.REGISTRY_ERRORS.inc()
+            raise RegistryError(f"cannot write registry {self.path}: {exc.strerror or exc}") from exc
+
+    def save(self) -> None:
+        """Write the registry now; raises RegistryError."""
+        self._write(self._serialize())
+        self._dirty = False
+
+    def _write_logged(self, payload: bytes) -> bool:
+        """Write, logging (once per distinct problem) instead of raising."""
+        try:
+            self._write(payload)
+        except RegistryError as exc:
+            if str(exc) != self._last_error:
+                log.error("%s; shipping continues, offsets are kept in memory", exc)
+                self._last_error = str(exc)
+            return False
+        if self._last_error:
+            log.info("registry %s writable again", self.path)
+            self._last_error = ""
+        return True
+
+    def flush(self) -> bool:
+        """Save if anything changed; False when it could not be written."""
+        if not self._dirty:
+            return True
+        self._dirty = False
+        ok = self._write_logged(self._serialize())
+        self._dirty = self._dirty or not ok
+        return ok
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="registry-flush")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            if self._dirty:
+                # Serialise on the loop (entries change there), write in a thread.
+                self._dirty = False
+                if not await asyncio.to_thread(self._write_logged, self._serialize()):
+                    self._dirty = True
+
+    async def stop(self) -> None:
+        """Stop the periodic flush and write a last time; safe to call twice."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.flush()

@@ -1,0 +1,388 @@
+"""One tailer per file: read new bytes in chunks, ship lines, follow rotation like `tail -F`.
+
+A tailer is bound to a file identity (device, inode, fingerprint), not to a name.
+It reads to the end whenever it is woken (inotify) or its stat tick fires, puts
+batches on the queue (waiting when it is full) and moves the registry offset only
+when Kafka acknowledged every batch before it. When the name it was opened under
+points elsewhere (rename or delete), it reads its file until it stops growing for
+`rotate_wait`, sends the held partial line, closes and ends; the entry's runner
+then opens the new file under that name from its beginning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import metrics
+from .batch import Batch
+from .errors import SourceError
+from .lines import LineSplitter, MessageFormat, utc_timestamp
+from .queue import BatchQueue
+from .registry import FINGERPRINT_BYTES, Registry, fingerprint
+
+log = logging.getLogger("logagent.tailer")
+
+RETRY_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Route:
+    """Where a file's lines go; replaced in place to retarget without re-reading."""
+
+    topic: str
+    module: str = ""
+    fields: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    ip: str
+    host: str
+    max_line_bytes: int = 1024 * 1024
+    read_buffer_bytes: int = 256 * 1024
+    stat_interval: float = 1.0
+    rotate_wait: float = 2.0
+    close_inactive: float = 300.0
+
+
+class FdBudget:
+    """Caps open descriptors: when full, the least recently active idle tailer is closed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: collections.OrderedDict[int, "FileTailer"] = collections.OrderedDict()
+
+    def acquire(self, tailer: "FileTailer") -> bool:
+        if len(self._open) >= self.limit:
+            for victim in list(self._open.values()):
+                if victim is not tailer and victim.evictable:
+                    victim.close_idle("max_open_files reached")
+                    break
+            else:
+                return False
+        self._open[id(tailer)] = tailer
+        metrics.FILES_OPEN.set(len(self._open))
+        return True
+
+    def touch(self, tailer: "FileTailer") -> None:
+        key = id(tailer)
+        if key in self._open:
+            self._open.move_to_end(key)
+
+    def release(self, tailer: "FileTailer") -> None:
+        if self._open.pop(id(tailer), None) is not None:
+            metrics.FILES_OPEN.set(len(self._open))
+
+    @property
+    def in_use(self) -> int:
+        return len(self._open)
+
+
+def open_error_reason(exc: OSError) -> str:
+    """A short metric label for an open/read error."""
+    return {errno.ENOENT: "missing", errno.EACCES: "permission_denied", errno.EPERM: "permission_denied",
+            errno.ELOOP: "symlink_loop", errno.EISDIR: "is_directory", errno.EMFILE: "too_many_open_files",
+            errno.ENFILE: "too_many_open_files"}.get(exc.errno or 0, "io_error")
+
+
+class FileTailer:
+    """Tails one file identity opened under `path`; see the module docstring."""
+
+    def __init__(self, path: str, route: Route, opts: TailOptions, queue: BatchQueue,
+                 registry: Registry, budget: FdBudget, start_at_end: bool,
+                 on_rotated: Callable[["FileTailer"], None]) -> None:
+        self.path = path
+        self.opts = opts
+        self._queue = queue
+        self._registry = registry
+        self._budget = budget
+        self._start_at_end = start_at_end
+        self._on_rotated = on_rotated
+        self.route = route
+        self._format = self._make_format(route)
+        self.fd: int | None = None
+        self.dev = self.ino = 0
+        self.fp, self.fp_len = "", 0
+        self.read_pos = 0
+        self.acked = 0
+        self.generation = 0
+        self._splitter = LineSplitter(opts.max_line_bytes)
+        self._inflight: collections.deque[Batch] = collections.deque()
+        self._wake = asyncio.Event()
+        self._failed: object | None = None
+        self._failures = 0
+        self.rotated = False
+        self.finished = False
+        self._last_growth = time.monotonic()
+        self._closed_idle = False
+        self._key = f"{opts.ip}:{path}".encode()
+        self._lines = metrics.LINES_READ.labels(path)
+        self._bytes = metrics.BYTES_READ.labels(path)
+        self._unacked = metrics.UNACKED_BYTES.labels(path)
+
+    # ---- routing
+
+    def _make_format(self, route: Route) -> MessageFormat:
+        return MessageFormat(self.opts.ip, self.opts.host, self.path, route.module, route.fields)
+
+    def retarget(self, route: Route) -> None:
+        """New topic/module/fields for the lines not read yet; nothing is re-read."""
+        self.route = route
+        self._format = self._make_format(route)
+
+    # ---- open / close
+
+    @property
+    def evictable(self) -> bool:
+        """Idle at the end of a file that still has its name: safe to close and reopen later."""
+        return (self.fd is not None and not self.rotated and self._splitter.pending == 0
+                and time.monotonic() - self._last_growth > self.opts.stat_interval)
+
+    def open(self) -> None:
+        """Open the file under `path` and find where to start; raises SourceError."""
+        if not self._budget.acquire(self):
+            raise SourceError(f"{self.path}: max_open_files reached and no idle file to close")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self._budget.release(self)
+            metrics.FILE_ERRORS.labels(self.path, open_error_reason(exc)).inc()
+            raise SourceError(f"{self.path}: cannot open: {exc.strerror}") from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self._budget.release(self)
+            metrics.FILE_ERRORS.labels(self.path, "not_regular_file").inc()
+            raise SourceError(f"{self.path}: not a regular file")
+        reopening = self.dev != 0
+        if reopening and (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            os.close(fd)
+            self._budget.release(self)
+            raise SourceError(f"{self.path}: replaced while closed")
+        self.fd = fd
+        self._closed_idle = False
+        if reopening:
+            return
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.fp, self.fp_len = fingerprint(fd)
+        saved = self._registry.lookup(st.st_dev, st.st_ino)
+        if saved is not None and fingerprint(fd, saved.fp_len)[0] == saved.fp:
+            start = saved.offset if saved.offset <= st.st_size else 0
+            how = f"saved offset {saved.offset}" + ("" if start == saved.offset else ", file is shorter: from 0")
+        elif self._start_at_end:
+            start = self._last_line_end(fd, st.st_size)
+            how = "start=end"
+        else:
+            start = 0
+            how = "beginning"
+        self.read_pos = self.acked = start
+        self._splitter.reset(start)
+        # Saved at once, so a restart before the first ack does not re-decide where to start.
+        self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len)
+        log.info("tailing %s from offset %d (%s) -> topic %s", self.path, start, how, self.route.topic)
+
+    @staticmethod
+    def _last_line_end(fd: int, size: int) -> int:
+        """The offset after the last newline, so start=end never begins mid-line."""
+        if size == 0:
+            return 0
+        look = min(size, 64 * 1024)
+        tail = os.pread(fd, look, size - look)
+        nl = tail.rfind(b"\n")
+        return size - look + nl + 1 if nl >= 0 else size
+
+    def close_idle(self, why: str) -> None:
+        """Close the descriptor but keep identity and offsets; reopened when the file changes."""
+        if self.fd is None:
+            return
+        log.debug("closing %s (%s)", self.path, why)
+        self._close_fd()
+        self._closed_idle = True
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = None
+                self._budget.release(self)
+
+    # ---- the loop
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Read until stopped or until the rotated-away file is finished."""
+        if self.fd is None and not self._closed_idle:
+            self.open()
+        while not self.finished:
+            if self._failed is not None:
+                await self._rewind_after_failure()
+            if self.fd is None:
+                self._maybe_reopen()
+            if self.fd is not None:
+                await self._read_to_end()
+                self._check_name()
+            if self.rotated and self.fd is not None:
+                if time.monotonic() - self._last_growth >= self.opts.rotate_wait:
+                    await self._finish_rotated()
+                    return
+            elif (self.fd is not None and self._splitter.pending == 0
+                  and time.monotonic() - self._last_growth >= self.opts.close_inactive):
+                self.close_idle(f"inactive for {self.opts.close_inactive:.0f}s")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.opts.stat_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _read_to_end(self) -> None:
+        fd = self.fd
+        assert fd is not None
+        size = os.fstat(fd).st_size
+        if size < self.read_pos:
+            log.warning("%s was truncated (size %d < offset %d): copytruncate? reading again from 0",
+                        self.path, size, self.read_pos)
+            metrics.ROTATIONS.labels(self.path, "truncate").inc()
+            self.read_pos = 0
+            self._splitter.reset(0)
+        bufsize = self.opts.read_buffer_bytes
+        while True:
+            try:
+                data = os.pread(fd, bufsize, self.read_pos)
+            except OSError as exc:
+                metrics.FILE_ERRORS.labels(self.path, open_error_reason(exc)).inc()
+                raise SourceError(f"{self.path}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
+            if not data:
+                return
+            offset = self.read_pos
+            self.read_pos += len(data)
+            self._last_growth = time.monotonic()
+            self._budget.touch(self)
+            self._bytes.inc(len(data))
+            if self.fp_len < FINGERPRINT_BYTES and self.read_pos >= FINGERPRINT_BYTES:
+                self.fp, self.fp_len = fingerprint(fd)
+            lines = self._splitter.feed(data, offset)
+            if lines:
+                await self._ship(lines)
+            else:
+                await asyncio.sleep(0)  # a long line without newline must not starve the loop
+            if len(data) < bufsize:
+                return
+
+    async def _ship(self, lines: list[tuple[int, bytes, bool]]) -> None:
+        values = self._format.build(lines, utc_timestamp())
+        truncated = sum(1 for line in lines if line[2])
+        if truncated:
+            metrics.LINES_TRUNCATED.labels(self.path).inc(truncated)
+            log.warning("%s: %d line(s) longer than max_line_bytes=%d cut, offset %d",
+                        self.path, truncated, self.opts.max_line_bytes, lines[0][0])
+        self._lines.inc(len(values))
+        batch = Batch(self.route.topic, self._key, values, self._splitter.resume_offset, self,
+                      self.generation)
+        self._inflight.append(batch)
+        self._unacked.set(self.read_pos - self.acked)
+        await self._queue.put(batch)
+
+    def _check_name(self) -> None:
+        """Notice when `path` no longer names our file (renamed, deleted, replaced)."""
+        if self.rotated:
+            return
+        try:
+            st = os.stat(self.path)
+            moved = (st.st_dev, st.st_ino) != (self.dev, self.ino)
+        except FileNotFoundError:
+            moved = True
+        except OSError:
+            return
+        if not moved and self.fd is not None and os.fstat(self.fd).st_nlink == 0:
+            moved = True
+        if moved:
+            self.rotated = True
+            self._last_growth = time.monotonic()
+            metrics.ROTATIONS.labels(self.path, "rename_or_delete").inc()
+            log.info("%s was renamed or deleted; reading the old file to its end", self.path)
+            self._on_rotated(self)
+
+    def _maybe_reopen(self) -> None:
+        """After close_idle: reopen when the same file changed; end if it was replaced."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            self.rotated = True
+            self.finished = True
+            self._on_rotated(self)
+            return
+        if st.st_size != self.read_pos:
+            try:
+                self.open()
+            except SourceError as exc:
+                log.debug("reopen deferred: %s", exc)
+
+    async def _finish_rotated(self) -> None:
+        last = self._splitter.flush()
+        if last:
+            await self._ship(last)
+        log.info("finished rotated file %s at offset %d", self.path, self.read_pos)
+        self._close_fd()
+        self.finished = True
+
+    # ---- acknowledgements
+
+    def batch_done(self, batch: Batch) -> None:
+        """Called on the loop when Kafka answered for every message of the batch."""
+        if batch.generation != self.generation:
+            return  # from before a rewind: those lines are being read again
+        if batch.error is not None:
+            if self._failed is None:
+                err = batch.error
+                text = err.str() if hasattr(err, "str") else str(err)
+                log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
+                          self.path, batch.topic, self.acked, text, self.acked)
+                self._failed = err
+                self.wake()
+            return
+        inflight = self._inflight
+        moved = False
+        while inflight and inflight[0].remaining == 0 and inflight[0].error is None:
+            self.acked = inflight.popleft().end_offset
+            moved = True
+        if moved:
+            self._failures = 0
+            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len)
+            self._unacked.set(max(0, self.read_pos - self.acked))
+
+    async def _rewind_after_failure(self) -> None:
+        delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
+        self._failures += 1
+        await asyncio.sleep(delay)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Drop what is in flight and read again from the acknowledged offset."""
+        self.generation += 1
+        self._failed = None
+        self._inflight.clear()
+        self.read_pos = self.acked
+        self._splitter.reset(self.acked)
+
+    @property
+    def unacked(self) -> int:
+        return len(self._inflight)
+
+    def close(self) -> None:
+        """Close the descriptor for good (the entry was removed or the agent stops)."""
+        self._close_fd()
+        self.finished = True
+        self._unacked.set(0)

@@ -1,0 +1,131 @@
+"""One watchdog (inotify) observer for all collected files.
+
+Watchdog delivers events on its own thread; they are coalesced there and handed
+to the event loop with one `call_soon_threadsafe` per burst, so a file written
+20,000 times a second costs the loop one wake-up per burst, not one per write.
+A folder that cannot be watched (missing, or the inotify limit) is simply not
+watched: the tailers' stat tick and the runners' scans keep everything moving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import threading
+from collections import defaultdict
+from typing import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
+
+log = logging.getLogger("logagent.watcher")
+
+Listener = Callable[[str], None]  # called on the loop with the path an event named
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: "FileWatcher") -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [event.src_path]
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            paths.append(dest)
+        self._watcher._from_thread([os.fsdecode(p) for p in paths])
+
+
+class FileWatcher:
+    """Folder watches shared by every runner, with listeners per folder."""
+
+    def __init__(self) -> None:
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._scheduled = False
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+        self._watches: dict[str, ObservedWatch] = {}
+        self._warned: set[str] = set()
+
+    async def start(self) -> None:
+        if self._observer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.start()
+
+    async def stop(self) -> None:
+        """Stop the observer thread; safe to call twice."""
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            await asyncio.to_thread(observer.join, 5)
+        self._watches.clear()
+
+    def subscribe(self, folder: str, listener: Listener) -> bool:
+        """Call listener(path) for events in `folder`; True when the folder is watched."""
+        folder = os.path.normpath(folder)
+        if listener not in self._listeners[folder]:
+            self._listeners[folder].append(listener)
+        if folder in self._watches:
+            return True
+        if self._observer is None or not os.path.isdir(folder):
+            return False
+        try:
+            self._watches[folder] = self._observer.schedule(_Handler(self), folder, recursive=False)
+            return True
+        except OSError as exc:
+            if folder not in self._warned:
+                self._warned.add(folder)
+                if exc.errno == errno.ENOSPC:
+                    log.warning("inotify watch limit reached (raise fs.inotify.max_user_watches); "
+                                "%s is polled every stat_interval instead", folder)
+                else:
+                    log.warning("cannot watch %s (%s); polling it instead", folder, exc.strerror or exc)
+            return False
+
+    def unsubscribe(self, folder: str, listener: Listener) -> None:
+        folder = os.path.normpath(folder)
+        listeners = self._listeners.get(folder)
+        if not listeners:
+            return
+        if listener in listeners:
+            listeners.remove(listener)
+        if not listeners:
+            del self._listeners[folder]
+            watch = self._watches.pop(folder, None)
+            if watch is not None and self._observer is not None:
+                try:
+                    self._observer.unschedule(watch)
+                except (KeyError, OSError):
+                    pass
+
+    def _from_thread(self, paths: list[str]) -> None:
+        with self._lock:
+            self._pending.update(paths)
+            if self._scheduled or self._loop is None:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._dispatch)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, set()
+            self._scheduled = False
+        for path in pending:
+            folder = os.path.dirname(path)
+            for listener in list(self._listeners.get(folder, ())):
+                listener(path)
+            # An event on a watched folder itself (deleted, moved) concerns its listeners too.
+            for listener in list(self._listeners.get(path, ())):
+                listener(path)

@@ -1,0 +1,200 @@
+"""Helpers shared by the tests: run the agent as a real process, read Kafka back, wait on conditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from devstack.stack import free_port, tail
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+               what: str = "condition") -> Any:
+    """Poll cond() until it returns something truthy; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def new_topic(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class KafkaReader:
+    """A real consumer reading one or more topics from the beginning."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "topic.metadata.refresh.interval.ms": 500,
+            "allow.auto.create.topics": True,
+        })
+        self.consumer.subscribe(list(topics))
+        self.messages: list[Any] = []
+
+    def poll(self, seconds: float = 0.5) -> int:
+        got = 0
+        for msg in self.consumer.consume(num_messages=10000, timeout=seconds):
+            if msg.error():
+                continue
+            self.messages.append(msg)
+            got += 1
+        return got
+
+    def read(self, count: int, timeout: float = 30.0) -> list[Any]:
+        """Read until `count` messages arrived in all (or fail after timeout)."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            self.poll(0.5)
+        if len(self.messages) < count:
+            raise AssertionError(f"got {len(self.messages)} of {count} messages within {timeout}s")
+        return self.messages
+
+    def settle(self, quiet: float = 2.0, timeout: float = 30.0) -> list[Any]:
+        """Read until nothing new arrives for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.poll(0.3):
+                last = time.monotonic()
+            elif time.monotonic() - last >= quiet:
+                break
+        return self.messages
+
+    def values(self) -> list[dict[str, Any]]:
+        return [json.loads(m.value()) for m in self.messages]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> "KafkaReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_config(path: Path, kafka: str, data_dir: Path, allowed: str, etcd: str = "",
+                 files: list[dict[str, Any]] | None = None, extra: dict[str, dict[str, str]] | None = None,
+                 ip: str = "127.0.0.1") -> Path:
+    """A config.ini for a test agent (loopback only, fast intervals)."""
+    sections: dict[str, dict[str, str]] = {
+        "kafka": {"address": kafka, "chan_size": "10000"},
+        "kafka.producer": {"linger.ms": "5"},
+        "etcd": {"address": etcd},
+        "agent": {"ip": ip, "hostname": "test-host", "data_dir": str(data_dir), "allowed_paths": allowed,
+                  "http_listen": f"127.0.0.1:{free_port()}", "log_level": "INFO",
+                  "stat_interval": "0.5", "scan_interval": "0.5", "rotate_wait": "1",
+                  "registry_flush_interval": "0.5", "shutdown_timeout": "20"},
+        "collect": {"files": json.dumps(files or [])},
+        "sysinfo": {"enabled": "false"},
+    }
+    for section, values in (extra or {}).items():
+        sections.setdefault(section, {}).update(values)
+    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()) + "\n"
+                   for s, kv in sections.items())
+    path.write_text(text)
+    return path
+
+
+class AgentProcess:
+    """`python -m logagent run -c config` as a child process, as systemd would run it."""
+
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = ""
+        for line in config.read_text().splitlines():
+            if line.startswith("http_listen"):
+                self.http = line.split("=", 1)[1].strip()
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> "AgentProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "logagent", "run", "-c", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+        log.close()
+        if wait_ready:
+            wait_until(lambda: self.ready() or not self.alive(), timeout, what="agent /readyz")
+            if not self.alive():
+                raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{self.http}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
+
+    def ready(self) -> bool:
+        return self.get("/readyz")[0] == 200
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels`."""
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        total = 0.0
+        for line in body.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric_name = head.split("{", 1)[0]
+            if metric_name != name:
+                continue
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the clean stop."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"agent did not stop within {timeout}s:\n{self.log_tail()}")
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """kill -9: the crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
