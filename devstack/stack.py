@@ -322,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         if args.ready_file:
             Path(args.ready_file).touch()
+        n = 0
         while not stop and kafka.alive() and etcd.alive():
             time.sleep(0.5)
+            n += 1
+            if n % 4 == 0:  # a demo line every 2 s, so `make consume` shows lines flowing
+                with open(DEMO_LOG, "a") as f:
+                    f.write(f"demo line {n // 4} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         return 0 if stop else 1
     finally:
         kafka.stop()

@@ -360,11 +360,12 @@ class HostSampler:
         with self._lock:
             for tracker in (self._cpu, self._diskio, self._net):
                 tracker.reset()
-            for name, step in (("cpu", lambda: self._cpu.update(self._read_cpu())),
-                               ("diskio", lambda: self._diskio.update(self._read_diskio(), self._clock())),
-                               ("net", lambda: self._net.update(self._read_net(), self._clock()))):
+            # The collectors update the trackers; their first rows carry no news, so drop them.
+            baselines: tuple[tuple[str, Callable[[], list[Row]]], ...] = (
+                ("cpu", self._collect_cpu), ("diskio", self._collect_diskio), ("net", self._collect_net))
+            for name, collect in baselines:
                 try:
-                    step()
+                    collect()
                 except Exception as exc:  # the sample after will report it properly
                     log.debug("sysinfo: baseline of %s failed: %s", name, exc)
 

@@ -198,3 +198,64 @@ class AgentProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LineWriter:
+    """Appends numbered lines to a file from a thread, reopening the name for every burst
+    (as an application that reopens its log after rotation would)."""
+
+    def __init__(self, path: Path, name: str, rate: float = 2000.0, burst: int = 20) -> None:
+        import threading
+
+        self.path = path
+        self.name = name
+        self.rate = rate
+        self.burst = burst
+        self.count = 0
+        self._stop = threading.Event()
+        self._pause = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"writer-{name}", daemon=True)
+
+    def line(self, i: int) -> str:
+        return f"{self.name} {i:08d}"
+
+    def _run(self) -> None:
+        interval = self.burst / self.rate
+        while not self._stop.is_set():
+            if not self._pause.is_set():
+                with open(self.path, "a") as f:
+                    f.write("".join(self.line(self.count + k) + "\n" for k in range(self.burst)))
+                self.count += self.burst
+            time.sleep(interval)
+
+    def start(self) -> "LineWriter":
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.count
+
+    def expected(self) -> list[str]:
+        return [self.line(i) for i in range(self.count)]
+
+
+def check_delivery(expected: list[str], got: list[str], max_dups: int | None = 0) -> None:
+    """Every expected line arrived, in order of first arrival; at most max_dups duplicates."""
+    from collections import Counter
+
+    counts = Counter(got)
+    missing = [line for line in expected if counts[line] == 0]
+    assert not missing, f"{len(missing)} of {len(expected)} lines missing, first: {missing[:5]}"
+    dups = sum(c - 1 for c in counts.values() if c > 1)
+    if max_dups is not None:
+        assert dups <= max_dups, f"{dups} duplicated lines (allowed {max_dups})"
+    firsts: list[str] = []
+    seen: set[str] = set()
+    for line in got:
+        if line not in seen:
+            seen.add(line)
+            firsts.append(line)
+    wanted = set(expected)
+    assert [x for x in firsts if x in wanted] == expected, "lines arrived out of order"
