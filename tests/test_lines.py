@@ -1,0 +1,64 @@
+"""LineSplitter and MessageFormat: the tailer's pure hot path."""
+
+from __future__ import annotations
+
+import json
+
+from logagent.lines import LineSplitter, MessageFormat
+
+
+def test_splits_lines_with_offsets_and_holds_partial():
+    s = LineSplitter(100)
+    assert s.feed(b"ab\ncd\nef", 0) == [(0, b"ab", False), (3, b"cd", False)]
+    assert s.resume_offset == 6 and s.pending == 2
+    assert s.feed(b"gh\n", 8) == [(6, b"efgh", False)]
+    assert s.resume_offset == 11 and s.pending == 0
+
+
+def test_crlf_stripped_and_empty_lines_kept():
+    s = LineSplitter(100)
+    assert s.feed(b"a\r\n\nb\r\n", 0) == [(0, b"a", False), (3, b"", False), (4, b"b", False)]
+
+
+def test_over_long_line_cut_and_rest_skipped_across_chunks():
+    s = LineSplitter(4)
+    assert s.feed(b"123456", 0) == [(0, b"1234", True)]
+    assert s.resume_offset == 0  # a restart re-reads the cut line rather than shipping its tail
+    assert s.feed(b"789", 6) == []
+    assert s.feed(b"0\nok\n", 9) == [(11, b"ok", False)]
+    assert s.resume_offset == 14
+    assert s.feed(b"abcdefgh\nxy\n", 14) == [(14, b"abcd", True), (23, b"xy", False)]
+
+
+def test_flush_sends_held_partial_as_last_line():
+    s = LineSplitter(100)
+    s.feed(b"a\nlast\r", 0)
+    assert s.flush() == [(2, b"last", False)]
+    assert s.flush() == []
+    assert s.resume_offset == 7
+
+
+def test_reset_forgets_partial():
+    s = LineSplitter(100)
+    s.feed(b"partial", 0)
+    s.reset(0)
+    assert s.feed(b"new\n", 0) == [(0, b"new", False)]
+
+
+def test_message_format_matches_design():
+    fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/app.log", "web", {"env": "prod"})
+    [raw] = fmt.build([(1048576, b"GET /x 200", False)], b"2026-11-25T14:00:00.123456Z")
+    msg = json.loads(raw)
+    assert msg == {"ip": "10.0.0.5", "data": "GET /x 200", "host": "web-1", "path": "/var/log/app.log",
+                   "offset": 1048576, "timestamp": "2026-11-25T14:00:00.123456Z", "module": "web",
+                   "env": "prod"}
+    assert list(msg)[:2] == ["ip", "data"]
+
+
+def test_message_format_invalid_utf8_nul_quotes_and_truncated():
+    fmt = MessageFormat("1.2.3.4", "h", '/p "q"')
+    raws = fmt.build([(0, b'bad \xff "x" \x00 \\', False), (9, b"cut", True)], b"T")
+    first, second = (json.loads(r) for r in raws)
+    assert first["data"] == 'bad \ufffd "x" \x00 \\'
+    assert "module" not in first and "truncated" not in first
+    assert second["truncated"] is True and second["path"] == '/p "q"'

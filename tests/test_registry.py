@@ -1,0 +1,55 @@
+"""Registry: atomic save, reload, corrupt file set aside, unwritable dir reported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from logagent.errors import RegistryError
+from logagent.registry import Registry, fingerprint
+
+
+def test_roundtrip(tmp_path: Path):
+    r = Registry(tmp_path)
+    r.update(1, 2, "/var/log/a", 100, "ff", 10)
+    assert r.entry_applied("/var/log/*.log") is False
+    assert r.entry_applied("/var/log/*.log") is True
+    r.save()
+    r2 = Registry(tmp_path)
+    r2.load()
+    e = r2.lookup(1, 2)
+    assert e is not None and (e.path, e.offset, e.fp, e.fp_len) == ("/var/log/a", 100, "ff", 10)
+    assert r2.entry_applied("/var/log/*.log") is True
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupt_registry_is_set_aside(tmp_path: Path):
+    (tmp_path / "registry.json").write_text("{oops")
+    r = Registry(tmp_path)
+    r.load()
+    assert r.entries() == {}
+    assert len(list(tmp_path.glob("registry.json.corrupt-*"))) == 1
+
+
+def test_unwritable_dir_raises_registry_error_and_flush_reports(tmp_path: Path):
+    target = tmp_path / "file-not-dir"
+    target.write_text("")
+    r = Registry(target / "sub")
+    r.update(1, 2, "/x", 1, "", 0)
+    with pytest.raises(RegistryError):
+        r.save()
+    assert r.flush() is False
+    assert r._dirty  # kept for the next try
+
+
+def test_fingerprint_of_small_and_large_files(tmp_path: Path):
+    small = tmp_path / "s"
+    small.write_bytes(b"abc")
+    fd = os.open(small, os.O_RDONLY)
+    try:
+        h, n = fingerprint(fd)
+        assert n == 3 and fingerprint(fd, 3)[0] == h
+    finally:
+        os.close(fd)
