@@ -37,7 +37,12 @@ def new_topic(prefix: str = "t") -> str:
 
 
 class KafkaReader:
-    """A real consumer reading one or more topics from the beginning."""
+    """A real consumer reading one or more topics from the beginning.
+
+    Partitions are assigned by hand (no group rebalances, which would re-deliver
+    messages and look like duplicates); a topic that does not exist yet is assigned
+    as soon as it appears.
+    """
 
     def __init__(self, bootstrap: str, *topics: str) -> None:
         from confluent_kafka import Consumer
@@ -48,12 +53,27 @@ class KafkaReader:
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "topic.metadata.refresh.interval.ms": 500,
-            "allow.auto.create.topics": True,
         })
-        self.consumer.subscribe(list(topics))
+        self._pending = set(topics)
         self.messages: list[Any] = []
 
+    def _assign_new_topics(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        md = self.consumer.list_topics(timeout=2)
+        ready = [t for t in self._pending if t in md.topics and md.topics[t].partitions
+                 and md.topics[t].error is None]
+        if ready:
+            self.consumer.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING)
+                                              for t in ready for p in md.topics[t].partitions])
+            self._pending.difference_update(ready)
+
     def poll(self, seconds: float = 0.5) -> int:
+        if self._pending:
+            self._assign_new_topics()
+            if self._pending and not self.consumer.assignment():
+                time.sleep(min(seconds, 0.2))
+                return 0
         got = 0
         for msg in self.consumer.consume(num_messages=10000, timeout=seconds):
             if msg.error():
