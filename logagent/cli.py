@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
     check.set_defaults(func=cmd_check)
 
+    from .config_cli import add_config_parser
+
+    add_config_parser(sub)
     return parser
 
 

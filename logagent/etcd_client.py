@@ -67,6 +67,10 @@ WatchCallback = Callable[[WatchItem], None]
 
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for an etcd failure (gRPC status and details when there are)."""
+    # pyetcd re-raises gRPC errors as bare exceptions; the gRPC error it hides says why.
+    inner = exc.__context__
+    if not callable(getattr(exc, "details", None)) and callable(getattr(inner, "details", None)):
+        exc = inner  # type: ignore[assignment]
     code = getattr(exc, "code", None)
     details = getattr(exc, "details", None)
     if callable(code) and callable(details):

@@ -38,6 +38,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.messages": "200000",
     "queue.buffering.max.kbytes": "65536",  # bounds RSS while the broker is away
     "socket.keepalive.enable": "true",
+    # A max_line_bytes line grows when JSON-escaped; compression usually brings it under the
+    # broker's own limit, which is the one that counts.
+    "message.max.bytes": "16777216",
 }
 
 
@@ -128,8 +131,7 @@ class KafkaSink:
                 await asyncio.sleep(0.02)
             except KafkaException as exc:
                 err = exc.args[0]
-                self._in_producer -= n - i
-                batch.remaining -= n - i
+                batch.remaining -= n - i  # never produced: no delivery report will come for them
                 batch.error = err
                 log.error("kafka refused a message for topic %s: %s", topic, err.str())
                 if batch.remaining == 0:

@@ -239,3 +239,44 @@ def test_broker_down_for_20s_loses_nothing(make_agent, kafka, kafka_server, logd
     check_delivery(writer.expected(), got, max_dups=None)
     wait_until(agent.ready, timeout=30, what="readyz after Kafka returned")
     assert agent.stop() == 0
+
+
+def test_reused_inode_is_not_taken_for_the_old_file(make_agent, kafka, logdir, tmp_path):
+    """A registry entry with this file's (device, inode) but another fingerprint is someone else's."""
+    from logagent.registry import fingerprint
+
+    topic = new_topic()
+    log = logdir / "app.log"
+    log.write_text("alpha\nbeta\ngamma\n")
+    st = log.stat()
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        fp, fp_len = fingerprint(fd)
+    finally:
+        os.close(fd)
+    pattern = str(log)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def registry(fp_value: str) -> None:
+        files = {f"{st.st_dev}:{st.st_ino}": {"path": pattern, "offset": 6, "dev": st.st_dev, "ino": st.st_ino,
+                                              "fp": fp_value, "fp_len": fp_len, "updated": time.time()}}
+        (data / "registry.json").write_text(json.dumps({"version": 1, "entries": {pattern: time.time()},
+                                                        "files": files}))
+
+    registry(fp)  # same file: resume after "alpha\n"
+    agent = make_agent(files=[{"path": pattern, "topic": topic}], data_dir=data)
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(2)
+        reader.settle(quiet=1.0)
+        assert _data(reader) == ["beta", "gamma"]
+    agent.stop()
+
+    topic2 = new_topic()
+    registry("0" * 24)  # same inode, other content: a new file, read from its beginning
+    agent = make_agent(files=[{"path": pattern, "topic": topic2}], data_dir=data)
+    with KafkaReader(kafka, topic2) as reader:
+        reader.read(3)
+        reader.settle(quiet=1.0)
+        assert _data(reader) == ["alpha", "beta", "gamma"]
+    agent.stop()

@@ -1,0 +1,211 @@
+"""`logagent config show|set-collect|set-sysinfo`: read and write a host's etcd keys, validated.
+
+A value is validated before anything is written (bad value: exit 2, the error lines on
+stderr, nothing written), the unified diff against the stored value is printed, and
+`--dry-run` stops there. etcd unreachable: exit 1 (EtcdError, mapped by cli.main).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from typing import Any
+
+from .collect import parse_collect_value
+from .config import Settings, load
+from .errors import CollectConfigError, ConfigError
+from .etcd_client import connect
+from .etcd_watch import parse_sysinfo_value
+
+EXIT_BAD_VALUE = 2
+
+
+def add_config_parser(subparsers: Any) -> None:
+    """Register `config` and its subcommands on the top-level subparsers."""
+    config = subparsers.add_parser("config", help="read and write this host's etcd keys, validated")
+    sub = config.add_subparsers(dest="config_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", default=None, help="config.ini (for [etcd] and [agent])")
+        p.add_argument("--ip", default=None, help="the host whose keys to use (default: [agent] ip)")
+        p.add_argument("--timeout", type=float, default=None, help="seconds per etcd request "
+                                                                   "(default: [etcd] timeout)")
+
+    show = sub.add_parser("show", help="print both keys' values")
+    common(show)
+    show.set_defaults(func=cmd_show)
+
+    collect = sub.add_parser("set-collect", help="validate and write the collect_log key")
+    common(collect)
+    collect.add_argument("--dry-run", action="store_true", help="validate and show the diff; write nothing")
+    collect.add_argument("file", help="JSON file with the entries, or - for stdin")
+    collect.set_defaults(func=cmd_set_collect)
+
+    sysinfo = sub.add_parser("set-sysinfo", help="validate and write the collect_sysinfo key",
+                             description="Give a JSON file (or - for stdin), or fields to change in "
+                                         "the stored value.")
+    common(sysinfo)
+    sysinfo.add_argument("--dry-run", action="store_true", help="validate and show the diff; write nothing")
+    sysinfo.add_argument("file", nargs="?", help="JSON file with the value, or - for stdin")
+    sysinfo.add_argument("--interval", help="seconds between samples")
+    sysinfo.add_argument("--topic", help="Kafka topic")
+    sysinfo.add_argument("--enabled", help="true or false")
+    sysinfo.add_argument("--format", help="json or influx")
+    sysinfo.set_defaults(func=cmd_set_sysinfo, _parser=sysinfo)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, str, str]:
+    settings = load(args.config)
+    if not settings.etcd.address:
+        raise ConfigError(f"{settings.source}: [etcd] address is empty: there is no etcd to use")
+    ip = args.ip or settings.ip
+    collect_key, sysinfo_key = settings.etcd.keys_for(ip)
+    return settings, collect_key, sysinfo_key
+
+
+def _timeout(args: argparse.Namespace, settings: Settings) -> float:
+    return float(args.timeout) if args.timeout else settings.etcd.timeout
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def _pretty(value: bytes | None) -> list[str]:
+    """Lines to diff: indented JSON when the value parses, else the text as it is."""
+    if value is None:
+        return []
+    text = value.decode("utf-8", errors="replace")
+    try:
+        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        pass
+    return [line + "\n" for line in text.splitlines()]
+
+
+def _diff(key: str, old: bytes | None, new: bytes) -> str:
+    return "".join(difflib.unified_diff(_pretty(old), _pretty(new),
+                                        fromfile=f"{key} (stored)" if old is not None else f"{key} (not set)",
+                                        tofile=f"{key} (new)"))
+
+
+def _refuse(errors: list[str]) -> int:
+    for line in errors:
+        print(f"logagent: {line}", file=sys.stderr)
+    print("logagent: value refused; nothing written", file=sys.stderr)
+    return EXIT_BAD_VALUE
+
+
+def _write(args: argparse.Namespace, settings: Settings, key: str, value: bytes,
+           stored: bytes | None, client: Any) -> int:
+    """Print the diff, then write unless --dry-run."""
+    diff = _diff(key, stored, value)
+    if not diff and stored is not None and stored.strip() == value.strip():
+        print(f"{key}: no change")
+        return 0
+    sys.stdout.write(diff or f"{key}: same content, new formatting\n")
+    if args.dry_run:
+        print(f"dry run: {key} not written")
+        return 0
+    revision = client.put(key, value)
+    print(f"wrote {key} (revision {revision})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- commands
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings, collect_key, sysinfo_key = _settings(args)
+    with connect(settings.etcd, _timeout(args, settings)) as client:
+        snap = client.read([collect_key, sysinfo_key])
+    print(f"# etcd {','.join(settings.etcd.address)} at revision {snap.revision}")
+    for key in (collect_key, sysinfo_key):
+        value = snap.values[key]
+        print(f"{key}:")
+        if value is None:
+            print("  (not set)" + ("  [sysinfo] defaults apply" if key == sysinfo_key else ""))
+        else:
+            print("".join("  " + line for line in _pretty(value)), end="")
+    return 0
+
+
+def cmd_set_collect(args: argparse.Namespace) -> int:
+    settings, key, _ = _settings(args)
+    value = _read_input(args.file).strip()
+    try:
+        _, errors = parse_collect_value(value, key, settings.agent.allowed_paths)
+    except CollectConfigError as exc:
+        return _refuse([str(exc)])
+    if errors:
+        # The agent would run the good entries, but a CLI write is the place to be strict.
+        return _refuse(errors)
+    with connect(settings.etcd, _timeout(args, settings)) as client:
+        stored, _ = client.get(key)
+        return _write(args, settings, key, value, stored, client)
+
+
+_FIELDS = ("interval", "topic", "enabled", "format")
+
+
+def _field_value(name: str, raw: str) -> Any:
+    """Flags as JSON types: interval a number, enabled a bool (when they parse as such)."""
+    if name == "interval":
+        try:
+            number = float(raw)
+            return int(number) if number.is_integer() else number
+        except ValueError:
+            return raw
+    if name == "enabled":
+        word = raw.strip().lower()
+        return True if word in ("true", "yes", "on", "1") else False if word in ("false", "no", "off", "0") else raw
+    return raw
+
+
+def cmd_set_sysinfo(args: argparse.Namespace) -> int:
+    fields = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
+    if (args.file is None) == (not fields):
+        args._parser.error("give a FILE (or -) or field flags (--interval, --topic, --enabled, --format), "
+                           "not both")
+    settings, _, key = _settings(args)
+    value: bytes | None = None
+    if args.file is not None:
+        value = _read_input(args.file).strip()
+        try:
+            parse_sysinfo_value(value, key, settings.sysinfo)
+        except ConfigError as exc:
+            return _refuse([str(exc)])
+    else:
+        # Check the flags alone first, so a bad one exits 2 even before etcd is asked.
+        try:
+            parse_sysinfo_value(json.dumps({k: _field_value(k, v) for k, v in fields.items()}).encode(),
+                                key, settings.sysinfo)
+        except ConfigError as exc:
+            return _refuse([str(exc)])
+    with connect(settings.etcd, _timeout(args, settings)) as client:
+        stored, _ = client.get(key)
+        if value is None:
+            # Flags change fields of the stored value; the others stay as they are.
+            base: dict[str, Any] = {}
+            if stored is not None:
+                try:
+                    loaded = json.loads(stored)
+                    base = dict(loaded) if isinstance(loaded, dict) else {}
+                except ValueError:
+                    base = {}  # the stored value is unusable anyway: replace it
+            base.update({k: _field_value(k, v) for k, v in fields.items()})
+            value = json.dumps(base).encode()
+            try:
+                parse_sysinfo_value(value, key, settings.sysinfo)
+            except ConfigError as exc:
+                return _refuse([str(exc)])
+        return _write(args, settings, key, value, stored, client)
