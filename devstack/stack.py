@@ -159,10 +159,15 @@ class KafkaServer(_Server):
     name = "kafka"
 
     def __init__(self, workdir: Path, port: int | None = None, heap: str = "512m",
-                 extra_props: dict[str, str] | None = None) -> None:
+                 extra_props: dict[str, str] | None = None,
+                 sasl_users: dict[str, str] | None = None) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.controller_port = free_port()
+        # A second listener with SASL/PLAIN when users are given: user -> password.
+        self.sasl_users = sasl_users or {}
+        self.sasl_port = free_port() if self.sasl_users else 0
+        self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}" if self.sasl_users else ""
         self.heap = heap
         self.extra_props = extra_props or {}
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -188,6 +193,15 @@ class KafkaServer(_Server):
             "auto.create.topics.enable": "true",
             "log.flush.interval.ms": "10000",
         }
+        if self.sasl_users:
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            props["listeners"] += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            props["advertised.listeners"] += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            props["inter.broker.listener.name"] = "PLAINTEXT"
+            props["sasl.enabled.mechanisms"] = "PLAIN"
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};")
         props.update(self.extra_props)
         return "".join(f"{k}={v}\n" for k, v in props.items())
 

@@ -83,12 +83,13 @@ class KafkaSink:
         self._loop = asyncio.get_running_loop()
         conf = producer_config(self._settings)
         conf["error_cb"] = self._on_error
+        conf["logger"] = logging.getLogger("logagent.librdkafka")  # through our handlers and format
         try:
             self._producer = Producer(conf)
         except KafkaException as exc:
             raise KafkaError(f"invalid [kafka.producer] configuration: {exc.args[0].str()}",
                              retriable=False) from exc
-        shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k != "error_cb")
+        shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k not in ("error_cb", "logger"))
         log.info("kafka producer started: %s", shown)
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)

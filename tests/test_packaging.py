@@ -245,15 +245,19 @@ def test_hadolint(tools: Path) -> None:
 
 def _build_context(stages: list[list[tuple[str, str]]], dest: Path) -> None:
     """The build stage's COPYs, applied to an empty directory: the image's /src."""
+    workdirs = [args for instr, args in stages[0] if instr == "WORKDIR"]
+    assert workdirs, "the build stage sets WORKDIR and installs from ."
     for sources, target, from_stage in _copies(stages[0]):
-        assert not from_stage
+        assert not from_stage and not target.startswith("/"), "the build stage copies into its WORKDIR"
+        into_dir = target.endswith("/") or target == "." or len(sources) > 1
         for src in sources:
             path = REPO / src
-            out = dest / (target.rstrip("/") + "/" + Path(src).name if target.endswith("/") and target != "./"
-                          else Path(src).name if target in ("./", ".") else target)
-            if path.is_dir():
-                shutil.copytree(path, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            if path.is_dir():  # Docker copies a directory's contents into the target
+                shutil.copytree(path, dest / target, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
+                out = dest / target / path.name if into_dir else dest / target
+                out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, out)
 
 

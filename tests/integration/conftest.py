@@ -18,6 +18,7 @@ from devstack.stack import EtcdServer, KafkaServer, StackError
 from tests.support import AgentProcess, write_config
 
 _SERVER_LOGS: list[Path] = []
+SASL_USERS = {"logagent": "s3cret-kafka-pw"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,7 +45,7 @@ def kafka_server(stack_dir: Path) -> Iterator[KafkaServer | None]:
     if os.environ.get("LOGAGENT_TEST_KAFKA"):
         yield None
         return
-    server = KafkaServer(stack_dir / "kafka")
+    server = KafkaServer(stack_dir / "kafka", sasl_users=SASL_USERS)
     _SERVER_LOGS.append(server.log_path)
     try:
         _start(server)
@@ -57,6 +58,15 @@ def kafka_server(stack_dir: Path) -> Iterator[KafkaServer | None]:
 def kafka(kafka_server: KafkaServer | None) -> str:
     """Bootstrap address of the real broker."""
     return os.environ.get("LOGAGENT_TEST_KAFKA") or kafka_server.bootstrap  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(kafka_server: KafkaServer | None) -> tuple[str, str, str]:
+    """(bootstrap, user, password) of the broker's SASL/PLAIN listener."""
+    if kafka_server is None:
+        pytest.fail("the SASL tests need the suite's own broker (unset LOGAGENT_TEST_KAFKA)", pytrace=False)
+    user, password = next(iter(SASL_USERS.items()))
+    return kafka_server.sasl_bootstrap, user, password
 
 
 @pytest.fixture(scope="session")
