@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import replace
 from typing import Any
 
 from . import metrics
 from .batch import Batch
 from .collect import CollectEntry, parse_collect_value
-from .config import Settings, describe
-from .errors import CollectConfigError, LogagentError
+from .config import Settings, describe, load
+from .errors import CollectConfigError, ConfigError, LogagentError
 from .http import StatusServer
 from .manager import ManagerContext, TailerManager
 from .producer import KafkaSink
@@ -47,11 +48,18 @@ def sd_notify(state: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
+def _dig(obj: object, dotted: str) -> object:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 class Agent:
     """One running agent; `run()` returns the process exit status."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: str | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path
         a = settings.agent
         self.queue = BatchQueue(settings.kafka.chan_size)
         self.registry = Registry(a.data_dir, a.registry_flush_interval)
@@ -70,6 +78,7 @@ class Agent:
         self.control: Any = None  # the etcd watcher, when [etcd] address is set
         self.config_loaded = False
         self._kafka_probe: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     # ---- sources' entry points
 
@@ -113,19 +122,25 @@ class Agent:
     # ---- lifecycle
 
     async def _start_control(self) -> None:
-        s = self.settings
-        if s.etcd.address:
+        if self.settings.etcd.address:
             from .etcd_watch import EtcdControl
 
-            self.control = EtcdControl(s, self)
+            self.control = EtcdControl(self.settings, self)
             await self.control.start()
             return
+        await self._apply_collect_files()
+
+    async def _apply_collect_files(self) -> None:
+        """Without etcd: collect what `[collect] files` lists (bad entries refused, the rest run)."""
+        s = self.settings
+        key = f"{s.source}: [collect] files"
         try:
-            entries, errors = parse_collect_value(s.collect_files, f"{s.source}: [collect] files",
-                                                  s.agent.allowed_paths)
+            entries, errors = parse_collect_value(s.collect_files, key, s.agent.allowed_paths)
         except CollectConfigError as exc:
             metrics.CONFIG_ERRORS.labels("[collect] files").inc()
             log.error("%s", exc)
+            if self.config_loaded:
+                return  # keep what runs
             entries, errors = [], []
         for err in errors:
             metrics.CONFIG_ERRORS.labels("[collect] files").inc()
@@ -134,11 +149,49 @@ class Agent:
                  len(entries), "y" if len(entries) == 1 else "ies")
         await self.apply_collect(entries)
 
+    # Settings that only a restart can change: the producer, the etcd client, identity, listeners.
+    _RESTART_ONLY = ("kafka", "etcd", "agent.ip", "agent.hostname", "agent.data_dir", "agent.http_listen")
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read config.ini and apply what can change live; nothing is lost."""
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file was given (-c); nothing to reload")
+            return
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            metrics.CONFIG_ERRORS.labels("config.ini").inc()
+            log.error("SIGHUP: %s; the running configuration stays in force", exc)
+            return
+        old = self.settings
+        stale = [name for name in self._RESTART_ONLY if _dig(old, name) != _dig(new, name)]
+        if stale:
+            log.warning("SIGHUP: %s changed; that takes effect at the next restart", ", ".join(stale))
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        agent = replace(old.agent, log_level=new.agent.log_level, allowed_paths=new.agent.allowed_paths)
+        self.settings = replace(old, agent=agent, collect_files=new.collect_files, sysinfo=new.sysinfo,
+                                warnings=new.warnings)
+        logging.getLogger().setLevel(agent.log_level)
+        self.manager.ctx.allowed_paths = agent.allowed_paths
+        if self.control is not None:
+            await self.control.reload(self.settings)
+        else:
+            self.sysinfo.update(new.sysinfo)
+            await self._apply_collect_files()
+        log.info("SIGHUP: configuration reloaded from %s", self.config_path)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a fatal producer error (exit 1)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         for line in describe(self.settings):
             log.info("config: %s", line)
         for warning in self.settings.warnings:
@@ -153,7 +206,7 @@ class Agent:
         finally:
             sd_notify("STOPPING=1")
             await self.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return 1 if self._fatal is not None else 0
 
@@ -171,6 +224,8 @@ class Agent:
     async def stop(self) -> None:
         """Stop in order; safe to call twice."""
         timeout = self.settings.agent.shutdown_timeout
+        for task in list(self._reloads):
+            await asyncio.gather(task, return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
         await self.sysinfo.stop()

@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .agent import Agent
 
     async def main() -> int:
-        return await Agent(settings).run()
+        return await Agent(settings, args.config).run()
 
     return asyncio.run(main())
 
