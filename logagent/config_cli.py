@@ -106,14 +106,12 @@ def _refuse(errors: list[str]) -> int:
     return EXIT_BAD_VALUE
 
 
-def _write(args: argparse.Namespace, settings: Settings, key: str, value: bytes,
-           stored: bytes | None, client: Any) -> int:
+def _write(args: argparse.Namespace, key: str, value: bytes, stored: bytes | None, client: Any) -> int:
     """Print the diff, then write unless --dry-run."""
-    diff = _diff(key, stored, value)
-    if not diff and stored is not None and stored.strip() == value.strip():
+    if stored is not None and stored.strip() == value.strip():
         print(f"{key}: no change")
         return 0
-    sys.stdout.write(diff or f"{key}: same content, new formatting\n")
+    sys.stdout.write(_diff(key, stored, value) or f"{key}: same content, new formatting\n")
     if args.dry_run:
         print(f"dry run: {key} not written")
         return 0
@@ -151,7 +149,7 @@ def cmd_set_collect(args: argparse.Namespace) -> int:
         return _refuse(errors)
     with connect(settings.etcd, _timeout(args, settings)) as client:
         stored, _ = client.get(key)
-        return _write(args, settings, key, value, stored, client)
+        return _write(args, key, value, stored, client)
 
 
 _FIELDS = ("interval", "topic", "enabled", "format")
@@ -208,4 +206,4 @@ def cmd_set_sysinfo(args: argparse.Namespace) -> int:
                 parse_sysinfo_value(value, key, settings.sysinfo)
             except ConfigError as exc:
                 return _refuse([str(exc)])
-        return _write(args, settings, key, value, stored, client)
+        return _write(args, key, value, stored, client)
