@@ -107,7 +107,8 @@ class Agent:
 
     async def _probe_kafka(self) -> None:
         while True:
-            await asyncio.to_thread(self.sink.check_connection, 5.0)
+            # Short timeout: this thread cannot be cancelled and shutdown waits for it.
+            await asyncio.to_thread(self.sink.check_connection, 2.0)
             await asyncio.sleep(5)
 
     def _on_fatal(self, exc: BaseException) -> None:

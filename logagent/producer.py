@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -26,6 +27,34 @@ from .errors import KafkaError
 from .queue import BatchQueue
 
 log = logging.getLogger("logagent.producer")
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the same message (numbers aside) through once per `interval` seconds.
+
+    librdkafka reports every failed reconnect; with the broker down that would be
+    ten lines a second in the journal.
+    """
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())[:300]
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+rdkafka_log = logging.getLogger("logagent.librdkafka")
+rdkafka_log.addFilter(RepeatFilter())
 
 # Defaults under [kafka.producer]; the operator's keys win.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -83,7 +112,7 @@ class KafkaSink:
         self._loop = asyncio.get_running_loop()
         conf = producer_config(self._settings)
         conf["error_cb"] = self._on_error
-        conf["logger"] = logging.getLogger("logagent.librdkafka")  # through our handlers and format
+        conf["logger"] = rdkafka_log  # through our handlers and format, repeats filtered
         try:
             self._producer = Producer(conf)
         except KafkaException as exc:

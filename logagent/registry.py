@@ -45,6 +45,15 @@ class RegistryEntry:
     updated: float
 
 
+def _still_there(entry: "RegistryEntry") -> bool:
+    """True while the entry's name still points at its file: an idle file is never forgotten."""
+    try:
+        st = os.stat(entry.path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+
+
 def identity_key(dev: int, ino: int) -> str:
     return f"{dev}:{ino}"
 
@@ -79,7 +88,7 @@ class Registry:
             self._applied = {str(k): float(v) for k, v in data.get("entries", {}).items()}
             for key, item in data["files"].items():
                 entry = RegistryEntry(**item)
-                if now - entry.updated < PRUNE_AFTER:
+                if now - entry.updated < PRUNE_AFTER or _still_there(entry):
                     self._entries[key] = entry
         except (ValueError, TypeError) as exc:
             metrics.REGISTRY_ERRORS.inc()

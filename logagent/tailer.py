@@ -163,7 +163,9 @@ class FileTailer:
             metrics.FILE_ERRORS.labels(self.path, "not_regular_file").inc()
             raise SourceError(f"{self.path}: not a regular file")
         reopening = self.dev != 0
-        if reopening and (st.st_dev, st.st_ino) != (self.dev, self.ino):
+        if reopening and ((st.st_dev, st.st_ino) != (self.dev, self.ino)
+                          or fingerprint(fd, self.fp_len)[0] != self.fp):
+            # Another file under the name, or the inode reused by a new file while we had it closed.
             os.close(fd)
             self._budget.release(self)
             raise SourceError(f"{self.path}: replaced while closed")
@@ -328,7 +330,11 @@ class FileTailer:
             try:
                 self.open()
             except SourceError as exc:
-                log.debug("reopen deferred: %s", exc)
+                if "replaced while closed" in str(exc):
+                    self.rotated = self.finished = True
+                    self._on_rotated(self)
+                else:
+                    log.debug("reopen deferred: %s", exc)
 
     async def _finish_rotated(self) -> None:
         last = self._splitter.flush()

@@ -62,3 +62,4 @@ def test_message_format_invalid_utf8_nul_quotes_and_truncated():
     assert first["data"] == 'bad \ufffd "x" \x00 \\'
     assert "module" not in first and "truncated" not in first
     assert second["truncated"] is True and second["path"] == '/p "q"'
+

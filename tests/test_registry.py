@@ -53,3 +53,24 @@ def test_fingerprint_of_small_and_large_files(tmp_path: Path):
         assert n == 3 and fingerprint(fd, 3)[0] == h
     finally:
         os.close(fd)
+
+
+def test_old_entries_pruned_unless_their_file_is_still_there(tmp_path: Path):
+    import json
+    import time as _time
+
+    live = tmp_path / "live.log"
+    live.write_text("x\n")
+    st = live.stat()
+    old = _time.time() - 40 * 86400
+    files = {
+        f"{st.st_dev}:{st.st_ino}": {"path": str(live), "offset": 2, "dev": st.st_dev, "ino": st.st_ino,
+                                     "fp": "a", "fp_len": 2, "updated": old},
+        "1:2": {"path": str(tmp_path / "gone.log"), "offset": 9, "dev": 1, "ino": 2, "fp": "b", "fp_len": 9,
+                "updated": old},
+    }
+    (tmp_path / "registry.json").write_text(json.dumps({"version": 1, "files": files}))
+    r = Registry(tmp_path)
+    r.load()
+    assert r.lookup(st.st_dev, st.st_ino) is not None
+    assert r.lookup(1, 2) is None

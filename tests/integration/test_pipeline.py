@@ -118,6 +118,22 @@ def test_copytruncate_and_delete_recreate(make_agent, kafka, logdir):
     check_delivery(expected + second + third, got)
     assert agent.metric("logagent_rotations_total", kind="truncate") >= 1
 
+    def deleted_fds() -> list[str]:
+        fd_dir = Path(f"/proc/{agent.proc.pid}/fd")
+        out = []
+        for fd in fd_dir.iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.endswith("(deleted)") and str(logdir) in target:
+                out.append(target)
+        return out
+
+    # the deleted file's descriptor is closed once it is drained (rotate_wait = 1 s here)
+    wait_until(lambda: not deleted_fds(), timeout=10, what="the deleted file's descriptor to close")
+    assert agent.metric("logagent_files_open") == 1
+
 
 def test_file_appearing_later_and_glob(make_agent, kafka, logdir):
     topic, topic2 = new_topic(), new_topic()
