@@ -448,6 +448,7 @@ class HostSampler:
     def _collect_disk(self) -> list[Row]:
         rows: list[Row] = []
         seen: set[str] = set()
+        seen_devices: set[int] = set()
         for part in psutil.disk_partitions(all=False):
             if part.fstype.lower() in PSEUDO_FILESYSTEMS or part.mountpoint in seen:
                 continue
@@ -464,6 +465,15 @@ class HostSampler:
             except OSError as exc:  # EIO, ESTALE...: count it, keep the other disks
                 self._errors.report("disk", exc, part.mountpoint)
                 continue
+            # Bind mounts (a systemd sandbox's /tmp, a container's volumes) repeat one filesystem:
+            # report it once, under the first mountpoint listed.
+            try:
+                device = os.stat(part.mountpoint).st_dev
+            except OSError:
+                continue
+            if device in seen_devices:
+                continue
+            seen_devices.add(device)
             fields = disk_fields(st)
             if fields is not None:
                 rows.append(({"path": part.mountpoint, "device": part.device, "fstype": part.fstype}, fields))
