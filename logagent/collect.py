@@ -7,6 +7,7 @@ entry and the problem, and the good entries beside it still apply.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -15,9 +16,12 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from .errors import CollectConfigError
+from .lines import newline_of, resolve_encoding
+from .multiline import MultilineSpec, parse_multiline
 
 MAX_VALUE_BYTES = 1024 * 1024
 RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "timestamp", "module", "truncated"})
+TEXT_NEWLINES = (b"\n", b"\n\x00", b"\x00\n", b"\n\x00\x00\x00", b"\x00\x00\x00\n")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -30,13 +34,17 @@ class CollectEntry:
     module: str = ""
     start: str = "end"
     fields: Mapping[str, Any] = field(default_factory=dict)
+    encoding: str = "utf-8"
+    multiline: MultilineSpec | None = None
 
     @property
     def is_glob(self) -> bool:
         return any(ch in self.path for ch in "*?[")
 
-    def same_source(self, other: "CollectEntry") -> bool:
-        return self.path == other.path
+    def same_reading(self, other: "CollectEntry") -> bool:
+        """True when only where lines go differs (topic, module, fields): retarget in place."""
+        return (self.path, self.start, self.encoding, self.multiline) == \
+            (other.path, other.start, other.encoding, other.multiline)
 
 
 @lru_cache(maxsize=512)
@@ -115,7 +123,19 @@ def parse_entry(raw: Any, where: str, allowed: tuple[str, ...]) -> CollectEntry:
     clash = RESERVED_FIELDS.intersection(fields)
     if clash:
         raise CollectConfigError(f"{where}: fields may not set reserved keys {sorted(clash)}")
-    return CollectEntry(path=path, topic=topic, module=module, start=start, fields=dict(fields))
+    encoding = raw.get("encoding", "utf-8")
+    if not isinstance(encoding, str) or not encoding:
+        raise CollectConfigError(f"{where}: encoding must be a codec name, got {encoding!r}")
+    try:
+        canonical = codecs.lookup(encoding)
+    except LookupError:
+        raise CollectConfigError(f"{where}: unknown encoding {encoding!r}") from None
+    if not getattr(canonical, "_is_text_encoding", True) or \
+            newline_of(resolve_encoding(encoding, b"")) not in TEXT_NEWLINES:
+        raise CollectConfigError(f"{where}: encoding {encoding!r} cannot be split into lines")
+    multiline = parse_multiline(raw.get("multiline"), where)
+    return CollectEntry(path=path, topic=topic, module=module, start=start, fields=dict(fields),
+                        encoding=encoding, multiline=multiline)
 
 
 def parse_collect_value(value: bytes | str | None, key: str,
@@ -167,5 +187,13 @@ def dump_entries(entries: list[CollectEntry]) -> str:
             item["start"] = e.start
         if e.fields:
             item["fields"] = dict(e.fields)
+        if e.encoding != "utf-8":
+            item["encoding"] = e.encoding
+        if e.multiline is not None:
+            m = e.multiline
+            item["multiline"] = m.preset if m.preset and (m.max_lines, m.max_bytes, m.timeout) == (500, 0, 5.0) \
+                else {k: v for k, v in (("preset", m.preset), ("pattern", m.pattern), ("negate", m.negate),
+                                        ("match", m.match), ("max_lines", m.max_lines),
+                                        ("max_bytes", m.max_bytes), ("timeout", m.timeout)) if v or k == "negate"}
         out.append(item)
     return json.dumps(out, indent=2, ensure_ascii=False)

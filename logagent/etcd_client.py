@@ -9,9 +9,11 @@ which pyetcd hands to a callback on its own thread, are turned into plain
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .config import EtcdSettings, Settings
 from .errors import ConfigError, EtcdError
@@ -170,7 +172,7 @@ class EtcdClient:
         revision = int(head.header.revision)
         values: dict[str, bytes | None] = {}
         for key in keys:
-            resp = self._call(f"read {key}", lambda k=key: self._client.get_response(k, revision=revision))
+            resp = self._call(f"read {key}", functools.partial(self._client.get_response, key, revision=revision))
             values[key] = bytes(resp.kvs[0].value) if resp.count > 0 and resp.kvs else None
         return Snapshot(revision, values)
 
@@ -244,7 +246,7 @@ class EtcdClient:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
-    def __enter__(self) -> "EtcdClient":
+    def __enter__(self) -> EtcdClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

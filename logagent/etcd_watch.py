@@ -22,9 +22,10 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import metrics
 from .collect import MAX_VALUE_BYTES, CollectEntry, dump_entries, parse_collect_value
@@ -70,7 +71,7 @@ class Backoff:
         self._failures = 0
 
     def next(self) -> float:
-        base = min(self.cap, self.first * (2 ** min(self._failures, 30)))
+        base = min(self.cap, self.first * 2.0 ** min(self._failures, 30))
         self._failures += 1
         # Jitter spreads a fleet's reconnects after an etcd outage.
         return base * (1 - self.jitter + 2 * self.jitter * self._rand())
@@ -296,19 +297,20 @@ class EtcdControl:
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
         metrics.ETCD_UP.set(0)
-        opening: asyncio.Future[tuple[EtcdClient, Snapshot]] | None = self._open()
+        first = self._open()
+        opening: asyncio.Future[tuple[EtcdClient, Snapshot]] | None = None
         # Bounded: a dead etcd must not hold up the agent; the attempt goes on in the background.
-        done, _ = await asyncio.wait({opening}, timeout=self.timeout)
+        done, _ = await asyncio.wait({first}, timeout=self.timeout)
         if done:
             try:
-                client, snap = self._result(opening)
+                client, snap = self._result(first)
             except EtcdError as exc:
                 self._lost(str(exc))
                 await self._apply_saved()
             else:
                 await self._connected(client, snap)
-            opening = None
         else:
+            opening = first  # the background loop waits for it
             self._lost(f"etcd {','.join(self.settings.etcd.address)} did not answer within {self.timeout:g}s")
             await self._apply_saved()
         self._task = asyncio.create_task(self._run(opening), name="etcd-control")
@@ -338,7 +340,7 @@ class EtcdControl:
 
     # ---- connecting
 
-    def _open(self) -> "asyncio.Future[tuple[EtcdClient, Snapshot]]":
+    def _open(self) -> asyncio.Future[tuple[EtcdClient, Snapshot]]:
         """Connect, read both keys, watch from the revision read + 1, in a worker thread."""
         assert self._loop is not None
         self._gen += 1
@@ -366,7 +368,7 @@ class EtcdControl:
                 raise EtcdError("etcd control stopped while connecting")
 
     @staticmethod
-    def _result(opening: "asyncio.Future[tuple[EtcdClient, Snapshot]]") -> tuple[EtcdClient, Snapshot]:
+    def _result(opening: asyncio.Future[tuple[EtcdClient, Snapshot]]) -> tuple[EtcdClient, Snapshot]:
         """The outcome of an open; a failure other than a bad config counts as etcd trouble."""
         try:
             return opening.result()
@@ -424,15 +426,14 @@ class EtcdControl:
 
     # ---- the loop
 
-    async def _run(self, opening: "asyncio.Future[tuple[EtcdClient, Snapshot]] | None") -> None:
+    async def _run(self, opening: asyncio.Future[tuple[EtcdClient, Snapshot]] | None) -> None:
         assert self._inbox is not None
         while True:
             if self._client is None:
-                if opening is None:
-                    opening = self._open()
+                current = opening if opening is not None else self._open()
                 try:
-                    await asyncio.wait({opening})
-                    client, snap = self._result(opening)
+                    await asyncio.wait({current})
+                    client, snap = self._result(current)
                 except (EtcdError, ConfigError) as exc:
                     self._opening = opening = None
                     self._lost(str(exc))
@@ -534,7 +535,7 @@ class EtcdControl:
         await self.agent.apply_collect(restored.collect)
 
     @staticmethod
-    def _task_done(task: "asyncio.Task[None]") -> None:
+    def _task_done(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             metrics.TASK_CRASHES.labels("etcd").inc()
             log.critical("etcd control task died; the configuration in force stays",

@@ -16,13 +16,38 @@ import orjson
 Line = tuple[int, bytes, bool]  # (offset of the line's start, its bytes without "\n", truncated)
 
 
+def resolve_encoding(name: str, head: bytes) -> str:
+    """The codec to decode a file with: `utf-16`/`utf-32` pick their byte order from a BOM
+    (little-endian without one), `utf-8` also reads files that start with a BOM."""
+    import codecs
+
+    canonical = codecs.lookup(name).name
+    if canonical == "utf-16":
+        return "utf-16-be" if head.startswith(codecs.BOM_UTF16_BE) else "utf-16-le"
+    if canonical == "utf-32":
+        return "utf-32-be" if head.startswith(codecs.BOM_UTF32_BE) else "utf-32-le"
+    return canonical
+
+
+def newline_of(encoding: str) -> bytes:
+    """The newline in this (byte-order-resolved) codec: b"\\n", or b"\\n\\x00" for UTF-16LE, ..."""
+    return "\n".encode(encoding)
+
+
 class LineSplitter:
-    """Splits a byte stream into lines; holds the partial tail between chunks."""
+    """Splits a byte stream into lines; holds the partial tail between chunks.
 
-    __slots__ = ("max_line_bytes", "_buf", "_buf_start", "_skipping", "_skip_start")
+    The newline is that of the file's encoding; for UTF-16/32 it is 2 or 4 bytes
+    and is only taken at a character boundary, never inside a character.
+    """
 
-    def __init__(self, max_line_bytes: int) -> None:
-        self.max_line_bytes = max_line_bytes
+    __slots__ = ("max_line_bytes", "_nl", "_cr", "_width", "_buf", "_buf_start", "_skipping", "_skip_start")
+
+    def __init__(self, max_line_bytes: int, encoding: str = "utf-8") -> None:
+        self._nl = newline_of(encoding)
+        self._cr = "\r".encode(encoding)
+        self._width = len(self._nl)
+        self.max_line_bytes = max_line_bytes - max_line_bytes % self._width
         self._buf = b""
         self._buf_start = 0
         self._skipping = False  # discarding the rest of a line that was cut
@@ -43,17 +68,38 @@ class LineSplitter:
     def pending(self) -> int:
         return len(self._buf)
 
+    def _find(self, data: bytes, pos: int, base: int) -> int:
+        """Index of the next newline at a character boundary (file offset multiple of the width)."""
+        nl, width = self._nl, self._width
+        i = data.find(nl, pos)
+        if width > 1:
+            while i >= 0 and (base + i) % width:
+                i = data.find(nl, i + 1)
+        return i
+
+    def _split(self, data: bytes, base: int) -> tuple[list[bytes], bytes]:
+        if self._width == 1:
+            parts = data.split(self._nl)
+            return parts, parts.pop()
+        parts, pos = [], 0
+        while True:
+            i = self._find(data, pos, base)
+            if i < 0:
+                return parts, data[pos:]
+            parts.append(data[pos:i])
+            pos = i + self._width
+
     def feed(self, data: bytes, offset: int) -> list[Line]:
         """Lines completed by `data`, which starts at file offset `offset`."""
         out: list[Line] = []
-        maxlen = self.max_line_bytes
+        maxlen, width, cr = self.max_line_bytes, self._width, self._cr
         pos = 0
         if self._skipping:
-            nl = data.find(b"\n")
+            nl = self._find(data, 0, offset)
             if nl < 0:
                 return out
             self._skipping = False
-            pos = nl + 1
+            pos = nl + width
             self._buf = b""
             self._buf_start = offset + pos
         if self._buf:
@@ -63,18 +109,17 @@ class LineSplitter:
             start = offset + pos
             if pos:
                 data = data[pos:]
-        parts = data.split(b"\n")
-        rest = parts.pop()
+        parts, rest = self._split(data, start)
         append = out.append
         for line in parts:
             n = len(line)
             if n > maxlen:
                 append((start, line[:maxlen], True))
-            elif line[-1:] == b"\r":
-                append((start, line[:-1], False))
+            elif line[-width:] == cr:
+                append((start, line[:-width], False))
             else:
                 append((start, line, False))
-            start += n + 1
+            start += n + width
         if len(rest) > maxlen:
             append((start, rest[:maxlen], True))
             self._skipping = True
@@ -93,7 +138,9 @@ class LineSplitter:
         line, start = self._buf, self._buf_start
         self._buf_start += len(line)
         self._buf = b""
-        return [(start, line[:-1] if line.endswith(b"\r") else line, False)]
+        if line.endswith(self._cr):
+            line = line[:-self._width]
+        return [(start, line, False)]
 
 
 def utc_timestamp() -> bytes:
@@ -104,10 +151,11 @@ def utc_timestamp() -> bytes:
 class MessageFormat:
     """Pre-encodes everything constant per file so a message is a few concatenations."""
 
-    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc")
+    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc", "encoding")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
-                 fields: Mapping[str, Any] | None = None) -> None:
+                 fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
+        self.encoding = encoding
         self._head = b'{"ip":' + orjson.dumps(ip) + b',"data":'
         self._mid = b',"host":' + orjson.dumps(host) + b',"path":' + orjson.dumps(path) + b',"offset":'
         tail = b""
@@ -119,11 +167,19 @@ class MessageFormat:
         self._tail_trunc = tail + b',"truncated":true}'
 
     def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
-        """One JSON message per line; invalid UTF-8 becomes U+FFFD."""
+        """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""
         head, mid = self._head, self._mid
         ts = b',"timestamp":"' + timestamp + b'"'
         tail, tail_trunc = self._tail, self._tail_trunc
-        dumps = orjson.dumps
-        return [head + dumps(line.decode("utf-8", "replace")) + mid + str(off).encode() + ts
-                + (tail_trunc if trunc else tail)
-                for off, line, trunc in lines]
+        dumps, encoding = orjson.dumps, self.encoding
+        out = [head + dumps(line.decode(encoding, "replace")) + mid + str(off).encode() + ts
+               + (tail_trunc if trunc else tail)
+               for off, line, trunc in lines]
+        if lines[0][0] == 0 and lines[0][1][:4].startswith(BOMS):
+            off, line, trunc = lines[0]
+            text = line.decode(encoding, "replace").lstrip("\ufeff")
+            out[0] = head + dumps(text) + mid + b"0" + ts + (tail_trunc if trunc else tail)
+        return out
+
+
+BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")

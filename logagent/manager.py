@@ -22,7 +22,7 @@ from .errors import SourceError
 from .queue import BatchQueue
 from .registry import Registry
 from .supervise import cancel_and_wait, spawn
-from .tailer import FdBudget, FileTailer, Route, TailOptions
+from .tailer import FdBudget, FileTailer, Route, SourceSpec, TailOptions
 from .watcher import FileWatcher
 
 log = logging.getLogger("logagent.manager")
@@ -136,7 +136,8 @@ class EntryRunner:
             self._report(path, f"resolves to {real}, outside [agent] allowed_paths; refused", "not_allowed")
             return
         tailer = FileTailer(path, self.route, self.ctx.opts, self.ctx.queue, self.ctx.registry,
-                            self.ctx.budget, start_at_end, self._on_rotated)
+                            self.ctx.budget, start_at_end, self._on_rotated,
+                            SourceSpec(self.entry.encoding, self.entry.multiline))
         try:
             tailer.open()
         except SourceError as exc:
@@ -230,8 +231,14 @@ class TailerManager:
                     self.runners[path] = runner
                     await runner.start(start_at_end=not seen_before)
                     log.info("collecting %s -> topic %s", path, entry.topic)
-                elif runner.entry != entry:
+                elif runner.entry != entry and runner.entry.same_reading(entry):
                     runner.retarget(entry)
+                elif runner.entry != entry:
+                    # Encoding or multiline changed: re-open the files from their acknowledged offsets.
+                    await runner.stop()
+                    runner = self.runners[path] = EntryRunner(entry, self.ctx, self._claimed)
+                    await runner.start(start_at_end=False)
+                    log.info("restarted %s with new reading options", path)
 
     async def stop(self) -> None:
         """Stop every runner; safe to call twice."""

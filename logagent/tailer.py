@@ -24,7 +24,8 @@ from typing import Any, Callable
 from . import metrics
 from .batch import Batch
 from .errors import SourceError
-from .lines import LineSplitter, MessageFormat, utc_timestamp
+from .lines import Line, LineSplitter, MessageFormat, resolve_encoding, utc_timestamp
+from .multiline import Aggregator, MultilineSpec
 from .queue import BatchQueue
 from .registry import FINGERPRINT_BYTES, Registry, fingerprint
 
@@ -40,6 +41,15 @@ class Route:
     topic: str
     module: str = ""
     fields: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a file's bytes become events: its encoding and optional multiline joining.
+    Changing these restarts the file's tailer (from its acknowledged offset)."""
+
+    encoding: str = "utf-8"
+    multiline: MultilineSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,11 @@ class FileTailer:
 
     def __init__(self, path: str, route: Route, opts: TailOptions, queue: BatchQueue,
                  registry: Registry, budget: FdBudget, start_at_end: bool,
-                 on_rotated: Callable[["FileTailer"], None]) -> None:
+                 on_rotated: Callable[["FileTailer"], None], spec: SourceSpec | None = None) -> None:
         self.path = path
         self.opts = opts
+        self.spec = spec or SourceSpec()
+        self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
         self._queue = queue
         self._registry = registry
         self._budget = budget
@@ -115,6 +127,7 @@ class FileTailer:
         self.acked = 0
         self.generation = 0
         self._splitter = LineSplitter(opts.max_line_bytes)
+        self._events: Aggregator | None = None
         self._inflight: collections.deque[Batch] = collections.deque()
         self._wake = asyncio.Event()
         self._failed: object | None = None
@@ -131,7 +144,17 @@ class FileTailer:
     # ---- routing
 
     def _make_format(self, route: Route) -> MessageFormat:
-        return MessageFormat(self.opts.ip, self.opts.host, self.path, route.module, route.fields)
+        return MessageFormat(self.opts.ip, self.opts.host, self.path, route.module, route.fields,
+                             self.encoding or "utf-8")
+
+    def _resolve_encoding(self, fd: int) -> None:
+        """Pick the codec (a UTF-16/32 BOM decides the byte order) and build the line machinery."""
+        self.encoding = resolve_encoding(self.spec.encoding, os.pread(fd, 4, 0))
+        self._splitter = LineSplitter(self.opts.max_line_bytes, self.encoding)
+        self._splitter.reset(self.read_pos)
+        if self.spec.multiline is not None:
+            self._events = Aggregator(self.spec.multiline, self.encoding, self.opts.max_line_bytes)
+        self._format = self._make_format(self.route)
 
     def retarget(self, route: Route) -> None:
         """New topic/module/fields for the lines not read yet; nothing is re-read."""
@@ -187,6 +210,8 @@ class FileTailer:
             how = "beginning"
         self.read_pos = self.acked = start
         self._splitter.reset(start)
+        if st.st_size > 0:
+            self._resolve_encoding(fd)
         # Saved at once, so a restart before the first ack does not re-decide where to start.
         self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len)
         log.info("tailing %s from offset %d (%s) -> topic %s", self.path, start, how, self.route.topic)
@@ -241,9 +266,16 @@ class FileTailer:
             elif (self.fd is not None and self._splitter.pending == 0
                   and time.monotonic() - self._last_growth >= self.opts.close_inactive):
                 self.close_idle(f"inactive for {self.opts.close_inactive:.0f}s")
+            wait = self.opts.stat_interval
+            if self._events is not None and self._events.pending_start is not None:
+                now = time.monotonic()
+                if self._events.due(now):
+                    await self._ship(self._events.flush())  # no continuation came: send the event
+                else:
+                    wait = min(wait, self._events.last_line + self._events.spec.timeout - now)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.opts.stat_interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.01, wait))
             except asyncio.TimeoutError:
                 pass
 
@@ -257,6 +289,8 @@ class FileTailer:
             metrics.ROTATIONS.labels(self.path, "truncate").inc()
             self.read_pos = 0
             self._splitter.reset(0)
+            if self._events is not None and self._events.pending_start is not None:
+                await self._ship(self._events.flush())
         bufsize = self.opts.read_buffer_bytes
         while True:
             try:
@@ -266,6 +300,8 @@ class FileTailer:
                 raise SourceError(f"{self.path}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
             if not data:
                 return
+            if not self.encoding:
+                self._resolve_encoding(fd)
             offset = self.read_pos
             self.read_pos += len(data)
             self._last_growth = time.monotonic()
@@ -274,6 +310,8 @@ class FileTailer:
             if self.fp_len < FINGERPRINT_BYTES and self.read_pos >= FINGERPRINT_BYTES:
                 self.fp, self.fp_len = fingerprint(fd)
             lines = self._splitter.feed(data, offset)
+            if lines and self._events is not None:
+                lines = self._events.push(lines)
             if lines:
                 await self._ship(lines)
             else:
@@ -281,7 +319,13 @@ class FileTailer:
             if len(data) < bufsize:
                 return
 
-    async def _ship(self, lines: list[tuple[int, bytes, bool]]) -> None:
+    @property
+    def resume_offset(self) -> int:
+        """Where a restart must begin: never inside a line, nor inside a multiline event."""
+        pending = self._events.pending_start if self._events is not None else None
+        return self._splitter.resume_offset if pending is None else pending
+
+    async def _ship(self, lines: list[Line]) -> None:
         values = self._format.build(lines, utc_timestamp())
         truncated = sum(1 for line in lines if line[2])
         if truncated:
@@ -289,8 +333,7 @@ class FileTailer:
             log.warning("%s: %d line(s) longer than max_line_bytes=%d cut, offset %d",
                         self.path, truncated, self.opts.max_line_bytes, lines[0][0])
         self._lines.inc(len(values))
-        batch = Batch(self.route.topic, self._key, values, self._splitter.resume_offset, self,
-                      self.generation)
+        batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.generation)
         self._inflight.append(batch)
         self._unacked.set(self.read_pos - self.acked)
         await self._queue.put(batch)
@@ -338,6 +381,8 @@ class FileTailer:
 
     async def _finish_rotated(self) -> None:
         last = self._splitter.flush()
+        if self._events is not None:
+            last = self._events.push(last) + self._events.flush()
         if last:
             await self._ship(last)
         log.info("finished rotated file %s at offset %d", self.path, self.read_pos)
@@ -382,6 +427,8 @@ class FileTailer:
         self._inflight.clear()
         self.read_pos = self.acked
         self._splitter.reset(self.acked)
+        if self._events is not None:
+            self._events.reset()
 
     @property
     def unacked(self) -> int:

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from logagent.collect import MAX_VALUE_BYTES, CollectEntry, dump_entries, parse_collect_value
+from logagent.collect import (
+    MAX_VALUE_BYTES,
+    CollectEntry,
+    dump_entries,
+    parse_collect_value,
+)
 from logagent.errors import CollectConfigError
 
 KEY = "/logagent/10.0.0.5/collect_log/config"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import free_port
 from logagent.cli import main
 from logagent.config_cli import _diff, _field_value
-from devstack.stack import free_port
 
 KEY = "/logagent/10.0.0.5/collect_log/config"
 

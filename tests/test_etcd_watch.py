@@ -7,9 +7,10 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,21 @@ from logagent import metrics
 from logagent.collect import MAX_VALUE_BYTES, CollectEntry
 from logagent.config import AgentSettings, EtcdSettings, Settings
 from logagent.errors import ConfigError, EtcdError
-from logagent.etcd_client import Snapshot, WatchBatch, WatchEvent, WatchLost, describe_error
-from logagent.etcd_watch import (SAVED_NAME, Backoff, ConfigTracker, EtcdControl, SavedConfig,
-                                 parse_sysinfo_value)
+from logagent.etcd_client import (
+    Snapshot,
+    WatchBatch,
+    WatchEvent,
+    WatchLost,
+    describe_error,
+)
+from logagent.etcd_watch import (
+    SAVED_NAME,
+    Backoff,
+    ConfigTracker,
+    EtcdControl,
+    SavedConfig,
+    parse_sysinfo_value,
+)
 from logagent.sysinfo import SysinfoSettings
 
 CK = "/logagent/10.0.0.5/collect_log/config"
@@ -237,7 +250,7 @@ class FakeEtcd:
         self.clients: list[FakeClient] = []
         self.watch_from: list[int] = []
 
-    def connect(self, settings: Any, timeout: float) -> "FakeClient":
+    def connect(self, settings: Any, timeout: float) -> FakeClient:
         if self.delay:
             time.sleep(self.delay)
         if self.down:

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -53,8 +54,7 @@ def applied(agent: AgentProcess, revision: int, timeout: float = 10.0) -> None:
 
 def append(path: Path, lines: list[str]) -> None:
     with open(path, "a") as f:
-        for line in lines:
-            f.write(line + "\n")
+        f.writelines(line + "\n" for line in lines)
 
 
 def data_of(reader: KafkaReader) -> list[str]:
