@@ -22,16 +22,16 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import metrics
 from .collect import MAX_VALUE_BYTES, CollectEntry, dump_entries, parse_collect_value
-from .config import Settings
+from .config import EtcdSettings, Settings
 from .errors import CollectConfigError, ConfigError, EtcdError
-from .etcd_client import EtcdClient, Snapshot, WatchBatch, WatchItem, WatchLost, connect
+from .etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
 from .sysinfo import SysinfoSettings
 
 log = logging.getLogger("logagent.etcd")
@@ -263,7 +263,19 @@ class Target(Protocol):
     def apply_sysinfo(self, settings: SysinfoSettings) -> None: ...
 
 
-Connector = Callable[[Any, float], EtcdClient]
+class Connection(Protocol):
+    """The part of EtcdClient the control loop uses (tests give a fake)."""
+
+    address: str
+
+    def read(self, keys: Sequence[str]) -> Snapshot: ...
+
+    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Connector = Callable[[EtcdSettings, float], Connection]
 
 
 class EtcdControl:
@@ -280,12 +292,12 @@ class EtcdControl:
         self.saved = SavedConfig(settings.agent.data_dir)
         self.backoff = backoff or Backoff()
         self.connected = False
-        self._client: EtcdClient | None = None
+        self._client: Connection | None = None
         self._gen = 0  # bumped per connection: watch items of an older one are stale
         self._inbox: asyncio.Queue[tuple[int, WatchItem]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._opening: asyncio.Future[tuple[EtcdClient, Snapshot]] | None = None
+        self._opening: asyncio.Future[tuple[Connection, Snapshot]] | None = None
         self._lock = threading.Lock()  # guards _stopped against an open finishing in its thread
         self._stopped = False
         self._down_logged = False
@@ -298,7 +310,7 @@ class EtcdControl:
         self._inbox = asyncio.Queue()
         metrics.ETCD_UP.set(0)
         first = self._open()
-        opening: asyncio.Future[tuple[EtcdClient, Snapshot]] | None = None
+        opening: asyncio.Future[tuple[Connection, Snapshot]] | None = None
         # Bounded: a dead etcd must not hold up the agent; the attempt goes on in the background.
         done, _ = await asyncio.wait({first}, timeout=self.timeout)
         if done:
@@ -340,7 +352,7 @@ class EtcdControl:
 
     # ---- connecting
 
-    def _open(self) -> asyncio.Future[tuple[EtcdClient, Snapshot]]:
+    def _open(self) -> asyncio.Future[tuple[Connection, Snapshot]]:
         """Connect, read both keys, watch from the revision read + 1, in a worker thread."""
         assert self._loop is not None
         self._gen += 1
@@ -349,7 +361,7 @@ class EtcdControl:
         self._opening = fut
         return fut
 
-    def _open_blocking(self, gen: int) -> tuple[EtcdClient, Snapshot]:
+    def _open_blocking(self, gen: int) -> tuple[Connection, Snapshot]:
         client = self._connector(self.settings.etcd, self.timeout)
         try:
             self._check_stopped()  # between the steps: a stop() is not held up by a slow etcd
@@ -368,7 +380,7 @@ class EtcdControl:
                 raise EtcdError("etcd control stopped while connecting")
 
     @staticmethod
-    def _result(opening: asyncio.Future[tuple[EtcdClient, Snapshot]]) -> tuple[EtcdClient, Snapshot]:
+    def _result(opening: asyncio.Future[tuple[Connection, Snapshot]]) -> tuple[Connection, Snapshot]:
         """The outcome of an open; a failure other than a bad config counts as etcd trouble."""
         try:
             return opening.result()
@@ -388,7 +400,7 @@ class EtcdControl:
         except RuntimeError:  # the loop is closed: we are shutting down
             pass
 
-    async def _connected(self, client: EtcdClient, snap: Snapshot) -> None:
+    async def _connected(self, client: Connection, snap: Snapshot) -> None:
         self._client = client
         self._opening = None
         self.connected = True
@@ -426,7 +438,7 @@ class EtcdControl:
 
     # ---- the loop
 
-    async def _run(self, opening: asyncio.Future[tuple[EtcdClient, Snapshot]] | None) -> None:
+    async def _run(self, opening: asyncio.Future[tuple[Connection, Snapshot]] | None) -> None:
         assert self._inbox is not None
         while True:
             if self._client is None:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -280,12 +280,12 @@ class FakeClient:
         self.keys: tuple[str, ...] = ()
         self.closed = False
 
-    def read(self, keys: tuple[str, ...]) -> Snapshot:
+    def read(self, keys: Sequence[str]) -> Snapshot:
         if self.etcd.down:
             raise EtcdError("etcd fake: read: UNAVAILABLE")
         return Snapshot(self.etcd.revision, {k: self.etcd.values.get(k) for k in keys})
 
-    def watch(self, keys: tuple[str, ...], start_revision: int, callback: Callable[[Any], None]) -> None:
+    def watch(self, keys: Sequence[str], start_revision: int, callback: Callable[[Any], None]) -> None:
         self.keys, self.callback = tuple(keys), callback
         self.etcd.watch_from.append(start_revision)
 
