@@ -243,7 +243,8 @@ class KafkaTools:
         from confluent_kafka.admin import AdminClient
 
         self.bootstrap = bootstrap
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        # log_level 2: keep librdkafka's connection chatter (e.g. when the broker stops) off stderr.
+        self.admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
 
     def create_topic(self, topic: str, config: dict[str, str] | None = None) -> None:
         from confluent_kafka.admin import NewTopic
@@ -275,7 +276,7 @@ class KafkaTools:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                      "enable.auto.commit": False, "enable.partition.eof": False,
+                      "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 2,
                       "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
                       "queued.max.messages.kbytes": 256 * 1024})
         try:

@@ -283,6 +283,152 @@ class EtcdServer(_Server):
             return False
 
 
+class _ClusterNode(KafkaServer):
+    """One node of a KafkaCluster: broker and controller, formatted with the cluster's id."""
+
+    def __init__(self, workdir: Path, node_id: int, port: int, controller_port: int,
+                 cluster: "KafkaCluster", heap: str) -> None:
+        super().__init__(workdir, port=port, heap=heap)
+        self.name = f"kafka{node_id}"
+        self.log_path = workdir / f"{self.name}.log"
+        self.node_id = node_id
+        self.controller_port = controller_port
+        self.cluster = cluster
+
+    def _props(self) -> str:
+        c = self.cluster
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": c.voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.workdir / "data"),
+            "num.partitions": "1",
+            "default.replication.factor": str(c.size),
+            "min.insync.replicas": str(c.min_insync),
+            "offsets.topic.replication.factor": str(c.size),
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": str(c.size),
+            "transaction.state.log.min.isr": str(c.min_insync),
+            "unclean.leader.election.enable": "false",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.flush.interval.ms": "10000",
+        }
+        props.update(c.extra_props)
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def format(self, libs: Path, cluster_id: str) -> None:
+        self.props_path.write_text(self._props())
+        (self.workdir / "log4j2.properties").write_text(LOG4J2.format(log=self.log_path))
+        fmt = subprocess.run(self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                        "-c", str(self.props_path)), capture_output=True, text=True)
+        if fmt.returncode != 0:
+            raise StackError(f"{self.name}: storage format failed: {fmt.stdout}{fmt.stderr}")
+        self._formatted = True
+
+    def spawn(self, libs: Path) -> None:
+        self._spawn(self._java(libs, "kafka.Kafka", str(self.props_path), heap=self.heap))
+
+
+class KafkaCluster:
+    """Three (by default) KRaft nodes on 127.0.0.1, each broker and controller.
+
+    One cluster id for all, the same static voter set in each, replication factor =
+    size and min.insync.replicas = size - 1 by default, so one node can die while
+    producers with acks=all go on. Nodes can be stopped (or killed) and started again
+    on the same ports; `leader_of` tells which node leads a partition.
+    """
+
+    name = "kafka-cluster"
+
+    def __init__(self, workdir: Path, size: int = 3, heap: str = "384m", min_insync: int | None = None,
+                 extra_props: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.size = size
+        self.min_insync = min_insync if min_insync is not None else max(1, size - 1)
+        self.extra_props = extra_props or {}
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        self.voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        self.nodes = [_ClusterNode(workdir / f"node{i + 1}", i + 1, p, c, self, heap)
+                      for i, (p, c) in enumerate(ports)]
+        self.bootstrap = ",".join(n.bootstrap for n in self.nodes)
+        self._formatted = False
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [n.log_path for n in self.nodes]
+
+    def node(self, node_id: int) -> _ClusterNode:
+        return self.nodes[node_id - 1]
+
+    def start(self, timeout: float = 180) -> None:
+        """Format (first time) and start every node; wait for metadata listing all brokers."""
+        libs = ensure_kafka_libs()
+        if not self._formatted:
+            probe = self.nodes[0]
+            cluster_id = subprocess.run(probe._java(libs, "kafka.tools.StorageTool", "random-uuid"),
+                                        capture_output=True, text=True, check=True).stdout.strip()
+            for n in self.nodes:
+                n.format(libs, cluster_id)
+            self._formatted = True
+        for n in self.nodes:
+            if not n.alive():
+                n.spawn(libs)
+        try:
+            wait_for(lambda: all(n.alive() and port_open(n.port) for n in self.nodes)
+                     or not all(n.alive() for n in self.nodes), timeout, "kafka cluster ports")
+            dead = [n.name for n in self.nodes if not n.alive()]
+            if dead:
+                raise StackError(f"{', '.join(dead)} exited during start-up")
+            wait_for(lambda: self.broker_count() == self.size, timeout, f"{self.size} brokers in metadata",
+                     interval=0.5)
+        except StackError as exc:
+            logs = "\n".join(f"--- {n.name} log ---\n{n.log_tail(20)}" for n in self.nodes)
+            self.stop(kill=True)
+            raise StackError(f"{exc}\n{logs}") from None
+
+    def start_node(self, node_id: int, timeout: float = 90) -> None:
+        """Start one stopped node again (same ports, same data)."""
+        node = self.node(node_id)
+        node.spawn(ensure_kafka_libs())
+        wait_for(lambda: not node.alive() or port_open(node.port), timeout, f"{node.name} port {node.port}")
+        if not node.alive():
+            raise StackError(f"{node.name} exited during start-up:\n{node.log_tail()}")
+
+    def stop_node(self, node_id: int, kill: bool = False) -> None:
+        """Stop one node (kill=True: SIGKILL, as a crash)."""
+        self.node(node_id).stop(kill=kill)
+
+    def broker_count(self) -> int:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=3)
+            return len(md.brokers)
+        except Exception:
+            return 0
+
+    def leader_of(self, topic: str, partition: int = 0) -> int:
+        """Node id leading the partition now (-1 when none or unknown)."""
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=3)
+            return int(md.topics[topic].partitions[partition].leader)
+        except Exception:
+            return -1
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop every node; safe to call twice."""
+        for n in self.nodes:
+            n.stop(kill=kill)
+
+
 DEMO_LOG = "/tmp/logagent-demo/app.log"
 
 

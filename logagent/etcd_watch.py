@@ -176,6 +176,13 @@ class ConfigTracker:
         self._refused.clear()
         self._applied = set(self.keys)
 
+    def rebase(self, allowed: tuple[str, ...], base_sysinfo: SysinfoSettings) -> dict[str, bytes | None]:
+        """New allow-list and [sysinfo] defaults (SIGHUP): the values seen, to be judged again."""
+        self.allowed, self.base_sysinfo = allowed, base_sysinfo
+        seen = dict(self._seen)
+        self._seen.clear()
+        return seen
+
     def adopt_collect(self, collect: list[CollectEntry]) -> None:
         """Take these entries as the ones in force (the saved ones, after a refused value)."""
         self.collect = collect
@@ -327,6 +334,14 @@ class EtcdControl:
             await self._apply_saved()
         self._task = asyncio.create_task(self._run(opening), name="etcd-control")
         self._task.add_done_callback(self._task_done)
+
+    async def reload(self, settings: Settings) -> None:
+        """config.ini was re-read (SIGHUP): judge the etcd values again against the new
+        allow-list and [sysinfo] defaults. The etcd connection settings need a restart."""
+        self.settings = settings
+        seen = self.tracker.rebase(settings.agent.allowed_paths, settings.sysinfo)
+        if seen:
+            await self._apply(seen, self.tracker.revision)
 
     async def stop(self) -> None:
         """Cancel the watch task, close the client; idempotent, leaves no thread behind."""

@@ -46,3 +46,32 @@ def test_sighup_applies_collect_changes_and_loses_nothing(make_agent, kafka, log
     assert agent.metric("logagent_config_errors_total", key="config.ini") == 1
     time.sleep(0.2)
     assert agent.stop() == 0
+
+
+def test_sighup_with_etcd_rejudges_values_against_new_allowed_paths(make_agent, kafka, etcd, logdir, tmp_path):
+    from logagent.config import EtcdSettings
+    from logagent.etcd_client import connect
+
+    topic = new_topic()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    log = outside / "app.log"
+    log.write_text("")
+    ip = "127.9.8.7"
+    with connect(EtcdSettings(address=(etcd,))) as kv:
+        kv.put(f"/logagent/{ip}/collect_log/config", json.dumps([{"path": str(log), "topic": topic}]))
+    agent = make_agent(etcd=etcd, ip=ip, start=False)
+    agent.start(wait_ready=False)
+    wait_until(lambda: "outside [agent] allowed_paths" in agent.log_text(), timeout=15, what="refusal")
+    text = agent.config.read_text()
+    agent.config.write_text(text.replace(f"allowed_paths = {logdir}/**",
+                                         f"allowed_paths = {logdir}/**, {outside}/**"))
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in agent.log_text(), timeout=10, what="reload")
+    wait_until(agent.ready, timeout=10, what="ready with the entry applied")
+    with open(log, "a") as f:
+        f.write("now allowed\n")
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(1)
+        assert [v["data"] for v in reader.values()] == ["now allowed"]
+    assert agent.stop() == 0
