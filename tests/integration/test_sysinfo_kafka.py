@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from tests.support import KafkaReader, new_topic
+from tests.support import KafkaReader, new_topic, wait_until
 
 MEASUREMENTS = {"cpu", "mem", "swap", "disk", "system"}
 
@@ -56,3 +56,41 @@ def test_influx_line_protocol_samples(make_agent, kafka):
             assert "nan" not in value.lower() and "inf" not in value.lower()
     assert MEASUREMENTS <= names
     assert not any(line.startswith("{") for line in lines)
+
+
+def test_etcd_interval_change_applies_live_and_zero_is_refused(make_agent, kafka, etcd):
+    import json as _json
+    import time
+
+    from logagent.config import EtcdSettings
+    from logagent.etcd_client import connect
+
+    topic = new_topic("sysrate")
+    ip = "127.7.7.7"
+    key = f"/logagent/{ip}/collect_sysinfo/config"
+    with connect(EtcdSettings(address=(etcd,))) as kv:
+        kv.put(key, _json.dumps({"interval": 2, "topic": topic, "enabled": True}))
+        agent = make_agent(etcd=etcd, ip=ip)
+
+        def system_samples(reader: KafkaReader, seconds: float) -> int:
+            reader.settle(quiet=0.1, timeout=0.5)
+            before = sum(1 for v in reader.values() if v["name"] == "system")
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                reader.poll(0.2)
+            return sum(1 for v in reader.values() if v["name"] == "system") - before
+
+        with KafkaReader(kafka, topic) as reader:
+            reader.read(1, timeout=20)
+            slow = system_samples(reader, 4.0)
+            kv.put(key, _json.dumps({"interval": 0.25, "topic": topic, "enabled": True}))
+            time.sleep(0.5)
+            fast = system_samples(reader, 4.0)
+            assert slow <= 3 and fast >= 8, (slow, fast)
+            kv.put(key, _json.dumps({"interval": 0, "topic": topic, "enabled": True}))
+            wait_until(lambda: agent.metric("logagent_config_errors_total", key=key) >= 1, timeout=10,
+                       what="interval 0 refused")
+            still = system_samples(reader, 2.0)
+            assert still >= 4, "a refused interval must not stop the reporter"
+    assert "interval" in agent.log_text()
+    assert agent.stop() == 0
