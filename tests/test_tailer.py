@@ -1,0 +1,220 @@
+"""FileTailer in process, on real files: acknowledged offsets, rotation, truncation, rewind, descriptors.
+
+Kafka is replaced by acknowledging batches by hand; delivery through a real broker is
+proven in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pytest
+
+from logagent.batch import Batch
+from logagent.errors import SourceError
+from logagent.queue import BatchQueue
+from logagent.registry import Registry
+from logagent.tailer import FdBudget, FileTailer, Route, TailOptions
+
+OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)
+
+
+class Harness:
+    def __init__(self, tmp: Path, budget: int = 16) -> None:
+        self.queue = BatchQueue(100000)
+        self.registry = Registry(tmp / "data")
+        self.budget = FdBudget(budget)
+        self.rotated: list[FileTailer] = []
+
+    def tailer(self, path: Path, start_at_end: bool = False, opts: TailOptions = OPTS) -> FileTailer:
+        return FileTailer(str(path), Route("t"), opts, self.queue, self.registry, self.budget, start_at_end,
+                          self.rotated.append)
+
+    async def batches(self, timeout: float = 2.0) -> list[Batch]:
+        out = [await asyncio.wait_for(self.queue.get(), timeout)]
+        while (b := self.queue.get_nowait()) is not None:
+            out.append(b)
+        return out
+
+    @staticmethod
+    def ack(batch: Batch, error: object | None = None) -> None:
+        batch.error = error
+        batch.remaining = 0
+        assert batch.owner is not None
+        batch.owner.batch_done(batch)
+
+
+def data(batches: list[Batch]) -> list[str]:
+    return [json.loads(v)["data"] for b in batches for v in b.values]
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(body())
+
+
+async def until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def test_offset_moves_only_when_every_earlier_batch_is_acknowledged(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        with open(log, "a") as f:
+            f.write("one\n")
+        [b1] = await h.batches()
+        with open(log, "a") as f:
+            f.write("two\n")
+        [b2] = await h.batches()
+        h.ack(b2)
+        assert t.acked == 0, "a later ack must not move the offset past an unacknowledged batch"
+        h.ack(b1)
+        assert t.acked == 8
+        st = log.stat()
+        entry = h.registry.lookup(st.st_dev, st.st_ino)
+        assert entry is not None and entry.offset == 8
+        task.cancel()
+        t.close()
+
+    run(body)
+
+
+def test_failed_batch_rewinds_to_the_acknowledged_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import logagent.tailer as tailer_mod
+
+    monkeypatch.setattr(tailer_mod, "RETRY_BACKOFF", (0.01,))
+
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("keep\n")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        [b1] = await h.batches()
+        h.ack(b1)
+        with open(log, "a") as f:
+            f.write("refused\nlater\n")
+        [b2] = await h.batches()
+        h.ack(b2, error="MSG_SIZE_TOO_LARGE")
+        again = await h.batches()
+        assert data(again) == ["refused", "later"]
+        assert again[0].generation == b2.generation + 1
+        h.ack(b2)  # a stale report of the old generation changes nothing
+        assert t.acked == 5
+        task.cancel()
+        t.close()
+
+    run(body)
+
+
+def test_rename_rotation_reads_old_file_to_end_and_sends_held_partial(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("a\n")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        assert data(await h.batches()) == ["a"]
+        os.rename(log, tmp_path / "a.log.1")
+        with open(tmp_path / "a.log.1", "a") as f:  # a late write to the renamed file
+            f.write("late\nno newline")
+        got: list[str] = []
+        while len(got) < 2:
+            got += data(await h.batches())
+        assert got == ["late", "no newline"]
+        await asyncio.wait_for(task, 3)  # finished after rotate_wait without growth
+        assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
+
+    run(body)
+
+
+def test_truncation_starts_again_at_zero(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("first line\n")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        assert data(await h.batches()) == ["first line"]
+        with open(log, "r+") as f:
+            f.truncate(0)
+        await asyncio.sleep(0.15)
+        with open(log, "a") as f:
+            f.write("new\n")
+        batches = await h.batches()
+        assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
+        task.cancel()
+        t.close()
+
+    run(body)
+
+
+def test_start_at_end_begins_after_the_last_complete_line(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("old\nhalf a li")
+        t = h.tailer(log, start_at_end=True)
+        t.open()
+        assert t.read_pos == 4
+        task = asyncio.create_task(t.run())
+        with open(log, "a") as f:
+            f.write("ne\n")
+        assert data(await h.batches()) == ["half a line"]
+        task.cancel()
+        t.close()
+
+    run(body)
+
+
+def test_fd_budget_closes_idle_files_and_reopens_them_on_change(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path, budget=2)
+        files = [tmp_path / f"{i}.log" for i in range(4)]
+        tailers = []
+        for p in files:
+            p.write_text(f"{p.name}\n")
+        for p in files:
+            t = h.tailer(p)
+            t._last_growth -= 10  # long idle: evictable
+            t.open()
+            tailers.append(t)
+            assert h.budget.in_use <= 2
+        tasks = [asyncio.create_task(t.run()) for t in tailers]
+        got: list[str] = []
+        while len(got) < 4:
+            got += data(await h.batches())
+        assert sorted(got) == sorted(p.name for p in files)
+        assert h.budget.in_use <= 2
+        for t in tasks:
+            t.cancel()
+        for t in tailers:
+            t.close()
+        assert h.budget.in_use == 0
+
+    run(body)
+
+
+def test_not_a_regular_file_is_refused(tmp_path: Path):
+    h = Harness(tmp_path)
+    d = tmp_path / "dir.log"
+    d.mkdir()
+    with pytest.raises(SourceError, match="not a regular file"):
+        h.tailer(d).open()
+    assert h.budget.in_use == 0
+    with pytest.raises(SourceError, match="cannot open"):
+        h.tailer(tmp_path / "missing.log").open()
