@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import metrics
+from .atomic import write_atomic
 from .collect import MAX_VALUE_BYTES, CollectEntry, dump_entries, parse_collect_value
 from .config import EtcdSettings, Settings
 from .errors import CollectConfigError, ConfigError, EtcdError
@@ -212,20 +212,8 @@ class SavedConfig:
         self.path = Path(data_dir) / SAVED_NAME
 
     def save(self, document: dict[str, Any]) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the folder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        data = json.dumps(document, indent=2, ensure_ascii=False).encode()
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """Write atomically (see atomic.write_atomic); raises OSError."""
+        write_atomic(self.path, json.dumps(document, indent=2, ensure_ascii=False).encode())
 
     def load(self, tracker: ConfigTracker) -> Restored | None:
         """The saved configuration, validated again; None when there is none usable.

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import metrics
+from .atomic import write_atomic
 from .errors import RegistryError
 
 log = logging.getLogger("logagent.registry")
@@ -145,20 +146,9 @@ class Registry:
         return json.dumps(data, separators=(",", ":")).encode()
 
     def _write(self, payload: bytes) -> None:
-        """Write atomically: temp file, fsync, rename, fsync of the folder."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        """Write atomically; raises RegistryError."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(self.path, payload)
         except OSError as exc:
             metrics.REGISTRY_ERRORS.inc()
             raise RegistryError(f"cannot write registry {self.path}: {exc.strerror or exc}") from exc

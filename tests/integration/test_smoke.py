@@ -10,7 +10,7 @@ def test_lines_reach_kafka(make_agent, kafka, logdir):
         for i in range(100):
             f.write(f"line {i}\n")
     with KafkaReader(kafka, topic) as reader:
-        msgs = reader.read(101)
+        reader.read(101)
         data = [m["data"] for m in reader.values()]
     assert data == ["before start"] + [f"line {i}" for i in range(100)]
     assert agent.stop() == 0
