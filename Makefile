@@ -34,7 +34,7 @@ unit: $(STAMP)
 consume: $(STAMP)
 	$(BIN)/python -m devstack.consume --bootstrap 127.0.0.1:9092 demo_log collect_system_info
 
-## Benchmark against the dev stack's own broker (about 10 min); writes bench/RESULTS.md.
+## Benchmark against the dev stack's own broker (about 7 min); writes bench/RESULTS.md.
 ## BENCH_ARGS=--quick for a smoke run, BENCH_ARGS='--only latency' for one scenario.
 bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)

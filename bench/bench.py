@@ -18,7 +18,7 @@ Scenarios (select with --only, comma-separated):
               the agent under `py-spy record`; prints the top functions by self time.
 
 Only loopback traffic. Test files live in a temporary folder, removed at the end
-(--keep-tmp keeps it). A default run takes about 10 minutes; --quick is a smoke run.
+(--keep-tmp keeps it). A default run takes about 6-7 minutes; --quick is a smoke run (1 minute).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ if str(ROOT) not in sys.path:
 ALL_SCENARIOS = ("throughput", "latency", "files", "idle", "sysinfo")
 EXTRA_SCENARIOS = ("profile",)
 PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
-PRESERVED_HEADINGS = ("## Notes", "## Optimisation log")
 NOTES_PLACEHOLDER = ("_Filled in by hand: what the numbers mean, what changed since the last run. "
                      "This section and the \"Optimisation log\" section are kept when bench.py "
                      "rewrites this file._")
@@ -177,7 +176,9 @@ def machine_info(kafka_version: str, kcat_version: str) -> dict[str, str]:
     try:
         import confluent_kafka
 
-        info["confluent-kafka / librdkafka"] = f"{confluent_kafka.version()[0]} / {confluent_kafka.libversion()[0]}"
+        ver = confluent_kafka.version()
+        ver = ver[0] if isinstance(ver, tuple) else ver
+        info["confluent-kafka / librdkafka (agent)"] = f"{ver} / {confluent_kafka.libversion()[0]}"
     except ImportError:
         info["confluent-kafka / librdkafka"] = "?"
     try:
@@ -189,6 +190,17 @@ def machine_info(kafka_version: str, kcat_version: str) -> dict[str, str]:
     info["kcat"] = kcat_version
     info["Kafka broker"] = kafka_version
     return info
+
+
+def agent_producer_defaults() -> str:
+    try:
+        from logagent.producer import PRODUCER_DEFAULTS
+
+        keys = ("linger.ms", "batch.num.messages", "batch.size", "queue.buffering.max.messages",
+                "queue.buffering.max.kbytes")
+        return ", ".join(f"{k}={PRODUCER_DEFAULTS[k]}" for k in keys if k in PRODUCER_DEFAULTS) or "librdkafka's"
+    except Exception:  # noqa: BLE001
+        return "see logagent/producer.py"
 
 
 def kafka_version() -> str:
@@ -652,6 +664,9 @@ class RunResult:
     verified: int
     ok: bool
     note: str = ""
+    t_up: float = float("nan")  # agent: seconds from spawn until /metrics answered
+    t_first: float = float("nan")  # agent: seconds from spawn until the first acknowledgement was seen
+    msg_bytes: int = 0  # size of the first Kafka message (the agent's JSON, or kcat's raw line)
 
     @property
     def rate(self) -> float:
@@ -659,7 +674,7 @@ class RunResult:
 
 
 def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
-                         profile_out: Path | None = None) -> RunResult:
+                         profile_out: Path | None = None, spy_args: tuple[str, ...] = ()) -> RunResult:
     assert ctx.tools is not None
     name = ctx.name(f"agent{label}")
     topic = name
@@ -675,14 +690,19 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
     try:
         delivered = 0.0
         t_done = None
+        t_up = t_first = float("nan")
         deadline = agent.t_spawn + ctx.args.run_timeout
         while True:
             m = agent.scrape()
+            if m is not None and t_up != t_up:
+                t_up = time.perf_counter() - agent.t_spawn
             if m is not None and profile_out is not None and spy is None:
                 spy = subprocess.Popen([py_spy(), "record", "-p", str(agent.pid), "-r", "100", "-f", "raw",
-                                        "--threads", "-o", str(profile_out)],
+                                        "--threads", *spy_args, "-o", str(profile_out)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             delivered = metric(m, "logagent_messages_delivered_total", topic=topic)
+            if delivered > 0 and t_first != t_first:
+                t_first = time.perf_counter() - agent.t_spawn
             if delivered >= n:
                 t_done = time.perf_counter()
                 break
@@ -720,7 +740,8 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
     if os.waitstatus_to_exitcode(status) != 0:
         note = (note + f" exit {os.waitstatus_to_exitcode(status)}").strip()
     ctx.tools.delete_topic(topic)
-    return RunResult("agent", n, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, b1 - b0, count, ok, note)
+    return RunResult("agent", n, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, b1 - b0, count, ok, note,
+                     t_up, t_first, len(first.value()) if first is not None else 0)
 
 
 def kcat_throughput_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
@@ -757,11 +778,20 @@ def kcat_throughput_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
         if first.value().decode() != f_line or last.value().decode() != l_line:
             ok, note = False, (note + " first/last line differ").strip()
     ctx.tools.delete_topic(topic)
-    return RunResult("kcat", n, t1 - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, b1 - b0, count, ok, note)
+    return RunResult("kcat", n, t1 - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, b1 - b0, count, ok, note,
+                     msg_bytes=len(first.value()) if first is not None else 0)
 
 
 def scenario_throughput(ctx: Ctx) -> None:
     a = ctx.args
+    if a.warmup_lines > 0:
+        # The broker's JIT and page cache are cold right after start: one short run of each tool first.
+        path = ctx.tmp / "lines-warmup.log"
+        make_lines_file(path, a.warmup_lines, 100, seed=1)
+        log(f"throughput: warm-up, {a.warmup_lines:,} lines through each tool (not counted)")
+        agent_throughput_run(ctx, path, a.warmup_lines, "warmup")
+        kcat_throughput_run(ctx, path, a.warmup_lines, "warmup")
+        path.unlink()
     sizes = [(100, a.lines), (1024, a.lines_1k)]
     for size, n in sizes:
         if n <= 0:
@@ -790,7 +820,8 @@ def scenario_throughput(ctx: Ctx) -> None:
             return [fmt_int(median(r.rate for r in results)),
                     fmt(median(mb / r.wall for r in results)),
                     fmt(median(r.cpu / r.lines * 1e6 for r in results), 2),
-                    fmt(median(r.maxrss_kb / 1024 for r in results), 0) + f" (max {max(r.maxrss_kb for r in results) / 1024:.0f})",
+                    fmt(median(r.maxrss_kb / 1024 for r in results), 0)
+                    + f" (max {max(r.maxrss_kb for r in results) / 1024:.0f})",
                     fmt(median(r.wall for r in results), 2),
                     fmt(median(r.broker_cpu / r.lines * 1e6 for r in results), 2),
                     "yes" if all(r.ok for r in results) else "NO: " + "; ".join(r.note for r in results if not r.ok)]
@@ -809,19 +840,27 @@ def scenario_throughput(ctx: Ctx) -> None:
                      f"{median(p[0].wall / p[1].wall for p in runs):.2f}",
                      f"{median(p[0].broker_cpu / p[1].broker_cpu for p in runs if p[1].broker_cpu):.2f}", ""])
         per_run = [[i + 1, r.tool, f"{r.wall:.2f}", fmt_int(r.rate), f"{mb / r.wall:.1f}", f"{r.cpu:.2f}",
-                    f"{r.maxrss_kb / 1024:.0f}", f"{r.broker_cpu:.2f}", f"{r.verified:,}"]
+                    f"{r.maxrss_kb / 1024:.0f}", f"{r.broker_cpu:.2f}", f"{r.verified:,}",
+                    "" if r.t_up != r.t_up else f"{r.t_up:.2f} / {r.t_first:.2f}",
+                    "" if r.t_first != r.t_first else fmt_int(r.lines / max(1e-3, r.wall - r.t_first))]
                    for i, p in enumerate(runs) for r in p]
         body = (f"{n:,} lines of {size} bytes ({mb:,.1f} MB, newline included) written to a file up front; "
-                f"medians of {a.runs} run(s), agent and kcat alternating, each into a fresh topic "
+                f"medians of {a.runs} run(s), agent and kcat alternating (after one uncounted warm-up run "
+                f"of each of {a.warmup_lines:,} lines), each into a fresh topic "
                 f"(1 partition), acks=all, enable.idempotence=true, lz4. Wall time from spawn until the "
                 f"last line is acknowledged (agent: `logagent_messages_delivered_total` reaches {n:,}, "
                 f"polled every 50 ms; kcat: process exit after its flush). CPU = user+sys of the process "
                 f"(os.wait4). Ratio row: median of the per-pair ratios agent/kcat (ratio of medians of "
-                f"lines/s: {ratio_of_medians:.2f}).\n\n"
+                f"lines/s: {ratio_of_medians:.2f}). Kafka message for the first line: agent "
+                f"{agents[0].msg_bytes} bytes (JSON), kcat {kcats[0].msg_bytes} bytes (raw line).\n\n"
                 + md_table(header, rows)
                 + "\n\nPer run:\n\n"
                 + md_table(["run", "tool", "wall s", "lines/s", "MB/s", "CPU s", "peak RSS MB", "broker CPU s",
-                            "consumed"], per_run))
+                            "consumed", "agent: /metrics up / 1st ack s", "agent: lines/s after 1st ack"],
+                           per_run)
+                + "\n\n(The last two columns split the agent's wall time: start-up (interpreter, imports, "
+                  "producer) until /metrics answers and until the first acknowledgement is seen, polled every "
+                  "50 ms; and the rate from that first acknowledgement to the last.)")
         ctx.sections.append(Section(f"1. Throughput, {size}-byte lines", body, time.monotonic() - t_start))
         print("\n### " + ctx.sections[-1].title + "\n\n" + body + "\n", flush=True)
         if size == 100:
@@ -889,7 +928,8 @@ def latency_stats(ctx: Ctx, topic: str) -> dict[str, Any]:
             "read_p50": pct(read_lat, 50), "read_p99": pct(read_lat, 99)}
 
 
-def wait_delivered(agent: AgentProc, topic: str, want: int, timeout: float, interval: float = 0.1) -> tuple[float, float]:
+def wait_delivered(agent: AgentProc, topic: str, want: int, timeout: float,
+                   interval: float = 0.1) -> tuple[float, float]:
     """Poll until `want` lines of `topic` are acknowledged; (delivered, seconds waited)."""
     t0 = time.monotonic()
     delivered = 0.0
@@ -1053,6 +1093,7 @@ def many_files_run(ctx: Ctx, nfiles: int, write: bool) -> dict[str, Any]:
             res.update(sample_window(agent.pid, window))
             wres = w.result(secs + 60)
             res["written"] = wres["lines"]
+            res["writer_seconds"] = wres["seconds"]
             res["writer_lag"] = wres["max_lag"]
             delivered, waited = wait_delivered(agent, topic, wres["lines"], 10.0, 0.5)
             res["delivered"], res["kept_up"] = delivered, delivered >= wres["lines"]
@@ -1088,7 +1129,7 @@ def scenario_files(ctx: Ctx) -> None:
         results.append(r)
         log(f"files {n}: cpu {r['cpu_pct']:.1f}% fds {r['fds']} rss {r['rss_mb']:.0f} MB open {r['open_after']:.0f} "
             f"delivered {r['delivered']:.0f}/{r['written']}")
-        rows.append([f"{n:,}", f"{r['written'] / (a.files_warmup + a.files_seconds + 1):,.0f}",
+        rows.append([f"{n:,}", f"{r['written'] / r['writer_seconds']:,.0f}",
                      fmt(r["cpu_pct"]), f"{r['fds']:,}", fmt(r["rss_mb"], 0),
                      f"{r['open_after']:,.0f}", f"{r['emfile']:.0f}",
                      f"{r['nofile'][0]} / {r['nofile'][1]}", f"{r['t_open']:.1f}",
@@ -1188,17 +1229,24 @@ def scenario_sysinfo(ctx: Ctx) -> None:
 # --------------------------------------------------------------------------- profile
 
 def py_spy() -> str:
-    cand = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(cand).exists():
-        raise BenchError("py-spy is not installed: `pip install py-spy` into this venv (it is in the [dev] extra)")
-    return cand
+    """py-spy next to this interpreter or on PATH; pip-installs it into this venv when missing."""
+    local = Path(sys.executable).parent / "py-spy"
+    cand = str(local) if local.exists() else shutil.which("py-spy")
+    if cand:
+        return cand
+    log(f"py-spy not found: {sys.executable} -m pip install py-spy")
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"]).returncode != 0 or not local.exists():
+        raise BenchError("py-spy is not installed and `pip install py-spy` failed: install it into this venv "
+                         "(it is in the [dev] extra)")
+    return str(local)
 
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
 def summarize_profile(raw: Path, top: int = 15) -> str:
-    """Top functions by self and by total samples from py-spy's raw (collapsed) output."""
+    """Top functions by self time, logagent functions by total time, and samples per thread,
+    from py-spy's raw (collapsed) output."""
     self_c: collections.Counter[str] = collections.Counter()
     total_c: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -1209,8 +1257,10 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
             continue
         c = int(cnt)
         frames = stack.split(";")
-        thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else "?"
-        frames = [f for f in frames if not f.startswith(("thread", "process"))]
+        thread = "?"
+        if frames and frames[0].startswith(("thread", "process")):
+            thread = re.sub(r"\(\d+\)|0x[0-9a-f]+", "", frames[0]).replace("thread", "").strip(" :")
+            frames = frames[1:]
         names = []
         for f in frames:
             m = _FRAME.match(f.strip())
@@ -1218,37 +1268,50 @@ def summarize_profile(raw: Path, top: int = 15) -> str:
         if not names:
             continue
         n += c
-        threads[thread] += c
+        threads[re.sub(r"[-_]\d+$", "-N", thread) or "?"] += c
         self_c[names[-1]] += c
         for nm in set(names):
-            total_c[nm] += c
+            if "logagent/" in nm:
+                total_c[nm] += c
     if n == 0:
         return "(no samples)"
     rows_self = [[f"`{k}`", v, f"{v / n * 100:.1f}"] for k, v in self_c.most_common(top)]
     rows_total = [[f"`{k}`", v, f"{v / n * 100:.1f}"] for k, v in total_c.most_common(top)]
     rows_thr = [[t, v, f"{v / n * 100:.1f}"] for t, v in threads.most_common(8)]
-    return (f"{n} non-idle samples at 100 Hz.\n\nTop {top} by self time:\n\n"
+    return (f"{n} samples.\n\nTop {top} functions by self time (time in C calls such as `Producer.produce` "
+            f"or `Producer.poll` counts as the calling Python function's self time):\n\n"
             + md_table(["function (file)", "samples", "%"], rows_self)
-            + f"\n\nTop {top} by total (inclusive) time:\n\n" + md_table(["function (file)", "samples", "%"], rows_total)
-            + "\n\nSamples per thread:\n\n" + md_table(["thread", "samples", "%"], rows_thr))
+            + f"\n\nTop {top} logagent functions by total (inclusive) time:\n\n"
+            + md_table(["function (file)", "samples", "%"], rows_total)
+            + "\n\nSamples per thread (pool threads grouped):\n\n" + md_table(["thread", "samples", "%"], rows_thr))
 
 
 def scenario_profile(ctx: Ctx) -> None:
     a = ctx.args
     t_start = time.monotonic()
     spy = py_spy()
-    n = a.lines
+    n = a.profile_lines
     path = ctx.tmp / "lines-profile.log"
     make_lines_file(path, n, 100)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    raw = OUT_DIR / "profile-throughput-100B.txt"
-    log(f"profile: one agent run of {n:,} 100-byte lines under {spy} record (not counted in the medians)")
-    r = agent_throughput_run(ctx, path, n, "prof", profile_out=raw)
+    parts = []
+    modes = [("gil", ("--gil",), "samples of the thread holding the GIL only: where Python time goes; "
+              "the GIL is the agent's serial bottleneck"),
+             ("all", (), "every thread that py-spy sees as not idle (its idle detection misses some "
+              "blocking waits, e.g. `Condition.wait` in pool threads, inotify reads)")]
+    for mode, extra, what in modes:
+        raw = OUT_DIR / f"profile-throughput-100B-{mode}.txt"
+        log(f"profile ({mode}): one agent run of {n:,} 100-byte lines under {spy} record "
+            f"(not counted in the medians)")
+        r = agent_throughput_run(ctx, path, n, f"prof{mode}", profile_out=raw, spy_args=extra)
+        summary = summarize_profile(raw) if raw.exists() else "(py-spy wrote no output)"
+        cmd = " ".join(["py-spy record -r 100 -f raw --threads", *extra])
+        parts.append(f"### `{cmd}`: {what}\n\n{r.lines:,} lines in {r.wall:.1f} s ({r.rate:,.0f} lines/s "
+                     f"under sampling), CPU {r.cpu:.1f} s. Raw stacks: `{raw.relative_to(ROOT)}` (git-ignored). "
+                     f"{summary}")
     path.unlink()
-    summary = summarize_profile(raw) if raw.exists() else "(py-spy wrote no output)"
-    body = (f"One extra agent run of the 100-byte throughput case under `py-spy record -r 100 -f raw --threads` "
-            f"(sampling slows it: {r.rate:,.0f} lines/s in this run). Raw stacks: `{raw.relative_to(ROOT)}` "
-            f"(git-ignored).\n\n" + summary)
+    body = (f"Extra agent runs of the 100-byte throughput case ({n:,} lines) under py-spy at 100 Hz, "
+            f"attached once /metrics answers; not counted in the tables above.\n\n" + "\n\n".join(parts))
     ctx.sections.append(Section("5. Profile of the agent at full throughput", body, time.monotonic() - t_start))
     print("\n### 5. Profile\n\n" + body + "\n", flush=True)
 
@@ -1277,8 +1340,8 @@ def render(ctx: Ctx, info: dict[str, str], command: str, started: dt.datetime, t
            kept: dict[str, str]) -> str:
     a = ctx.args
     parts = ["# logagent benchmark results", "",
-             f"Written by `bench/bench.py` (issue 7). Regenerate with `make bench` (about 10 minutes); "
-             f"`make bench BENCH_ARGS=--quick` is a smoke run, `BENCH_ARGS='--only latency'` runs one scenario.",
+             "Written by `bench/bench.py` (issue 7). Regenerate with `make bench` (about 6-7 minutes); "
+             "`make bench BENCH_ARGS=--quick` is a smoke run, `BENCH_ARGS='--only latency'` runs one scenario.",
              "",
              f"- **Date:** {started.strftime('%Y-%m-%d %H:%M:%S %Z')}",
              f"- **Command:** `{command}`",
@@ -1296,10 +1359,10 @@ def render(ctx: Ctx, info: dict[str, str], command: str, started: dt.datetime, t
               "- The machine is shared and noisy: the broker (JVM), the agent, kcat, the writers and this script "
               "share 2 cores. Throughput runs alternate agent and kcat and report medians; ratios are taken "
               "per pair of back-to-back runs.",
-              "- The agent ships each line as a JSON message (`ip`, `data`, `host`, `path`, `offset`, `timestamp`, "
-              "about 150 bytes more than the line); kcat ships the raw line. Same broker, same topic config, "
-              "same acks=all, enable.idempotence=true, compression lz4; other producer settings are each tool's "
-              "defaults (the agent: linger.ms=20, batch.num.messages=10000; kcat/librdkafka 2.0.2: linger.ms=5).",
+              "- The agent ships each line as a JSON message (`ip`, `data`, `host`, `path`, `offset`, `timestamp`); "
+              "kcat ships the raw line. Same broker, same topic config, same acks=all, enable.idempotence=true, "
+              "compression lz4; other producer settings are each tool's defaults (the agent's: "
+              f"{agent_producer_defaults()}; kcat's librdkafka 2.0.2: linger.ms=5, batch.num.messages=10000).",
               "- Counts are verified by consuming every topic from the beginning to its high watermark "
               "(throughput: first and last line compared with the file too). Topics are deleted afterwards.",
               "- CPU % is of one core (100 % = one core busy). Peak RSS = ru_maxrss of the process (os.wait4).",
@@ -1314,14 +1377,18 @@ def render(ctx: Ctx, info: dict[str, str], command: str, started: dt.datetime, t
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--only", default=",".join(ALL_SCENARIOS),
-                   help=f"comma-separated scenarios: {','.join(ALL_SCENARIOS + EXTRA_SCENARIOS)} (default: all but profile)")
+                   help=f"comma-separated scenarios: {','.join(ALL_SCENARIOS + EXTRA_SCENARIOS)} "
+                        "(default: all but profile)")
     p.add_argument("--quick", action="store_true", help="a small smoke run (sizes and windows cut down)")
     p.add_argument("--profile", action="store_true", help="also run the profile scenario (needs py-spy)")
     p.add_argument("--runs", type=int, default=3, help="throughput runs per tool (default 3)")
     p.add_argument("--lines", type=int, default=1_000_000, help="100-byte lines per throughput run")
     p.add_argument("--lines-1k", type=int, default=1_000_000, help="1 KB lines per throughput run (0 = skip)")
+    p.add_argument("--warmup-lines", type=int, default=200_000,
+                   help="throughput: lines of the uncounted warm-up run of each tool (0 = none)")
     p.add_argument("--rate", type=int, default=20_000, help="latency: lines/s written")
     p.add_argument("--latency-seconds", type=float, default=30)
     p.add_argument("--latency-files", type=int, default=10)
@@ -1330,10 +1397,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--files-warmup", type=float, default=5)
     p.add_argument("--idle-files", type=int, default=1000)
     p.add_argument("--idle-seconds", type=float, default=20)
-    p.add_argument("--idle-runs", type=int, default=1)
+    p.add_argument("--idle-runs", type=int, default=2)
     p.add_argument("--sysinfo-seconds", type=float, default=20)
     p.add_argument("--sysinfo-warmup", type=float, default=3)
-    p.add_argument("--sysinfo-runs", type=int, default=1, help="pairs of off/on runs")
+    p.add_argument("--sysinfo-runs", type=int, default=2, help="pairs of off/on runs")
+    p.add_argument("--profile-lines", type=int, default=3_000_000, help="100-byte lines of the profiled run")
     p.add_argument("--run-timeout", type=float, default=300, help="seconds before a single run is abandoned")
     p.add_argument("--results", help="where to write the markdown (default bench/RESULTS.md for a full run, "
                                      "bench/out/RESULTS-partial.md for --quick or --only)")
@@ -1347,7 +1415,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                  "--latency-seconds": ("latency_seconds", 5), "--files": ("files", "200,1000"),
                  "--files-seconds": ("files_seconds", 5), "--files-warmup": ("files_warmup", 2),
                  "--idle-seconds": ("idle_seconds", 5), "--sysinfo-seconds": ("sysinfo_seconds", 5),
-                 "--sysinfo-warmup": ("sysinfo_warmup", 1)}
+                 "--sysinfo-warmup": ("sysinfo_warmup", 1),
+                 "--idle-runs": ("idle_runs", 1), "--sysinfo-runs": ("sysinfo_runs", 1),
+                 "--profile-lines": ("profile_lines", 300_000),
+                 "--warmup-lines": ("warmup_lines", 20_000)}
         for flag, (attr, val) in quick.items():
             if flag not in explicit:
                 setattr(args, attr, val)
@@ -1368,7 +1439,7 @@ def command_line(argv: list[str] | None) -> str:
     direct = " ".join([py, "bench/bench.py", *map(shlex.quote, raw)])
     if os.environ.get("MAKELEVEL"):
         bench_args = os.environ.get("BENCH_ARGS", " ".join(raw))
-        return f"make bench" + (f" BENCH_ARGS={shlex.quote(bench_args)}" if bench_args else "") + f"  # {direct}"
+        return "make bench" + (f" BENCH_ARGS={shlex.quote(bench_args)}" if bench_args else "") + f"  # {direct}"
     return direct
 
 
@@ -1396,6 +1467,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         if args.kafka:
+            for hp in args.kafka.split(","):
+                host = hp.rsplit(":", 1)[0].strip("[]")
+                if host not in ("localhost", "::1") and not host.startswith("127."):
+                    raise BenchError(f"--kafka {hp}: the benchmark only sends traffic to loopback addresses")
             ctx.bootstrap = args.kafka
         else:
             from devstack.stack import KafkaServer
@@ -1424,7 +1499,7 @@ def main(argv: list[str] | None = None) -> int:
         results = Path(args.results) if args.results else (
             OUT_DIR / "RESULTS-partial.md" if args.partial else BENCH_DIR / "RESULTS.md")
         results.parent.mkdir(parents=True, exist_ok=True)
-        kept = preserved_sections(BENCH_DIR / "RESULTS.md" if not results.exists() else results)
+        kept = preserved_sections(results)
         results.write_text(render(ctx, info, command, started, total, kept))
         print("\n## Targets\n\n" + md_table(["target", "measured", "result"],
                                              [[t.what, t.measured, t.verdict] for t in ctx.targets]))

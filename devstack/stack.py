@@ -282,6 +282,29 @@ class EtcdServer(_Server):
             return False
 
 
+def listen_port() -> int:
+    """A free loopback port below the ephemeral range.
+
+    free_port() hands out an ephemeral port; a server that binds it seconds later
+    (a JVM starting) can find it taken by some outgoing connection in the meantime.
+    """
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randint(max(1025, low - 12000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
 class _ClusterNode(KafkaServer):
     """One node of a KafkaCluster: broker and controller, formatted with the cluster's id."""
 
@@ -314,6 +337,9 @@ class _ClusterNode(KafkaServer):
             "transaction.state.log.replication.factor": str(c.size),
             "transaction.state.log.min.isr": str(c.min_insync),
             "unclean.leader.election.enable": "false",
+            # A dead node is fenced (and its partitions get a new leader) within seconds.
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "500",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             "log.flush.interval.ms": "10000",
@@ -351,7 +377,7 @@ class KafkaCluster:
         self.size = size
         self.min_insync = min_insync if min_insync is not None else max(1, size - 1)
         self.extra_props = extra_props or {}
-        ports = [(free_port(), free_port()) for _ in range(size)]
+        ports = [(listen_port(), listen_port()) for _ in range(size)]
         self.voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
         self.nodes = [_ClusterNode(workdir / f"node{i + 1}", i + 1, p, c, self, heap)
                       for i, (p, c) in enumerate(ports)]
@@ -384,8 +410,8 @@ class KafkaCluster:
             dead = [n.name for n in self.nodes if not n.alive()]
             if dead:
                 raise StackError(f"{', '.join(dead)} exited during start-up")
-            wait_for(lambda: self.broker_count() == self.size, timeout, f"{self.size} brokers in metadata",
-                     interval=0.5)
+            wait_for(lambda: all(self.broker_count(n) == self.size for n in self.nodes), timeout,
+                     f"every node to answer metadata with {self.size} brokers", interval=0.5)
         except StackError as exc:
             logs = "\n".join(f"--- {n.name} log ---\n{n.log_tail(20)}" for n in self.nodes)
             self.stop(kill=True)
@@ -403,11 +429,13 @@ class KafkaCluster:
         """Stop one node (kill=True: SIGKILL, as a crash)."""
         self.node(node_id).stop(kill=kill)
 
-    def broker_count(self) -> int:
+    def broker_count(self, via: _ClusterNode | None = None) -> int:
+        """Brokers in the metadata of the cluster (or of one node: `via`); 0 when no answer."""
         from confluent_kafka.admin import AdminClient
 
         try:
-            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=3)
+            bootstrap = via.bootstrap if via is not None else self.bootstrap
+            md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
             return len(md.brokers)
         except Exception:
             return 0

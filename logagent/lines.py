@@ -68,6 +68,11 @@ class LineSplitter:
     def pending(self) -> int:
         return len(self._buf)
 
+    @property
+    def held(self) -> bytes:
+        """The partial line held until its newline arrives."""
+        return self._buf
+
     def _find(self, data: bytes, pos: int, base: int) -> int:
         """Index of the next newline at a character boundary (file offset multiple of the width)."""
         nl, width = self._nl, self._width
@@ -131,6 +136,22 @@ class LineSplitter:
             self._buf_start = start
         return out
 
+    def feed_plain(self, data: bytes, offset: int) -> tuple[int, list[bytes]] | None:
+        """The fast path of feed: (offset of the first line, complete lines) when nothing in
+        `data` needs care (a one-byte newline, no CR, no over-long line, no BOM, not skipping);
+        None, with nothing consumed, when feed() must do it."""
+        if self._width != 1 or self._skipping or self._cr in data or (offset == 0 and data[:1] in BOM_STARTS):
+            return None
+        start = self._buf_start if self._buf else offset
+        parts = (self._buf + data if self._buf else data).split(self._nl)
+        rest = parts[-1]
+        if len(rest) > self.max_line_bytes or (len(parts) > 1 and max(map(len, parts)) > self.max_line_bytes):
+            return None
+        del parts[-1]
+        self._buf = rest
+        self._buf_start = start + sum(map(len, parts)) + len(parts)
+        return start, parts
+
     def flush(self) -> list[Line]:
         """The held partial line as a last line (the file will not grow any more)."""
         if not self._buf:
@@ -148,10 +169,21 @@ def utc_timestamp() -> bytes:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
 
 
-class MessageFormat:
-    """Pre-encodes everything constant per file so a message is a few concatenations."""
+# Printable ASCII but `"` and `\`, and the newline (never inside a line): bytes a JSON string holds as they are.
+_JSON_SAFE = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\') + b"\n"
+BOM_STARTS = (b"\xef", b"\xff", b"\xfe", b"\x00")
 
-    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc", "encoding")
+
+def json_plain(data: bytes) -> bool:
+    """True when every UTF-8 line in `data` is its own JSON string body (ASCII, nothing to escape).
+    translate() deletes the safe bytes in one C pass: anything left needs the slow path."""
+    return not data.translate(None, _JSON_SAFE)
+
+
+class MessageFormat:
+    """Pre-encodes everything constant per file so a message is one `%` formatting."""
+
+    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc", "encoding", "_plain", "_quoted")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
                  fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
@@ -165,6 +197,32 @@ class MessageFormat:
             tail += b"," + orjson.dumps(dict(fields))[1:-1]
         self._tail = tail + b"}"
         self._tail_trunc = tail + b',"truncated":true}'
+        self._plain = self._template(b'"%s"')  # data that needs no escaping
+        self._quoted = self._template(b"%s")  # data already a JSON string
+
+    def _template(self, data: bytes) -> bytes:
+        def lit(b: bytes) -> bytes:
+            return b.replace(b"%", b"%%")
+        return lit(self._head) + data + lit(self._mid) + b"%d" + b'%s' + lit(self._tail)
+
+    def build_plain(self, start: int, lines: list[bytes], timestamp: bytes, plain: bool) -> list[bytes]:
+        """Messages for consecutive complete lines from `start` (LineSplitter.feed_plain's output).
+        With `plain` (json_plain said so for their bytes) the line goes between quotes as it is."""
+        ts = b',"timestamp":"' + timestamp + b'"'
+        out: list[bytes] = []
+        append = out.append
+        off = start
+        if plain:
+            fmt = self._plain
+            for line in lines:
+                append(fmt % (line, off, ts))
+                off += len(line) + 1
+        else:
+            fmt, dumps, encoding = self._quoted, orjson.dumps, self.encoding
+            for line in lines:
+                append(fmt % (dumps(line.decode(encoding, "replace")), off, ts))
+                off += len(line) + 1
+        return out
 
     def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
         """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""

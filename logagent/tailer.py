@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import metrics
 from .batch import Batch
 from .errors import SourceError
-from .lines import Line, LineSplitter, MessageFormat, resolve_encoding, utc_timestamp
+from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encoding, utc_timestamp
 from .multiline import Aggregator, MultilineSpec
 from .queue import BatchQueue
 from .registry import FINGERPRINT_BYTES, Registry, fingerprint
@@ -309,15 +309,27 @@ class FileTailer:
             self._bytes.inc(len(data))
             if self.fp_len < FINGERPRINT_BYTES and self.read_pos >= FINGERPRINT_BYTES:
                 self.fp, self.fp_len = fingerprint(fd)
-            lines = self._splitter.feed(data, offset)
-            if lines and self._events is not None:
-                lines = self._events.push(lines)
-            if lines:
-                await self._ship(lines)
+            values = self._messages(data, offset)
+            if values:
+                await self._enqueue(values)
             else:
                 await asyncio.sleep(0)  # a long line without newline must not starve the loop
             if len(data) < bufsize:
                 return
+
+    def _messages(self, data: bytes, offset: int) -> list[bytes]:
+        """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        if self._events is None:
+            held = self._splitter.held
+            fast = self._splitter.feed_plain(data, offset)
+            if fast is not None:
+                start, parts = fast
+                plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
+                return self._format.build_plain(start, parts, utc_timestamp(), plain) if parts else []
+        lines = self._splitter.feed(data, offset)
+        if lines and self._events is not None:
+            lines = self._events.push(lines)
+        return self._build(lines) if lines else []
 
     @property
     def resume_offset(self) -> int:
@@ -325,13 +337,19 @@ class FileTailer:
         pending = self._events.pending_start if self._events is not None else None
         return self._splitter.resume_offset if pending is None else pending
 
-    async def _ship(self, lines: list[Line]) -> None:
-        values = self._format.build(lines, utc_timestamp())
+    def _build(self, lines: list[Line]) -> list[bytes]:
         truncated = sum(1 for line in lines if line[2])
         if truncated:
             metrics.LINES_TRUNCATED.labels(self.path).inc(truncated)
-            log.warning("%s: %d line(s) longer than max_line_bytes=%d cut, offset %d",
-                        self.path, truncated, self.opts.max_line_bytes, lines[0][0])
+            log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
+                        self.path, truncated, lines[0][0])
+        return self._format.build(lines, utc_timestamp())
+
+    async def _ship(self, lines: list[Line]) -> None:
+        await self._enqueue(self._build(lines))
+
+    async def _enqueue(self, values: list[bytes]) -> None:
+        """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
         self._lines.inc(len(values))
         batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.generation)
         self._inflight.append(batch)

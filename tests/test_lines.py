@@ -63,3 +63,29 @@ def test_message_format_invalid_utf8_nul_quotes_and_truncated():
     assert "module" not in first and "truncated" not in first
     assert second["truncated"] is True and second["path"] == '/p "q"'
 
+
+
+def test_fast_path_gives_the_same_messages_as_the_general_path():
+    from logagent.lines import json_plain
+
+    fmt = MessageFormat("1.2.3.4", "h%s", "/var/log/100%.log", "m", {"k": "v"})
+    chunks = [b"plain one\nplain tw", b"o\nwith \"quote\" and \\ and \xc3\xa9\n", b"tab\there\n"]
+    fast, slow = LineSplitter(100), LineSplitter(100)
+    got, want = [], []
+    offset = 0
+    for chunk in chunks:
+        held = fast.held
+        start, parts = fast.feed_plain(chunk, offset)
+        got += fmt.build_plain(start, parts, b"T", json_plain(chunk) and json_plain(held))
+        want += fmt.build(slow.feed(chunk, offset), b"T")
+        offset += len(chunk)
+    assert got == want and len(got) == 4
+    assert json.loads(got[2])["data"] == 'with "quote" and \\ and é'
+
+
+def test_fast_path_declines_what_needs_care():
+    s = LineSplitter(8)
+    assert s.feed_plain(b"crlf\r\n", 0) is None
+    assert s.feed_plain(b"much too long line\n", 0) is None
+    assert s.feed_plain(b"\xef\xbb\xbfbom\n", 0) is None
+    assert s.feed_plain(b"ok\n", 0) == (0, [b"ok"])

@@ -1,0 +1,127 @@
+"""Fixtures of the fault-injection suite.
+
+The real stack comes from the integration suite's session fixtures (`kafka`,
+`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), imported here with its
+hooks (server and agent log tails on failure). On top: a `results` collector whose
+rows are written to tests/faults/RESULTS.md at the end of the session, and a
+world-readable scratch folder for agents that run as nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.integration.conftest import *  # noqa: F401,F403  (fixtures, and the two hooks below)
+from tests.integration.conftest import pytest_collection_modifyitems as _integration_modifyitems
+from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401  (log tails on failure)
+
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: fault-injection scenario against the real stack (tests/faults)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _integration_modifyitems(items)
+    for item in items:
+        if f"{os.sep}faults{os.sep}" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _OUTCOMES[report.nodeid] = "FAIL" if report.when == "call" else f"ERROR ({report.when})"
+    elif report.when == "call" and report.nodeid not in _OUTCOMES:
+        _OUTCOMES[report.nodeid] = "pass"
+
+
+class Results:
+    """Rows of the results table; one per scenario (a test may add several)."""
+
+    COLUMNS = ("Scenario", "Lines written", "Delivered", "Missing", "Duplicated", "Peak RSS (MiB)", "Notes")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, object]]] = []
+        self.started = time.time()
+
+    def add(self, nodeid: str, scenario: str, written: int | str = "", delivered: int | str = "",
+            missing: int | str = "", duplicated: int | str = "", rss_mb: float = 0.0, notes: str = "") -> None:
+        self.rows.append((nodeid, {"Scenario": scenario, "Lines written": written, "Delivered": delivered,
+                                   "Missing": missing, "Duplicated": duplicated,
+                                   "Peak RSS (MiB)": f"{rss_mb:.0f}" if rss_mb else "",
+                                   "Notes": notes}))
+
+    def markdown(self) -> str:
+        head = ["| " + " | ".join(self.COLUMNS) + " | Result |",
+                "|" + "|".join("---" for _ in range(len(self.COLUMNS) + 1)) + "|"]
+        body = []
+        for nodeid, row in self.rows:
+            cells = [str(row[c]).replace("|", "\\|").replace("\n", " ") for c in self.COLUMNS]
+            body.append("| " + " | ".join(cells) + f" | {_OUTCOMES.get(nodeid, 'not finished')} |")
+        took = time.time() - self.started
+        return "\n".join([
+            "# Fault-injection results (tests/faults)",
+            "",
+            f"Written by the suite at the end of its run on {time.strftime('%Y-%m-%d %H:%M:%S')} "
+            f"({took / 60:.1f} min for {len({n for n, _ in self.rows})} scenarios, 2-core machine). "
+            "Delivered counts the Kafka messages that carry a written line, duplicates included; "
+            "Missing is a line written and never delivered; Duplicated is a line delivered more than once "
+            "(extra copies). Peak RSS is the agent's VmHWM, the highest over its restarts.",
+            "",
+            *head,
+            *body,
+            "",
+        ])
+
+
+@pytest.fixture(scope="session")
+def _results_session() -> Iterator[Results]:
+    results = Results()
+    yield results
+    if results.rows:
+        RESULTS_PATH.write_text(results.markdown())
+
+
+@pytest.fixture
+def results(_results_session: Results, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """results.add(scenario, written, delivered, missing, duplicated, rss_mb, notes) for this test."""
+    nodeid = request.node.nodeid
+
+    class Bound:
+        def add(self, scenario: str, **kw: object) -> None:
+            _results_session.add(nodeid, scenario, **kw)  # type: ignore[arg-type]
+
+        def add_tally(self, scenario: str, t: "object", rss_mb: float, notes: str = "") -> None:
+            _results_session.add(nodeid, scenario, written=t.written, delivered=t.delivered,  # type: ignore[attr-defined]
+                                 missing=len(t.missing), duplicated=t.duplicated,  # type: ignore[attr-defined]
+                                 rss_mb=rss_mb, notes=notes)
+
+    return Bound()
+
+
+@pytest.fixture
+def world_tmp() -> Iterator[Path]:
+    """A scratch folder under /tmp that the user nobody can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="logagent-faults-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def server_logs() -> list[Path]:
+    """The integration conftest's list of server logs shown on failure (tests add their own servers)."""
+    from tests.integration import conftest as integration
+
+    return integration._SERVER_LOGS

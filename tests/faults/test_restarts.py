@@ -1,0 +1,84 @@
+"""The agent dies (kill -9) or is stopped (SIGTERM) at random moments under load, and restarts."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+from tests.faults.helpers import FLUSH_INTERVAL, RSS_LIMIT_MB, PeakTracker, data_of, read_all, tally
+from tests.support import KafkaReader, LineWriter, new_topic
+
+RATE = 2000  # lines per second
+
+
+def _seed() -> int:
+    seed = int(os.environ.get("FAULTS_SEED", str(int(time.time()))))
+    print(f"random seed {seed} (FAULTS_SEED={seed} repeats the same moments)")
+    return seed
+
+
+def test_kill9_ten_times_under_load(make_agent, kafka, logdir, results):
+    rng = random.Random(_seed())
+    topic = new_topic("kill9")
+    log = logdir / "app.log"
+    log.touch()
+    agent = make_agent(files=[{"path": str(log), "topic": topic}])
+    peak = PeakTracker()
+    writer = LineWriter(log, "k9", rate=RATE).start()
+    kills = 10
+    try:
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.2, 2.0))  # a random moment after the agent is ready
+            peak.sample(agent)
+            agent.kill()
+            agent.start()
+        time.sleep(1.0)
+    finally:
+        writer.stop()
+    with KafkaReader(kafka, topic) as reader:
+        read_all(reader, writer.count, timeout=90)
+        got = data_of(reader)
+    peak.sample(agent)
+    t = tally(writer.expected(), got)
+    # Per crash, the agent re-sends what Kafka acknowledged after the registry's last flush: at most
+    # one flush interval of traffic, plus the flush that a kill may catch in its write.
+    per_kill = int(2 * FLUSH_INTERVAL * RATE)
+    results.add_tally(f"kill -9 x{kills} at random moments, {RATE} lines/s", t, peak.peak,
+                      notes=f"duplicate runs per crash {sorted(t.dup_runs, reverse=True)[:kills]}; "
+                            f"bound {per_kill}/crash (registry_flush_interval {FLUSH_INTERVAL}s)")
+    assert not t.missing, t.describe()
+    assert not t.unexpected, t.describe()
+    assert len(t.dup_runs) <= kills, t.describe()
+    assert max(t.dup_runs, default=0) <= per_kill, t.describe()
+    assert peak.peak < RSS_LIMIT_MB
+    assert agent.stop() == 0
+
+
+def test_sigterm_five_times_under_load_no_duplicates(make_agent, kafka, logdir, results):
+    rng = random.Random(_seed())
+    topic = new_topic("term")
+    log = logdir / "app.log"
+    log.touch()
+    agent = make_agent(files=[{"path": str(log), "topic": topic}])
+    peak = PeakTracker()
+    writer = LineWriter(log, "term", rate=RATE).start()
+    stops = 5
+    try:
+        for _ in range(stops):
+            time.sleep(rng.uniform(0.2, 1.5))
+            peak.sample(agent)
+            assert agent.stop() == 0
+            agent.start()
+        time.sleep(1.0)
+    finally:
+        writer.stop()
+    with KafkaReader(kafka, topic) as reader:
+        read_all(reader, writer.count, timeout=90)
+        got = data_of(reader)
+    peak.sample(agent)
+    t = tally(writer.expected(), got)
+    results.add_tally(f"SIGTERM x{stops} at random moments, {RATE} lines/s", t, peak.peak)
+    assert not t.missing, t.describe()
+    assert t.duplicated == 0, t.describe()
+    assert agent.stop() == 0
