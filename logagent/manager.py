@@ -22,7 +22,7 @@ from .errors import SourceError
 from .queue import BatchQueue
 from .registry import Registry
 from .supervise import cancel_and_wait, spawn
-from .tailer import FdBudget, FileTailer, Route, SourceSpec, TailOptions
+from .tailer import FdBudget, FileTailer, Route, SourceSpec, TailOptions, stat_tick
 from .watcher import FileWatcher
 
 log = logging.getLogger("logagent.manager")
@@ -213,10 +213,15 @@ class TailerManager:
         self.runners: dict[str, EntryRunner] = {}
         self._claimed: dict[str, EntryRunner] = {}
         self._lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+
 
     async def apply(self, entries: list[CollectEntry]) -> None:
         """Start, stop and retarget so that exactly `entries` run."""
         async with self._lock:
+            if self._ticker is None:
+                self._ticker = spawn("stat tick", "ticker",
+                                     lambda: stat_tick(self.tailers, self.ctx.opts.stat_interval))
             desired = {e.path: e for e in entries}
             for path in [p for p in self.runners if p not in desired]:
                 runner = self.runners.pop(path)
@@ -243,6 +248,9 @@ class TailerManager:
     async def stop(self) -> None:
         """Stop every runner; safe to call twice."""
         async with self._lock:
+            if self._ticker is not None:
+                await cancel_and_wait([self._ticker])
+                self._ticker = None
             for runner in list(self.runners.values()):
                 await runner.stop()
             self.runners.clear()

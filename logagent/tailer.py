@@ -19,7 +19,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import metrics
 from .batch import Batch
@@ -101,6 +101,16 @@ def open_error_reason(exc: OSError) -> str:
     return {errno.ENOENT: "missing", errno.EACCES: "permission_denied", errno.EPERM: "permission_denied",
             errno.ELOOP: "symlink_loop", errno.EISDIR: "is_directory", errno.EMFILE: "too_many_open_files",
             errno.ENFILE: "too_many_open_files"}.get(exc.errno or 0, "io_error")
+
+
+async def stat_tick(tailers: Callable[[], Iterable["FileTailer"]], interval: float) -> None:
+    """The stat check behind inotify: every `interval`, wake the tailers whose file changed.
+    One task and two syscalls per file, instead of a timer per tailer."""
+    while True:
+        await asyncio.sleep(interval)
+        for tailer in tailers():
+            if tailer.needs_attention():
+                tailer.wake()
 
 
 class FileTailer:
@@ -248,10 +258,17 @@ class FileTailer:
         self._wake.set()
 
     async def run(self) -> None:
-        """Read until stopped or until the rotated-away file is finished."""
+        """Read until stopped or until the rotated-away file is finished.
+
+        The task sleeps until woken: by inotify, or by the manager's stat tick when
+        `needs_attention()` says so. Only a timer of its own (a renamed file's
+        rotate_wait, a pending multiline event's timeout) wakes it otherwise, so
+        a thousand idle files cost one cheap tick a second, not a thousand timers.
+        """
         if self.fd is None and not self._closed_idle:
             self.open()
         while not self.finished:
+            self._wake.clear()  # before reading: a wake-up during the read is not lost
             if self._failed is not None:
                 await self._rewind_after_failure()
             if self.fd is None:
@@ -259,25 +276,49 @@ class FileTailer:
             if self.fd is not None:
                 await self._read_to_end()
                 self._check_name()
+            now = time.monotonic()
+            timeout: float | None = None
             if self.rotated and self.fd is not None:
-                if time.monotonic() - self._last_growth >= self.opts.rotate_wait:
+                if now - self._last_growth >= self.opts.rotate_wait:
                     await self._finish_rotated()
                     return
+                timeout = self.opts.stat_interval
             elif (self.fd is not None and self._splitter.pending == 0
-                  and time.monotonic() - self._last_growth >= self.opts.close_inactive):
+                  and now - self._last_growth >= self.opts.close_inactive):
                 self.close_idle(f"inactive for {self.opts.close_inactive:.0f}s")
-            wait = self.opts.stat_interval
             if self._events is not None and self._events.pending_start is not None:
-                now = time.monotonic()
                 if self._events.due(now):
                     await self._ship(self._events.flush())  # no continuation came: send the event
                 else:
-                    wait = min(wait, self._events.last_line + self._events.spec.timeout - now)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.01, wait))
-            except asyncio.TimeoutError:
-                pass
+                    due_in = self._events.last_line + self._events.spec.timeout - now
+                    timeout = due_in if timeout is None else min(timeout, due_in)
+            if timeout is None:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(0.01, timeout))
+                except asyncio.TimeoutError:
+                    pass
+
+    def needs_attention(self) -> bool:
+        """The stat tick's cheap check (no task switch): has anything changed that inotify
+        may not have told us about? Growth, truncation, a rename or delete, an idle close due."""
+        if self.finished or self._failed is not None:
+            return False
+        try:
+            if self.fd is not None:
+                st = os.fstat(self.fd)
+                if st.st_size != self.read_pos or st.st_nlink == 0:
+                    return True
+                if self._splitter.pending == 0 and \
+                        time.monotonic() - self._last_growth >= self.opts.close_inactive:
+                    return True
+            named = os.stat(self.path)
+        except OSError:
+            return True
+        if (named.st_dev, named.st_ino) != (self.dev, self.ino):
+            return True
+        return self.fd is None and named.st_size != self.read_pos
 
     async def _read_to_end(self) -> None:
         fd = self.fd

@@ -18,21 +18,27 @@ from logagent.batch import Batch
 from logagent.errors import SourceError
 from logagent.queue import BatchQueue
 from logagent.registry import Registry
-from logagent.tailer import FdBudget, FileTailer, Route, TailOptions
+from logagent.tailer import FdBudget, FileTailer, Route, TailOptions, stat_tick
 
 OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)
 
 
 class Harness:
+    """Tailers with their queue, registry, descriptor budget and the stat tick (no inotify here)."""
+
     def __init__(self, tmp: Path, budget: int = 16) -> None:
         self.queue = BatchQueue(100000)
         self.registry = Registry(tmp / "data")
         self.budget = FdBudget(budget)
         self.rotated: list[FileTailer] = []
+        self.all: list[FileTailer] = []
+        self.ticker = asyncio.create_task(stat_tick(lambda: self.all, OPTS.stat_interval))
 
     def tailer(self, path: Path, start_at_end: bool = False, opts: TailOptions = OPTS) -> FileTailer:
-        return FileTailer(str(path), Route("t"), opts, self.queue, self.registry, self.budget, start_at_end,
-                          self.rotated.append)
+        t = FileTailer(str(path), Route("t"), opts, self.queue, self.registry, self.budget, start_at_end,
+                       self.rotated.append)
+        self.all.append(t)
+        return t
 
     async def batches(self, timeout: float = 2.0) -> list[Batch]:
         out = [await asyncio.wait_for(self.queue.get(), timeout)]
@@ -210,11 +216,36 @@ def test_fd_budget_closes_idle_files_and_reopens_them_on_change(tmp_path: Path):
 
 
 def test_not_a_regular_file_is_refused(tmp_path: Path):
-    h = Harness(tmp_path)
-    d = tmp_path / "dir.log"
-    d.mkdir()
-    with pytest.raises(SourceError, match="not a regular file"):
-        h.tailer(d).open()
-    assert h.budget.in_use == 0
-    with pytest.raises(SourceError, match="cannot open"):
-        h.tailer(tmp_path / "missing.log").open()
+    async def body() -> None:
+        h = Harness(tmp_path)
+        d = tmp_path / "dir.log"
+        d.mkdir()
+        with pytest.raises(SourceError, match="not a regular file"):
+            h.tailer(d).open()
+        assert h.budget.in_use == 0
+        with pytest.raises(SourceError, match="cannot open"):
+            h.tailer(tmp_path / "missing.log").open()
+
+    run(body)
+
+
+def test_idle_tailer_is_woken_only_when_its_file_changes(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        await asyncio.sleep(0.2)
+        assert not t.needs_attention()
+        with open(log, "a") as f:
+            f.write("x\n")
+        assert t.needs_attention()
+        assert data(await h.batches()) == ["x"]
+        os.rename(log, tmp_path / "b.log")
+        await until(lambda: h.rotated == [t])
+        task.cancel()
+        t.close()
+
+    run(body)
