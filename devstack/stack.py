@@ -119,7 +119,7 @@ class _Server:
     name = "server"
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure_kafka_libs())
         return 0
 
-    workdir = Path(args.dir)
+    workdir = Path(args.dir).resolve()  # the servers run with their own working folder
     shutil.rmtree(workdir, ignore_errors=True)
     kafka = KafkaServer(workdir / "kafka", port=args.kafka_port)
     etcd = EtcdServer(workdir / "etcd", port=args.etcd_port)

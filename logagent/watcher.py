@@ -65,6 +65,7 @@ class FileWatcher:
         """Stop the observer thread; safe to call twice."""
         observer, self._observer = self._observer, None
         if observer is not None:
+            observer.unschedule_all()  # first: no event may reach an emitter that is stopping
             observer.stop()
             await asyncio.to_thread(observer.join, 5)
         self._watches.clear()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROOT, AgentProcess, KafkaReader, wait_until
+from tests.support import ROOT, AgentProcess, KafkaReader, LineWriter, wait_until
 
 FLUSH_INTERVAL = 0.5  # registry_flush_interval that tests.support.write_config sets
 RSS_LIMIT_MB = 150.0  # what "bounded" means here: the agent runs at ~40 MiB under load
@@ -185,3 +185,14 @@ def any_metric(agent: AgentProcess, names: tuple[str, ...], **labels: str) -> di
         if value > 0:
             found[name] = value
     return found
+
+
+def pause(writer: LineWriter) -> int:
+    """Pause a LineWriter (it stays alive) and return how many lines it wrote."""
+    writer._pause.set()
+    time.sleep(2 * writer.burst / writer.rate + 0.05)  # a burst in progress ends
+    return writer.count
+
+
+def resume(writer: LineWriter) -> None:
+    writer._pause.clear()

@@ -1,0 +1,268 @@
+"""Bad input: each gets a clear error (a log line naming the path and the problem) and a metric,
+the rest keeps running, memory stays bounded."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.helpers import (RSS_LIMIT_MB, PeakTracker, UnprivilegedAgent, check_setpriv, data_of,
+                                  metric_samples, read_all, tally, wait_delivered)
+from tests.support import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until, write_config
+
+RATE = 500
+MiB = 1024 * 1024
+
+
+class Checks:
+    """Soft checks: every problem is collected, the test fails at the end listing them all."""
+
+    def __init__(self, agent: AgentProcess) -> None:
+        self.agent = agent
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def wait(self, cond, timeout: float, what: str) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            wait_until(cond, timeout, what=what)
+            return True
+        except AssertionError as exc:
+            self.problems.append(str(exc))
+            return False
+
+    def error_logged(self, case: str, path: Path, *words: str, timeout: float = 10.0) -> bool:
+        """A WARNING/ERROR line that names the path and one of the words."""
+        def found() -> bool:
+            return any((" ERROR " in line or " WARNING " in line) and str(path) in line
+                       and any(w.lower() in line.lower() for w in words)
+                       for line in self.agent.log_text().splitlines())
+        return self.wait(found, timeout, f"{case}: a warning/error naming {path.name} and one of {words}")
+
+    def metric(self, case: str, path: Path, names: tuple[str, ...] = ("logagent_file_errors_total",),
+               timeout: float = 10.0, **labels: str) -> bool:
+        ok = self.wait(lambda: any(self.agent.metric(n, path=str(path), **labels) > 0 for n in names), timeout,
+                       f"{case}: a metric among {names} with path={path.name} {labels or ''}")
+        if ok:
+            samples = [f"{n}{lab}" for n in names for lab, v in metric_samples(self.agent, n)
+                       if f'path="{path}"' in lab and v > 0]
+            self.notes.append(f"{case}: " + ", ".join(s.replace(str(path.parent) + "/", "") for s in samples))
+        return ok
+
+
+def _write_binary(path: Path, size: int) -> int:
+    """Random bytes (with NULs and invalid UTF-8); returns the number of complete lines."""
+    rng = random.Random(8)
+    data = bytes(rng.getrandbits(8) for _ in range(size))
+    data = data[: data.rfind(b"\n") + 1]
+    path.write_bytes(data)
+    return data.count(b"\n")
+
+
+def test_bad_files_beside_a_good_one(make_agent, kafka, logdir, results):
+    t_good, t_bad = new_topic("good"), new_topic("bad")
+    good = logdir / "good.log"
+    binary = logdir / "binary.bin"
+    huge = logdir / "huge.log"
+    replaced = logdir / "replaced.log"
+    dangling = logdir / "dangling.log"
+    loop = logdir / "loop.log"
+    good.touch()
+    binary_lines = _write_binary(binary, 2 * MiB)
+    huge.touch()
+    replaced.write_text("replaced 1\n")
+    dangling.symlink_to(logdir / "target-missing.log")
+    loop.symlink_to(logdir / "loop2.log")
+    (logdir / "loop2.log").symlink_to(loop)
+    bad = [{"path": str(p), "topic": t_bad, "start": "beginning"} for p in (binary, huge, replaced, dangling, loop)]
+    agent = make_agent(files=[{"path": str(good), "topic": t_good}, *bad])
+    peak = PeakTracker()
+    base_rss = peak.sample(agent)
+    writer = LineWriter(good, "good", rate=RATE).start()
+    c = Checks(agent)
+    try:
+        with KafkaReader(kafka, t_bad) as rbad:
+            # Binary file: read like any file (bytes that are not UTF-8 become U+FFFD), and said so.
+            rbad.read(binary_lines, timeout=60)
+            c.error_logged("binary file", binary, "binary", "utf-8", "not valid", "invalid", "encoding", "decode")
+            c.metric("binary file", binary, ("logagent_file_errors_total", "logagent_lines_invalid_total",
+                                             "logagent_lines_invalid_utf8_total", "logagent_decode_errors_total",
+                                             "logagent_lines_binary_total", "logagent_binary_lines_total"))
+
+            # A 50 MB line with no newline: cut at max_line_bytes (1 MiB), the rest skipped, memory flat.
+            chunk = b"H" * MiB
+            with open(huge, "ab") as f:
+                for _ in range(50):
+                    f.write(chunk)
+                    f.flush()
+                    peak.sample(agent)
+            wait_until(lambda: rbad.poll(0.3) is not None and
+                       any(m.value().startswith(b'{"ip"') and b'"truncated":true' in m.value()
+                           for m in rbad.messages[binary_lines:]), timeout=60, what="the cut 1 MiB line")
+            with open(huge, "ab") as f:
+                f.write(b"\nafter huge\n")
+            wait_delivered(rbad, "after huge", timeout=30)
+            peak.sample(agent)
+            c.error_logged("50 MB line", huge, "max_line_bytes", "truncat", "cut")
+            c.metric("50 MB line", huge, ("logagent_lines_truncated_total",))
+            cut = [v for v in rbad.values() if v.get("path") == str(huge) and v.get("truncated")]
+            if len(cut) != 1 or len(cut[0]["data"].encode()) != MiB:
+                c.problems.append(f"50 MB line: expected one message of 1 MiB marked truncated, got "
+                                  f"{[len(v['data']) for v in cut]}")
+            huge_rss = peak.sample(agent)
+            c.notes.append(f"50 MB line: RSS {base_rss:.0f} -> {huge_rss:.0f} MiB")
+
+            # A file replaced by a directory: said so, then collected again once it is a file.
+            replaced.unlink()
+            replaced.mkdir()
+            c.error_logged("file replaced by a directory", replaced, "not a regular file", "directory", timeout=15)
+            c.metric("file replaced by a directory", replaced)
+            replaced.rmdir()
+            replaced.write_text("replaced again\n")
+            try:
+                wait_delivered(rbad, "replaced again", timeout=15)
+            except AssertionError:
+                c.problems.append("file replaced by a directory: not collected again once a file")
+
+            # A dangling symlink: said so, then collected once its target appears.
+            c.error_logged("dangling symlink", dangling, "no such file", "missing", "dangling")
+            c.metric("dangling symlink", dangling)
+            (logdir / "target-missing.log").write_text("dangling fixed\n")
+            try:
+                wait_delivered(rbad, "dangling fixed", timeout=15)
+            except AssertionError:
+                c.problems.append("dangling symlink: not collected once its target appeared")
+
+            # A symlink loop: said so.
+            c.error_logged("symlink loop", loop, "symbolic links", "loop")
+            c.metric("symlink loop", loop)
+        time.sleep(0.5)
+        assert agent.alive(), agent.log_tail()
+        peak.sample(agent)
+    finally:
+        writer.stop()
+    with KafkaReader(kafka, t_good) as rgood:
+        read_all(rgood, writer.count, timeout=60)
+        got = data_of(rgood)
+    t = tally(writer.expected(), got)
+    results.add_tally("bad files beside a good one (good.log shown): binary file, 50 MB line without newline, "
+                      "file replaced by a directory, dangling symlink, symlink loop", t, peak.peak,
+                      notes="; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
+    assert not t.missing, t.describe()
+    assert t.duplicated == 0, t.describe()
+    assert peak.peak < RSS_LIMIT_MB
+    assert huge_rss - base_rss < 64, f"a 50 MB line took RSS from {base_rss:.0f} to {huge_rss:.0f} MiB"
+    assert not c.problems, "\n".join(c.problems)
+    assert agent.stop() == 0
+
+
+def test_permission_denied_agent_as_nobody(kafka, world_tmp, agents, results):
+    why = check_setpriv()
+    if why:
+        pytest.fail(f"cannot run the agent unprivileged: {why}", pytrace=False)
+    logs = world_tmp / "logs"
+    logs.mkdir(mode=0o755)
+    good, secret = logs / "good.log", logs / "secret.log"
+    good.touch()
+    os.chmod(good, 0o644)
+    secret.write_text("secret 1\n")
+    os.chmod(secret, 0o600)  # root's: nobody may not read it
+    t_good, t_secret = new_topic("good"), new_topic("secret")
+    data = world_tmp / "data"
+    data.mkdir()
+    os.chown(data, *__import__("tests.faults.helpers", fromlist=["nobody_ids"]).nobody_ids())
+    cfg = write_config(world_tmp / "agent.ini", kafka, data, f"{logs}/**",
+                       files=[{"path": str(good), "topic": t_good},
+                              {"path": str(secret), "topic": t_secret, "start": "beginning"}])
+    os.chmod(cfg, 0o644)
+    agent = UnprivilegedAgent(cfg, world_tmp / "agent.log")
+    agents.append(agent)
+    agent.start()
+    peak = PeakTracker()
+    writer = LineWriter(good, "good", rate=RATE).start()
+    c = Checks(agent)
+    try:
+        with KafkaReader(kafka, t_good) as rgood:
+            rgood.read(200, timeout=30)
+        c.error_logged("permission denied", secret, "permission denied")
+        c.metric("permission denied", secret)
+        os.chmod(secret, 0o644)  # the operator fixes it: collected from then on
+        with KafkaReader(kafka, t_secret) as rs:
+            try:
+                rs.read(1, timeout=20)
+            except AssertionError:
+                c.problems.append("permission denied: not collected once readable")
+        peak.sample(agent)
+    finally:
+        writer.stop()
+    with KafkaReader(kafka, t_good) as rgood:
+        read_all(rgood, writer.count, timeout=60)
+        got = data_of(rgood)
+    t = tally(writer.expected(), got)
+    results.add_tally("permission denied (agent as nobody, file 0600 root's) beside a good file", t, peak.peak,
+                      notes="; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
+    assert not t.missing, t.describe()
+    assert t.duplicated == 0, t.describe()
+    assert not c.problems, "\n".join(c.problems)
+    assert agent.stop() == 0
+
+
+def test_glob_matching_100000_files(make_agent, kafka, logdir, results):
+    many = logdir / "many"
+    many.mkdir()
+    t0 = time.monotonic()
+    for i in range(100_000):
+        os.close(os.open(many / f"f{i:06d}.log", os.O_CREAT | os.O_WRONLY, 0o644))
+    created_in = time.monotonic() - t0
+    t_good, t_many = new_topic("good"), new_topic("many")
+    good = logdir / "good.log"
+    good.touch()
+    pattern = many / "*.log"
+    agent = make_agent(files=[{"path": str(good), "topic": t_good}, {"path": str(pattern), "topic": t_many}],
+                       start=False)
+    t0 = time.monotonic()
+    agent.start(timeout=120)
+    ready_in = time.monotonic() - t0
+    peak = PeakTracker()
+    writer = LineWriter(good, "good", rate=RATE).start()
+    c = Checks(agent)
+    lags = []
+    try:
+        with KafkaReader(kafka, t_good) as rgood:
+            rgood.read(100, timeout=60)
+            c.error_logged("glob of 100,000 files", pattern, "100000 files", "100,000", "too many")
+            c.metric("glob of 100,000 files", pattern, reason="too_many_files")
+            # The rest keeps running: a line of good.log is in Kafka within seconds, again and again.
+            for _ in range(5):
+                time.sleep(1.0)
+                lags.append(wait_delivered(rgood, writer.line(writer.count - 1), timeout=30))
+                peak.sample(agent)
+        with KafkaReader(kafka, t_many) as rmany:
+            with open(many / "f000000.log", "a") as f:
+                f.write("from the first matched file\n")
+            try:
+                wait_delivered(rmany, "from the first matched file", timeout=30)
+            except AssertionError:
+                c.problems.append("a line appended to the glob's first file did not arrive within 30 s")
+        peak.sample(agent)
+    finally:
+        writer.stop()
+    with KafkaReader(kafka, t_good) as rgood:
+        read_all(rgood, writer.count, timeout=60)
+        got = data_of(rgood)
+    t = tally(writer.expected(), got)
+    errors = sum(1 for line in agent.log_text().splitlines() if " ERROR " in line)
+    results.add_tally("glob matching 100,000 files beside a good file (good.log shown)", t, peak.peak,
+                      notes=f"files created in {created_in:.0f} s; agent ready in {ready_in:.1f} s; good.log lag "
+                            f"max {max(lags, default=0):.1f} s; {errors} ERROR log lines; "
+                            + "; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
+    assert not t.missing, t.describe()
+    assert t.duplicated == 0, t.describe()
+    assert peak.peak < RSS_LIMIT_MB
+    assert max(lags, default=0) < 10, f"good.log lines took up to {max(lags):.1f} s"
+    assert errors < 100, f"{errors} ERROR lines in the agent's log: a flood"
+    assert not c.problems, "\n".join(c.problems)
+    assert agent.stop() == 0
