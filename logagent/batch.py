@@ -18,14 +18,15 @@ class BatchOwner(Protocol):
 class Batch:
     """Messages for one topic and key, with the file offset they reach."""
 
-    __slots__ = ("topic", "key", "values", "end_offset", "owner", "generation", "remaining", "error",
-                 "nbytes")
+    __slots__ = ("topic", "key", "values", "count", "end_offset", "owner", "generation", "remaining",
+                 "error", "nbytes")
 
     def __init__(self, topic: str, key: bytes | None, values: list[bytes], end_offset: int = 0,
                  owner: BatchOwner | None = None, generation: int = 0, nbytes: int = 0) -> None:
         self.topic = topic
         self.key = key
         self.values = values
+        self.count = len(values)  # stays when the producer drops `values` (librdkafka has copies)
         self.end_offset = end_offset
         self.owner = owner
         self.generation = generation
@@ -34,7 +35,7 @@ class Batch:
         self.nbytes = nbytes
 
     def __len__(self) -> int:
-        return len(self.values)
+        return self.count
 
     def __repr__(self) -> str:
-        return f"Batch(topic={self.topic!r}, n={len(self.values)}, end_offset={self.end_offset})"
+        return f"Batch(topic={self.topic!r}, n={self.count}, end_offset={self.end_offset})"

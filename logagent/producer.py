@@ -156,6 +156,7 @@ class KafkaSink:
                 for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
                     produce(topic, values[i], key, -1, on_delivery)  # positional: measurably cheaper
                 i = n
+                batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
             except BufferError:
                 # librdkafka's local queue is full (broker slow or down): wait, never drop.
                 await asyncio.sleep(0.02)
@@ -181,7 +182,7 @@ class KafkaSink:
         return on_delivery
 
     def _batch_done(self, batch: Batch) -> None:
-        n = len(batch.values)
+        n = batch.count
         self._in_producer -= n
         if self._in_producer <= 0:
             self._in_producer = 0

@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from . import metrics
 from .atomic import write_atomic
@@ -141,9 +143,11 @@ class Registry:
         return dict(self._entries)
 
     def _serialize(self) -> bytes:
-        data = {"version": VERSION, "entries": self._applied,
-                "files": {k: asdict(v) for k, v in self._entries.items()}}
-        return json.dumps(data, separators=(",", ":")).encode()
+        # Runs every flush interval on the loop: with 10,000 files dataclasses.asdict + json
+        # cost ~10 % of a core here; dict literals + orjson a fraction of that.
+        files = {k: {"path": e.path, "offset": e.offset, "dev": e.dev, "ino": e.ino, "fp": e.fp,
+                     "fp_len": e.fp_len, "updated": e.updated} for k, e in self._entries.items()}
+        return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
 
     def _write(self, payload: bytes) -> None:
         """Write atomically; raises RegistryError."""

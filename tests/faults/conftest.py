@@ -23,6 +23,8 @@ from tests.integration.conftest import pytest_collection_modifyitems as _integra
 from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401  (log tails on failure)
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+SCENARIO_ORDER = ("test_restarts", "test_kafka_faults", "test_etcd_faults", "test_logrotate", "test_data_dir",
+                  "test_bad_input")  # the order, for the table
 _OUTCOMES: dict[str, str] = {}
 
 
@@ -65,7 +67,13 @@ class Results:
         head = ["| " + " | ".join(self.COLUMNS) + " | Result |",
                 "|" + "|".join("---" for _ in range(len(self.COLUMNS) + 1)) + "|"]
         body = []
-        for nodeid, row in self.rows:
+        order = {name: i for i, name in enumerate(SCENARIO_ORDER)}
+
+        def rank(item: tuple[str, dict[str, object]]) -> int:
+            module = item[0].split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+            return order.get(module, len(order))
+
+        for nodeid, row in sorted(self.rows, key=rank):
             cells = [str(row[c]).replace("|", "\\|").replace("\n", " ") for c in self.COLUMNS]
             body.append("| " + " | ".join(cells) + f" | {_OUTCOMES.get(nodeid, 'not finished')} |")
         took = time.time() - self.started

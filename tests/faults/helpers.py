@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -101,11 +102,17 @@ def data_of(reader: KafkaReader, path: str | None = None) -> list[str]:
     return [v["data"] for v in reader.values() if path is None or v.get("path") == path]
 
 
-def read_all(reader: KafkaReader, count: int, timeout: float = 90.0, quiet: float = 2.0) -> None:
-    """Read until `count` messages arrived (without failing when fewer do), then until quiet."""
+def read_all(reader: KafkaReader, count: int, timeout: float = 90.0, quiet: float = 2.0,
+             last: str | None = None) -> None:
+    """Read until `count` messages arrived, or the line `last` did (some lines may be missing: this
+    does not fail, the tally tells), then until nothing new comes for `quiet` seconds."""
     deadline = time.monotonic() + timeout
+    needle = f'"data":{json.dumps(last)}'.encode() if last is not None else None
     while len(reader.messages) < count and time.monotonic() < deadline:
+        before = len(reader.messages)
         reader.poll(0.5)
+        if needle is not None and any(needle in m.value() for m in reader.messages[before:]):
+            break
     reader.settle(quiet=quiet, timeout=max(5.0, deadline - time.monotonic()))
 
 

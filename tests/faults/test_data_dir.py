@@ -98,7 +98,7 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
             stopped_at = pause(writer)
             time.sleep(1.0)  # the agent reads what was written
             assert agent.stop() == 0, agent.log_tail(20)
-            read_all(reader, stopped_at, timeout=60)
+            read_all(reader, stopped_at, timeout=60, last=writer.line(stopped_at - 1))
             t_stop = tally(writer.expected()[:stopped_at], data_of(reader))
             assert not t_stop.missing, "lost at the clean stop with data_dir full: " + t_stop.describe()
             resume(writer)
@@ -118,7 +118,7 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
     finally:
         writer.stop()
     with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60)
+        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
         got = data_of(reader)
     peak.sample(agent)
     t = tally(writer.expected(), got)
@@ -170,7 +170,7 @@ def test_data_dir_read_only_agent_as_nobody(kafka, world_tmp, agents, results):
     finally:
         writer.stop()
     with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60)
+        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
         got = data_of(reader)
     t = tally(writer.expected(), got)
     errors_logged = sum(1 for line in agent.log_text().splitlines() if "cannot write registry" in line)

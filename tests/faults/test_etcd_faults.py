@@ -78,8 +78,8 @@ def test_etcd_down_30s_under_load_then_config_change(make_agent, kafka, etcd, et
         wa.stop()
         wb.stop()
     with KafkaReader(kafka, t1, t2) as ra, KafkaReader(kafka, t3) as rb:
-        read_all(ra, wa.count, timeout=60)
-        read_all(rb, wb.count, timeout=60)
+        read_all(ra, wa.count, timeout=60, last=wa.line(wa.count - 1))
+        read_all(rb, wb.count, timeout=60, last=wb.line(wb.count - 1))
         got_a, got_b = data_of(ra), data_of(rb)
         moved = sum(1 for m in ra.messages if m.topic() == t2)
     peak.sample(agent)
@@ -195,7 +195,7 @@ def test_etcd_value_of_10mb_and_value_not_json(make_agent, kafka, big_etcd, logd
     finally:
         writer.stop()
     with KafkaReader(kafka, t_good) as reader:
-        read_all(reader, writer.count, timeout=60)
+        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
         got = data_of(reader)
     peak.sample(agent)
     t = tally(writer.expected(), got)

@@ -47,7 +47,7 @@ def test_broker_down_30s_under_load(make_agent, kafka, kafka_server, logdir, res
     finally:
         writer.stop()
     with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=90)
+        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
         got = data_of(reader)
     peak.sample(agent)
     t = tally(writer.expected(), got)
@@ -112,7 +112,7 @@ def test_cluster_partition_leader_killed_under_load(make_agent, kafka_cluster, l
             peak.sample(agent)
         finally:
             writer.stop()
-        read_all(reader, writer.count, timeout=90)
+        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
         got = data_of(reader)
     peak.sample(agent)
     t = tally(writer.expected(), got)

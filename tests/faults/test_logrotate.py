@@ -111,7 +111,7 @@ def test_logrotate_every_second_under_load(mode, make_agent, kafka, logdir, tmp_
         writer.stop()
     assert not rotator.errors, f"logrotate failed: {rotator.errors[:3]}"
     with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60)
+        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
         got = data_of(reader)
     peak.sample(agent)
     t = tally(writer.expected(), got)
