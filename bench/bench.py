@@ -674,14 +674,16 @@ class RunResult:
 
 
 def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
-                         profile_out: Path | None = None, spy_args: tuple[str, ...] = ()) -> RunResult:
+                         profile_out: Path | None = None, spy_args: tuple[str, ...] = (),
+                         entry_extra: dict[str, Any] | None = None) -> RunResult:
     assert ctx.tools is not None
     name = ctx.name(f"agent{label}")
     topic = name
     ctx.tools.create_topic(topic)
     wd = ctx.workdir(name)
     port = free_port()
-    ini = agent_ini(ctx, wd / "data", port, [{"path": str(path), "topic": topic, "start": "beginning"}])
+    ini = agent_ini(ctx, wd / "data", port,
+                    [{"path": str(path), "topic": topic, "start": "beginning", **(entry_extra or {})}])
     agent = AgentProc(wd, ini, port, "agent")
     ctx.live.append(agent)
     spy: subprocess.Popen[bytes] | None = None
@@ -826,6 +828,17 @@ def scenario_throughput(ctx: Ctx) -> None:
                     fmt(median(r.broker_cpu / r.lines * 1e6 for r in results), 2),
                     "yes" if all(r.ok for r in results) else "NO: " + "; ".join(r.note for r in results if not r.ok)]
 
+        multiline: list[RunResult] = []
+        if size == 100 and a.multiline:
+            # issue 9: the same file with `"multiline": "java"` on (every line is its own event here,
+            # so the count stays comparable): what joining costs per line.
+            for r in range(a.runs):
+                log(f"throughput {label}: run {r + 1}/{a.runs}: agent with multiline=java")
+                # A short timeout: the file's last event waits for it before it is sent.
+                mr = agent_throughput_run(ctx, path, n, label + "ml",
+                                          entry_extra={"multiline": {"preset": "java", "timeout": 0.2}})
+                log(f"  agent multiline: {mr.wall:.2f}s {mr.rate:,.0f} lines/s cpu {mr.cpu:.2f}s")
+                multiline.append(mr)
         agents = [p[0] for p in runs]
         kcats = [p[1] for p in runs]
         pair_ratio = median(p[0].rate / p[1].rate for p in runs)
@@ -833,6 +846,8 @@ def scenario_throughput(ctx: Ctx) -> None:
         header = ["tool", "lines/s", "MB/s", "CPU s / M lines", "peak RSS MB", "wall s", "broker CPU s / M lines",
                   "count verified"]
         rows = [["agent"] + summary(agents), ["kcat -P -l"] + summary(kcats)]
+        if multiline:
+            rows.insert(1, ["agent, multiline java (timeout 0.2 s)"] + summary(multiline))
         rows.append(["**agent/kcat**", f"**{pair_ratio:.2f}**",
                      f"{median(p[0].rate / p[1].rate for p in runs):.2f}",
                      f"{median(p[0].cpu / p[1].cpu for p in runs):.2f}",
@@ -1385,6 +1400,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a small smoke run (sizes and windows cut down)")
     p.add_argument("--profile", action="store_true", help="also run the profile scenario (needs py-spy)")
     p.add_argument("--runs", type=int, default=3, help="throughput runs per tool (default 3)")
+    p.add_argument("--no-multiline", dest="multiline", action="store_false",
+                   help="skip the throughput runs with multiline=java")
     p.add_argument("--lines", type=int, default=1_000_000, help="100-byte lines per throughput run")
     p.add_argument("--lines-1k", type=int, default=1_000_000, help="1 KB lines per throughput run (0 = skip)")
     p.add_argument("--warmup-lines", type=int, default=200_000,
