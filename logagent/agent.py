@@ -48,6 +48,30 @@ def sd_notify(state: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
+FD_HEADROOM = 256  # sockets, inotify, registry writes, librdkafka: descriptors besides log files
+
+
+def descriptor_budget(max_open_files: int) -> int:
+    """Raise the soft RLIMIT_NOFILE so max_open_files log files fit; the budget that really fits."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_open_files + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit to %d: %s", target, exc)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        budget = max(8, soft - FD_HEADROOM)
+        log.warning("open-files limit %d is below max_open_files=%d + %d; collecting with %d descriptors "
+                    "(raise LimitNOFILE / ulimit -n)", soft, max_open_files, FD_HEADROOM, budget)
+        return budget
+    return max_open_files
+
+
 def _dig(obj: object, dotted: str) -> object:
     for part in dotted.split("."):
         obj = getattr(obj, part)
@@ -71,7 +95,8 @@ class Agent:
                            read_buffer_bytes=a.read_buffer_bytes, stat_interval=a.stat_interval,
                            rotate_wait=a.rotate_wait, close_inactive=a.close_inactive)
         self.manager = TailerManager(ManagerContext(
-            opts=opts, queue=self.queue, registry=self.registry, budget=FdBudget(a.max_open_files),
+            opts=opts, queue=self.queue, registry=self.registry,
+            budget=FdBudget(descriptor_budget(a.max_open_files)),
             watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
         self.http = StatusServer(a.http_listen, self.readiness) if a.http_listen else None

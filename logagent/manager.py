@@ -128,7 +128,7 @@ class EntryRunner:
         if self._errors.get(path) != problem:
             self._errors[path] = problem
             log.error("%s: %s", path, problem)
-            metrics.FILE_ERRORS.labels(path, reason).inc()
+            metrics.FILE_ERRORS.labels(metrics.path_label(path), reason).inc()
 
     def _start_tailer(self, path: str, start_at_end: bool) -> None:
         real = os.path.realpath(path)

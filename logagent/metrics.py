@@ -31,3 +31,19 @@ ETCD_UP = Gauge("logagent_etcd_up", "1 while the etcd watch is established")
 
 TASK_CRASHES = Counter("logagent_task_crashes", "Unexpected exceptions in supervised tasks", ["task"])
 REGISTRY_ERRORS = Counter("logagent_registry_errors", "Failures reading or writing the offset registry")
+
+# Per-file series are capped so /metrics stays small with 10,000 collected files: the first
+# MAX_PATH_SERIES paths get their own label, later ones share OTHER_PATHS.
+MAX_PATH_SERIES = 1000
+OTHER_PATHS = "(other)"
+_labelled_paths: set[str] = set()
+
+
+def path_label(path: str) -> str:
+    """The `path` label value for per-file metrics."""
+    if path in _labelled_paths:
+        return path
+    if len(_labelled_paths) < MAX_PATH_SERIES:
+        _labelled_paths.add(path)
+        return path
+    return OTHER_PATHS

@@ -71,13 +71,15 @@ class FdBudget:
         self._open: collections.OrderedDict[int, "FileTailer"] = collections.OrderedDict()
 
     def acquire(self, tailer: "FileTailer") -> bool:
+        """A descriptor slot for `tailer`, closing the least recently active caught-up file if
+        all are taken; False when every open file still has something to read."""
+        if id(tailer) in self._open:
+            return True
         if len(self._open) >= self.limit:
-            for victim in list(self._open.values()):
-                if victim is not tailer and victim.evictable:
-                    victim.close_idle("max_open_files reached")
-                    break
-            else:
+            victim = next((t for t in self._open.values() if t is not tailer and t.evictable), None)
+            if victim is None:
                 return False
+            victim.close_idle("max_open_files reached")
         self._open[id(tailer)] = tailer
         metrics.FILES_OPEN.set(len(self._open))
         return True
@@ -94,6 +96,11 @@ class FdBudget:
     @property
     def in_use(self) -> int:
         return len(self._open)
+
+
+class _NoGauge:
+    def set(self, value: float) -> None:
+        pass
 
 
 def open_error_reason(exc: OSError) -> str:
@@ -147,9 +154,12 @@ class FileTailer:
         self._last_growth = time.monotonic()
         self._closed_idle = False
         self._key = f"{opts.ip}:{path}".encode()
-        self._lines = metrics.LINES_READ.labels(path)
-        self._bytes = metrics.BYTES_READ.labels(path)
-        self._unacked = metrics.UNACKED_BYTES.labels(path)
+        self._label = metrics.path_label(path)
+        self._lines = metrics.LINES_READ.labels(self._label)
+        self._bytes = metrics.BYTES_READ.labels(self._label)
+        # A gauge shared by many files would say nothing: files past the label cap have none.
+        self._unacked = (metrics.UNACKED_BYTES.labels(self._label)
+                         if self._label != metrics.OTHER_PATHS else _NoGauge())
 
     # ---- routing
 
@@ -175,27 +185,37 @@ class FileTailer:
 
     @property
     def evictable(self) -> bool:
-        """Idle at the end of a file that still has its name: safe to close and reopen later."""
-        return (self.fd is not None and not self.rotated and self._splitter.pending == 0
-                and time.monotonic() - self._last_growth > self.opts.stat_interval)
+        """Caught up with a file that still has its name: safe to close and reopen later."""
+        if self.fd is None or self.rotated or self._splitter.pending:
+            return False
+        try:
+            return os.fstat(self.fd).st_size == self.read_pos
+        except OSError:
+            return False
 
     def open(self) -> None:
-        """Open the file under `path` and find where to start; raises SourceError."""
-        if not self._budget.acquire(self):
-            raise SourceError(f"{self.path}: max_open_files reached and no idle file to close")
+        """Open the file under `path` (the first time: identify it and find where to start).
+
+        Raises SourceError. When all `max_open_files` descriptors are busy and none is idle,
+        a new file is identified through a short-lived descriptor and left parked (no
+        descriptor): the stat tick wakes it and it reopens as soon as a slot frees.
+        """
+        reopening = self.dev != 0
+        have_slot = self._budget.acquire(self)
+        if not have_slot and reopening:
+            return  # still parked; the next tick tries again
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             self._budget.release(self)
-            metrics.FILE_ERRORS.labels(self.path, open_error_reason(exc)).inc()
+            metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
             raise SourceError(f"{self.path}: cannot open: {exc.strerror}") from exc
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             self._budget.release(self)
-            metrics.FILE_ERRORS.labels(self.path, "not_regular_file").inc()
+            metrics.FILE_ERRORS.labels(self._label, "not_regular_file").inc()
             raise SourceError(f"{self.path}: not a regular file")
-        reopening = self.dev != 0
         if reopening and ((st.st_dev, st.st_ino) != (self.dev, self.ino)
                           or fingerprint(fd, self.fp_len)[0] != self.fp):
             # Another file under the name, or the inode reused by a new file while we had it closed.
@@ -204,8 +224,16 @@ class FileTailer:
             raise SourceError(f"{self.path}: replaced while closed")
         self.fd = fd
         self._closed_idle = False
-        if reopening:
-            return
+        if not reopening:
+            self._identify(fd, st)
+        if not have_slot:
+            os.close(fd)
+            self.fd = None
+            self._closed_idle = True
+            log.debug("%s parked: all max_open_files descriptors busy", self.path)
+
+    def _identify(self, fd: int, st: os.stat_result) -> None:
+        """A file seen for the first time: its identity, and the offset to start from."""
         self.dev, self.ino = st.st_dev, st.st_ino
         self.fp, self.fp_len = fingerprint(fd)
         saved = self._registry.lookup(st.st_dev, st.st_ino)
@@ -327,7 +355,7 @@ class FileTailer:
         if size < self.read_pos:
             log.warning("%s was truncated (size %d < offset %d): copytruncate? reading again from 0",
                         self.path, size, self.read_pos)
-            metrics.ROTATIONS.labels(self.path, "truncate").inc()
+            metrics.ROTATIONS.labels(self._label, "truncate").inc()
             self.read_pos = 0
             self._splitter.reset(0)
             if self._events is not None and self._events.pending_start is not None:
@@ -337,7 +365,7 @@ class FileTailer:
             try:
                 data = os.pread(fd, bufsize, self.read_pos)
             except OSError as exc:
-                metrics.FILE_ERRORS.labels(self.path, open_error_reason(exc)).inc()
+                metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
                 raise SourceError(f"{self.path}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
             if not data:
                 return
@@ -381,7 +409,7 @@ class FileTailer:
     def _build(self, lines: list[Line]) -> list[bytes]:
         truncated = sum(1 for line in lines if line[2])
         if truncated:
-            metrics.LINES_TRUNCATED.labels(self.path).inc(truncated)
+            metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
             log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
                         self.path, truncated, lines[0][0])
         return self._format.build(lines, utc_timestamp())
@@ -413,7 +441,7 @@ class FileTailer:
         if moved:
             self.rotated = True
             self._last_growth = time.monotonic()
-            metrics.ROTATIONS.labels(self.path, "rename_or_delete").inc()
+            metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
             log.info("%s was renamed or deleted; reading the old file to its end", self.path)
             self._on_rotated(self)
 

@@ -249,3 +249,40 @@ def test_idle_tailer_is_woken_only_when_its_file_changes(tmp_path: Path):
         t.close()
 
     run(body)
+
+
+def test_more_files_than_descriptors_are_parked_not_refused(tmp_path: Path):
+    """max_open_files 2, five files each with data: all are read, never more than 2 open."""
+    async def body() -> None:
+        h = Harness(tmp_path, budget=2)
+        files = [tmp_path / f"p{i}.log" for i in range(5)]
+        for p in files:
+            p.write_text(f"{p.name}\n")
+        tailers = [h.tailer(p) for p in files]
+        for t in tailers:
+            t.open()  # never raises: the ones without a slot are identified and parked
+        assert h.budget.in_use == 2
+        tasks = [asyncio.create_task(t.run()) for t in tailers]
+        got: list[str] = []
+        while len(got) < 5:
+            got += data(await h.batches(timeout=5))
+            assert h.budget.in_use <= 2
+        assert sorted(got) == sorted(p.name for p in files)
+        for task in tasks:
+            task.cancel()
+        for t in tailers:
+            t.close()
+
+    run(body)
+
+
+def test_descriptor_budget_fits_the_process_limit():
+    import resource
+
+    from logagent.agent import FD_HEADROOM, descriptor_budget
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert descriptor_budget(100) == 100
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 100 + FD_HEADROOM or soft == resource.RLIM_INFINITY
+    if hard != resource.RLIM_INFINITY:
+        assert descriptor_budget(hard * 2) == max(8, hard - FD_HEADROOM)
