@@ -25,6 +25,9 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # gRPC's default 4 MiB would turn an oversized value into a lost watch and a reconnect loop;
+    # received (bounded here), it is refused by size with a clear error like any bad value.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 
 

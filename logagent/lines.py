@@ -183,7 +183,7 @@ def json_plain(data: bytes) -> bool:
 class MessageFormat:
     """Pre-encodes everything constant per file so a message is one `%` formatting."""
 
-    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc", "encoding", "_plain", "_quoted")
+    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc", "encoding", "_plain", "_quoted", "replaced")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
                  fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
@@ -197,6 +197,7 @@ class MessageFormat:
             tail += b"," + orjson.dumps(dict(fields))[1:-1]
         self._tail = tail + b"}"
         self._tail_trunc = tail + b',"truncated":true}'
+        self.replaced = 0  # lines of the last build that had bytes invalid in the encoding
         self._plain = self._template(b'"%s"')  # data that needs no escaping
         self._quoted = self._template(b"%s")  # data already a JSON string
 
@@ -212,32 +213,36 @@ class MessageFormat:
         out: list[bytes] = []
         append = out.append
         off = start
+        self.replaced = 0
         if plain:
             fmt = self._plain
             for line in lines:
                 append(fmt % (line, off, ts))
                 off += len(line) + 1
         else:
-            fmt, dumps, encoding = self._quoted, orjson.dumps, self.encoding
-            for line in lines:
-                append(fmt % (dumps(line.decode(encoding, "replace")), off, ts))
+            fmt, dumps = self._quoted, orjson.dumps
+            texts = self._decode(lines)
+            for line, text in zip(lines, texts):
+                append(fmt % (dumps(text), off, ts))
                 off += len(line) + 1
         return out
+
+    def _decode(self, lines: list[bytes]) -> list[str]:
+        """Lines as text; bytes invalid in the encoding become U+FFFD, counted in `replaced`."""
+        encoding = self.encoding
+        texts = [line.decode(encoding, "replace") for line in lines]
+        self.replaced = sum(1 for text in texts if "\ufffd" in text)
+        return texts
 
     def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
         """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""
         head, mid = self._head, self._mid
         ts = b',"timestamp":"' + timestamp + b'"'
         tail, tail_trunc = self._tail, self._tail_trunc
-        dumps, encoding = orjson.dumps, self.encoding
-        out = [head + dumps(line.decode(encoding, "replace")) + mid + str(off).encode() + ts
-               + (tail_trunc if trunc else tail)
-               for off, line, trunc in lines]
-        if lines[0][0] == 0 and lines[0][1][:4].startswith(BOMS):
-            off, line, trunc = lines[0]
-            text = line.decode(encoding, "replace").lstrip("\ufeff")
-            out[0] = head + dumps(text) + mid + b"0" + ts + (tail_trunc if trunc else tail)
-        return out
+        dumps = orjson.dumps
+        texts = self._decode([line for _, line, _ in lines])
+        if lines[0][0] == 0 and texts[0].startswith("\ufeff"):
+            texts[0] = texts[0].lstrip("\ufeff")  # a byte-order mark is not data
+        return [head + dumps(text) + mid + str(off).encode() + ts + (tail_trunc if trunc else tail)
+                for (off, _, trunc), text in zip(lines, texts)]
 
-
-BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")

@@ -157,6 +157,9 @@ class FileTailer:
         self._label = metrics.path_label(path)
         self._lines = metrics.LINES_READ.labels(self._label)
         self._bytes = metrics.BYTES_READ.labels(self._label)
+        self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
+        self._replaced_logged = -1e9
+        self._replaced_since_log = 0
         # A gauge shared by many files would say nothing: files past the label cap have none.
         self._unacked = (metrics.UNACKED_BYTES.labels(self._label)
                          if self._label != metrics.OTHER_PATHS else _NoGauge())
@@ -394,7 +397,11 @@ class FileTailer:
             if fast is not None:
                 start, parts = fast
                 plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
-                return self._format.build_plain(start, parts, utc_timestamp(), plain) if parts else []
+                if not parts:
+                    return []
+                values = self._format.build_plain(start, parts, utc_timestamp(), plain)
+                self._count_replaced(start)
+                return values
         lines = self._splitter.feed(data, offset)
         if lines and self._events is not None:
             lines = self._events.push(lines)
@@ -412,7 +419,23 @@ class FileTailer:
             metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
             log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
                         self.path, truncated, lines[0][0])
-        return self._format.build(lines, utc_timestamp())
+        values = self._format.build(lines, utc_timestamp())
+        self._count_replaced(lines[0][0])
+        return values
+
+    def _count_replaced(self, offset: int) -> None:
+        """Count lines whose bytes were invalid in the encoding; say so (at most once a minute)."""
+        n = self._format.replaced
+        if not n:
+            return
+        self._decode_errors.inc(n)
+        self._replaced_since_log += n
+        now = time.monotonic()
+        if now - self._replaced_logged >= 60.0:
+            log.warning("%s: %d line(s) had bytes that are not valid %s (binary content?), shipped with "
+                        "U+FFFD in their place; first near offset %d", self.path, self._replaced_since_log,
+                        self.encoding, offset)
+            self._replaced_logged, self._replaced_since_log = now, 0
 
     async def _ship(self, lines: list[Line]) -> None:
         await self._enqueue(self._build(lines))

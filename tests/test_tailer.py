@@ -286,3 +286,27 @@ def test_descriptor_budget_fits_the_process_limit():
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 100 + FD_HEADROOM or soft == resource.RLIM_INFINITY
     if hard != resource.RLIM_INFINITY:
         assert descriptor_budget(hard * 2) == max(8, hard - FD_HEADROOM)
+
+
+def test_invalid_bytes_are_replaced_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    import logging
+
+    from logagent import metrics
+
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "bin.log"
+        log.write_bytes(b"ok line\n\xff\xfe\x00binary\nfine\n")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        assert data(await h.batches()) == ["ok line", "\ufffd\ufffd\x00binary", "fine"]
+        task.cancel()
+        t.close()
+
+    before = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))._value.get()
+    with caplog.at_level(logging.WARNING, logger="logagent.tailer"):
+        run(body)
+    after = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))._value.get()
+    assert after - before == 1
+    assert any("not valid utf-8" in r.getMessage() and "bin.log" in r.getMessage() for r in caplog.records)
