@@ -3,8 +3,14 @@
 The real stack comes from the integration suite's session fixtures (`kafka`,
 `kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), imported here with its
 hooks (server and agent log tails on failure). On top: a `results` collector whose
-rows are written to tests/faults/RESULTS.md at the end of the session, and a
-world-readable scratch folder for agents that run as nobody.
+rows are written to tests/faults/RESULTS.md at the end of a session that ran every
+scenario (a partial run, by -k, -x or a file name, writes its table to
+$TMPDIR/logagent-faults-RESULTS.partial.md instead), and a world-readable scratch
+folder for agents that run as nobody.
+
+Needs, besides the stack: root (a tmpfs mount for the full data_dir; setpriv to run
+agents as nobody, since root ignores file permissions) and Debian's logrotate
+(with CI set, its absence fails the logrotate scenarios; without, they skip).
 """
 
 from __future__ import annotations
@@ -13,36 +19,62 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.integration.conftest import *  # noqa: F401,F403  (fixtures, and the two hooks below)
-from tests.integration.conftest import pytest_collection_modifyitems as _integration_modifyitems
-from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401  (log tails on failure)
+# The stack's session fixtures (kafka, kafka_server, etcd, etcd_server, make_agent, logdir, agents, ...)
+# and the integration suite's hooks: pytest_runtest_makereport (server and agent log tails on failure)
+# is used as is, pytest_collection_modifyitems is extended below.
+from tests.integration.conftest import *
+from tests.integration.conftest import (
+    pytest_collection_modifyitems as _integration_modifyitems,
+)
+from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 SCENARIO_ORDER = ("test_restarts", "test_kafka_faults", "test_etcd_faults", "test_logrotate", "test_data_dir",
                   "test_bad_input")  # the issue's order, for the table
 _OUTCOMES: dict[str, str] = {}
+_PARTIAL: list[str] = []  # why this run is not the whole suite: its table then goes to a temp file
+_COLLECTED: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: fault-injection scenario against the real stack (tests/faults)")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:  # type: ignore[no-redef]
     _integration_modifyitems(items)
     for item in items:
-        if f"{os.sep}faults{os.sep}" in str(item.fspath):
+        if _is_fault(item):
             item.add_marker(pytest.mark.faults)
             item.add_marker(pytest.mark.integration)
+
+
+def _is_fault(item: pytest.Item) -> bool:
+    return f"{os.sep}faults{os.sep}" in str(item.fspath)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if any(_is_fault(item) for item in items):
+        _PARTIAL.append("some scenarios deselected")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _COLLECTED.extend(item.nodeid for item in session.items if _is_fault(item))
+    ran = {Path(str(item.fspath)).name for item in session.items if _is_fault(item)}
+    every = {p.name for p in RESULTS_PATH.parent.glob("test_*.py")}
+    if ran and ran != every:
+        _PARTIAL.append(f"only {', '.join(sorted(ran))}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed:
         _OUTCOMES[report.nodeid] = "FAIL" if report.when == "call" else f"ERROR ({report.when})"
+    elif report.skipped:
+        _OUTCOMES[report.nodeid] = "skipped"
     elif report.when == "call" and report.nodeid not in _OUTCOMES:
         _OUTCOMES[report.nodeid] = "pass"
 
@@ -80,11 +112,11 @@ class Results:
         return "\n".join([
             "# Fault-injection results (tests/faults)",
             "",
-            f"Written by the suite at the end of its run on {time.strftime('%Y-%m-%d %H:%M:%S')} "
-            f"({took / 60:.1f} min for {len({n for n, _ in self.rows})} scenarios, 2-core machine). "
-            "Delivered counts the Kafka messages that carry a written line, duplicates included; "
-            "Missing is a line written and never delivered; Duplicated is a line delivered more than once "
-            "(extra copies). Peak RSS is the agent's VmHWM, the highest over its restarts.",
+            (f"Written by the suite at the end of its run on {time.strftime('%Y-%m-%d %H:%M:%S')} "
+             f"({took / 60:.1f} min for {len({n for n, _ in self.rows})} scenarios, 2-core machine). "
+             "Delivered counts the Kafka messages that carry a written line, duplicates included; "
+             "Missing is a line written and never delivered; Duplicated is a line delivered more than once "
+             "(extra copies). Peak RSS is the agent's VmHWM, the highest over its restarts."),
             "",
             *head,
             *body,
@@ -96,8 +128,14 @@ class Results:
 def _results_session() -> Iterator[Results]:
     results = Results()
     yield results
+    finished = [n for n in _COLLECTED if n in _OUTCOMES]
+    if len(finished) < len(_COLLECTED):
+        _PARTIAL.append(f"stopped after {len(finished)} of {len(_COLLECTED)} scenarios")
     if results.rows:
-        RESULTS_PATH.write_text(results.markdown())
+        # Only a run of the whole suite replaces the table that the README quotes.
+        path = RESULTS_PATH if not _PARTIAL else Path(tempfile.gettempdir()) / "logagent-faults-RESULTS.partial.md"
+        path.write_text(results.markdown())
+        print(f"\nfault-injection results table: {path}" + (f" ({_PARTIAL[0]})" if _PARTIAL else ""))
 
 
 @pytest.fixture
@@ -109,7 +147,7 @@ def results(_results_session: Results, request: pytest.FixtureRequest):  # type:
         def add(self, scenario: str, **kw: object) -> None:
             _results_session.add(nodeid, scenario, **kw)  # type: ignore[arg-type]
 
-        def add_tally(self, scenario: str, t: "object", rss_mb: float, notes: str = "") -> None:
+        def add_tally(self, scenario: str, t: object, rss_mb: float, notes: str = "") -> None:
             _results_session.add(nodeid, scenario, written=t.written, delivered=t.delivered,  # type: ignore[attr-defined]
                                  missing=len(t.missing), duplicated=t.duplicated,  # type: ignore[attr-defined]
                                  rss_mb=rss_mb, notes=notes)

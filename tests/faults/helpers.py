@@ -149,7 +149,7 @@ def check_setpriv() -> str:
     except KeyError:
         return "no user 'nobody'"
     proc = subprocess.run([*SETPRIV, sys.executable, "-c", "import logagent"], capture_output=True,
-                          text=True, cwd=ROOT)
+                          text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         return f"the agent cannot be imported as nobody: {proc.stderr.strip()[-300:]}"
     return ""
@@ -158,11 +158,11 @@ def check_setpriv() -> str:
 class UnprivilegedAgent(AgentProcess):
     """The agent run as nobody:nogroup through setpriv, so file permissions apply to it."""
 
-    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> "UnprivilegedAgent":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*SETPRIV, sys.executable, "-m", "logagent", "run", "-c", str(self.config)],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
-        log.close()
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> UnprivilegedAgent:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*SETPRIV, sys.executable, "-m", "logagent", "run", "-c",
+                                          str(self.config)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env=self.env)
         if wait_ready:
             wait_until(lambda: self.ready() or not self.alive(), timeout, what="agent /readyz")
             if not self.alive():

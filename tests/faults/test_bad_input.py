@@ -10,9 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import (RSS_LIMIT_MB, PeakTracker, UnprivilegedAgent, check_setpriv, data_of,
-                                  metric_samples, read_all, tally, wait_delivered)
-from tests.support import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until, write_config
+from tests.faults.helpers import (
+    RSS_LIMIT_MB,
+    PeakTracker,
+    UnprivilegedAgent,
+    check_setpriv,
+    data_of,
+    metric_samples,
+    nobody_ids,
+    read_all,
+    tally,
+    wait_delivered,
+)
+from tests.support import (
+    AgentProcess,
+    KafkaReader,
+    LineWriter,
+    new_topic,
+    wait_until,
+    write_config,
+)
 
 RATE = 500
 MiB = 1024 * 1024
@@ -178,7 +195,7 @@ def test_permission_denied_agent_as_nobody(kafka, world_tmp, agents, results):
     t_good, t_secret = new_topic("good"), new_topic("secret")
     data = world_tmp / "data"
     data.mkdir()
-    os.chown(data, *__import__("tests.faults.helpers", fromlist=["nobody_ids"]).nobody_ids())
+    os.chown(data, *nobody_ids())
     cfg = write_config(world_tmp / "agent.ini", kafka, data, f"{logs}/**",
                        files=[{"path": str(good), "topic": t_good},
                               {"path": str(secret), "topic": t_secret, "start": "beginning"}])
@@ -271,8 +288,12 @@ def test_glob_matching_100000_files(make_agent, kafka, logdir, results):
                             + "; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
     assert not t.missing, t.describe()
     assert t.duplicated == 0, t.describe()
-    assert peak.peak < RSS_LIMIT_MB
-    assert max(lags, default=0) < 10, f"good.log lines took up to {max(lags):.1f} s"
-    assert errors < 100, f"{errors} ERROR lines in the agent's log: a flood"
+    if peak.peak >= RSS_LIMIT_MB:
+        c.problems.append(f"peak RSS {peak.peak:.0f} MiB (limit {RSS_LIMIT_MB:.0f})")
+    if max(lags, default=0) >= 10:
+        c.problems.append(f"good.log lines took up to {max(lags):.1f} s")
+    if errors >= 100:
+        c.problems.append(f"{errors} ERROR lines in the agent's log ({budget_errors} of them 'max_open_files "
+                          "reached and no idle file to close'): one bad glob floods the journal")
     assert not c.problems, "\n".join(c.problems)
     assert agent.stop() == 0

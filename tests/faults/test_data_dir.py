@@ -8,13 +8,23 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.faults.helpers import (RSS_LIMIT_MB, PeakTracker, UnprivilegedAgent, check_setpriv, data_of, pause,
-                                  read_all, resume, tally, wait_delivered)
+from tests.faults.helpers import (
+    RSS_LIMIT_MB,
+    PeakTracker,
+    UnprivilegedAgent,
+    check_setpriv,
+    data_of,
+    pause,
+    read_all,
+    resume,
+    tally,
+    wait_delivered,
+)
 from tests.support import KafkaReader, LineWriter, new_topic, wait_until, write_config
 
 RATE = 1000
@@ -25,13 +35,13 @@ def _mount_tmpfs(path: Path, size: str) -> str:
     if os.geteuid() != 0:
         return "not root"
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     return "" if proc.returncode == 0 else (proc.stderr.strip() or f"mount exited {proc.returncode}")
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, unmounted at the end."""
+def small_fs(tmp_path: Path, agents: list) -> Iterator[Path]:  # type: ignore[type-arg]
+    """A 1 MiB tmpfs, unmounted at the end (after the test's agents are gone)."""
     mnt = tmp_path / "small-fs"
     mnt.mkdir()
     why = _mount_tmpfs(mnt, "1m")
@@ -41,10 +51,14 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mnt
     finally:
+        for agent in agents:
+            agent.kill()
         for _ in range(50):
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+            if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
 
 
 def fill(fs: Path) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,7 +14,14 @@ from devstack.stack import EtcdServer, StackError
 from logagent.config import EtcdSettings
 from logagent.etcd_client import connect
 from tests.faults.conftest import server_logs
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, data_of, read_all, tally, wait_delivered
+from tests.faults.helpers import (
+    RSS_LIMIT_MB,
+    PeakTracker,
+    data_of,
+    read_all,
+    tally,
+    wait_delivered,
+)
 from tests.support import KafkaReader, LineWriter, new_topic, wait_until
 
 DOWN_SECONDS = 30
@@ -66,7 +73,7 @@ def test_etcd_down_30s_under_load_then_config_change(make_agent, kafka, etcd, et
                 etcd_server.start()
         # Right after etcd is back: move a.log to another topic and add b.log.
         wb.start()
-        rev = put(etcd, collect_key(ip), json.dumps([{"path": str(a), "topic": t2},
+        rev = put(etcd, collect_key(ip), json.dumps([{"path": str(a), "topic": t2, "start": "beginning"},
                                                      {"path": str(b), "topic": t3, "start": "beginning"}]))
         put_at = time.monotonic()
         wait_until(lambda: agent.metric(REVISION) >= rev, timeout=60, what=f"the agent at revision {rev}")
@@ -95,6 +102,41 @@ def test_etcd_down_30s_under_load_then_config_change(make_agent, kafka, etcd, et
     assert not tb.missing, tb.describe()
     assert tb.duplicated == 0, tb.describe()
     assert peak.peak < RSS_LIMIT_MB
+    assert agent.stop() == 0
+
+
+def test_topic_change_that_drops_start_resends_nothing(make_agent, kafka, etcd, logdir, tmp_path, results):
+    """An entry whose topic changes and whose `start` is dropped (beginning -> the default, end): `start`
+    only decides where a file without a saved offset begins, so the running file must be retargeted in
+    place, with nothing re-read (DESIGN.md, data flow). Batches are kept in flight (linger.ms 1500) when
+    the change arrives, so re-reading them would show as duplicates."""
+    ip = unique_ip()
+    log = logdir / "app.log"
+    log.touch()
+    t1, t2 = new_topic("start-a"), new_topic("start-b")
+    put(etcd, collect_key(ip), json.dumps([{"path": str(log), "topic": t1, "start": "beginning"}]))
+    agent = make_agent(etcd=etcd, ip=ip, data_dir=tmp_path / "data", extra={"kafka.producer": {"linger.ms": "1500"}})
+    peak = PeakTracker()
+    with open(log, "a") as f:
+        f.write("".join(f"start {i:04d}\n" for i in range(200)))
+    wait_until(lambda: agent.metric("logagent_lines_read_total", path=str(log)) >= 200, timeout=10,
+               what="the lines read (and in flight: linger.ms 1500)")
+    rev = put(etcd, collect_key(ip), json.dumps([{"path": str(log), "topic": t2}]))
+    wait_until(lambda: agent.metric(REVISION) >= rev, timeout=30, what=f"the agent at revision {rev}")
+    with open(log, "a") as f:
+        f.write("".join(f"start {i:04d}\n" for i in range(200, 300)))
+    expected = [f"start {i:04d}" for i in range(300)]
+    with KafkaReader(kafka, t1, t2) as reader:
+        read_all(reader, 300, timeout=30, last=expected[-1])
+        got = data_of(reader)
+    peak.sample(agent)
+    t = tally(expected, got)
+    how = "retargeted in place" if "retargeted" in agent.log_text() else \
+        "tailer restarted ('restarted ... with new reading options')"
+    results.add_tally("etcd change: topic moved and `start` dropped while batches are in flight", t, peak.peak,
+                      notes=how)
+    assert not t.missing, t.describe()
+    assert t.duplicated == 0, f"{how}: {t.describe()}"
     assert agent.stop() == 0
 
 
@@ -160,8 +202,11 @@ def test_etcd_value_of_10mb_and_value_not_json(make_agent, kafka, big_etcd, logd
                     problems.append("no log line naming the key, the value's size and the refusal")
             time.sleep(1.0)
             new_log = agent.log_text()[log_at:]
-            notes.append("10 MB value: " + ("; ".join(line.split(" ", 3)[-1][:160] for line in new_log.splitlines()
-                                                      if " WARNING " in line or " ERROR " in line)[:400] or "no log"))
+            notes.append("10 MB value: agent logged " + ("; ".join(
+                line.split(" ", 4)[-1][:230] for line in new_log.splitlines()
+                if " WARNING " in line or " ERROR " in line)[:500] or "nothing")
+                + f" (then logagent_etcd_up={agent.metric('logagent_etcd_up'):.0f}, "
+                  f"logagent_etcd_errors_total={agent.metric('logagent_etcd_errors_total'):.0f})")
             marker = writer.line(writer.count - 1)
             try:
                 wait_delivered(reader, marker, timeout=15)
@@ -173,9 +218,9 @@ def test_etcd_value_of_10mb_and_value_not_json(make_agent, kafka, big_etcd, logd
             before, log_at = config_errors(), len(agent.log_text())
             put(endpoint, key, b'[{"path": "/var/log/x.log", "topic": ')
             if soft_wait(lambda: config_errors() > before, 40,
-                         f"logagent_config_errors_total{{key={key}}} to count the non-JSON value"):
-                if "not valid JSON" not in agent.log_text()[log_at:]:
-                    problems.append("no 'not valid JSON' log line for the non-JSON value")
+                         f"logagent_config_errors_total{{key={key}}} to count the non-JSON value") \
+                    and "not valid JSON" not in agent.log_text()[log_at:]:
+                problems.append("no 'not valid JSON' log line for the non-JSON value")
             marker = writer.line(writer.count - 1)
             try:
                 wait_delivered(reader, marker, timeout=15)

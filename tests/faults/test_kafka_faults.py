@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -100,8 +100,11 @@ def test_cluster_partition_leader_killed_under_load(make_agent, kafka_cluster, l
             cluster.stop_node(leader, kill=True)  # kill -9 of the partition's leader
             killed_at = time.monotonic()
             written_at_kill = writer.count
-            new_leader = wait_until(lambda: (lambda n: n if n not in (-1, leader) else 0)(cluster.leader_of(topic)),
-                                    timeout=60, what="a new partition leader")
+            def elected() -> int:
+                node = cluster.leader_of(topic)
+                return node if node not in (-1, leader) else 0
+
+            new_leader = wait_until(elected, timeout=60, what="a new partition leader")
             failover = time.monotonic() - killed_at
             # The agent keeps shipping: lines written after the kill reach the new leader.
             target = written_at_kill + 4 * rate

@@ -54,13 +54,13 @@ class Rotator:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            proc = subprocess.run(self.cmd, capture_output=True, text=True)
+            proc = subprocess.run(self.cmd, capture_output=True, text=True, check=False)
             self.runs += 1
             if proc.returncode != 0 or proc.stderr.strip():
                 self.errors.append(proc.stderr.strip()[-500:])
             self._stop.wait(self.interval)
 
-    def start(self) -> "Rotator":
+    def start(self) -> Rotator:
         self._thread.start()
         return self
 
