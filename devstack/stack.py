@@ -55,6 +55,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listen_port() -> int:
+    """A free loopback port below the ephemeral range.
+
+    free_port() hands out an ephemeral port; a server that binds it seconds later
+    (a JVM starting) can find it taken by some outgoing connection in the meantime.
+    """
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randint(max(1025, low - 12000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -161,11 +184,11 @@ class KafkaServer(_Server):
                  extra_props: dict[str, str] | None = None,
                  sasl_users: dict[str, str] | None = None) -> None:
         super().__init__(workdir)
-        self.port = port or free_port()
-        self.controller_port = free_port()
+        self.port = port or listen_port()
+        self.controller_port = listen_port()
         # A second listener with SASL/PLAIN when users are given: user -> password.
         self.sasl_users = sasl_users or {}
-        self.sasl_port = free_port() if self.sasl_users else 0
+        self.sasl_port = listen_port() if self.sasl_users else 0
         self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}" if self.sasl_users else ""
         self.heap = heap
         self.extra_props = extra_props or {}
@@ -248,8 +271,8 @@ class EtcdServer(_Server):
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         super().__init__(workdir)
-        self.port = port or free_port()
-        self.peer_port = free_port()
+        self.port = port or listen_port()
+        self.peer_port = listen_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.extra_args: list[str] = []
 
@@ -280,29 +303,6 @@ class EtcdServer(_Server):
                 return b'"true"' in resp.read()
         except OSError:
             return False
-
-
-def listen_port() -> int:
-    """A free loopback port below the ephemeral range.
-
-    free_port() hands out an ephemeral port; a server that binds it seconds later
-    (a JVM starting) can find it taken by some outgoing connection in the meantime.
-    """
-    import random
-
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randint(max(1025, low - 12000), low - 1)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    return free_port()
 
 
 class _ClusterNode(KafkaServer):

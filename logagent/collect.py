@@ -42,9 +42,10 @@ class CollectEntry:
         return any(ch in self.path for ch in "*?[")
 
     def same_reading(self, other: "CollectEntry") -> bool:
-        """True when only where lines go differs (topic, module, fields): retarget in place."""
-        return (self.path, self.start, self.encoding, self.multiline) == \
-            (other.path, other.start, other.encoding, other.multiline)
+        """True when the files are read the same way (path, encoding, multiline): a change of
+        topic, module, fields or start is applied in place. (`start` only matters when an
+        entry is first applied.)"""
+        return (self.path, self.encoding, self.multiline) == (other.path, other.encoding, other.multiline)
 
 
 @lru_cache(maxsize=512)

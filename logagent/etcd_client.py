@@ -27,7 +27,7 @@ GRPC_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
     # gRPC's default 4 MiB would turn an oversized value into a lost watch and a reconnect loop;
     # received (bounded here), it is refused by size with a clear error like any bad value.
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
 
 

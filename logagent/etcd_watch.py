@@ -65,7 +65,7 @@ def parse_sysinfo_value(value: bytes | str | None, key: str,
 class Backoff:
     """Exponential delays with jitter: first, first*2, ... up to cap."""
 
-    def __init__(self, first: float = 0.5, cap: float = 15.0, jitter: float = 0.2,
+    def __init__(self, first: float = 0.5, cap: float = 5.0, jitter: float = 0.2,
                  rand: Callable[[], float] = random.random) -> None:
         self.first, self.cap, self.jitter, self._rand = first, cap, jitter, rand
         self._failures = 0

@@ -26,6 +26,7 @@ from .tailer import FdBudget, FileTailer, Route, SourceSpec, TailOptions, stat_t
 from .watcher import FileWatcher
 
 log = logging.getLogger("logagent.manager")
+ANNOUNCE_FILES = 100  # per scan, the files whose start is logged at INFO
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ManagerContext:
     allowed_paths: tuple[str, ...]
     scan_interval: float = 2.0
     max_files_per_entry: int = 10000
+    drain_timeout: float = 10.0
 
 
 def _glob_base(pattern: str) -> str:
@@ -74,12 +76,20 @@ class EntryRunner:
         self._first_scan = False
         self._task = spawn(f"runner {self.entry.path}", "runner", self._loop)
 
-    async def stop(self) -> None:
-        """Stop every tailer of this entry and close its files; safe to call twice."""
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop every tailer of this entry and close its files; safe to call twice.
+
+        With `drain`, wait up to that long for Kafka to acknowledge what was already read,
+        so a restart from the acknowledged offsets sends nothing twice.
+        """
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
+        reading = list(self.tailers.values()) + list(self.draining)
         await cancel_and_wait(list(self._tasks.values()))
+        deadline = asyncio.get_running_loop().time() + drain
+        while any(t.unacked for t in reading) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         for tailer in list(self.tailers.values()) + list(self.draining):
             tailer.close()
             if self._claimed.get(tailer.path) is self:
@@ -114,6 +124,7 @@ class EntryRunner:
 
     def _scan(self, start_at_end: bool = False) -> None:
         self._watch(_glob_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
+        started = 0
         for path in self._matches():
             if path in self.tailers:
                 continue
@@ -121,7 +132,10 @@ class EntryRunner:
             if owner is not None and owner is not self:
                 self._report(path, f"already collected by entry {owner.entry.path!r}", "duplicate")
                 continue
-            self._start_tailer(path, start_at_end)
+            started += self._start_tailer(path, start_at_end, announce=started < ANNOUNCE_FILES)
+        if started > ANNOUNCE_FILES:
+            log.info("%s: %d more files collected (their starts are logged at DEBUG)",
+                     self.entry.path, started - ANNOUNCE_FILES)
 
     def _report(self, path: str, problem: str, reason: str) -> None:
         """Log a problem with a path once (until it changes) and count it."""
@@ -130,22 +144,24 @@ class EntryRunner:
             log.error("%s: %s", path, problem)
             metrics.FILE_ERRORS.labels(metrics.path_label(path), reason).inc()
 
-    def _start_tailer(self, path: str, start_at_end: bool) -> None:
+    def _start_tailer(self, path: str, start_at_end: bool, announce: bool = True) -> bool:
+        """Start collecting one file; False when it is refused or cannot be opened (reported)."""
         real = os.path.realpath(path)
         if not path_allowed(real, self.ctx.allowed_paths):
             self._report(path, f"resolves to {real}, outside [agent] allowed_paths; refused", "not_allowed")
-            return
+            return False
         tailer = FileTailer(path, self.route, self.ctx.opts, self.ctx.queue, self.ctx.registry,
                             self.ctx.budget, start_at_end, self._on_rotated,
                             SourceSpec(self.entry.encoding, self.entry.multiline))
+        tailer.announce = announce
         try:
             tailer.open()
         except SourceError as exc:
             self._report(path, str(exc).split(": ", 1)[-1], "open_failed")
-            return
+            return False
         except OSError as exc:
             self._report(path, f"cannot open: {exc.strerror or exc}", "open_failed")
-            return
+            return False
         if path in self._errors:
             log.info("%s: collecting now", path)
             del self._errors[path]
@@ -157,6 +173,7 @@ class EntryRunner:
                                     before_restart=lambda t=tailer: self._restart_tailer(t),
                                     expected=(SourceError,),
                                     on_done=lambda _, t=tailer: self._tailer_ended(t))
+        return True
 
     @staticmethod
     def _restart_tailer(tailer: FileTailer) -> None:
@@ -239,8 +256,9 @@ class TailerManager:
                 elif runner.entry != entry and runner.entry.same_reading(entry):
                     runner.retarget(entry)
                 elif runner.entry != entry:
-                    # Encoding or multiline changed: re-open the files from their acknowledged offsets.
-                    await runner.stop()
+                    # Encoding or multiline changed: re-open the files from their acknowledged offsets
+                    # once what was read is acknowledged (nothing sent twice).
+                    await runner.stop(drain=self.ctx.drain_timeout)
                     runner = self.runners[path] = EntryRunner(entry, self.ctx, self._claimed)
                     await runner.start(start_at_end=False)
                     log.info("restarted %s with new reading options", path)

@@ -129,6 +129,7 @@ class FileTailer:
         self.path = path
         self.opts = opts
         self.spec = spec or SourceSpec()
+        self.announce = True  # log the start at INFO (the runner turns it off past its first files)
         self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
         self._queue = queue
         self._registry = registry
@@ -255,7 +256,8 @@ class FileTailer:
             self._resolve_encoding(fd)
         # Saved at once, so a restart before the first ack does not re-decide where to start.
         self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len)
-        log.info("tailing %s from offset %d (%s) -> topic %s", self.path, start, how, self.route.topic)
+        log.log(logging.INFO if self.announce else logging.DEBUG,
+                "tailing %s from offset %d (%s) -> topic %s", self.path, start, how, self.route.topic)
 
     @staticmethod
     def _last_line_end(fd: int, size: int) -> int:

@@ -1,12 +1,29 @@
-"""Test-wide fixtures: fail a test that leaks asyncio tasks or threads."""
+"""Test-wide fixtures.
+
+- An autouse check fails a test that leaks threads.
+- Session fixtures start a real Apache Kafka broker (KRaft, with a SASL/PLAIN listener) and a
+  real etcd on free loopback ports, only for the tests that ask for them (tests/integration,
+  tests/faults), and always stop them. LOGAGENT_TEST_KAFKA=host:port or
+  LOGAGENT_TEST_ETCD=host:port use servers that already run instead. A server that does not
+  start fails the run: never a silent skip.
+- Failing tests get the tails of the server and agent logs in their report.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from devstack.stack import EtcdServer, KafkaServer, StackError
+from tests.support import AgentProcess, write_config
+
+_SERVER_LOGS: list[Path] = []
+SASL_USERS = {"logagent": "s3cret-kafka-pw"}
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +39,123 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}integration{os.sep}" in path or f"{os.sep}faults{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+def _start(server: KafkaServer | EtcdServer) -> None:
+    try:
+        server.start()
+    except (StackError, OSError) as exc:
+        # Loud on purpose, in CI and out of it: an integration suite that cannot run is a failure.
+        pytest.fail(f"could not start {server.name} for the integration tests: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_server(stack_dir: Path) -> Iterator[KafkaServer | None]:
+    if os.environ.get("LOGAGENT_TEST_KAFKA"):
+        yield None
+        return
+    server = KafkaServer(stack_dir / "kafka", sasl_users=SASL_USERS)
+    _SERVER_LOGS.append(server.log_path)
+    try:
+        _start(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_server: KafkaServer | None) -> str:
+    """Bootstrap address of the real broker."""
+    return os.environ.get("LOGAGENT_TEST_KAFKA") or kafka_server.bootstrap  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(kafka_server: KafkaServer | None) -> tuple[str, str, str]:
+    """(bootstrap, user, password) of the broker's SASL/PLAIN listener."""
+    if kafka_server is None:
+        pytest.fail("the SASL tests need the suite's own broker (unset LOGAGENT_TEST_KAFKA)", pytrace=False)
+    user, password = next(iter(SASL_USERS.items()))
+    return kafka_server.sasl_bootstrap, user, password
+
+
+@pytest.fixture(scope="session")
+def etcd_server(stack_dir: Path) -> Iterator[EtcdServer | None]:
+    if os.environ.get("LOGAGENT_TEST_ETCD"):
+        yield None
+        return
+    server = EtcdServer(stack_dir / "etcd")
+    _SERVER_LOGS.append(server.log_path)
+    try:
+        _start(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd(etcd_server: EtcdServer | None) -> str:
+    """host:port of the real etcd."""
+    return os.environ.get("LOGAGENT_TEST_ETCD") or etcd_server.endpoint  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
+    """Agents a test started; all stopped at the end, their logs shown on failure."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.kill()
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path, kafka: str, logdir: Path, agents: list[AgentProcess]):  # type: ignore[no-untyped-def]
+    """make_agent(files=[...], etcd="", extra={...}, start=True) -> a running AgentProcess."""
+    counter = [0]
+
+    def make(files: list[dict] | None = None, etcd: str = "", extra: dict | None = None,
+             start: bool = True, data_dir: Path | None = None, ip: str = "127.0.0.1",
+             env: dict[str, str] | None = None) -> AgentProcess:
+        counter[0] += 1
+        n = counter[0]
+        cfg = write_config(tmp_path / f"agent{n}.ini", kafka, data_dir or tmp_path / "data",
+                           f"{logdir}/**", etcd=etcd, files=files, extra=extra, ip=ip)
+        agent = AgentProcess(cfg, tmp_path / f"agent{n}.log", env=env)
+        agents.append(agent)
+        if start:
+            agent.start()
+        return agent
+
+    return make
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        from devstack.stack import tail
+
+        for path in _SERVER_LOGS:
+            report.sections.append((f"{path.name} (tail)", tail(path, 30)))
+        for agent in item.funcargs.get("agents", []) or []:
+            report.sections.append((f"{agent.log_path.name} (tail)", agent.log_tail(80)))

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from devstack.stack import free_port, tail
+from devstack.stack import listen_port, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,7 +124,7 @@ def write_config(path: Path, kafka: str, data_dir: Path, allowed: str, etcd: str
         "kafka.producer": {"linger.ms": "5"},
         "etcd": {"address": etcd},
         "agent": {"ip": ip, "hostname": "test-host", "data_dir": str(data_dir), "allowed_paths": allowed,
-                  "http_listen": f"127.0.0.1:{free_port()}", "log_level": "INFO",
+                  "http_listen": f"127.0.0.1:{listen_port()}", "log_level": "INFO",
                   "stat_interval": "0.5", "scan_interval": "0.5", "rotate_wait": "1",
                   "registry_flush_interval": "0.5", "shutdown_timeout": "20"},
         "collect": {"files": json.dumps(files or [])},

@@ -1,8 +1,7 @@
 """Fixtures of the fault-injection suite.
 
-The real stack comes from the integration suite's session fixtures (`kafka`,
-`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), imported here with its
-hooks (server and agent log tails on failure). On top: a `results` collector whose
+The real stack comes from the session fixtures of tests/conftest.py (`kafka`,
+`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), shared with tests/integration. On top: a `results` collector whose
 rows are written to tests/faults/RESULTS.md at the end of a session that ran every
 scenario (a partial run, by -k, -x or a file name, writes its table to
 $TMPDIR/logagent-faults-RESULTS.partial.md instead), and a world-readable scratch
@@ -25,13 +24,7 @@ from pathlib import Path
 import pytest
 
 # The stack's session fixtures (kafka, kafka_server, etcd, etcd_server, make_agent, logdir, agents, ...)
-# and the integration suite's hooks: pytest_runtest_makereport (server and agent log tails on failure)
-# is used as is, pytest_collection_modifyitems is extended below.
-from tests.integration.conftest import *
-from tests.integration.conftest import (
-    pytest_collection_modifyitems as _integration_modifyitems,
-)
-from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401
+# and the log-tail hook come from tests/conftest.py, shared with tests/integration: one broker per run.
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 SCENARIO_ORDER = ("test_restarts", "test_kafka_faults", "test_etcd_faults", "test_logrotate", "test_data_dir",
@@ -45,8 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: fault-injection scenario against the real stack (tests/faults)")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:  # type: ignore[no-redef]
-    _integration_modifyitems(items)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _is_fault(item):
             item.add_marker(pytest.mark.faults)
@@ -167,7 +159,7 @@ def world_tmp() -> Iterator[Path]:
 
 
 def server_logs() -> list[Path]:
-    """The integration conftest's list of server logs shown on failure (tests add their own servers)."""
-    from tests.integration import conftest as integration
+    """tests/conftest.py's list of server logs shown on failure (tests add their own servers)."""
+    from tests import conftest
 
-    return integration._SERVER_LOGS
+    return conftest._SERVER_LOGS

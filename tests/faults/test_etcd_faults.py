@@ -29,7 +29,7 @@ REVISION = "logagent_etcd_config_revision"
 
 
 def unique_ip() -> str:
-    return "10.{}.{}.{}".format(*(random.randint(1, 254) for _ in range(3)))
+    return "127.{}.{}.{}".format(*(random.randint(1, 254) for _ in range(3)))
 
 
 def collect_key(ip: str) -> str:

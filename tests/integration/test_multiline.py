@@ -143,3 +143,36 @@ def test_multiline_under_steady_load_loses_nothing(make_agent, kafka, logdir):
                    timeout=30, what="all events")
         got = _data(reader)
     check_delivery(writer.expected(), got)
+
+
+def test_switching_multiline_on_waits_for_in_flight_lines(make_agent, kafka, etcd, logdir, tmp_path):
+    """Changing how a file is read (multiline, encoding) reopens it from the acknowledged offset,
+    after what was already read is acknowledged: nothing is sent twice, nothing lost."""
+    import json as _json
+
+    from logagent.config import EtcdSettings
+    from logagent.etcd_client import connect
+
+    ip = "127.6.6.6"
+    key = f"/logagent/{ip}/collect_log/config"
+    topic = new_topic()
+    log = logdir / "app.log"
+    log.touch()
+    with connect(EtcdSettings(address=(etcd,))) as kv:
+        kv.put(key, _json.dumps([{"path": str(log), "topic": topic}]))
+        agent = make_agent(etcd=etcd, ip=ip, extra={"kafka.producer": {"linger.ms": "1500"}})
+        with open(log, "a") as f:
+            f.write("".join(f"plain {i}\n" for i in range(200)))
+        wait_until(lambda: agent.metric("logagent_lines_read_total") >= 200, timeout=10, what="lines read")
+        kv.put(key, _json.dumps([{"path": str(log), "topic": topic,
+                                  "multiline": {"preset": "java", "timeout": 0.5}}]))
+        wait_until(lambda: "restarted" in agent.log_text(), timeout=20, what="the entry restarted")
+    with open(log, "a") as f:
+        f.write("event\n at frame\n")
+    expected = [f"plain {i}" for i in range(200)] + ["event\n at frame"]
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(201, timeout=30)
+        reader.settle(quiet=1.0)
+        got = _data(reader)
+    check_delivery(expected, got, max_dups=0)
+    assert agent.stop() == 0

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian tools the fault-injection tests drive for real: logrotate, and setpriv (util-linux)
+# to run an agent as an unprivileged user. Installed with apt-get when missing and we are root.
+set -euo pipefail
+missing=()
+command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing ${missing[*]}" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+    echo "system-deps: missing ${missing[*]} (apt-get install ${missing[*]}); the tests that need them will say so" >&2
+fi
