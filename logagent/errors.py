@@ -5,6 +5,7 @@
     │   └── CollectConfigError a collect entry that is refused (names key and entry)
     ├── RegistryError          the offset registry cannot be read or written
     ├── SourceError            a file cannot be opened or read
+    │   └── FileReplaced       another file now has the name of one we had closed
     ├── KafkaError             the producer or broker failed (retriable says if waiting helps)
     └── EtcdError              etcd unreachable or refused a request (retriable)
 
@@ -38,6 +39,12 @@ class SourceError(LogagentError):
     """A collected file could not be opened or read."""
 
     retriable = True
+
+
+class FileReplaced(SourceError):
+    """While its descriptor was closed, the file's name came to point at another file."""
+
+    retriable = False
 
 
 class KafkaError(LogagentError):

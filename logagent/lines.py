@@ -183,28 +183,28 @@ def json_plain(data: bytes) -> bool:
 class MessageFormat:
     """Pre-encodes everything constant per file so a message is one `%` formatting."""
 
-    __slots__ = ("_head", "_mid", "_tail", "_tail_trunc", "encoding", "_plain", "_quoted", "replaced")
+    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
                  fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
         self.encoding = encoding
-        self._head = b'{"ip":' + orjson.dumps(ip) + b',"data":'
-        self._mid = b',"host":' + orjson.dumps(host) + b',"path":' + orjson.dumps(path) + b',"offset":'
+        self.replaced = 0  # lines of the last build that had bytes invalid in the encoding
+        head = b'{"ip":' + orjson.dumps(ip) + b',"data":'
+        mid = b',"host":' + orjson.dumps(host) + b',"path":' + orjson.dumps(path) + b',"offset":'
         tail = b""
         if module:
             tail += b',"module":' + orjson.dumps(module)
         if fields:
             tail += b"," + orjson.dumps(dict(fields))[1:-1]
-        self._tail = tail + b"}"
-        self._tail_trunc = tail + b',"truncated":true}'
-        self.replaced = 0  # lines of the last build that had bytes invalid in the encoding
-        self._plain = self._template(b'"%s"')  # data that needs no escaping
-        self._quoted = self._template(b"%s")  # data already a JSON string
 
-    def _template(self, data: bytes) -> bytes:
-        def lit(b: bytes) -> bytes:
-            return b.replace(b"%", b"%%")
-        return lit(self._head) + data + lit(self._mid) + b"%d" + b'%s' + lit(self._tail)
+        def template(data: bytes, end: bytes) -> bytes:
+            # %-formatting fills data, offset and timestamp; `%` in the constant parts is escaped.
+            return head.replace(b"%", b"%%") + data + mid.replace(b"%", b"%%") + b"%d%s" + \
+                (tail + end).replace(b"%", b"%%")
+
+        self._plain = template(b'"%s"', b"}")  # data that needs no escaping
+        self._quoted = template(b"%s", b"}")  # data already a JSON string
+        self._quoted_trunc = template(b"%s", b',"truncated":true}')
 
     def build_plain(self, start: int, lines: list[bytes], timestamp: bytes, plain: bool) -> list[bytes]:
         """Messages for consecutive complete lines from `start` (LineSplitter.feed_plain's output).
@@ -236,13 +236,11 @@ class MessageFormat:
 
     def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
         """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""
-        head, mid = self._head, self._mid
         ts = b',"timestamp":"' + timestamp + b'"'
-        tail, tail_trunc = self._tail, self._tail_trunc
-        dumps = orjson.dumps
+        fmt, fmt_trunc, dumps = self._quoted, self._quoted_trunc, orjson.dumps
         texts = self._decode([line for _, line, _ in lines])
         if lines[0][0] == 0 and texts[0].startswith("\ufeff"):
             texts[0] = texts[0].lstrip("\ufeff")  # a byte-order mark is not data
-        return [head + dumps(text) + mid + str(off).encode() + ts + (tail_trunc if trunc else tail)
+        return [(fmt_trunc if trunc else fmt) % (dumps(text), off, ts)
                 for (off, _, trunc), text in zip(lines, texts)]
 

@@ -170,14 +170,10 @@ class EntryRunner:
         metrics.FILES_TRACKED.inc()
         self._watch(os.path.dirname(path))
         self._tasks[tailer] = spawn(f"tailer {path}", "tailer", tailer.run,
-                                    before_restart=lambda t=tailer: self._restart_tailer(t),
+                                    before_restart=tailer.rewind,
                                     expected=(SourceError,),
                                     on_done=lambda _, t=tailer: self._tailer_ended(t))
         return True
-
-    @staticmethod
-    def _restart_tailer(tailer: FileTailer) -> None:
-        tailer.rewind()
 
     def _tailer_ended(self, tailer: FileTailer) -> None:
         self._tasks.pop(tailer, None)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from . import metrics
 from .batch import Batch
-from .errors import SourceError
+from .errors import FileReplaced, SourceError
 from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encoding, utc_timestamp
 from .multiline import Aggregator, MultilineSpec
 from .queue import BatchQueue
@@ -225,7 +225,7 @@ class FileTailer:
             # Another file under the name, or the inode reused by a new file while we had it closed.
             os.close(fd)
             self._budget.release(self)
-            raise SourceError(f"{self.path}: replaced while closed")
+            raise FileReplaced(f"{self.path}: replaced while closed")
         self.fd = fd
         self._closed_idle = False
         if not reopening:
@@ -476,20 +476,16 @@ class FileTailer:
             st = os.stat(self.path)
         except OSError:
             st = None
-        if st is None or (st.st_dev, st.st_ino) != (self.dev, self.ino):
-            self.rotated = True
-            self.finished = True
-            self._on_rotated(self)
-            return
-        if st.st_size != self.read_pos:
-            try:
+        try:
+            if st is None or (st.st_dev, st.st_ino) != (self.dev, self.ino):
+                raise FileReplaced(f"{self.path}: renamed or replaced while closed")
+            if st.st_size != self.read_pos:
                 self.open()
-            except SourceError as exc:
-                if "replaced while closed" in str(exc):
-                    self.rotated = self.finished = True
-                    self._on_rotated(self)
-                else:
-                    log.debug("reopen deferred: %s", exc)
+        except FileReplaced:
+            self.rotated = self.finished = True
+            self._on_rotated(self)
+        except SourceError as exc:
+            log.debug("reopen deferred: %s", exc)
 
     async def _finish_rotated(self) -> None:
         last = self._splitter.flush()

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import pytest
 
@@ -54,26 +54,29 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")
 
 
-def _start(server: KafkaServer | EtcdServer) -> None:
+Server = TypeVar("Server", KafkaServer, EtcdServer)
+
+
+def _run_server(server: Server, reuse_env: str) -> Iterator[Server | None]:
+    """Start a session's server (or none when `reuse_env` names one already running); always stop it."""
+    if os.environ.get(reuse_env):
+        yield None
+        return
+    _SERVER_LOGS.append(server.log_path)
     try:
-        server.start()
-    except (StackError, OSError) as exc:
-        # Loud on purpose, in CI and out of it: an integration suite that cannot run is a failure.
-        pytest.fail(f"could not start {server.name} for the integration tests: {exc}", pytrace=False)
+        try:
+            server.start()
+        except (StackError, OSError) as exc:
+            # Loud on purpose, in CI and out of it: an integration suite that cannot run is a failure.
+            pytest.fail(f"could not start {server.name} for the integration tests: {exc}", pytrace=False)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def kafka_server(stack_dir: Path) -> Iterator[KafkaServer | None]:
-    if os.environ.get("LOGAGENT_TEST_KAFKA"):
-        yield None
-        return
-    server = KafkaServer(stack_dir / "kafka", sasl_users=SASL_USERS)
-    _SERVER_LOGS.append(server.log_path)
-    try:
-        _start(server)
-        yield server
-    finally:
-        server.stop()
+    yield from _run_server(KafkaServer(stack_dir / "kafka", sasl_users=SASL_USERS), "LOGAGENT_TEST_KAFKA")
 
 
 @pytest.fixture(scope="session")
@@ -93,16 +96,7 @@ def kafka_sasl(kafka_server: KafkaServer | None) -> tuple[str, str, str]:
 
 @pytest.fixture(scope="session")
 def etcd_server(stack_dir: Path) -> Iterator[EtcdServer | None]:
-    if os.environ.get("LOGAGENT_TEST_ETCD"):
-        yield None
-        return
-    server = EtcdServer(stack_dir / "etcd")
-    _SERVER_LOGS.append(server.log_path)
-    try:
-        _start(server)
-        yield server
-    finally:
-        server.stop()
+    yield from _run_server(EtcdServer(stack_dir / "etcd"), "LOGAGENT_TEST_ETCD")
 
 
 @pytest.fixture(scope="session")
