@@ -20,6 +20,8 @@ QUEUE_DEPTH = Gauge("logagent_queue_depth", "Messages waiting in the bounded que
 QUEUE_CAPACITY = Gauge("logagent_queue_capacity", "Capacity of the bounded queue ([kafka] chan_size)")
 DELIVERED = Counter("logagent_messages_delivered", "Messages acknowledged by Kafka", ["topic"])
 FAILED = Counter("logagent_messages_failed", "Messages Kafka refused (they are retried)", ["topic", "reason"])
+PRODUCER_FULL = Counter("logagent_kafka_producer_queue_full", "Times librdkafka's local queue was full "
+                        "and the producer waited (broker slower than the files grow, or down)")
 KAFKA_UP = Gauge("logagent_kafka_up", "1 when the producer has a broker connection")
 
 SYSINFO_SAMPLES = Counter("logagent_sysinfo_samples", "Sysinfo messages queued", ["measurement"])

@@ -96,6 +96,7 @@ class KafkaSink:
         self._running = threading.Event()
         self._in_producer = 0  # messages handed to librdkafka without a delivery report yet
         self._idle = asyncio.Event()
+        self._room = asyncio.Event()  # set when a batch completes: librdkafka's queue has room again
         self._last_error_log = 0.0
         self._connected = False
         self._delivered: dict[str, Any] = {}
@@ -158,8 +159,14 @@ class KafkaSink:
                 i = n
                 batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
             except BufferError:
-                # librdkafka's local queue is full (broker slow or down): wait, never drop.
-                await asyncio.sleep(0.02)
+                # librdkafka's local queue is full (broker slow or down): wait for a batch to
+                # complete (or 20 ms, whichever is first), never drop.
+                metrics.PRODUCER_FULL.inc()
+                self._room.clear()
+                try:
+                    await asyncio.wait_for(self._room.wait(), 0.02)
+                except asyncio.TimeoutError:
+                    pass
             except KafkaException as exc:
                 err = exc.args[0]
                 batch.remaining -= n - i  # never produced: no delivery report will come for them
@@ -183,6 +190,7 @@ class KafkaSink:
 
     def _batch_done(self, batch: Batch) -> None:
         n = batch.count
+        self._room.set()
         self._in_producer -= n
         if self._in_producer <= 0:
             self._in_producer = 0

@@ -153,6 +153,24 @@ def test_file_appearing_later_and_glob(make_agent, kafka, logdir):
     assert got == ["a1", "b1", "b2", "one", "two"]
 
 
+def test_full_producer_queue_waits_and_loses_nothing(make_agent, kafka, logdir):
+    """librdkafka's local queue cut to 50 messages: produce() keeps finding it full, the agent
+    waits for acknowledgements instead of dropping, and counts each wait."""
+    topic = new_topic()
+    log = logdir / "burst.log"
+    expected = [f"burst {i:05d} " + "y" * 80 for i in range(20_000)]
+    log.write_text("".join(line + "\n" for line in expected))
+    agent = make_agent(files=[{"path": str(log), "topic": topic, "start": "beginning"}],
+                       extra={"kafka.producer": {"queue.buffering.max.messages": "50"}})
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(len(expected), timeout=60)
+        reader.settle(quiet=1.0)
+        check_delivery(expected, _data(reader))
+    assert agent.metric("logagent_kafka_producer_queue_full_total") > 0
+    assert agent.metric("logagent_messages_delivered_total", topic=topic) == len(expected)
+    assert agent.stop() == 0
+
+
 def test_start_end_skips_existing_content(make_agent, kafka, logdir):
     topic = new_topic()
     log = logdir / "old.log"
