@@ -624,6 +624,65 @@ def writer_main(spec: dict[str, Any]) -> int:
     return 0
 
 
+def produce_only_main(spec: dict[str, Any]) -> int:
+    """Child of the throughput scenario: a bound, not a shipper. The agent's messages for the
+    file are built in memory first (not timed); then a confluent-kafka Producer with the agent's
+    settings sends them the way KafkaSink does (positional produce(), a delivery report per
+    message counted in a poll thread), with no reading, splitting, queue or event loop.
+    Prints seconds and CPU from Producer creation to the last delivery report."""
+    from confluent_kafka import Producer
+
+    from logagent.lines import LineSplitter, MessageFormat, json_plain, utc_timestamp
+    from logagent.producer import PRODUCER_DEFAULTS
+
+    path = spec["path"]
+    data = Path(path).read_bytes()
+    split = LineSplitter(1 << 20).feed_plain(data, 0)
+    assert split is not None
+    start, parts = split
+    values = MessageFormat("127.0.0.1", "bench", path).build_plain(start, parts, utc_timestamp(),
+                                                                  json_plain(data))
+    del data, parts
+    n = len(values)
+    key = f"127.0.0.1:{path}".encode()
+    conf: dict[str, Any] = dict(PRODUCER_DEFAULTS, **PRODUCER)
+    conf["bootstrap.servers"] = spec["bootstrap"]
+    done = [0]
+    finished = threading.Event()
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            raise SystemExit(f"delivery failed: {err}")
+        done[0] += 1
+        if done[0] == n:
+            finished.set()
+
+    c0, t0 = os.times(), time.perf_counter()
+    producer = Producer(conf)
+    running = True
+
+    def poll() -> None:
+        while running:
+            producer.poll(0.1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    produce, topic, i = producer.produce, spec["topic"], 0
+    while i < n:
+        try:
+            for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
+                produce(topic, values[i], key, -1, on_delivery)
+            i = n
+        except BufferError:
+            time.sleep(0.001)
+    finished.wait()
+    t1, c1 = time.perf_counter(), os.times()
+    running = False
+    poller.join()
+    print(json.dumps({"seconds": t1 - t0, "cpu": (c1.user - c0.user) + (c1.system - c0.system)}))
+    return 0
+
+
 class Writer:
     def __init__(self, ctx: Ctx, spec: dict[str, Any], nofile: tuple[int, int] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--_writer", json.dumps(spec)],
@@ -652,6 +711,45 @@ class Writer:
 
 
 # --------------------------------------------------------------------------- 1. throughput
+
+class PeakRss:
+    """Peak RSS of a running child: the kernel's VmHWM from /proc/<pid>/status, read every 20 ms
+    until the child exits (VmHWM only grows, so the last reading is the peak).
+
+    Not ru_maxrss from wait4: Linux carries the high-water mark of the memory the child had
+    before exec, i.e. of this forked benchmark process, into the child's rusage. After this
+    process has consumed a few topics that was 200-400 MB, reported as the agent's or kcat's.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"peak-rss-{pid}", daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                        break
+        except OSError:  # gone (or a zombie: no memory left to read)
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        """Stop sampling (call before the child is reaped); the peak in KiB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb
+
 
 @dataclass
 class RunResult:
@@ -689,6 +787,7 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
     spy: subprocess.Popen[bytes] | None = None
     b0 = ctx.broker_cpu()
     agent.start()
+    peak = PeakRss(agent.pid)
     try:
         delivered = 0.0
         t_done = None
@@ -714,8 +813,10 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
                 break
             time.sleep(0.05)
         b1 = ctx.broker_cpu()
+        peak.sample()
         status, ru = agent.stop()
     finally:
+        peak_kb = peak.stop()
         agent.kill()
         ctx.live.remove(agent)
         if spy is not None:
@@ -742,7 +843,7 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
     if os.waitstatus_to_exitcode(status) != 0:
         note = (note + f" exit {os.waitstatus_to_exitcode(status)}").strip()
     ctx.tools.delete_topic(topic)
-    return RunResult("agent", n, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, b1 - b0, count, ok, note,
+    return RunResult("agent", n, wall, ru.ru_utime + ru.ru_stime, peak_kb, b1 - b0, count, ok, note,
                      t_up, t_first, len(first.value()) if first is not None else 0)
 
 
@@ -759,14 +860,19 @@ def kcat_throughput_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
     b0 = ctx.broker_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=clean_env())
+    peak = PeakRss(proc.pid)
     logf.close()
     timer = threading.Timer(ctx.args.run_timeout, lambda: proc.kill())
     timer.start()
     try:
+        # Reaping would stop the sampler's reads: wait for the exit without reaping first.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        t1 = time.perf_counter()
+        peak_kb = peak.stop()
         _, status, ru = os.wait4(proc.pid, 0)
     finally:
         timer.cancel()
-    t1 = time.perf_counter()
+        peak.stop()
     b1 = ctx.broker_cpu()
     proc.returncode = os.waitstatus_to_exitcode(status)
     count, high, first, last = ctx.tools.consume(topic)
@@ -780,7 +886,27 @@ def kcat_throughput_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
         if first.value().decode() != f_line or last.value().decode() != l_line:
             ok, note = False, (note + " first/last line differ").strip()
     ctx.tools.delete_topic(topic)
-    return RunResult("kcat", n, t1 - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, b1 - b0, count, ok, note,
+    return RunResult("kcat", n, t1 - t0, ru.ru_utime + ru.ru_stime, peak_kb, b1 - b0, count, ok, note,
+                     msg_bytes=len(first.value()) if first is not None else 0)
+
+
+def produce_only_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
+    """The bound: the agent's messages produced from memory by one Python process (produce_only_main)."""
+    assert ctx.tools is not None
+    topic = ctx.name(f"produce{label}")
+    ctx.tools.create_topic(topic)
+    b0 = ctx.broker_cpu()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_produce_only",
+                           json.dumps({"path": str(path), "topic": topic, "bootstrap": ctx.bootstrap})],
+                          capture_output=True, env=clean_env(), cwd=str(ROOT), timeout=ctx.args.run_timeout)
+    b1 = ctx.broker_cpu()
+    if proc.returncode != 0:
+        raise BenchError(f"produce-only run failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+    res = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    count, high, first, last = ctx.tools.consume(topic)
+    ctx.tools.delete_topic(topic)
+    return RunResult("produce-only", n, res["seconds"], res["cpu"], 0, b1 - b0, count, count == n,
+                     "" if count == n else f"consumed {count} != {n}",
                      msg_bytes=len(first.value()) if first is not None else 0)
 
 
@@ -804,6 +930,7 @@ def scenario_throughput(ctx: Ctx) -> None:
         log(f"throughput {label}: writing {n:,} lines of {size} bytes to {path}")
         nbytes = make_lines_file(path, n, size)
         runs: list[tuple[RunResult, RunResult]] = []
+        bounds: list[tuple[RunResult, RunResult]] = []  # (produce-only, the kcat run just before it)
         for r in range(a.runs):
             log(f"throughput {label}: run {r + 1}/{a.runs}: agent")
             ar = agent_throughput_run(ctx, path, n, label)
@@ -816,13 +943,21 @@ def scenario_throughput(ctx: Ctx) -> None:
                 f"{'ok' if kr.ok else 'NOT OK ' + kr.note}")
             runs.append((ar, kr))
             time.sleep(1)
+            if size == 100:
+                log(f"throughput {label}: run {r + 1}/{a.runs}: produce-only bound")
+                pr = produce_only_run(ctx, path, n, label)
+                log(f"  produce-only: {pr.wall:.2f}s {pr.rate:,.0f} lines/s cpu {pr.cpu:.2f}s "
+                    f"{'ok' if pr.ok else 'NOT OK ' + pr.note}")
+                bounds.append((pr, kr))
+                time.sleep(1)
         mb = nbytes / 1e6
 
         def summary(results: list[RunResult]) -> list[Any]:
             return [fmt_int(median(r.rate for r in results)),
                     fmt(median(mb / r.wall for r in results)),
                     fmt(median(r.cpu / r.lines * 1e6 for r in results), 2),
-                    fmt(median(r.maxrss_kb / 1024 for r in results), 0)
+                    "n/a" if not any(r.maxrss_kb for r in results)
+                    else fmt(median(r.maxrss_kb / 1024 for r in results), 0)
                     + f" (max {max(r.maxrss_kb for r in results) / 1024:.0f})",
                     fmt(median(r.wall for r in results), 2),
                     fmt(median(r.broker_cpu / r.lines * 1e6 for r in results), 2),
@@ -848,17 +983,25 @@ def scenario_throughput(ctx: Ctx) -> None:
         rows = [["agent"] + summary(agents), ["kcat -P -l"] + summary(kcats)]
         if multiline:
             rows.insert(1, ["agent, multiline java (timeout 0.2 s)"] + summary(multiline))
+        if bounds:
+            rows.append(["bound: the agent's messages produced from memory by Python (no reading)"]
+                        + summary([b[0] for b in bounds]))
         rows.append(["**agent/kcat**", f"**{pair_ratio:.2f}**",
                      f"{median(p[0].rate / p[1].rate for p in runs):.2f}",
                      f"{median(p[0].cpu / p[1].cpu for p in runs):.2f}",
                      f"{median(p[0].maxrss_kb / p[1].maxrss_kb for p in runs):.2f}",
                      f"{median(p[0].wall / p[1].wall for p in runs):.2f}",
                      f"{median(p[0].broker_cpu / p[1].broker_cpu for p in runs if p[1].broker_cpu):.2f}", ""])
+        if bounds:
+            rows.append(["**bound/kcat**", f"**{median(b[0].rate / b[1].rate for b in bounds):.2f}**",
+                         f"{median(b[0].rate / b[1].rate for b in bounds):.2f}",
+                         f"{median(b[0].cpu / b[1].cpu for b in bounds):.2f}", "", "",
+                         f"{median(b[0].broker_cpu / b[1].broker_cpu for b in bounds if b[1].broker_cpu):.2f}", ""])
         per_run = [[i + 1, r.tool, f"{r.wall:.2f}", fmt_int(r.rate), f"{mb / r.wall:.1f}", f"{r.cpu:.2f}",
-                    f"{r.maxrss_kb / 1024:.0f}", f"{r.broker_cpu:.2f}", f"{r.verified:,}",
+                    f"{r.maxrss_kb / 1024:.0f}" if r.maxrss_kb else "n/a", f"{r.broker_cpu:.2f}", f"{r.verified:,}",
                     "" if r.t_up != r.t_up else f"{r.t_up:.2f} / {r.t_first:.2f}",
                     "" if r.t_first != r.t_first else fmt_int(r.lines / max(1e-3, r.wall - r.t_first))]
-                   for i, p in enumerate(runs) for r in p]
+                   for i, p in enumerate(runs) for r in (*p, *(bounds[i][:1] if i < len(bounds) else ()))]
         body = (f"{n:,} lines of {size} bytes ({mb:,.1f} MB, newline included) written to a file up front; "
                 f"medians of {a.runs} run(s), agent and kcat alternating (after one uncounted warm-up run "
                 f"of each of {a.warmup_lines:,} lines), each into a fresh topic "
@@ -867,7 +1010,14 @@ def scenario_throughput(ctx: Ctx) -> None:
                 f"polled every 50 ms; kcat: process exit after its flush). CPU = user+sys of the process "
                 f"(os.wait4). Ratio row: median of the per-pair ratios agent/kcat (ratio of medians of "
                 f"lines/s: {ratio_of_medians:.2f}). Kafka message for the first line: agent "
-                f"{agents[0].msg_bytes} bytes (JSON), kcat {kcats[0].msg_bytes} bytes (raw line).\n\n"
+                f"{agents[0].msg_bytes} bytes (JSON), kcat {kcats[0].msg_bytes} bytes (raw line)."
+                + (" The bound row is not a shipper: the agent's messages for the file, built in memory "
+                   "beforehand, sent by one Python process through confluent-kafka with the agent's "
+                   "producer settings and a delivery report per message, timed from Producer creation "
+                   "to the last report (run after each kcat run; ratio to that run). It is what any "
+                   "single-process Python agent could reach with these messages at zero reading cost."
+                   if bounds else "")
+                + "\n\n"
                 + md_table(header, rows)
                 + "\n\nPer run:\n\n"
                 + md_table(["run", "tool", "wall s", "lines/s", "MB/s", "CPU s", "peak RSS MB", "broker CPU s",
@@ -882,8 +1032,10 @@ def scenario_throughput(ctx: Ctx) -> None:
             rate = median(r.rate for r in agents)
             ctx.targets.append(Target(f">= 250,000 lines/s of 100-byte lines end to end ({n:,} lines)",
                                       f"{rate:,.0f} lines/s", rate >= 250_000 and all(r.ok for r in agents)))
+            bound = (f"; bound for one Python producer (no reading): "
+                     f"{median(b[0].rate / b[1].rate for b in bounds):.2f} x") if bounds else ""
             ctx.targets.append(Target(">= half of kcat's line rate in the same run (100-byte lines)",
-                                      f"{pair_ratio:.2f} x kcat ({median(r.rate for r in kcats):,.0f} lines/s)",
+                                      f"{pair_ratio:.2f} x kcat ({median(r.rate for r in kcats):,.0f} lines/s){bound}",
                                       pair_ratio >= 0.5))
             peak = max(r.maxrss_kb for r in agents) / 1024
             ctx.targets.append(Target("peak RSS <= 100 MB at full throughput (100-byte lines, max of runs)",
@@ -1380,7 +1532,7 @@ def render(ctx: Ctx, info: dict[str, str], command: str, started: dt.datetime, t
               f"{agent_producer_defaults()}; kcat's librdkafka 2.0.2: linger.ms=5, batch.num.messages=10000).",
               "- Counts are verified by consuming every topic from the beginning to its high watermark "
               "(throughput: first and last line compared with the file too). Topics are deleted afterwards.",
-              "- CPU % is of one core (100 % = one core busy). Peak RSS = ru_maxrss of the process (os.wait4).",
+              "- CPU % is of one core (100 % = one core busy). Peak RSS = the kernel's high-water mark VmHWM (/proc/<pid>/status) of the process, read every 20 ms until it exits; not ru_maxrss, which for a child includes the forked benchmark process's memory from before exec.",
               ""]
     parts += [kept.get("## Notes", "## Notes\n\n" + NOTES_PLACEHOLDER), ""]
     if "## Optimisation log" in kept:
@@ -1425,6 +1577,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kafka", help="use this running broker (host:port) instead of starting one")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (agent logs, broker data)")
     p.add_argument("--_writer", help=argparse.SUPPRESS)
+    p.add_argument("--_produce_only", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     explicit = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.quick:
@@ -1464,6 +1617,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._writer:
         return writer_main(json.loads(args._writer))
+    if args._produce_only:
+        return produce_only_main(json.loads(args._produce_only))
     started = dt.datetime.now().astimezone()
     t0 = time.monotonic()
     command = command_line(argv)

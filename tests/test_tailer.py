@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -310,3 +311,33 @@ def test_invalid_bytes_are_replaced_counted_and_logged(tmp_path: Path, caplog: p
     after = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))._value.get()
     assert after - before == 1
     assert any("not valid utf-8" in r.getMessage() and "bin.log" in r.getMessage() for r in caplog.records)
+
+
+class _Quiet:
+    """A stand-in for FileTailer as the stat tick sees it."""
+
+    def __init__(self, last_growth: float) -> None:
+        self.last_growth = last_growth
+        self.checks = 0
+
+    def needs_attention(self) -> bool:
+        self.checks += 1
+        return False
+
+    def wake(self) -> None:  # pragma: no cover - needs_attention says no
+        raise AssertionError("nothing changed")
+
+
+def test_stat_tick_checks_quiet_files_every_fifth_tick_only() -> None:
+    async def main() -> tuple[int, int]:
+        busy = _Quiet(last_growth=time.monotonic() + 3600)  # grows "now" for the whole test
+        quiet = _Quiet(last_growth=time.monotonic() - 3600)
+        task = asyncio.create_task(stat_tick(lambda: [busy, quiet], 0.01))
+        while busy.checks < 20:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        return busy.checks, quiet.checks
+
+    busy, quiet = asyncio.run(main())
+    assert busy >= 20
+    assert busy // 5 - 1 <= quiet <= busy // 5 + 1
