@@ -111,7 +111,7 @@ def open_error_reason(exc: OSError) -> str:
 
 
 # A file that has not grown for IDLE_AFTER seconds is stat-checked every IDLE_EVERY-th tick only.
-IDLE_AFTER = 10.0
+IDLE_AFTER = 5.0
 IDLE_EVERY = 5
 
 
