@@ -327,6 +327,8 @@ class FileTailer:
                 await self._rewind_after_failure()
             if self.fd is None:
                 self._maybe_reopen()
+                if self.finished:  # deleted, or replaced, while closed: nothing left to read
+                    break
             if self.fd is not None:
                 await self._read_to_end()
                 self._check_name()
@@ -492,7 +494,8 @@ class FileTailer:
             self._on_rotated(self)
 
     def _maybe_reopen(self) -> None:
-        """After close_idle: reopen when the same file changed; end if it was replaced."""
+        """After close_idle (or while parked): reopen when the same file changed. When the name
+        now points elsewhere, follow the file to where rotation renamed it and read it to its end."""
         try:
             st = os.stat(self.path)
         except OSError:
@@ -503,10 +506,49 @@ class FileTailer:
             if st.st_size != self.read_pos:
                 self.open()
         except FileReplaced:
-            self.rotated = self.finished = True
+            moved = self._open_moved()
+            if moved is None:
+                return  # found, but every descriptor is busy: the next tick tries again
+            self.rotated = True
+            self.finished = not moved
+            if moved:
+                self._last_growth = time.monotonic()
+                metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
             self._on_rotated(self)
         except SourceError as exc:
             log.debug("reopen deferred: %s", exc)
+
+    def _open_moved(self) -> bool | None:
+        """The file was renamed while the agent held no descriptor on it: look for its inode in
+        its folder, where rename rotation leaves it (app.log -> app.log.1), and reopen it there,
+        so what was written before (or after) the rename is still read.
+        True: reopened; False: not there (deleted, moved elsewhere, or another file with a reused
+        inode); None: found, but every descriptor is busy."""
+        try:
+            with os.scandir(os.path.dirname(self.path) or ".") as entries:
+                found = next((e.path for e in entries if e.inode() == self.ino), None)
+        except OSError:
+            return False
+        if found is None:
+            return False
+        if not self._budget.acquire(self):
+            return None
+        try:
+            fd = os.open(found, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            self._budget.release(self)
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino) or st.st_size < self.read_pos \
+                or fingerprint(fd, self.fp_len)[0] != self.fp:
+            os.close(fd)
+            self._budget.release(self)
+            return False
+        self.fd = fd
+        self._closed_idle = False
+        log.info("%s was renamed to %s while closed; reading it to its end from offset %d",
+                 self.path, found, self.read_pos)
+        return True
 
     async def _finish_rotated(self) -> None:
         last = self._splitter.flush()

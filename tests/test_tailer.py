@@ -7,6 +7,7 @@ proven in tests/integration.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import json
 import os
 import time
@@ -144,6 +145,51 @@ def test_rename_rotation_reads_old_file_to_end_and_sends_held_partial(tmp_path: 
         assert got == ["late", "no newline"]
         await asyncio.wait_for(task, 3)  # finished after rotate_wait without growth
         assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
+
+    run(body)
+
+
+async def closed_after_one_line(h: Harness, tmp: Path) -> tuple[Path, FileTailer, "asyncio.Task[None]"]:
+    """A running tailer that shipped one line and then closed its file for inactivity."""
+    log = tmp / "a.log"
+    log.write_text("a\n")
+    t = h.tailer(log, opts=replace(OPTS, close_inactive=0.1))
+    t.open()
+    task = asyncio.create_task(t.run())
+    assert data(await h.batches()) == ["a"]
+    await until(lambda: t.fd is None)  # closed: idle past close_inactive
+    return log, t, task
+
+
+def test_file_renamed_while_closed_is_followed_to_its_new_name(tmp_path: Path):
+    """Closed for inactivity, then written to and renamed before the agent looked again: the
+    old file is found in its folder by inode and read to its end; nothing is skipped."""
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log, t, task = await closed_after_one_line(h, tmp_path)
+        with open(log, "a") as f:
+            f.write("b\n")
+        os.rename(log, tmp_path / "a.log.1")
+        with open(tmp_path / "a.log.1", "a") as f:  # the application still writes to its descriptor
+            f.write("c\n")
+        log.write_text("new file\n")  # and a new file under the name, not this tailer's
+        got: list[str] = []
+        while len(got) < 2:
+            got += data(await h.batches())
+        assert got == ["b", "c"]
+        await asyncio.wait_for(task, 3)
+        assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
+
+    run(body)
+
+
+def test_file_deleted_while_closed_ends_its_tailer(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log, t, task = await closed_after_one_line(h, tmp_path)
+        log.unlink()
+        await asyncio.wait_for(task, 3)
+        assert h.rotated == [t] and t.finished and h.budget.in_use == 0
 
     run(body)
 
