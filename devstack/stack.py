@@ -182,7 +182,7 @@ class KafkaServer(_Server):
 
     def __init__(self, workdir: Path, port: int | None = None, heap: str = "512m",
                  extra_props: dict[str, str] | None = None,
-                 sasl_users: dict[str, str] | None = None) -> None:
+                 sasl_users: dict[str, str] | None = None, tls_pem: Path | None = None) -> None:
         super().__init__(workdir)
         self.port = port or listen_port()
         self.controller_port = listen_port()
@@ -190,6 +190,10 @@ class KafkaServer(_Server):
         self.sasl_users = sasl_users or {}
         self.sasl_port = listen_port() if self.sasl_users else 0
         self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}" if self.sasl_users else ""
+        # A TLS listener when a PEM file with the server's private key and certificate is given.
+        self.tls_pem = tls_pem
+        self.tls_port = listen_port() if tls_pem else 0
+        self.tls_bootstrap = f"127.0.0.1:{self.tls_port}" if tls_pem else ""
         self.heap = heap
         self.extra_props = extra_props or {}
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -224,6 +228,13 @@ class KafkaServer(_Server):
             props["sasl.enabled.mechanisms"] = "PLAIN"
             props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
                 f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};")
+        if self.tls_pem:
+            props["listeners"] += f",SSL://127.0.0.1:{self.tls_port}"
+            props["advertised.listeners"] += f",SSL://127.0.0.1:{self.tls_port}"
+            props["listener.security.protocol.map"] += ",SSL:SSL"
+            props["inter.broker.listener.name"] = "PLAINTEXT"
+            props["listener.name.ssl.ssl.keystore.type"] = "PEM"
+            props["listener.name.ssl.ssl.keystore.location"] = str(self.tls_pem)
         props.update(self.extra_props)
         return "".join(f"{k}={v}\n" for k, v in props.items())
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian tools the fault-injection tests drive for real: logrotate, and setpriv (util-linux)
-# to run an agent as an unprivileged user. Installed with apt-get when missing and we are root.
+# Debian tools the tests drive for real: logrotate, setpriv (util-linux) to run an agent as an
+# unprivileged user, openssl to make the certificates of the TLS tests. Installed with apt-get
+# when missing and we are root.
 set -euo pipefail
 missing=()
 command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${missing[*]}" >&2

@@ -1,7 +1,7 @@
 """Test-wide fixtures.
 
 - An autouse check fails a test that leaks threads.
-- Session fixtures start a real Apache Kafka broker (KRaft, with a SASL/PLAIN listener) and a
+- Session fixtures start a real Apache Kafka broker (KRaft, with SASL/PLAIN and TLS listeners) and a
   real etcd on free loopback ports, only for the tests that ask for them (tests/integration,
   tests/faults), and always stop them. LOGAGENT_TEST_KAFKA=host:port or
   LOGAGENT_TEST_ETCD=host:port use servers that already run instead. A server that does not
@@ -20,7 +20,7 @@ from typing import Iterator, TypeVar
 import pytest
 
 from devstack.stack import EtcdServer, KafkaServer, StackError
-from tests.support import AgentProcess, write_config
+from tests.support import AgentProcess, make_certs, write_config
 
 _SERVER_LOGS: list[Path] = []
 SASL_USERS = {"logagent": "s3cret-kafka-pw"}
@@ -75,8 +75,18 @@ def _run_server(server: Server, reuse_env: str) -> Iterator[Server | None]:
 
 
 @pytest.fixture(scope="session")
-def kafka_server(stack_dir: Path) -> Iterator[KafkaServer | None]:
-    yield from _run_server(KafkaServer(stack_dir / "kafka", sasl_users=SASL_USERS), "LOGAGENT_TEST_KAFKA")
+def kafka_certs(stack_dir: Path) -> dict[str, Path]:
+    """The CA and certificates of the broker's TLS listener."""
+    try:
+        return make_certs(stack_dir / "kafka-certs")
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_server(stack_dir: Path, kafka_certs: dict[str, Path]) -> Iterator[KafkaServer | None]:
+    yield from _run_server(KafkaServer(stack_dir / "kafka", sasl_users=SASL_USERS, tls_pem=kafka_certs["server.pem"]),
+                           "LOGAGENT_TEST_KAFKA")
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +102,14 @@ def kafka_sasl(kafka_server: KafkaServer | None) -> tuple[str, str, str]:
         pytest.fail("the SASL tests need the suite's own broker (unset LOGAGENT_TEST_KAFKA)", pytrace=False)
     user, password = next(iter(SASL_USERS.items()))
     return kafka_server.sasl_bootstrap, user, password
+
+
+@pytest.fixture(scope="session")
+def kafka_tls(kafka_server: KafkaServer | None, kafka_certs: dict[str, Path]) -> tuple[str, Path]:
+    """(bootstrap, CA certificate) of the broker's TLS listener."""
+    if kafka_server is None:
+        pytest.fail("the TLS tests need the suite's own broker (unset LOGAGENT_TEST_KAFKA)", pytrace=False)
+    return kafka_server.tls_bootstrap, kafka_certs["ca.crt"]
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,3 +280,27 @@ def check_delivery(expected: list[str], got: list[str], max_dups: int | None = 0
             firsts.append(line)
     wanted = set(expected)
     assert [x for x in firsts if x in wanted] == expected, "lines arrived out of order"
+
+
+def make_certs(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl
+    (installed by `make setup`). Also server.pem: the server's key and certificate in one file,
+    as Kafka's PEM keystore reads them."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the TLS tests need the openssl command: apt-get install openssl (make setup does)")
+    folder.mkdir(parents=True)
+
+    def ssl(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"openssl {args}: {done.stderr}"
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=logagent-test-ca")
+    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+        (folder / f"{name}.ext").write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    (folder / "server.pem").write_text((folder / "server.key").read_text() + (folder / "server.crt").read_text())
+    return {n: folder / n for n in ("ca.crt", "server.crt", "server.key", "server.pem", "client.crt", "client.key")}

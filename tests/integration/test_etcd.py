@@ -26,7 +26,7 @@ from logagent.config import AgentSettings, EtcdSettings, Settings, detect_ip, lo
 from logagent.etcd_client import EtcdClient, check_etcd, connect
 from logagent.etcd_watch import SAVED_NAME, Backoff, EtcdControl
 from logagent.sysinfo import SysinfoSettings
-from tests.support import ROOT, AgentProcess, KafkaReader, new_topic, wait_until
+from tests.support import ROOT, AgentProcess, KafkaReader, make_certs, new_topic, wait_until
 
 REVISION = "logagent_etcd_config_revision"
 
@@ -546,29 +546,6 @@ def test_username_and_password(auth_etcd, tmp_path):
 
 
 # ---------------------------------------------------------------------------- TLS
-
-def make_certs(folder: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("TLS test needs the openssl command (the cryptography package is not installed either)")
-    folder.mkdir()
-
-    def ssl(*args: str) -> None:
-        done = subprocess.run(["openssl", *args], cwd=folder, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, f"openssl {args}: {done.stderr}"
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "2", "-subj", "/CN=logagent-test-ca")
-    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        (folder / f"{name}.ext").write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
-    return {n: folder / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
-
 
 def settings_for(etcd_settings: EtcdSettings) -> Settings:
     return Settings(etcd=etcd_settings, agent=AgentSettings(ip="10.0.0.1", hostname="h"))

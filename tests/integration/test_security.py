@@ -1,9 +1,12 @@
-"""Kafka SASL/PLAIN for real: credentials from config.ini and from the environment, wrong ones lose nothing.
-Secrets never reach the agent's log."""
+"""Kafka SASL/PLAIN and TLS for real: credentials from config.ini and from the environment, wrong ones
+lose nothing; the broker's certificate verified against a CA, a wrong CA refused. Secrets never reach
+the agent's log."""
 
 from __future__ import annotations
 
-from tests.support import KafkaReader, new_topic, wait_until
+from pathlib import Path
+
+from tests.support import KafkaReader, make_certs, new_topic, wait_until
 
 
 def _sasl(bootstrap: str, user: str, password: str | None) -> dict[str, dict[str, str]]:
@@ -66,3 +69,39 @@ def test_wrong_credentials_clear_error_nothing_lost(make_agent, kafka, kafka_sas
         reader.settle(quiet=1.0)
         assert [v["data"] for v in reader.values()] == [f"line {i}" for i in range(50)]
     assert fixed.stop() == 0
+
+
+def _tls(bootstrap: str, ca: Path) -> dict[str, dict[str, str]]:
+    return {"kafka": {"address": bootstrap},
+            "kafka.producer": {"security.protocol": "SSL", "ssl.ca.location": str(ca)}}
+
+
+def test_tls_with_the_brokers_ca(make_agent, kafka, kafka_tls, logdir):
+    bootstrap, ca = kafka_tls
+    topic = new_topic()
+    log = logdir / "app.log"
+    log.write_text("")
+    agent = make_agent(files=[{"path": str(log), "topic": topic}], extra=_tls(bootstrap, ca))
+    log.write_text("over tls 1\nover tls 2\n")
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(2)
+        assert [v["data"] for v in reader.values()] == ["over tls 1", "over tls 2"]
+    assert agent.ready()
+    assert agent.stop() == 0
+
+
+def test_tls_with_a_wrong_ca_is_refused_clearly(make_agent, kafka_tls, logdir, tmp_path):
+    bootstrap, _ = kafka_tls
+    other_ca = make_certs(tmp_path / "other-ca")["ca.crt"]  # a CA that did not sign the broker's certificate
+    log = logdir / "app.log"
+    log.write_text("")
+    extra = _tls(bootstrap, other_ca)
+    extra["agent"] = {"shutdown_timeout": "3"}  # nothing can be acknowledged: do not wait 20 s to stop
+    agent = make_agent(files=[{"path": str(log), "topic": new_topic()}], extra=extra, start=False)
+    agent.start(wait_ready=False)
+    wait_until(lambda: agent.get("/healthz")[0] == 200, timeout=20, what="agent up")
+    log.write_text("never sent\n")
+    wait_until(lambda: "certificate verify failed" in agent.log_text(), timeout=30,
+               what="a clear certificate error in the log")
+    assert agent.get("/readyz")[0] == 503
+    agent.stop()
