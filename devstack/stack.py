@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         kafka.start()
         Path(DEMO_LOG).parent.mkdir(parents=True, exist_ok=True)
         with open(DEMO_LOG, "a") as f:
-            f.write(f"demo line written at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            f.write(f"demo line written at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
         _seed_etcd(etcd.endpoint, args.ip, DEMO_LOG)
         print(f"devstack: ready (kafka {kafka.bootstrap}, etcd {etcd.endpoint}); logs in {workdir}",
               file=sys.stderr)
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             n += 1
             if n % 4 == 0:  # a demo line every 2 s, so `make consume` shows lines flowing
                 with open(DEMO_LOG, "a") as f:
-                    f.write(f"demo line {n // 4} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+                    f.write(f"demo line {n // 4} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
         return 0 if stop else 1
     finally:
         kafka.stop()
