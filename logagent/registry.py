@@ -72,6 +72,7 @@ class Registry:
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
+        self._persist_lock: asyncio.Lock | None = None
 
     def load(self) -> None:
         """Read the saved offsets; a corrupt file is renamed aside and logged."""
@@ -184,6 +185,18 @@ class Registry:
         ok = self._write_logged(self._serialize())
         self._dirty = self._dirty or not ok
         return ok
+
+    async def persist(self) -> None:
+        """Write now (in a thread) and return once what is in memory is on disk. Callers that
+        arrive while a write runs share the next one. A failed write is logged, not raised:
+        shipping goes on with the offsets in memory, as with the periodic flush."""
+        if self._persist_lock is None:
+            self._persist_lock = asyncio.Lock()
+        async with self._persist_lock:
+            if self._dirty:
+                self._dirty = False
+                if not await asyncio.to_thread(self._write_logged, self._serialize()):
+                    self._dirty = True
 
     async def start(self) -> None:
         if self._task is None:

@@ -170,6 +170,7 @@ class FileTailer:
         self.finished = False
         self._last_growth = time.monotonic()
         self._closed_idle = False
+        self._decided = False  # where to start was decided but may not be on disk yet
         self._key = f"{opts.ip}:{path}".encode()
         self._label = metrics.path_label(path)
         self._lines = metrics.LINES_READ.labels(self._label)
@@ -257,9 +258,11 @@ class FileTailer:
         self.dev, self.ino = st.st_dev, st.st_ino
         self.fp, self.fp_len = fingerprint(fd)
         saved = self._registry.lookup(st.st_dev, st.st_ino)
+        self._decided = True  # a new decision, unless the registry had one
         if saved is not None and fingerprint(fd, saved.fp_len)[0] == saved.fp:
             start = saved.offset if saved.offset <= st.st_size else 0
             how = f"saved offset {saved.offset}" + ("" if start == saved.offset else ", file is shorter: from 0")
+            self._decided = False
         elif self._start_at_end:
             start = self._last_line_end(fd, st.st_size)
             how = "start=end"
@@ -270,7 +273,8 @@ class FileTailer:
         self._splitter.reset(start)
         if st.st_size > 0:
             self._resolve_encoding(fd)
-        # Saved at once, so a restart before the first ack does not re-decide where to start.
+        # Saved at once (run() persists it before reading), so a restart before the first ack
+        # does not re-decide where to start.
         self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len)
         log.log(logging.INFO if self.announce else logging.DEBUG,
                 "tailing %s from offset %d (%s) -> topic %s", self.path, start, how, self.route.topic)
@@ -321,6 +325,12 @@ class FileTailer:
         """
         if self.fd is None and not self._closed_idle:
             self.open()
+        if self._decided:
+            # Where to start was decided now, not read from the registry: make the decision (and
+            # the entry's first application) durable before anything is read, or a crash before
+            # the next periodic flush would decide again at restart, past lines never sent.
+            await self._registry.persist()
+            self._decided = False
         while not self.finished:
             self._wake.clear()  # before reading: a wake-up during the read is not lost
             if self._failed is not None:

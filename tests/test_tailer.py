@@ -194,6 +194,28 @@ def test_file_deleted_while_closed_ends_its_tailer(tmp_path: Path):
     run(body)
 
 
+def test_start_decision_is_on_disk_before_the_first_line_is_read(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)  # its registry has no periodic flush at all
+        log = tmp_path / "a.log"
+        log.write_text("old\n")
+        t = h.tailer(log, start_at_end=True)
+        t.open()
+        task = asyncio.create_task(t.run())
+        with open(log, "a") as f:
+            f.write("new\n")
+        assert data(await h.batches()) == ["new"]
+        saved = Registry(tmp_path / "data")
+        saved.load()  # what a restart after kill -9 would find
+        entry = saved.lookup(t.dev, t.ino)
+        assert entry is not None and entry.offset == 4
+        t.close()
+        t.wake()
+        await asyncio.wait_for(task, 3)
+
+    run(body)
+
+
 def test_truncation_starts_again_at_zero(tmp_path: Path):
     async def body() -> None:
         h = Harness(tmp_path)
