@@ -72,7 +72,9 @@ class Registry:
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
-        self._persist_lock: asyncio.Lock | None = None
+        self._version = 0  # counts changes; _saved_version is the last one known to be on disk
+        self._saved_version = 0
+        self._write_lock = asyncio.Lock()  # one background write at a time (they share a temp file)
 
     def load(self) -> None:
         """Read the saved offsets; a corrupt file is renamed aside and logged."""
@@ -115,12 +117,12 @@ class Registry:
         seen = pattern in self._applied
         if not seen:
             self._applied[pattern] = time.time()
-            self._dirty = True
+            self._changed()
         return seen
 
     def entry_removed(self, pattern: str) -> None:
         if self._applied.pop(pattern, None) is not None:
-            self._dirty = True
+            self._changed()
 
     def lookup(self, dev: int, ino: int) -> RegistryEntry | None:
         return self._entries.get(identity_key(dev, ino))
@@ -134,11 +136,15 @@ class Registry:
         else:
             entry.path, entry.offset, entry.fp, entry.fp_len = path, offset, fp, fp_len
             entry.updated = time.time()
-        self._dirty = True
+        self._changed()
 
     def forget(self, dev: int, ino: int) -> None:
         if self._entries.pop(identity_key(dev, ino), None) is not None:
-            self._dirty = True
+            self._changed()
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self._version += 1
 
     def entries(self) -> dict[str, RegistryEntry]:
         return dict(self._entries)
@@ -160,8 +166,10 @@ class Registry:
 
     def save(self) -> None:
         """Write the registry now; raises RegistryError."""
+        version = self._version
         self._write(self._serialize())
         self._dirty = False
+        self._saved_version = max(self._saved_version, version)
 
     def _write_logged(self, payload: bytes) -> bool:
         """Write, logging (once per distinct problem) instead of raising."""
@@ -182,21 +190,30 @@ class Registry:
         if not self._dirty:
             return True
         self._dirty = False
+        version = self._version
         ok = self._write_logged(self._serialize())
         self._dirty = self._dirty or not ok
+        if ok:
+            self._saved_version = max(self._saved_version, version)
         return ok
 
     async def persist(self) -> None:
-        """Write now (in a thread) and return once what is in memory is on disk. Callers that
-        arrive while a write runs share the next one. A failed write is logged, not raised:
-        shipping goes on with the offsets in memory, as with the periodic flush."""
-        if self._persist_lock is None:
-            self._persist_lock = asyncio.Lock()
-        async with self._persist_lock:
-            if self._dirty:
-                self._dirty = False
-                if not await asyncio.to_thread(self._write_logged, self._serialize()):
-                    self._dirty = True
+        """Return once every change made before this call is on disk, writing now (in a thread)
+        if the last write did not cover it; calls made meanwhile share one write. A failed write
+        is logged, not raised: shipping goes on with the offsets in memory, as with the flush."""
+        wanted = self._version
+        async with self._write_lock:
+            if self._saved_version < wanted:
+                await self._write_now()
+
+    async def _write_now(self) -> None:
+        """Serialise on the loop (entries change there), write in a thread; hold _write_lock."""
+        self._dirty = False
+        version = self._version
+        if await asyncio.to_thread(self._write_logged, self._serialize()):
+            self._saved_version = max(self._saved_version, version)
+        else:
+            self._dirty = True
 
     async def start(self) -> None:
         if self._task is None:
@@ -206,10 +223,8 @@ class Registry:
         while True:
             await asyncio.sleep(self.flush_interval)
             if self._dirty:
-                # Serialise on the loop (entries change there), write in a thread.
-                self._dirty = False
-                if not await asyncio.to_thread(self._write_logged, self._serialize()):
-                    self._dirty = True
+                async with self._write_lock:
+                    await self._write_now()
 
     async def stop(self) -> None:
         """Stop the periodic flush and write a last time; safe to call twice."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_old_entries_pruned_unless_their_file_is_still_there(tmp_path: Path):
     r.load()
     assert r.lookup(st.st_dev, st.st_ino) is not None
     assert r.lookup(1, 2) is None
+
+
+def test_persist_writes_only_what_the_last_write_did_not_cover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """10,000 tailers persisting their start at once share a write; changes after a caller's
+    call (acknowledgements) are the periodic flush's, not a reason to write again for it."""
+    reg = Registry(tmp_path)
+    writes: list[int] = []
+    real = reg._write_logged
+    monkeypatch.setattr(reg, "_write_logged", lambda payload: writes.append(1) or real(payload))
+
+    async def main() -> None:
+        for i in range(100):
+            reg.update(1, i, f"/f{i}", 0, "", 0)
+        waiters = [asyncio.create_task(reg.persist()) for _ in range(100)]
+        await asyncio.sleep(0)
+        reg.update(1, 0, "/f0", 10, "", 0)  # an acknowledgement after the calls
+        await asyncio.gather(*waiters)
+        assert len(writes) == 1
+        await reg.persist()  # the acknowledgement is not on disk yet: a new call writes it
+        assert len(writes) == 2
+        await reg.persist()  # nothing new
+        assert len(writes) == 2
+
+    asyncio.run(main())
+    saved = Registry(tmp_path)
+    saved.load()
+    entry = saved.lookup(1, 0)
+    assert entry is not None and entry.offset == 10
