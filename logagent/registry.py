@@ -166,10 +166,27 @@ class Registry:
 
     def save(self) -> None:
         """Write the registry now; raises RegistryError."""
-        version = self._version
-        self._write(self._serialize())
+        version, payload = self._snapshot()
+        try:
+            self._write(payload)
+        except RegistryError:
+            self._written(version, False)
+            raise
+        self._written(version, True)
+
+    def _snapshot(self) -> tuple[int, bytes]:
+        """What is in memory now, for one write: (its version, the payload). The write's outcome
+        goes back through _written()."""
         self._dirty = False
-        self._saved_version = max(self._saved_version, version)
+        return self._version, self._serialize()
+
+    def _written(self, version: int, ok: bool) -> bool:
+        """Record a write's outcome: on disk up to `version`, or still to be written."""
+        if ok:
+            self._saved_version = max(self._saved_version, version)
+        else:
+            self._dirty = True
+        return ok
 
     def _write_logged(self, payload: bytes) -> bool:
         """Write, logging (once per distinct problem) instead of raising."""
@@ -189,13 +206,8 @@ class Registry:
         """Save if anything changed; False when it could not be written."""
         if not self._dirty:
             return True
-        self._dirty = False
-        version = self._version
-        ok = self._write_logged(self._serialize())
-        self._dirty = self._dirty or not ok
-        if ok:
-            self._saved_version = max(self._saved_version, version)
-        return ok
+        version, payload = self._snapshot()
+        return self._written(version, self._write_logged(payload))
 
     async def persist(self) -> None:
         """Return once every change made before this call is on disk, writing now (in a thread)
@@ -208,12 +220,8 @@ class Registry:
 
     async def _write_now(self) -> None:
         """Serialise on the loop (entries change there), write in a thread; hold _write_lock."""
-        self._dirty = False
-        version = self._version
-        if await asyncio.to_thread(self._write_logged, self._serialize()):
-            self._saved_version = max(self._saved_version, version)
-        else:
-            self._dirty = True
+        version, payload = self._snapshot()
+        self._written(version, await asyncio.to_thread(self._write_logged, payload))
 
     async def start(self) -> None:
         if self._task is None:
