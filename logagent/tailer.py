@@ -214,35 +214,37 @@ class FileTailer:
         except OSError:
             return False
 
-    def open(self) -> None:
-        """Open the file under `path` (the first time: identify it and find where to start).
+    def open(self, at: str | None = None) -> None:
+        """Open the file under `path`, or under `at`, a new name of the same file (the first
+        time: identify it and find where to start).
 
         Raises SourceError. When all `max_open_files` descriptors are busy and none is idle,
         a new file is identified through a short-lived descriptor and left parked (no
         descriptor): the stat tick wakes it and it reopens as soon as a slot frees.
         """
+        name = at or self.path
         reopening = self.dev != 0
         have_slot = self._budget.acquire(self)
         if not have_slot and reopening:
             return  # still parked; the next tick tries again
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             self._budget.release(self)
             metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
-            raise SourceError(f"{self.path}: cannot open: {exc.strerror}") from exc
+            raise SourceError(f"{name}: cannot open: {exc.strerror}") from exc
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             self._budget.release(self)
             metrics.FILE_ERRORS.labels(self._label, "not_regular_file").inc()
-            raise SourceError(f"{self.path}: not a regular file")
+            raise SourceError(f"{name}: not a regular file")
         if reopening and ((st.st_dev, st.st_ino) != (self.dev, self.ino)
                           or fingerprint(fd, self.fp_len)[0] != self.fp):
             # Another file under the name, or the inode reused by a new file while we had it closed.
             os.close(fd)
             self._budget.release(self)
-            raise FileReplaced(f"{self.path}: replaced while closed")
+            raise FileReplaced(f"{name}: replaced while closed")
         self.fd = fd
         self._closed_idle = False
         if not reopening:
@@ -541,21 +543,15 @@ class FileTailer:
             return False
         if found is None:
             return False
-        if not self._budget.acquire(self):
-            return None
         try:
-            fd = os.open(found, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            self._budget.release(self)
+            self.open(at=found)
+        except SourceError:  # gone meanwhile, or another file with a reused inode
             return False
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (self.dev, self.ino) or st.st_size < self.read_pos \
-                or fingerprint(fd, self.fp_len)[0] != self.fp:
-            os.close(fd)
-            self._budget.release(self)
+        if self.fd is None:
+            return None
+        if os.fstat(self.fd).st_size < self.read_pos:  # truncated after the rename: nothing to add
+            self._close_fd()
             return False
-        self.fd = fd
-        self._closed_idle = False
         log.info("%s was renamed to %s while closed; reading it to its end from offset %d",
                  self.path, found, self.read_pos)
         return True
