@@ -19,8 +19,8 @@ from typing import Iterator, TypeVar
 
 import pytest
 
-from devstack.stack import EtcdServer, KafkaServer, StackError
-from tests.support import AgentProcess, make_certs, write_config
+from devstack.stack import EtcdServer, KafkaServer
+from tests.support import AgentProcess, make_certs, start_or_fail, write_config
 
 _SERVER_LOGS: list[Path] = []
 SASL_USERS = {"logagent": "s3cret-kafka-pw"}
@@ -64,11 +64,7 @@ def _run_server(server: Server, reuse_env: str) -> Iterator[Server | None]:
         return
     _SERVER_LOGS.append(server.log_path)
     try:
-        try:
-            server.start()
-        except (StackError, OSError) as exc:
-            # Loud on purpose, in CI and out of it: an integration suite that cannot run is a failure.
-            pytest.fail(f"could not start {server.name} for the integration tests: {exc}", pytrace=False)
+        start_or_fail(server, f"{server.name} for the integration tests")
         yield server
     finally:
         server.stop()

@@ -15,7 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from devstack.stack import listen_port, tail
+import pytest
+
+from devstack.stack import StackError, listen_port, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -280,6 +282,15 @@ def check_delivery(expected: list[str], got: list[str], max_dups: int | None = 0
             firsts.append(line)
     wanted = set(expected)
     assert [x for x in firsts if x in wanted] == expected, "lines arrived out of order"
+
+
+def start_or_fail(server: Any, what: str) -> None:
+    """Start a test server (KafkaServer, EtcdServer, KafkaCluster); one that does not start
+    fails the test loudly, in CI and out of it: never a skip."""
+    try:
+        server.start()
+    except (StackError, OSError) as exc:
+        pytest.fail(f"could not start {what}: {exc}", pytrace=False)
 
 
 def make_certs(folder: Path) -> dict[str, Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import EtcdServer, StackError
+from devstack.stack import EtcdServer
 from logagent.config import EtcdSettings
 from logagent.etcd_client import connect
 from tests.faults.conftest import server_logs
@@ -22,7 +22,7 @@ from tests.faults.helpers import (
     tally,
     wait_delivered,
 )
-from tests.support import KafkaReader, LineWriter, new_topic, wait_until
+from tests.support import KafkaReader, LineWriter, new_topic, start_or_fail, wait_until
 
 DOWN_SECONDS = 30
 REVISION = "logagent_etcd_config_revision"
@@ -148,10 +148,7 @@ def big_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     logs = server_logs()
     logs.append(server.log_path)
     try:
-        try:
-            server.start()
-        except (StackError, OSError) as exc:
-            pytest.fail(f"could not start a test etcd: {exc}", pytrace=False)
+        start_or_fail(server, "a test etcd")
         yield server
     finally:
         server.stop()

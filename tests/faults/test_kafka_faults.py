@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from devstack.stack import KafkaCluster, StackError
+from devstack.stack import KafkaCluster
 from tests.faults.conftest import server_logs
 from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, data_of, read_all, tally
-from tests.support import KafkaReader, LineWriter, new_topic, wait_until
+from tests.support import KafkaReader, LineWriter, new_topic, start_or_fail, wait_until
 
 DOWN_SECONDS = 30
 
@@ -67,10 +67,7 @@ def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
     logs = server_logs()
     logs.extend(cluster.log_paths)
     try:
-        try:
-            cluster.start()
-        except (StackError, OSError) as exc:
-            pytest.fail(f"could not start the 3-node Kafka cluster: {exc}", pytrace=False)
+        start_or_fail(cluster, "the 3-node Kafka cluster")
         yield cluster
     finally:
         cluster.stop(kill=True)

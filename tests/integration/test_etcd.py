@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from devstack.stack import EtcdServer, StackError, etcd_binary, free_port
+from devstack.stack import EtcdServer, etcd_binary, free_port
 from logagent.collect import CollectEntry
 from logagent.config import AgentSettings, EtcdSettings, Settings, detect_ip, load
 from logagent.etcd_client import EtcdClient, check_etcd, connect
 from logagent.etcd_watch import SAVED_NAME, Backoff, EtcdControl
 from logagent.sysinfo import SysinfoSettings
-from tests.support import ROOT, AgentProcess, KafkaReader, make_certs, new_topic, wait_until
+from tests.support import ROOT, AgentProcess, KafkaReader, make_certs, new_topic, start_or_fail, wait_until
 
 REVISION = "logagent_etcd_config_revision"
 
@@ -71,10 +71,7 @@ def kv(etcd: str) -> Iterator[EtcdClient]:
 def start_etcd(workdir: Path, extra_args: list[str] | None = None) -> EtcdServer:
     server = EtcdServer(workdir)
     server.extra_args = list(extra_args or [])
-    try:
-        server.start()
-    except (StackError, OSError) as exc:
-        pytest.fail(f"could not start a test etcd: {exc}", pytrace=False)
+    start_or_fail(server, "a test etcd")
     return server
 
 
