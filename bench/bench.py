@@ -910,6 +910,11 @@ def produce_only_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
                      msg_bytes=len(first.value()) if first is not None else 0)
 
 
+def log_run(r: RunResult) -> None:
+    rss = f" rss {r.maxrss_kb / 1024:.0f} MB" if r.maxrss_kb else ""
+    log(f"  {r.tool}: {r.wall:.2f}s {r.rate:,.0f} lines/s cpu {r.cpu:.2f}s{rss} {'ok' if r.ok else 'NOT OK ' + r.note}")
+
+
 def scenario_throughput(ctx: Ctx) -> None:
     a = ctx.args
     if a.warmup_lines > 0:
@@ -934,20 +939,17 @@ def scenario_throughput(ctx: Ctx) -> None:
         for r in range(a.runs):
             log(f"throughput {label}: run {r + 1}/{a.runs}: agent")
             ar = agent_throughput_run(ctx, path, n, label)
-            log(f"  agent: {ar.wall:.2f}s {ar.rate:,.0f} lines/s cpu {ar.cpu:.2f}s rss {ar.maxrss_kb / 1024:.0f} MB "
-                f"{'ok' if ar.ok else 'NOT OK ' + ar.note}")
+            log_run(ar)
             time.sleep(1)
             log(f"throughput {label}: run {r + 1}/{a.runs}: kcat")
             kr = kcat_throughput_run(ctx, path, n, label)
-            log(f"  kcat:  {kr.wall:.2f}s {kr.rate:,.0f} lines/s cpu {kr.cpu:.2f}s rss {kr.maxrss_kb / 1024:.0f} MB "
-                f"{'ok' if kr.ok else 'NOT OK ' + kr.note}")
+            log_run(kr)
             runs.append((ar, kr))
             time.sleep(1)
             if size == 100:
                 log(f"throughput {label}: run {r + 1}/{a.runs}: produce-only bound")
                 pr = produce_only_run(ctx, path, n, label)
-                log(f"  produce-only: {pr.wall:.2f}s {pr.rate:,.0f} lines/s cpu {pr.cpu:.2f}s "
-                    f"{'ok' if pr.ok else 'NOT OK ' + pr.note}")
+                log_run(pr)
                 bounds.append((pr, kr))
                 time.sleep(1)
         mb = nbytes / 1e6
