@@ -59,20 +59,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     setup_logging("WARNING")
-    from .producer import check_kafka
+    from .checks import check_collect_files, check_etcd, check_kafka
 
     results: list[tuple[bool, str, str]] = [(True, "config", f"{settings.source} is valid")]
     for warning in settings.warnings:
-        results.append((True, "config", f"warning: {warning}"))
+        # --strict: a typo'd key (the default is used instead) fails the check.
+        results.append((not args.strict, "config", f"warning: {warning}"))
     ok, detail = check_kafka(settings.kafka, timeout=args.timeout)
     results.append((ok, "kafka", f"{settings.kafka.address}: {detail}"))
     if settings.etcd.address:
-        from .etcd_client import check_etcd
-
         ok, detail = check_etcd(settings, timeout=args.timeout)
         results.append((ok, "etcd", f"{','.join(settings.etcd.address)}: {detail}"))
     else:
         results.append((True, "etcd", "no [etcd] address: [collect] files is used"))
+        ok, detail = check_collect_files(settings)
+        results.append((ok, "collect", detail))
     for ok, name, detail in results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     return 0 if all(ok for ok, _, _ in results) else 1
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate config, reach Kafka and etcd")
     check.add_argument("-c", "--config", default=None)
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    check.add_argument("--strict", action="store_true",
+                       help="warnings (unknown keys and sections) fail the check too")
     check.set_defaults(func=cmd_check)
 
     from .config_cli import add_config_parser

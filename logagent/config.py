@@ -3,14 +3,17 @@
 Every key has a default, so an empty file is valid. The old Go agent's keys
 (`[kafka] address, chan_size`, `[etcd] address, timeout, collect_log_key,
 collect_sysinfo_key`) keep their meaning. `LOGAGENT_<SECTION>_<KEY>` environment
-variables win over the file. A bad value raises ConfigError with one line naming
-the file, section, key, value and what was expected; unknown keys and sections
-are returned as warnings.
+variables win over the file. A value in quotes (`address = "127.0.0.1:9092"`) is taken
+without them, as the Go agent's go-ini did. A bad value raises ConfigError with one line
+naming the file, section, key, value and what was expected; a file that is not ini at all
+is named with the line number and the kind of problem, never its content. Unknown keys and
+sections are returned as warnings that suggest the nearest known name.
 """
 
 from __future__ import annotations
 
 import configparser
+import difflib
 import ipaddress
 import os
 import re
@@ -20,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
-from .sysinfo import SysinfoSettings
+from .sysinfo_config import SysinfoSettings
+from .values import decode_json
 
 DEFAULT_PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
 
@@ -181,12 +185,13 @@ def _ip(raw: str) -> str:
 
 
 def _json_text(raw: str) -> str:
-    import json
-
+    """[collect] files: the same guard as an etcd value (size, strict JSON, nesting), and an array."""
     try:
-        json.loads(raw)
+        data = decode_json(raw)
     except ValueError as exc:
         raise ValueError(f"a JSON array ({exc})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"a JSON array of entries (to collect nothing: []), not {'null' if data is None else type(data).__name__}")
     return raw
 
 
@@ -214,6 +219,39 @@ def env_name(section: str, key: str) -> str:
     return "LOGAGENT_" + re.sub(r"[.\-]", "_", f"{section}_{key}").upper()
 
 
+def unquote(raw: str) -> str:
+    """A value without the quotes around it: `"x"`, `'x'`, `` `x` `` and `\"\"\"x\"\"\"` are x.
+
+    The old Go agent's go-ini took quoted values this way, so its config.ini files have them;
+    reading them unchanged is the drop-in promise.
+    """
+    value = raw.strip()
+    if len(value) >= 6 and value.startswith('"""') and value.endswith('"""'):
+        return value[3:-3]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
+        return value[1:-1]
+    return raw
+
+
+def _parse_error(source: str, exc: configparser.Error) -> ConfigError:
+    """A one-line error for a file that is not ini: file:line and the kind of problem.
+
+    configparser's own text quotes the offending lines; for `check -c /etc/shadow` that would
+    print a password hash, so the content never goes into the message.
+    """
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return ConfigError(f"{source}:{exc.lineno}: not a valid ini file: a line before the first "
+                           "[section] header")
+    if isinstance(exc, configparser.ParsingError):
+        lines = [str(lineno) for lineno, _ in exc.errors[:5]]
+        more = f" and {len(exc.errors) - 5} more" if len(exc.errors) > 5 else ""
+        return ConfigError(f"{source}:{','.join(lines)}{more}: not a valid ini file: "
+                           "line(s) neither 'key = value' nor '[section]'")
+    lineno = getattr(exc, "lineno", None)
+    where = f"{source}:{lineno}" if lineno else source
+    return ConfigError(f"{where}: not a valid ini file ({type(exc).__name__})")
+
+
 def _read_file(path: Path | None) -> tuple[configparser.ConfigParser, str]:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
                                        strict=False)
@@ -225,13 +263,27 @@ def _read_file(path: Path | None) -> tuple[configparser.ConfigParser, str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read config file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: cannot read config file: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from None
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
-        raise ConfigError(f"{source}: not a valid ini file: {' '.join(str(exc).split())}") from None
+        raise _parse_error(source, exc) from None
     return parser, source
+
+
+def _unknown(source: str, section: str, key: str | None) -> str:
+    """The warning for an unknown section or key, with the nearest known name when one is close."""
+    if key is None:
+        names = [*_SCHEMA, PASSTHROUGH]
+        match = difflib.get_close_matches(section, names, n=1, cutoff=0.6)
+        hint = f", did you mean [{match[0]}]?" if match else ""
+        return f"{source}: [{section}]: unknown section, ignored{hint}"
+    match = difflib.get_close_matches(key, list(_SCHEMA[section]), n=1, cutoff=0.6)
+    hint = f", did you mean {match[0]}?" if match else ""
+    return f"{source}: [{section}] {key}: unknown key, ignored{hint}"
 
 
 def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,18 +297,18 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
         if section == PASSTHROUGH:
             continue
         if section not in _SCHEMA:
-            warnings.append(f"{source}: unknown section [{section}] ignored")
+            warnings.append(_unknown(source, section, None))
             continue
         for key in parser.options(section):
             if key not in _SCHEMA[section]:
-                warnings.append(f"{source}: unknown key [{section}] {key} ignored")
+                warnings.append(_unknown(source, section, key))
 
     def raw_value(section: str, key: str) -> tuple[str, str] | None:
         name = env_name(section, key)
         if name in env:
             return env[name], f"environment {name}"
         if parser.has_section(section) and parser.has_option(section, key):
-            return parser.get(section, key), f"{source}: [{section}] {key}"
+            return unquote(parser.get(section, key)), f"{source}: [{section}] {key}"
         return None
 
     for section, keys in _SCHEMA.items():
@@ -272,18 +324,14 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
 
     producer = dict(DEFAULT_PRODUCER)
     if parser.has_section(PASSTHROUGH):
-        producer.update(parser.items(PASSTHROUGH))
+        producer.update((k, unquote(v)) for k, v in parser.items(PASSTHROUGH))
     prefix = env_name(PASSTHROUGH, "")
     by_env = {env_name(PASSTHROUGH, k): k for k in producer}
     for name, raw in env.items():
         if name.startswith(prefix) and len(name) > len(prefix):
             producer[by_env.get(name, name[len(prefix):].lower().replace("_", "."))] = raw
 
-    sysinfo_raw = values.pop("sysinfo")
-    try:
-        sysinfo = SysinfoSettings.from_mapping(sysinfo_raw, source=f"{source}: [sysinfo]")
-    except ConfigError:
-        raise
+    sysinfo = SysinfoSettings.from_mapping(values.pop("sysinfo"), source=f"{source}: [sysinfo]")
     agent = AgentSettings(**values["agent"])
     agent = _resolve_identity(agent)
     return Settings(
@@ -324,12 +372,24 @@ def _resolve_identity(agent: AgentSettings) -> AgentSettings:
     return replace(agent, ip=ip, hostname=host)
 
 
-SECRET_KEYS = re.compile(r"(password|secret|sasl\.jaas|ssl\.key|private|token|credential)", re.I)
+# librdkafka properties (and the [etcd] password) whose value is or can carry a secret:
+# *.password, ssl.key.password, ssl.keystore.password, sasl.oauthbearer.client.secret,
+# sasl.oauthbearer.config ("clientSecret=..."), sasl.oauthbearer.extensions, the assertion
+# private key and its passphrase, sasl.jaas.config (Java clients' form, pasted by users),
+# inline PEM (ssl.key.pem, ssl_key; ssl.certificate.pem too: a "certificate" often comes as a
+# bundle with its key), and anything named token, credential or private.
+SECRET_KEYS = re.compile(
+    r"password|passphrase|secret|credential|token|private|jaas|"
+    r"sasl\.oauthbearer\.(config|extensions)|ssl\.key|ssl_key|\.pem$", re.I)
+# A value that is a secret whatever its key: a PEM private key, or a URL with a password in it.
+SECRET_VALUE = re.compile(r"PRIVATE KEY|://[^/@\s:]*:[^/@\s]*@", re.I)
 
 
 def redact(key: str, value: str) -> str:
-    """The value to show in logs and `check` output: secrets become '***'."""
-    return "***" if value and SECRET_KEYS.search(key) else value
+    """The value to show in logs and `check` output: a secret becomes '***' (empty stays empty)."""
+    if value and (SECRET_KEYS.search(key) or SECRET_VALUE.search(value)):
+        return "***"
+    return value
 
 
 def describe(settings: Settings) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import sys
 from typing import Any
 
@@ -17,7 +18,8 @@ from .collect import parse_collect_value
 from .config import Settings, load
 from .errors import CollectConfigError, ConfigError
 from .etcd_client import connect
-from .etcd_watch import parse_sysinfo_value
+from .sysinfo_config import FIELDS, parse_sysinfo_value
+from .values import decode_json, parse_bool
 
 EXIT_BAD_VALUE = 2
 
@@ -82,14 +84,20 @@ def _read_input(name: str) -> bytes:
 
 
 def _pretty(value: bytes | None) -> list[str]:
-    """Lines to diff: indented JSON when the value parses, else the text as it is."""
+    """Lines to show or diff: indented JSON when the value passes the guard every value passes
+    (decode_json: so any value, however odd, prints), else the text as it is."""
     if value is None:
         return []
-    text = value.decode("utf-8", errors="replace")
     try:
-        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        data = decode_json(value)
     except ValueError:
-        pass
+        text = value.decode("utf-8", errors="replace")
+    else:
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\udcff"): show it escaped
+            text = json.dumps(data, indent=2)
     return [line + "\n" for line in text.splitlines()]
 
 
@@ -132,9 +140,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{key}:")
         if value is None:
             print("  (not set)" + ("  [sysinfo] defaults apply" if key == sysinfo_key else ""))
-        else:
-            print("".join("  " + line for line in _pretty(value)), end="")
+            continue
+        print("".join("  " + line for line in _pretty(value)), end="")
+        for problem in _problems(settings, key == collect_key, key, value):
+            print(f"  # refused: {problem}")
     return 0
+
+
+def _problems(settings: Settings, collect: bool, key: str, value: bytes) -> list[str]:
+    """What the agent would refuse in this value (validated against this config's allow-list)."""
+    try:
+        if collect:
+            return parse_collect_value(value, key, settings.agent.allowed_paths)[1]
+        parse_sysinfo_value(value, key, settings.sysinfo)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def cmd_set_collect(args: argparse.Namespace) -> int:
@@ -152,28 +173,29 @@ def cmd_set_collect(args: argparse.Namespace) -> int:
         return _write(args, key, value, stored, client)
 
 
-_FIELDS = ("interval", "topic", "enabled", "format")
-
-
 def _field_value(name: str, raw: str) -> Any:
     """Flags as JSON types: interval a number, enabled a bool (when they parse as such)."""
     if name == "interval":
         try:
             number = float(raw)
-            return int(number) if number.is_integer() else number
         except ValueError:
             return raw
+        if not math.isfinite(number):
+            return raw  # nan, inf: refused by the sysinfo parser with the flag's own text
+        return int(number) if number.is_integer() else number
     if name == "enabled":
-        word = raw.strip().lower()
-        return True if word in ("true", "yes", "on", "1") else False if word in ("false", "no", "off", "0") else raw
+        flag = parse_bool(raw)
+        return raw if flag is None else flag
     return raw
 
 
 def cmd_set_sysinfo(args: argparse.Namespace) -> int:
-    fields = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
-    if (args.file is None) == (not fields):
-        args._parser.error("give a FILE (or -) or field flags (--interval, --topic, --enabled, --format), "
-                           "not both")
+    fields = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    flags = ", ".join(f"--{name}" for name in FIELDS)
+    if args.file is None and not fields:
+        args._parser.error(f"give a FILE (or - for stdin) or at least one field flag ({flags})")
+    if args.file is not None and fields:
+        args._parser.error(f"give a FILE or field flags ({flags}), not both")
     settings, _, key = _settings(args)
     value: bytes | None = None
     if args.file is not None:
@@ -196,7 +218,7 @@ def cmd_set_sysinfo(args: argparse.Namespace) -> int:
             base: dict[str, Any] = {}
             if stored is not None:
                 try:
-                    loaded = json.loads(stored)
+                    loaded = decode_json(stored)
                     base = dict(loaded) if isinstance(loaded, dict) else {}
                 except ValueError:
                     base = {}  # the stored value is unusable anyway: replace it

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import EtcdSettings, Settings
+from .config import EtcdSettings
 from .errors import ConfigError, EtcdError
 
 # Keepalive pings find a dead etcd (no RST, e.g. a partition) within ~15 s; etcd's
@@ -267,39 +267,3 @@ def connect(settings: EtcdSettings, timeout: float | None = None) -> EtcdClient:
     """A new client; authenticates when a username is set. Raises EtcdError."""
     return EtcdClient(settings, timeout)
 
-
-def check_etcd(settings: Settings, timeout: float = 5.0) -> tuple[bool, str]:
-    """For `logagent check`: reach etcd, read this host's keys, validate their values."""
-    from .collect import parse_collect_value
-    from .errors import CollectConfigError
-    from .etcd_watch import parse_sysinfo_value
-
-    collect_key, sysinfo_key = settings.etcd.keys_for(settings.ip)
-    try:
-        with connect(settings.etcd, timeout) as client:
-            snap = client.read([collect_key, sysinfo_key])
-    except (EtcdError, ConfigError) as exc:
-        return False, str(exc)
-    parts = [f"reachable at revision {snap.revision}"]
-    ok = True
-    try:
-        entries, errors = parse_collect_value(snap.values[collect_key], collect_key,
-                                              settings.agent.allowed_paths)
-        if snap.values[collect_key] is None:
-            parts.append(f"{collect_key} not set (nothing collected)")
-        else:
-            parts.append(f"{collect_key} has {len(entries)} good entr{'y' if len(entries) == 1 else 'ies'}")
-        if errors:
-            ok = False
-            parts.extend(errors)
-    except CollectConfigError as exc:
-        ok = False
-        parts.append(str(exc))
-    try:
-        parse_sysinfo_value(snap.values[sysinfo_key], sysinfo_key, settings.sysinfo)
-        parts.append(f"{sysinfo_key} " + ("not set ([sysinfo] defaults)" if snap.values[sysinfo_key] is None
-                                          else "is valid"))
-    except ConfigError as exc:
-        ok = False
-        parts.append(str(exc))
-    return ok, "; ".join(parts)

@@ -2,8 +2,9 @@
 
 Pieces, top to bottom:
 
-- ``parse_sysinfo_value``, ``Backoff``, ``ConfigTracker``, ``SavedConfig``: pure logic and
-  the last-good-config file; unit tests drive them without etcd.
+- ``Backoff``, ``ConfigTracker``, ``SavedConfig``: pure logic and the last-good-config
+  file; unit tests drive them without etcd. The values themselves are parsed by
+  collect.parse_collect_value and sysinfo_config.parse_sysinfo_value.
 - ``EtcdControl``: the asyncio side. ``start()`` reads both keys and applies them, then
   watches from the revision read + 1 (nothing between read and watch is missed). When
   etcd does not answer within ``[etcd] timeout`` it starts from the configuration saved
@@ -28,11 +29,11 @@ from typing import Any, Protocol
 
 from . import metrics
 from .atomic import write_atomic
-from .collect import MAX_VALUE_BYTES, CollectEntry, dump_entries, parse_collect_value
+from .collect import CollectEntry, dump_entries, parse_collect_value
 from .config import EtcdSettings, Settings
 from .errors import CollectConfigError, ConfigError, EtcdError
 from .etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
-from .sysinfo import SysinfoSettings
+from .sysinfo_config import SysinfoSettings, parse_sysinfo_value
 
 log = logging.getLogger("logagent.etcd")
 
@@ -40,27 +41,7 @@ SAVED_NAME = "etcd-config.json"
 SAVED_VERSION = 1
 
 
-# ---------------------------------------------------------------------------- values
-
-def parse_sysinfo_value(value: bytes | str | None, key: str,
-                        base: SysinfoSettings) -> tuple[SysinfoSettings, dict[str, Any] | None]:
-    """(settings, the override mapping) of a collect_sysinfo value; None/null means base.
-
-    Raises ConfigError naming the key when the value is unusable.
-    """
-    if value is None:
-        return base, None
-    if len(value) > MAX_VALUE_BYTES:
-        raise ConfigError(f"{key}: value of {len(value)} bytes refused (limit {MAX_VALUE_BYTES})")
-    try:
-        data = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: not valid JSON: {exc}") from None
-    if data is None:
-        return base, None
-    settings = SysinfoSettings.from_mapping(data, base=base, source=key)
-    return settings, dict(data)
-
+# ---------------------------------------------------------------------------- pure logic
 
 class Backoff:
     """Exponential delays with jitter: first, first*2, ... up to cap."""
@@ -188,6 +169,15 @@ class ConfigTracker:
         self.collect = collect
         self._applied.add(self.collect_key)
 
+    def adopt_sysinfo(self, sysinfo: SysinfoSettings, override: dict[str, Any] | None) -> None:
+        """Take these settings as the ones in force (the saved ones, after a refused value)."""
+        self.sysinfo, self.sysinfo_override = sysinfo, override
+        self._applied.add(self.sysinfo_key)
+
+    def refused_unapplied(self) -> list[str]:
+        """Keys whose value was refused while nothing of theirs is applied yet (the start)."""
+        return [key for key in self.keys if key in self._refused and key not in self._applied]
+
     def saved_form(self) -> dict[str, Any]:
         """The JSON document SavedConfig writes."""
         return {"version": SAVED_VERSION, "collect_log_key": self.collect_key,
@@ -230,8 +220,9 @@ class SavedConfig:
             doc = json.loads(raw)
             if not isinstance(doc, dict) or doc.get("version") != SAVED_VERSION:
                 raise ValueError("not a saved etcd configuration of this version")
-        except ValueError as exc:
-            raise ConfigError(f"{self.path}: corrupt: {exc}") from None
+            revision = int(doc.get("revision") or 0)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise ConfigError(f"{self.path}: corrupt: {' '.join(str(exc).split())[:200]}") from None
         if (doc.get("collect_log_key"), doc.get("collect_sysinfo_key")) != tracker.keys:
             raise ConfigError(f"{self.path}: saved for keys {doc.get('collect_log_key')}, "
                               f"{doc.get('collect_sysinfo_key')}, not this host's {tracker.keys[0]}, "
@@ -245,7 +236,9 @@ class SavedConfig:
                 f"{self.path} (saved {tracker.sysinfo_key})", tracker.base_sysinfo)
         except ConfigError as exc:
             raise ConfigError(f"{self.path}: {exc}") from None
-        return Restored(entries, sysinfo, override, int(doc.get("revision") or 0), errors)
+        except (ValueError, RecursionError) as exc:  # json.dumps of a damaged document
+            raise ConfigError(f"{self.path}: corrupt: {exc}") from None
+        return Restored(entries, sysinfo, override, revision, errors)
 
 
 # ---------------------------------------------------------------------------- the control loop
@@ -312,14 +305,15 @@ class EtcdControl:
             try:
                 client, snap = self._result(first)
             except EtcdError as exc:
-                self._lost(str(exc))
-                await self._apply_saved()
+                self._lost(str(exc), quiet=True)
+                await self._apply_saved(str(exc))
             else:
                 await self._connected(client, snap)
         else:
             opening = first  # the background loop waits for it
-            self._lost(f"etcd {','.join(self.settings.etcd.address)} did not answer within {self.timeout:g}s")
-            await self._apply_saved()
+            reason = f"etcd {','.join(self.settings.etcd.address)} did not answer within {self.timeout:g}s"
+            self._lost(reason, quiet=True)
+            await self._apply_saved(reason)
         self._task = asyncio.create_task(self._run(opening), name="etcd-control")
         self._task.add_done_callback(self._task_done)
 
@@ -415,22 +409,26 @@ class EtcdControl:
                      *self.tracker.keys, snap.revision)
         self._down_logged = False
         await self._apply(snap.values, snap.revision)
-        if self.tracker.collect is None:
-            # etcd's collect value was refused and nothing good was applied yet: the last
-            # good configuration is the saved one, else nothing.
-            await self._apply_saved(collect_only=True)
+        refused = self.tracker.refused_unapplied()
+        if refused:
+            # A value was refused and nothing good of that key was applied yet (the start):
+            # the last good configuration is the saved one, else (collect) nothing.
+            await self._apply_saved_keys(refused)
 
-    def _lost(self, reason: str) -> None:
-        """etcd is unreachable or the watch broke: count it, log it once per outage."""
+    def _lost(self, reason: str, quiet: bool = False) -> None:
+        """etcd is unreachable or the watch broke: count it, log it once per outage.
+
+        quiet: the caller logs the outage itself (at start, with what is collected meanwhile).
+        """
         metrics.ETCD_ERRORS.inc()
         metrics.ETCD_UP.set(0)
         self.connected = False
-        if not self._down_logged:
+        if not self._down_logged and not quiet:
             log.warning("%s; collecting goes on with the configuration in force, retrying in the background",
                         reason)
-            self._down_logged = True
-        else:
+        elif self._down_logged:
             log.debug("%s", reason)
+        self._down_logged = True
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -499,8 +497,12 @@ class EtcdControl:
                           key, revision)
             if change.collect is not None:
                 await self.agent.apply_collect(change.collect)
-                log.info("%s: applied %d entr%s (revision %d)", key, len(change.collect),
-                         "y" if len(change.collect) == 1 else "ies", revision)
+                if change.collect:
+                    log.info("%s: applied %d entr%s (revision %d)", key, len(change.collect),
+                             "y" if len(change.collect) == 1 else "ies", revision)
+                else:
+                    log.warning("%s: %s (revision %d): collecting nothing", key,
+                                "not set" if value is None else "an empty list", revision)
                 applied = True
             if change.sysinfo is not None:
                 self.agent.apply_sysinfo(change.sysinfo)
@@ -520,34 +522,54 @@ class EtcdControl:
         except OSError as exc:
             log.error("cannot save the etcd configuration to %s: %s", self.saved.path, exc)
 
-    async def _apply_saved(self, collect_only: bool = False) -> None:
-        """Apply the configuration saved in data_dir (with collect_only: only its entries, or none)."""
+    def _load_saved(self) -> Restored | None:
+        """The saved configuration with its refused entries logged; None when there is none usable."""
         try:
             restored = self.saved.load(self.tracker)
         except ConfigError as exc:
             log.error("%s; not used", exc)
-            restored = None
-        if restored is None:
-            if collect_only:
-                self.tracker.adopt_collect([])
-                await self.agent.apply_collect([])
-            else:
-                log.warning("no saved etcd configuration in %s: nothing is collected until etcd answers",
-                            self.saved.path)
-            return
-        for error in restored.errors:
+            return None
+        for error in (restored.errors if restored is not None else []):
             metrics.CONFIG_ERRORS.labels(self.tracker.collect_key).inc()
             log.error("%s", error)
-        log.warning("using the last good configuration saved in %s (revision %d, %d entr%s)%s",
-                    self.saved.path, restored.revision, len(restored.collect),
-                    "y" if len(restored.collect) == 1 else "ies", "" if collect_only else " until etcd answers")
-        if collect_only:
-            self.tracker.adopt_collect(restored.collect)
-        else:
-            self.tracker.restore(restored.collect, restored.sysinfo, restored.override, restored.revision)
-            self.agent.apply_sysinfo(restored.sysinfo)
-            metrics.CONFIG_REVISION.set(restored.revision)
+        return restored
+
+    async def _apply_saved(self, reason: str) -> None:
+        """etcd is down at start: apply the configuration saved in data_dir, and say in one
+        message why and what is collected meanwhile."""
+        restored = self._load_saved()
+        if restored is None:
+            log.warning("%s; no saved etcd configuration in %s: nothing is collected until etcd answers "
+                        "(retrying in the background)", reason, self.saved.path)
+            return
+        log.warning("%s; using the last good configuration saved in %s (revision %d, %d entr%s) until etcd "
+                    "answers (retrying in the background)", reason, self.saved.path, restored.revision,
+                    len(restored.collect), "y" if len(restored.collect) == 1 else "ies")
+        self.tracker.restore(restored.collect, restored.sysinfo, restored.override, restored.revision)
+        self.agent.apply_sysinfo(restored.sysinfo)
+        metrics.CONFIG_REVISION.set(restored.revision)
         await self.agent.apply_collect(restored.collect)
+
+    async def _apply_saved_keys(self, keys: list[str]) -> None:
+        """etcd refused-at-start values: those keys take their part of the saved configuration
+        (collect: the saved entries, else none; sysinfo: the saved settings, else [sysinfo])."""
+        restored = self._load_saved()
+        if self.tracker.collect_key in keys:
+            entries = restored.collect if restored is not None else []
+            if restored is not None:
+                log.warning("%s: using the last good entries saved in %s (revision %d, %d entr%s)",
+                            self.tracker.collect_key, self.saved.path, restored.revision, len(entries),
+                            "y" if len(entries) == 1 else "ies")
+            else:
+                log.warning("%s: no saved etcd configuration in %s: nothing is collected until a good "
+                            "value is put", self.tracker.collect_key, self.saved.path)
+            self.tracker.adopt_collect(entries)
+            await self.agent.apply_collect(entries)
+        if self.tracker.sysinfo_key in keys and restored is not None:
+            log.warning("%s: using the last good sysinfo settings saved in %s (revision %d)",
+                        self.tracker.sysinfo_key, self.saved.path, restored.revision)
+            self.tracker.adopt_sysinfo(restored.sysinfo, restored.override)
+            self.agent.apply_sysinfo(restored.sysinfo)
 
     @staticmethod
     def _task_done(task: asyncio.Task[None]) -> None:

@@ -10,6 +10,7 @@ without a continuation, so a quiet file's last event is not held forever.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import CollectConfigError
 from .lines import Line
+from .values import orjson_problem, show
 
 PRESETS = ("java", "python", "go")
 # Java: indented frames, "at ...", "... 12 more", "Caused by: ...".
@@ -49,44 +51,66 @@ class MultilineSpec:
         return lambda text: (regex.search(text) is not None) != negate
 
 
+def _number(raw: Mapping[str, Any], name: str, default: float, integer: bool, zero_ok: bool,
+            where: str) -> float:
+    """A finite number >= 0 (> 0 unless zero_ok; whole when integer); CollectConfigError otherwise."""
+    value = raw.get(name, default)
+    # NaN and Infinity never reach here from etcd (values.decode_json_value refuses them), but
+    # 1e400 is read as inf, and int(inf) or float(10**400) would raise far from here.
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            pass
+    ok = math.isfinite(number) and number >= 0 and (zero_ok or number > 0) and \
+        (not integer or number.is_integer())
+    if not ok:
+        what = "a whole number" if integer else "a number"
+        raise CollectConfigError(f"{where}: multiline {name} must be {what} "
+                                 f"{'>= 0' if zero_ok else '> 0'}, got {show(value)}")
+    return number
+
+
 def parse_multiline(raw: Any, where: str) -> MultilineSpec | None:
     """Validate an entry's `multiline` value: a preset name or an object; CollectConfigError if bad."""
     if raw is None:
         return None
     if isinstance(raw, str):
         if raw not in PRESETS:
-            raise CollectConfigError(f"{where}: multiline preset {raw!r} unknown (one of {', '.join(PRESETS)})")
+            raise CollectConfigError(f"{where}: multiline preset {show(raw)} unknown (one of {', '.join(PRESETS)})")
         return MultilineSpec(preset=raw)
     if not isinstance(raw, Mapping):
-        raise CollectConfigError(f"{where}: multiline must be a preset name or an object, got {raw!r}")
+        raise CollectConfigError(f"{where}: multiline must be a preset name or an object, got {show(raw)}")
     preset = raw.get("preset", "")
     pattern = raw.get("pattern", "")
     if preset:
-        if preset not in PRESETS:
-            raise CollectConfigError(f"{where}: multiline preset {preset!r} unknown")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise CollectConfigError(f"{where}: multiline preset {show(preset)} unknown "
+                                     f"(one of {', '.join(PRESETS)})")
     else:
         if not isinstance(pattern, str) or not pattern:
             raise CollectConfigError(f"{where}: multiline needs a pattern (a regex) or a preset")
+        if orjson_problem(pattern) is not None:
+            # A lone surrogate: the entry could not be saved as the last good configuration.
+            raise CollectConfigError(f"{where}: multiline pattern {show(pattern)} is not valid Unicode")
         try:
             re.compile(pattern)
-        except re.error as exc:
-            raise CollectConfigError(f"{where}: multiline pattern {pattern!r} is not a valid regex: {exc}") from None
+        except (re.error, RecursionError, OverflowError, ValueError) as exc:
+            # RecursionError/OverflowError: thousands of nested groups, a repeat count beyond 2**32.
+            raise CollectConfigError(f"{where}: multiline pattern {show(pattern)} is not a valid regex: "
+                                     f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
     negate = raw.get("negate", False)
     if not isinstance(negate, bool):
-        raise CollectConfigError(f"{where}: multiline negate must be true or false, got {negate!r}")
+        raise CollectConfigError(f"{where}: multiline negate must be true or false, got {show(negate)}")
     match = raw.get("match", "after")
     if match not in ("after", "before"):
-        raise CollectConfigError(f"{where}: multiline match must be 'after' or 'before', got {match!r}")
-    numbers: dict[str, float] = {}
-    for name, default, kind in (("max_lines", 500, int), ("max_bytes", 0, int), ("timeout", 5.0, float)):
-        value = raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
-                (kind is int and int(value) != value) or (name != "max_bytes" and value == 0):
-            raise CollectConfigError(f"{where}: multiline {name} must be a positive number, got {value!r}")
-        numbers[name] = value
+        raise CollectConfigError(f"{where}: multiline match must be 'after' or 'before', got {show(match)}")
+    max_lines = _number(raw, "max_lines", 500, integer=True, zero_ok=False, where=where)
+    max_bytes = _number(raw, "max_bytes", 0, integer=True, zero_ok=True, where=where)
+    timeout = _number(raw, "timeout", 5.0, integer=False, zero_ok=False, where=where)
     return MultilineSpec(pattern=pattern if not preset else "", negate=negate, match=match, preset=preset,
-                         max_lines=int(numbers["max_lines"]), max_bytes=int(numbers["max_bytes"]),
-                         timeout=float(numbers["timeout"]))
+                         max_lines=int(max_lines), max_bytes=int(max_bytes), timeout=float(timeout))
 
 
 class PythonTraceback:

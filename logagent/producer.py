@@ -288,21 +288,3 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         await asyncio.to_thread(producer.flush, 0 if not clean else 1)
         return clean
-
-
-def check_kafka(settings: KafkaSettings, timeout: float = 5.0) -> tuple[bool, str]:
-    """One metadata request to the brokers (for `logagent check`): (ok, one-line description)."""
-    conf = producer_config(settings)
-    conf.pop("error_cb", None)
-    conf["logger"] = logging.getLogger("logagent.check.kafka")
-    try:
-        producer = Producer(conf)
-    except KafkaException as exc:
-        return False, f"invalid [kafka.producer] configuration: {exc.args[0].str()}"
-    try:
-        md = producer.list_topics(timeout=timeout)
-        brokers = ", ".join(f"{b.host}:{b.port}" for b in md.brokers.values())
-        return True, f"{len(md.brokers)} broker(s): {brokers}"
-    except KafkaException as exc:
-        return False, f"no answer from {settings.address} within {timeout:.0f}s: {exc.args[0].str()}"
-

@@ -2,7 +2,8 @@
 
 Pieces, top to bottom:
 
-- ``SysinfoSettings``: the ``[sysinfo]`` section / ``collect_sysinfo`` etcd value, validated.
+- ``SysinfoSettings`` (in sysinfo_config.py, re-exported here): the ``[sysinfo]`` section /
+  ``collect_sysinfo`` etcd value, validated without importing psutil.
 - ``compute_rates``, ``CounterRates``, ``cpu_percentages``, ``CpuTracker``, ``disk_fields``:
   pure math over counter readings; unit tests drive them with fake numbers.
 - ``HostSampler``: reads psutil (blocking, so it runs off the event loop) and builds one
@@ -21,7 +22,6 @@ import asyncio
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,9 +31,9 @@ from typing import Any
 import orjson
 import psutil
 
-from logagent.errors import ConfigError
 from logagent.influx import encode_line
 from logagent.metrics import SYSINFO_DROPPED, SYSINFO_ERRORS, SYSINFO_SAMPLES, TASK_CRASHES
+from logagent.sysinfo_config import SysinfoSettings
 
 log = logging.getLogger("logagent.sysinfo")
 
@@ -44,105 +44,6 @@ Counters = Mapping[str, float]
 Row = tuple[dict[str, str], dict[str, Any]]  # (tags, fields) of one message
 
 MEASUREMENTS = ("cpu", "mem", "swap", "disk", "diskio", "net", "system")
-FORMATS = ("json", "influx")
-
-# ---------------------------------------------------------------------------- settings
-
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-# Kafka's own rule; an illegal name would make every produce fail forever.
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-def _show(value: Any) -> str:
-    """repr of a bad value, short and on one line, for an error message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _parse_enabled(value: Any, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise ConfigError(f"{source}: enabled must be true or false, got {_show(value)}")
-
-
-def _parse_interval(value: Any, source: str) -> float:
-    number: float | None = None
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            number = float(value.strip())
-    except (ValueError, OverflowError):
-        number = None
-    # <= 0, NaN and inf are refused: each would mean "never sample", a silent stop.
-    if number is None or not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"{source}: interval must be a number of seconds > 0, got {_show(value)}")
-    return number
-
-
-def _parse_topic(value: Any, source: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{source}: topic must be a non-empty string, got {_show(value)}")
-    if not _TOPIC.fullmatch(value) or value in (".", ".."):
-        raise ConfigError(
-            f"{source}: topic must be a Kafka topic name (letters, digits, '.', '_', '-';"
-            f" at most 249), got {_show(value)}"
-        )
-    return value
-
-
-def _parse_format(value: Any, source: str) -> str:
-    if isinstance(value, str) and value.strip().lower() in FORMATS:
-        return value.strip().lower()
-    raise ConfigError(f"{source}: format must be one of {', '.join(FORMATS)}, got {_show(value)}")
-
-
-@dataclass(frozen=True)
-class SysinfoSettings:
-    """What the reporter does: on/off, Kafka topic, seconds between samples, json|influx."""
-
-    enabled: bool = True
-    topic: str = "collect_system_info"
-    interval: float = 5.0
-    format: str = "json"
-
-    def __post_init__(self) -> None:
-        # Validate and normalise direct construction too, so a bad value cannot exist.
-        for name, parse in (("enabled", _parse_enabled), ("topic", _parse_topic),
-                            ("interval", _parse_interval), ("format", _parse_format)):
-            object.__setattr__(self, name, parse(getattr(self, name), "sysinfo"))
-
-    @classmethod
-    def from_mapping(
-        cls,
-        data: Mapping[str, Any],
-        base: SysinfoSettings | None = None,
-        source: str = "sysinfo",
-    ) -> SysinfoSettings:
-        """Build from a dict (etcd JSON or config.ini strings); missing keys come from base.
-
-        Raises ConfigError with a one-line message naming source, field, value and what was
-        expected. Unknown keys are ignored.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(
-                f'{source}: expected an object like {{"interval": 5, "topic": "..."}},'
-                f" got {type(data).__name__} {_show(data)}"
-            )
-        base = base if base is not None else cls()
-        return cls(
-            enabled=_parse_enabled(data["enabled"], source) if "enabled" in data else base.enabled,
-            topic=_parse_topic(data["topic"], source) if "topic" in data else base.topic,
-            interval=_parse_interval(data["interval"], source) if "interval" in data else base.interval,
-            format=_parse_format(data["format"], source) if "format" in data else base.format,
-        )
 
 
 # ---------------------------------------------------------------------------- pure math

@@ -43,15 +43,33 @@ def test_dump_entries_round_trips() -> None:
     assert parse_collect_value(dump_entries(entries), KEY, ALLOWED) == (entries, [])
 
 
-def test_missing_key_and_null_mean_nothing() -> None:
+def test_missing_key_and_empty_list_mean_nothing() -> None:
     assert parse_collect_value(None, KEY, ALLOWED) == ([], [])
-    assert parse_collect_value(b"null", KEY, ALLOWED) == ([], [])
     assert parse_collect_value(b"[]", KEY, ALLOWED) == ([], [])
+
+
+@pytest.mark.parametrize("value, got", [(b"null", "got null (to collect nothing, set [])"),
+                                        (b"5", "got int"), (b'"x"', "got str"), (b"{}", "got dict"),
+                                        (b"true", "got bool")])
+def test_null_and_other_non_lists_are_refused_not_taken_as_nothing(value: bytes, got: str) -> None:
+    # null used to mean "no entries": one bad put stopped every file, silently.
+    with pytest.raises(CollectConfigError) as err:
+        parse_collect_value(value, KEY, ALLOWED)
+    assert str(err.value) == f"{KEY}: expected a JSON array of entries, {got}"
 
 
 @pytest.mark.parametrize("value, problem", [
     (b'[{"path": "/var/log/a.log", "topic": "t"', "not valid JSON"),
-    (b"\xff\xfe not utf-8", "not valid JSON"),
+    (b"\xff\xfe not utf-8", "not UTF-8 (byte 0 is not): etcd values must be UTF-8 JSON"),
+    ('[{"path": "/var/log/a.log", "topic": "t"}]'.encode("utf-16"), "etcd values must be UTF-8 JSON"),
+    (b"\xef\xbb\xbf[]", "starts with a byte-order mark"),
+    (b"[NaN]", "not valid JSON: NaN is not JSON"),
+    (b'[{"path": "/var/log/a.log", "topic": "t", "multiline": {"preset": "java", "max_lines": Infinity}}]',
+     "Infinity is not JSON"),
+    (b"[-Infinity]", "-Infinity is not JSON"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested deeper than 64 levels"),
+    (b"[" * 65 + b"]" * 65, "nested deeper than 64 levels"),
+    (b"[1" + b"0" * 5000 + b"]", "not valid JSON"),
     (b'{"path": "/var/log/a.log", "topic": "t"}', "expected a JSON array"),
     (b'"just a string"', "expected a JSON array"),
 ])
@@ -67,10 +85,29 @@ def test_wholly_bad_value_raises_naming_the_key(value: bytes, problem: str) -> N
     ({"topic": "t"}, "path must be a non-empty string"),
     ({"path": "var/log/a.log", "topic": "t"}, "is relative"),
     ({"path": "/var/log/a.log", "topic": ""}, "topic must be a non-empty string"),
-    ({"path": "/var/log/a.log", "topic": "   "}, "topic must be a non-empty string"),
+    ({"path": "/var/log/a.log", "topic": "   "}, "topic must be a valid Kafka topic name"),
     ({"path": "/var/log/a.log"}, "topic must be a non-empty string"),
     ({"path": "/var/log/a.log", "topic": 7}, "topic must be a non-empty string"),
-    ({"path": "/var/log/a.log", "topic": "bad topic!"}, "not a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": "bad topic!"}, "topic must be a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": "."}, "topic must be a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": ".."}, "topic must be a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": "a\nb"}, "topic must be a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": "x" * 250}, "topic must be a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": "__consumer_offsets"}, "is internal to Kafka"),
+    ({"path": "/var/log/a.log", "topic": "__transaction_state"}, "is internal to Kafka"),
+    ({"path": "/var/log/a.log", "topic": "t", "fields": {"n": 2 ** 64}}, "fields cannot be sent as JSON"),
+    ({"path": "/var/log/a.log", "topic": "t", "fields": {"n": -(2 ** 63) - 1}}, "fields cannot be sent as JSON"),
+    ({"path": "/var/log/a.log", "topic": "t", "fields": {"s": "\udcff"}}, "fields cannot be sent as JSON"),
+    ({"path": "/var/log/a.log", "topic": "t", "fields": {"\ud800": 1}}, "fields cannot be sent as JSON"),
+    ({"path": "/var/log/a\udcff.log", "topic": "t"}, "not valid Unicode"),
+    ({"path": "/var/log/a.log", "topic": "t\udcff"}, "topic must be a valid Kafka topic name"),
+    ({"path": "/var/log/a.log", "topic": "t", "module": "m\udcff"}, "module cannot be sent as JSON"),
+    ({"path": "/var/log/a.log", "topic": "t", "encoding": "\udcff"}, "unknown encoding"),
+    ({"path": "/var/log/a.log", "topic": "t", "multiline": {"pattern": "^\udcff"}}, "not valid Unicode"),
+    ({"path": "/var/log/a.log", "topic": "t", "multiline": {"pattern": "(" * 5000}}, "not a valid regex"),
+    ({"path": "/var/log/a.log", "topic": "t", "multiline": {"preset": "java", "timeout": 10 ** 400}},
+     "timeout must be a number > 0"),
+    ({"path": "/var/log/a.log", "topic": "t", "multiline": {"preset": ["java"]}}, "preset ['java'] unknown"),
     ({"path": "/etc/passwd", "topic": "t"}, "outside [agent] allowed_paths"),
     ({"path": "/var/log/../../etc/shadow", "topic": "t"}, "contains '..'"),
     ({"path": "/var/log/a.log", "topic": "t", "module": 3}, "module must be a string"),
@@ -99,6 +136,61 @@ def test_one_bad_entry_does_not_stop_the_good_ones_beside_it() -> None:
     assert "entry 1 ('/etc/shadow')" in errors[0] and "allowed_paths" in errors[0]
     assert "entry 2 ('relative.log')" in errors[1] and "relative" in errors[1]
     assert "entry 4" in errors[2] and "duplicate" in errors[2]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('"fields": {"x": 1e400}', "fields cannot be sent as JSON: the number inf is not finite"),
+    ('"multiline": {"preset": "java", "max_lines": 1e400}', "max_lines must be a whole number > 0, got inf"),
+    ('"multiline": {"preset": "java", "max_lines": 18446744073709551616}', None),  # big but whole: taken
+])
+def test_numbers_beyond_a_float_in_raw_json(text: str, problem: str | None) -> None:
+    value = '[{"path": "/var/log/a.log", "topic": "t", ' + text + '}]'
+    entries, errors = parse_collect_value(value, KEY, ALLOWED)
+    if problem is None:
+        assert len(entries) == 1 and errors == []
+    else:
+        assert entries == [] and len(errors) == 1 and problem in errors[0], errors
+
+
+def test_fields_as_deep_as_orjson_takes_are_refused_as_a_whole_value_beyond_the_depth_limit() -> None:
+    deep: object = 1
+    for _ in range(300):  # orjson stops at 254: the message builder would crash on every line
+        deep = {"k": deep}
+    value = json.dumps([{"path": "/var/log/a.log", "topic": "t", "fields": {"deep": deep}}])
+    with pytest.raises(CollectConfigError, match="nested deeper than 64 levels"):
+        parse_collect_value(value, KEY, ALLOWED)
+
+
+@pytest.mark.parametrize("encoding", ["idna", "punycode", "rot13", "hex", "base64", "zlib",
+                                      "unicode_escape", "cp037", "utf-8-sig", "undefined", "no-such-codec"])
+def test_an_encoding_the_tailer_cannot_read_with_replacement_is_refused(encoding: str) -> None:
+    entries, errors = parse_collect_value(json.dumps([{"path": "/var/log/a.log", "topic": "t",
+                                                       "encoding": encoding}]), KEY, ALLOWED)
+    assert entries == [] and len(errors) == 1
+    assert f"encoding {encoding!r} refused" in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8", "latin-1", "cp1252", "utf-16", "utf-16-be", "utf-32",
+                                      "shift_jis", "gb18030", "big5", "euc-kr", "utf-7"])
+def test_text_encodings_are_accepted(encoding: str) -> None:
+    (entry,), errors = parse_collect_value(json.dumps([{"path": "/var/log/a.log", "topic": "t",
+                                                        "encoding": encoding}]), KEY, ALLOWED)
+    assert errors == [] and entry.encoding == encoding
+
+
+def test_paths_are_normalised_and_the_same_path_twice_is_one_entry() -> None:
+    value = json.dumps([{"path": "/var/log/d/dup.log", "topic": "a"},
+                        {"path": "/var/log/d//dup.log", "topic": "b"},
+                        {"path": "/var/log/d/./dup.log", "topic": "c"},
+                        {"path": "//var/log/./d/other.log/", "topic": "d"},
+                        {"path": "/var//log/d/**/*.[lg]og", "topic": "e"}])
+    entries, errors = parse_collect_value(value, KEY, ALLOWED)
+    assert [(e.path, e.topic) for e in entries] == [("/var/log/d/dup.log", "a"), ("/var/log/d/other.log", "d"),
+                                                    ("/var/log/d/**/*.[lg]og", "e")]
+    assert len(errors) == 2
+    for index, error in zip((1, 2), errors):
+        assert error.startswith(f"{KEY} entry {index} (") and "duplicate path" in error
+        assert f"{KEY} entry 0 ('/var/log/d/dup.log') has the same path" in error  # the entry that won
 
 
 def test_oversized_value_is_refused_before_parsing() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from logagent.config import env_name, load, redact
+from logagent.config import describe, env_name, load, redact
 from logagent.errors import ConfigError
 
 
@@ -69,6 +69,9 @@ def test_environment_wins_over_file(tmp_path: Path):
     ("[collect]\nfiles = [oops\n", "[collect] files = '[oops': expected a JSON array"),
     ("[sysinfo]\ninterval = 0\n", "interval"),
     ("not an ini", "not a valid ini file"),
+    ("[collect]\nfiles = null\n", "[collect] files = 'null': expected a JSON array of entries"),
+    ("[collect]\nfiles = [NaN]\n", "NaN is not JSON"),
+    ("[collect]\nfiles = " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 64 levels"),
 ])
 def test_bad_values_name_file_section_key_value_and_expectation(tmp_path: Path, text: str, needle: str):
     path = _ini(tmp_path, text)
@@ -88,13 +91,102 @@ def test_missing_file_is_an_error(tmp_path: Path):
         load(tmp_path / "nope.ini", environ={})
 
 
-def test_unknown_keys_and_sections_are_warnings(tmp_path: Path):
-    s = load(_ini(tmp_path, "[kafka]\nadress = x\n[kafak]\na = 1\n"), environ={})
-    assert any("unknown key [kafka] adress" in w for w in s.warnings)
-    assert any("unknown section [kafak]" in w for w in s.warnings)
+def test_unknown_keys_and_sections_are_warnings_with_the_nearest_known_name(tmp_path: Path):
+    path = _ini(tmp_path, "[kafka]\nadress = x\n[kafak]\na = 1\n[agent]\nzzz = 1\n[etcd]\ncollect_log = k\n")
+    s = load(path, environ={})
+    assert f"{path}: [kafka] adress: unknown key, ignored, did you mean address?" in s.warnings
+    assert f"{path}: [kafak]: unknown section, ignored, did you mean [kafka]?" in s.warnings
+    assert f"{path}: [agent] zzz: unknown key, ignored" in s.warnings  # nothing close: no guess
+    assert any("[etcd] collect_log: unknown key, ignored, did you mean collect_log_key?" in w for w in s.warnings)
+    assert s.kafka.address == "127.0.0.1:9092"  # the typo'd key is not used
 
 
-def test_secrets_are_redacted():
-    assert redact("sasl.password", "hunter2") == "***"
-    assert redact("ssl.key.password", "x") == "***"
-    assert redact("sasl.username", "bob") == "bob"
+# Every librdkafka property that can hold a secret (and a few that cannot), with a value that
+# must never be shown in the start-up log (describe) nor in `logagent check`.
+SECRET_PROPERTIES = {
+    "sasl.password": "kafka-sasl-pw-1",
+    "ssl.key.password": "ssl-key-pw-2",
+    "ssl.keystore.password": "keystore-pw-3",
+    "ssl.truststore.password": "truststore-pw-4",
+    "sasl.oauthbearer.client.secret": "oauth-client-secret-5",
+    "sasl.oauthbearer.config": "principal=svc clientSecret=oauth-config-secret-6",
+    "sasl.oauthbearer.extensions": "token=oauth-extension-7",
+    "sasl.oauthbearer.assertion.private.key.passphrase": "assertion-pass-8",
+    "sasl.oauthbearer.assertion.private.key.pem": "-----BEGIN PRIVATE KEY-----assertion-key-9",
+    "sasl.oauthbearer.token.endpoint.url": "https://svc:endpoint-pw-10@idp.example/token",
+    "ssl.key.pem": "-----BEGIN PRIVATE KEY-----\nkey-pem-11\n-----END PRIVATE KEY-----",
+    "ssl_key": "-----BEGIN RSA PRIVATE KEY-----key-12",
+    "ssl.certificate.pem": "-----BEGIN CERTIFICATE-----cert-bundle-13 -----BEGIN PRIVATE KEY-----",
+    "sasl.jaas.config": 'org.apache.kafka.common.security.plain.PlainLoginModule password="jaas-pw-14";',
+}
+PUBLIC_PROPERTIES = {"sasl.username": "bob", "security.protocol": "SASL_SSL", "linger.ms": "5",
+                     "sasl.mechanism": "PLAIN", "ssl.ca.location": "/etc/ssl/ca.pem"}
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_PROPERTIES))
+def test_every_secret_property_is_redacted(key: str):
+    assert redact(key, SECRET_PROPERTIES[key]) == "***"
+    assert redact(key.upper(), SECRET_PROPERTIES[key]) == "***"  # librdkafka names are case-sensitive, users are not
+    assert redact(key, "") == ""
+
+
+def test_a_private_key_or_a_url_password_is_hidden_under_any_name():
+    assert redact("some.future.property", "x -----BEGIN EC PRIVATE KEY----- y") == "***"
+    assert redact("https.proxy", "http://u:pw@127.0.0.1:3128") == "***"
+    for key, value in PUBLIC_PROPERTIES.items():
+        assert redact(key, value) == value
+
+
+def test_describe_shows_no_secret(tmp_path: Path):
+    lines = "".join(f"{k} = {v}\n" for k, v in {**SECRET_PROPERTIES, **PUBLIC_PROPERTIES}.items()
+                    if "\n" not in v)
+    path = _ini(tmp_path, f"[kafka.producer]\n{lines}[etcd]\nusername = root\npassword = etcd-pw-15\n")
+    env = {"LOGAGENT_KAFKA_PRODUCER_SSL_KEY_PEM": SECRET_PROPERTIES["ssl.key.pem"]}
+    text = "\n".join(describe(load(path, environ=env)))
+    for secret in [*SECRET_PROPERTIES.values(), "etcd-pw-15"]:
+        for word in secret.replace("=", " ").replace('"', " ").split():
+            if any(ch.isdigit() for ch in word):  # the distinctive part of each secret
+                assert word not in text, (word, text)
+    assert "sasl.username=bob" in text and "username=root" in text and "password=***" in text
+
+
+def test_go_agent_quoted_values_are_read_without_their_quotes(tmp_path: Path):
+    # As the Go agent's go-ini read them: double, single and back quotes are stripped.
+    s = load(_ini(tmp_path, """
+[kafka]
+address = "127.0.0.1:9092,127.0.0.1:9093"
+chan_size = "100000"
+
+[kafka.producer]
+linger.ms = '5'
+
+[etcd]
+address = '127.0.0.1:2379'
+timeout = `5`
+collect_log_key = "/logagent/%s/collect_config"
+collect_sysinfo_key = \"\"\"/logagent/%s/sysinfo_config\"\"\"
+"""), environ={"LOGAGENT_AGENT_IP": "10.1.2.3"})
+    assert s.kafka.address == "127.0.0.1:9092,127.0.0.1:9093" and s.kafka.chan_size == 100000
+    assert s.kafka.producer["linger.ms"] == "5"
+    assert s.etcd.address == ("127.0.0.1:2379",) and s.etcd.timeout == 5.0
+    assert s.etcd.keys_for(s.ip) == ("/logagent/10.1.2.3/collect_config", "/logagent/10.1.2.3/sysinfo_config")
+    assert s.warnings == ()
+
+
+def test_a_value_with_inner_quotes_only_is_kept(tmp_path: Path):
+    s = load(_ini(tmp_path, '[etcd]\nusername = a"b\npassword = "x\n'), environ={})
+    assert s.etcd.username == 'a"b' and s.etcd.password == '"x'
+
+
+@pytest.mark.parametrize("text, where, kind", [
+    ("root:$6$fake-secret-hash:19000:0:99999:7:::\ndaemon:*:19000\n", ":1:", "before the first [section]"),
+    ("[agent]\nip = auto\n  \tcontinued\nfake-secret-line-without-equals\n", ":4:", "neither 'key = value'"),
+])
+def test_a_file_that_is_not_ini_is_named_by_line_never_by_content(tmp_path: Path, text: str, where: str,
+                                                                   kind: str):
+    path = _ini(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, environ={})
+    message = str(info.value)
+    assert message.startswith(f"{path}{where} not a valid ini file") and kind in message, message
+    assert "fake-secret" not in message and "\n" not in message

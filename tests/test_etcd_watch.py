@@ -31,9 +31,8 @@ from logagent.etcd_watch import (
     ConfigTracker,
     EtcdControl,
     SavedConfig,
-    parse_sysinfo_value,
 )
-from logagent.sysinfo import SysinfoSettings
+from logagent.sysinfo_config import SysinfoSettings, parse_sysinfo_value
 
 CK = "/logagent/10.0.0.5/collect_log/config"
 SK = "/logagent/10.0.0.5/collect_sysinfo/config"

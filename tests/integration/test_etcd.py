@@ -23,7 +23,8 @@ import pytest
 from devstack.stack import EtcdServer, etcd_binary, free_port
 from logagent.collect import CollectEntry
 from logagent.config import AgentSettings, EtcdSettings, Settings, detect_ip, load
-from logagent.etcd_client import EtcdClient, check_etcd, connect
+from logagent.checks import check_etcd
+from logagent.etcd_client import EtcdClient, connect
 from logagent.etcd_watch import SAVED_NAME, Backoff, EtcdControl
 from logagent.sysinfo import SysinfoSettings
 from tests.support import ROOT, AgentProcess, KafkaReader, make_certs, new_topic, start_or_fail, wait_until
