@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEV_CONFIG := devstack/dev.ini
+TOPICS ?= demo_log collect_system_info
 
 .PHONY: setup run test unit consume bench clean
 
@@ -19,9 +21,11 @@ setup: $(STAMP)
 	devstack/system-deps.sh
 	$(BIN)/python -m devstack.stack fetch >/dev/null
 
-## Start Kafka and etcd on loopback, seed this host's etcd keys, run the agent; Ctrl-C stops all.
+## Start Kafka and etcd on loopback, seed the dev config's etcd keys, run the agent with
+## $(DEV_CONFIG); Ctrl-C stops all (quietly, status 0). No shell in the recipe: make runs
+## run.sh directly.
 run: setup
-	PYTHON=$(BIN)/python devstack/run.sh
+	devstack/run.sh $(BIN)/python $(DEV_CONFIG)
 
 ## The whole test suite against a real Kafka broker and etcd server that it starts itself.
 test: setup
@@ -31,9 +35,18 @@ test: setup
 unit: $(STAMP)
 	$(BIN)/python -m pytest --ignore=tests/integration --ignore=tests/faults $(PYTEST_ARGS)
 
-## Print what `make run` ships to Kafka (run in a second terminal).
+## Print what `make run` ships to Kafka (run in a second terminal), each topic from its
+## beginning; topics created later are picked up. TOPICS='a b' for others ('^demo_.*': a regex).
 consume: $(STAMP)
-	$(BIN)/python -m devstack.consume --bootstrap 127.0.0.1:9092 demo_log collect_system_info
+	$(BIN)/python -m devstack.consume --config $(DEV_CONFIG) $(foreach t,$(TOPICS),'$(t)')
+
+## The CLI against `make run`'s stack and keys (the README's commands with -c $(DEV_CONFIG)).
+.PHONY: dev-check dev-show
+dev-check: $(STAMP)
+	$(BIN)/logagent check -c $(DEV_CONFIG)
+
+dev-show: $(STAMP)
+	$(BIN)/logagent config show -c $(DEV_CONFIG)
 
 ## Benchmark against the dev stack's own broker (about 7 min); writes bench/RESULTS.md.
 ## BENCH_ARGS=--quick for a smoke run, BENCH_ARGS='--only latency' for one scenario.

@@ -7,7 +7,11 @@ Debian's `etcd` if that is on PATH. Both bind to 127.0.0.1 only.
 Used as a library (`KafkaServer`, `EtcdServer`) by the pytest fixtures, and as a
 command by the Makefile:
 
-    python -m devstack.stack up      # start both, seed etcd, wait for Ctrl-C
+    python -m devstack.stack up --config devstack/dev.ini   # start both, seed etcd, wait for Ctrl-C
+
+`up` takes its ports and the ip whose keys it seeds from the dev config, the same file
+the agent and the CLI read, so the three agree. A port already taken is one line that
+names the port and the process holding it, not a traceback.
 """
 
 from __future__ import annotations
@@ -84,6 +88,73 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on `port` (any address, IPv4 or IPv6), from /proc/net."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            # cols: sl local_address rem_address st ... inode; state 0A is LISTEN
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def _command_line(proc: Path, width: int = 90) -> str:
+    """A process's command line for one line of text: program name, then head ... tail of the arguments
+    (a JVM's main class and config come last)."""
+    argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    argv = [a for a in argv if a]
+    if not argv:
+        return (proc / "comm").read_text().strip()
+    line = " ".join([os.path.basename(argv[0]), *argv[1:]])
+    return line if len(line) <= width else f"{line[:width // 3]} ... {line[-(width - width // 3):]}"
+
+
+def port_holder(port: int) -> str:
+    """Who listens on `port`, as "pid N (command line)", from /proc; a hint when it cannot be seen."""
+    inodes = _listening_inodes(port)
+    if inodes:
+        wanted = {f"socket:[{i}]" for i in inodes}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fds = list((proc / "fd").iterdir())
+            except OSError:
+                continue  # gone, or another user's process
+            for fd in fds:
+                try:
+                    if os.readlink(fd) in wanted:
+                        return f"pid {proc.name} ({_command_line(proc)})"
+                except OSError:
+                    continue
+    return "a process this user cannot see (`sudo ss -ltnp` names it)"
+
+
+def port_in_use(port: int) -> bool:
+    """True when 127.0.0.1:port cannot be bound the way the servers bind it (SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def require_free_ports(ports: dict[str, int]) -> None:
+    """Raise StackError naming the first port in use and its holder: {what: port}."""
+    for what, port in ports.items():
+        if port_in_use(port):
+            raise StackError(f"port {port} ({what}) is in use by {port_holder(port)}: "
+                             "stop it, or free the port")
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -468,56 +539,90 @@ class KafkaCluster:
 
 
 DEMO_LOG = "/tmp/logagent-demo/app.log"
+DEV_CONFIG = Path(__file__).resolve().parent / "dev.ini"
 
 
-def _seed_etcd(endpoint: str, ip: str, log_path: str) -> None:
+class DevPlan:
+    """What `up` starts and seeds, read from the dev config so the agent and the CLI agree with it."""
+
+    def __init__(self, config: Path | None, kafka_port: int | None = None, etcd_port: int | None = None,
+                 ip: str | None = None) -> None:
+        from logagent.config import EtcdSettings, load
+        from logagent.errors import ConfigError
+
+        try:
+            settings = load(config) if config is not None else None
+        except ConfigError as exc:
+            raise StackError(str(exc)) from None
+        etcd = settings.etcd if settings else EtcdSettings()
+        self.kafka_port = kafka_port or (self._port(settings.kafka.address, "[kafka] address", config)
+                                         if settings else 9092)
+        self.etcd_port = etcd_port or (self._port(",".join(etcd.address), "[etcd] address", config)
+                                       if settings else 2379)
+        self.ip = ip or (settings.ip if settings else "127.0.0.1")
+        self.collect_key, self.sysinfo_key = etcd.keys_for(self.ip)
+        # The agent's /metrics port: taken, the agent would fail after the stack is up.
+        listen = settings.agent.http_listen if settings else ""
+        self.http_port = int(listen.rsplit(":", 1)[1]) if listen else 0
+
+    @staticmethod
+    def _port(address: str, key: str, config: Path | None) -> int:
+        first = address.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+            raise StackError(f"{config}: {key} = {address!r}: the dev stack listens on 127.0.0.1:PORT only")
+        return int(port)
+
+    def ports(self) -> dict[str, int]:
+        """{what: port} that must be free before anything starts."""
+        ports = {"kafka": self.kafka_port, "etcd": self.etcd_port}
+        if self.http_port:
+            ports["the agent's http_listen"] = self.http_port
+        return ports
+
+
+def _seed_etcd(endpoint: str, plan: DevPlan, log_path: str) -> None:
     import pyetcd
 
     host, port = endpoint.rsplit(":", 1)
     client = pyetcd.client(host=host, port=int(port))
     entries = [{"path": log_path, "topic": "demo_log", "module": "demo", "start": "beginning"}]
-    client.put(f"/logagent/{ip}/collect_log/config", json.dumps(entries))
-    client.put(f"/logagent/{ip}/collect_sysinfo/config", json.dumps({"interval": 10, "topic": "collect_system_info"}))
+    client.put(plan.collect_key, json.dumps(entries))
+    client.put(plan.sysinfo_key, json.dumps({"interval": 10, "topic": "collect_system_info"}))
     client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="devstack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["fetch", "up"])
-    parser.add_argument("--dir", default=str(CACHE / "run"), help="state folder for the servers")
-    parser.add_argument("--kafka-port", type=int, default=9092)
-    parser.add_argument("--etcd-port", type=int, default=2379)
-    parser.add_argument("--ip", default="127.0.0.1", help="agent ip whose etcd keys get the demo config")
-    parser.add_argument("--env-file", help="write LOGAGENT_* settings for the agent here")
-    parser.add_argument("--ready-file", help="touched once both servers answer")
-    args = parser.parse_args(argv)
-    if args.command == "fetch":
-        print(ensure_kafka_libs())
-        return 0
+def _demo_line(text: str) -> None:
+    with open(DEMO_LOG, "a") as f:
+        f.write(f"{text} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
 
+
+def up(args: argparse.Namespace) -> int:
+    """Start etcd and Kafka, seed etcd, write demo lines until SIGINT/SIGTERM/SIGHUP."""
+    plan = DevPlan(Path(args.config) if args.config else None, args.kafka_port, args.etcd_port, args.ip)
+    require_free_ports(plan.ports())
     workdir = Path(args.dir).resolve()  # the servers run with their own working folder
     shutil.rmtree(workdir, ignore_errors=True)
-    kafka = KafkaServer(workdir / "kafka", port=args.kafka_port)
-    etcd = EtcdServer(workdir / "etcd", port=args.etcd_port)
+    kafka = KafkaServer(workdir / "kafka", port=plan.kafka_port)
+    etcd = EtcdServer(workdir / "etcd", port=plan.etcd_port)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stop
         stop = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         print(f"devstack: starting etcd on {etcd.endpoint}", file=sys.stderr)
         etcd.start()
         print(f"devstack: starting kafka on {kafka.bootstrap}", file=sys.stderr)
         kafka.start()
         Path(DEMO_LOG).parent.mkdir(parents=True, exist_ok=True)
-        with open(DEMO_LOG, "a") as f:
-            f.write(f"demo line written at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-        _seed_etcd(etcd.endpoint, args.ip, DEMO_LOG)
-        print(f"devstack: ready (kafka {kafka.bootstrap}, etcd {etcd.endpoint}); logs in {workdir}",
-              file=sys.stderr)
+        _demo_line("demo line written at")
+        _seed_etcd(etcd.endpoint, plan, DEMO_LOG)
+        print(f"devstack: ready (kafka {kafka.bootstrap}, etcd {etcd.endpoint}, demo config in "
+              f"{plan.collect_key}); logs in {workdir}", file=sys.stderr)
         if args.ready_file:
             Path(args.ready_file).touch()
         n = 0
@@ -525,13 +630,37 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
             n += 1
             if n % 4 == 0:  # a demo line every 2 s, so `make consume` shows lines flowing
-                with open(DEMO_LOG, "a") as f:
-                    f.write(f"demo line {n // 4} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+                _demo_line(f"demo line {n // 4} at")
+        if not stop:
+            dead = "kafka" if not kafka.alive() else "etcd"
+            print(f"devstack: {dead} exited; its log: {kafka.log_path if dead == 'kafka' else etcd.log_path}",
+                  file=sys.stderr)
         return 0 if stop else 1
     finally:
         kafka.stop()
         etcd.stop()
         print("devstack: stopped", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["fetch", "up"])
+    parser.add_argument("--dir", default=str(CACHE / "run"), help="state folder for the servers")
+    parser.add_argument("--config", help="dev config (devstack/dev.ini): Kafka and etcd ports, the ip and "
+                                         "keys to seed, the agent's http port; without it 9092, 2379, 127.0.0.1")
+    parser.add_argument("--kafka-port", type=int, help="instead of the config's [kafka] address port")
+    parser.add_argument("--etcd-port", type=int, help="instead of the config's [etcd] address port")
+    parser.add_argument("--ip", help="instead of the config's [agent] ip: whose etcd keys get the demo config")
+    parser.add_argument("--ready-file", help="touched once both servers answer")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            print(ensure_kafka_libs())
+            return 0
+        return up(args)
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
