@@ -4,7 +4,9 @@
     ├── ConfigError            bad config.ini, env override, etcd value or CLI argument
     │   └── CollectConfigError a collect entry that is refused (names key and entry)
     ├── RegistryError          the offset registry cannot be read or written
-    ├── SourceError            a file cannot be opened or read
+    ├── SourceError            a file cannot be opened or read (reason: a metric label)
+    │   ├── NotAllowed         the opened file lies outside [agent] allowed_paths
+    │   ├── AlreadyCollected   the same file (device, inode) is collected under another name
     │   └── FileReplaced       another file now has the name of one we had closed
     ├── KafkaError             the producer or broker failed (retriable says if waiting helps)
     └── EtcdError              etcd unreachable or refused a request (retriable)
@@ -36,15 +38,42 @@ class RegistryError(LogagentError):
 
 
 class SourceError(LogagentError):
-    """A collected file could not be opened or read."""
+    """A collected file could not be opened or read; `reason` is its metric label."""
 
     retriable = True
+
+    def __init__(self, message: str, reason: str = "io_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotAllowed(SourceError):
+    """The file that was opened lies outside [agent] allowed_paths (decided on the descriptor)."""
+
+    retriable = False
+
+    def __init__(self, message: str, reason: str = "not_allowed") -> None:
+        super().__init__(message, reason)
+
+
+class AlreadyCollected(SourceError):
+    """The file (device, inode) is already collected under another name: one tailer per file.
+    `holder` is the tailer that reads it."""
+
+    retriable = False
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message, "duplicate")
+        self.holder = holder
 
 
 class FileReplaced(SourceError):
     """While its descriptor was closed, the file's name came to point at another file."""
 
     retriable = False
+
+    def __init__(self, message: str, reason: str = "replaced") -> None:
+        super().__init__(message, reason)
 
 
 class KafkaError(LogagentError):

@@ -3,78 +3,66 @@
 `apply(entries)` diffs the desired set against what runs: new entries start,
 removed ones stop (their files close, their saved offsets stay), and an entry
 whose topic, module or fields changed is retargeted in place. Each entry has an
-`EntryRunner` that finds its files (a path, or a glob rescanned every
-`scan_interval` and on inotify events), starts a tailer per file and replaces a
-rotated file's tailer with one for the new file under the same name.
+`EntryRunner` that finds its files (a path, or a glob expanded off the event loop by
+globber.expand), starts a tailer per file and replaces a rotated file's tailer with
+one for the new file under the same name.
+
+Two timers serve every entry, however many there are: the stat tick (budget.stat_tick)
+for the files, and the scan tick here, which looks again for files an entry does not
+collect yet (every `scan_interval`; inotify events in an entry's folders start a scan
+at once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
 import os
 from dataclasses import dataclass
 
 from . import metrics
-from .collect import CollectEntry, path_allowed
-from .errors import SourceError
-from .queue import BatchQueue
-from .registry import Registry
+from .collect import CollectEntry
+from .errors import AlreadyCollected, NotAllowed, SourceError
+from .globber import AllowedDirs, expand, literal_base
+from .opener import display_name
 from .supervise import cancel_and_wait, spawn
-from .tailer import FdBudget, FileTailer, Route, SourceSpec, TailOptions, stat_tick
+from .tailer import FileTailer, Route, SourceSpec, TailContext, stat_tick
 from .watcher import FileWatcher
 
 log = logging.getLogger("logagent.manager")
 ANNOUNCE_FILES = 100  # per scan, the files whose start is logged at INFO
 
 
-@dataclass
-class ManagerContext:
-    opts: TailOptions
-    queue: BatchQueue
-    registry: Registry
-    budget: FdBudget
+@dataclass(kw_only=True)
+class ManagerContext(TailContext):
     watcher: FileWatcher
-    allowed_paths: tuple[str, ...]
     scan_interval: float = 2.0
     max_files_per_entry: int = 10000
     drain_timeout: float = 10.0
 
 
-def _glob_base(pattern: str) -> str:
-    """The folder above the first glob character: where new matching files show up."""
-    head = pattern
-    for i, ch in enumerate(pattern):
-        if ch in "*?[":
-            head = pattern[:i]
-            break
-    return os.path.dirname(head.rstrip("/")) if not head.endswith("/") else head.rstrip("/") or "/"
-
-
 class EntryRunner:
     """Runs the tailers of one collect entry."""
 
-    def __init__(self, entry: CollectEntry, ctx: ManagerContext, claimed: dict[str, "EntryRunner"]) -> None:
+    def __init__(self, entry: CollectEntry, ctx: ManagerContext) -> None:
         self.entry = entry
         self.ctx = ctx
         self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
-        self._claimed = claimed
         self.tailers: dict[str, FileTailer] = {}
         self.draining: set[FileTailer] = set()
         self._tasks: dict[FileTailer, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._scan_task: asyncio.Task[None] | None = None
+        self._rescan = False
         self._errors: dict[str, str] = {}
         self._folders: set[str] = set()
-        self._first_scan = True
+        self._label = metrics.path_label(display_name(entry.path))
+        self.stopped = False
 
     # ---- lifecycle
 
-    async def start(self, start_at_end: bool) -> None:
-        self._scan(start_at_end and self.entry.start == "end")
-        self._first_scan = False
-        self._task = spawn(f"runner {self.entry.path}", "runner", self._loop)
+    async def start(self, start_at_end: bool) -> int:
+        """The first scan; returns how many files it started."""
+        return await self.scan(start_at_end and self.entry.start == "end")
 
     async def stop(self, drain: float = 0.0) -> None:
         """Stop every tailer of this entry and close its files; safe to call twice.
@@ -82,18 +70,17 @@ class EntryRunner:
         With `drain`, wait up to that long for Kafka to acknowledge what was already read,
         so a restart from the acknowledged offsets sends nothing twice.
         """
-        if self._task is not None:
-            await cancel_and_wait([self._task])
-            self._task = None
+        self.stopped = True
+        if self._scan_task is not None:
+            await cancel_and_wait([self._scan_task])
+            self._scan_task = None
         reading = list(self.tailers.values()) + list(self.draining)
         await cancel_and_wait(list(self._tasks.values()))
         deadline = asyncio.get_running_loop().time() + drain
         while any(t.unacked for t in reading) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        for tailer in list(self.tailers.values()) + list(self.draining):
+        for tailer in reading:
             tailer.close()
-            if self._claimed.get(tailer.path) is self:
-                del self._claimed[tailer.path]
         self.tailers.clear()
         self.draining.clear()
         self._tasks.clear()
@@ -107,69 +94,99 @@ class EntryRunner:
         self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
         for tailer in list(self.tailers.values()) + list(self.draining):
             tailer.retarget(self.route)
-        log.info("retargeted %s -> topic %s", entry.path, entry.topic)
+        log.info("retargeted %s -> topic %s", display_name(entry.path), entry.topic)
 
     # ---- discovery
 
-    def _matches(self) -> list[str]:
+    async def _matches(self) -> list[str]:
         pattern = self.entry.path
         if not self.entry.is_glob:
-            return [pattern] if os.path.lexists(pattern) else []
-        found = glob.glob(pattern, recursive=True)
-        if len(found) > self.ctx.max_files_per_entry:
-            self._report(pattern, f"glob matches {len(found)} files; only the first "
-                                  f"{self.ctx.max_files_per_entry} are collected", "too_many_files")
-            found = sorted(found)[: self.ctx.max_files_per_entry]
-        return [p for p in found if p not in self.tailers and not os.path.isdir(p)]
+            return [pattern] if pattern not in self.tailers and os.path.lexists(pattern) else []
+        found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
+                                        self.ctx.max_files_per_entry)
+        if found.problem:
+            self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", "glob_limit")
+        elif pattern in self._errors:
+            del self._errors[pattern]
+        return [p for p in found.paths if p not in self.tailers]
 
-    def _scan(self, start_at_end: bool = False) -> None:
-        self._watch(_glob_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
+    def wants_scan(self) -> bool:
+        """For the scan tick: a glob may have new matches; a single file only while not collected."""
+        return self.entry.is_glob or self.entry.path not in self.tailers
+
+    async def scan(self, start_at_end: bool = False) -> int:
+        """Start a tailer for every match not collected yet; returns how many started."""
+        self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
         started = 0
-        for path in self._matches():
+        for path in await self._matches():
+            if self.stopped:
+                break
             if path in self.tailers:
-                continue
-            owner = self._claimed.get(path)
-            if owner is not None and owner is not self:
-                self._report(path, f"already collected by entry {owner.entry.path!r}", "duplicate")
                 continue
             started += self._start_tailer(path, start_at_end, announce=started < ANNOUNCE_FILES)
         if started > ANNOUNCE_FILES:
             log.info("%s: %d more files collected (their starts are logged at DEBUG)",
-                     self.entry.path, started - ANNOUNCE_FILES)
+                     display_name(self.entry.path), started - ANNOUNCE_FILES)
+        return started
 
-    def _report(self, path: str, problem: str, reason: str) -> None:
-        """Log a problem with a path once (until it changes) and count it."""
-        if self._errors.get(path) != problem:
-            self._errors[path] = problem
-            log.error("%s: %s", path, problem)
-            metrics.FILE_ERRORS.labels(metrics.path_label(path), reason).inc()
+    def request_scan(self) -> None:
+        """Scan soon (coalesced: one scan at a time, one more if asked meanwhile)."""
+        if self.stopped:
+            return
+        if self._scan_task is not None and not self._scan_task.done():
+            self._rescan = True
+            return
+        self._scan_task = spawn(f"scan {display_name(self.entry.path)}", "runner", self._scan_passes)
+
+    async def _scan_passes(self) -> None:
+        while True:
+            self._rescan = False
+            await self.scan(False)
+            if not self._rescan:
+                return
+
+    def _report(self, key: str, problem: str, reason: str, count: bool = True) -> None:
+        """Log a problem with a file or the entry once (until it changes), and count it under the
+        entry's label (never a resolved name: it may lie outside allowed_paths)."""
+        if self._errors.get(key) != problem:
+            self._errors[key] = problem
+            log.error("%s", problem)
+            if count:
+                metrics.FILE_ERRORS.labels(self._label, reason).inc()
 
     def _start_tailer(self, path: str, start_at_end: bool, announce: bool = True) -> bool:
         """Start collecting one file; False when it is refused or cannot be opened (reported)."""
-        real = os.path.realpath(path)
-        if not path_allowed(real, self.ctx.allowed_paths):
-            self._report(path, f"resolves to {real}, outside [agent] allowed_paths; refused", "not_allowed")
+        shown = display_name(path)
+        # A cheap first look, so an obviously outside file is not even opened. The decision that
+        # counts is made on the opened descriptor (opener.open_checked), which no race can fool.
+        if not self.ctx.allowed(os.path.realpath(path)):
+            self._report(path, f"{shown} (entry {display_name(self.entry.path)!r}) resolves outside "
+                               "[agent] allowed_paths (a symlink?); refused", "not_allowed")
             return False
-        tailer = FileTailer(path, self.route, self.ctx.opts, self.ctx.queue, self.ctx.registry,
-                            self.ctx.budget, start_at_end, self._on_rotated,
+        tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated,
                             SourceSpec(self.entry.encoding, self.entry.multiline))
+        tailer.origin = self.entry.path
         tailer.announce = announce
         try:
             tailer.open()
-        except SourceError as exc:
-            self._report(path, str(exc).split(": ", 1)[-1], "open_failed")
+        except AlreadyCollected as exc:
+            if exc.holder in self.draining:
+                return False  # our own rotated file, still being read to its end under its old name
+            self._report(path, str(exc), exc.reason, count=False)
             return False
-        except OSError as exc:
-            self._report(path, f"cannot open: {exc.strerror or exc}", "open_failed")
+        except NotAllowed as exc:
+            self._report(path, f"{exc} (entry {display_name(self.entry.path)!r})", exc.reason, count=False)
+            return False
+        except SourceError as exc:
+            self._report(path, str(exc), exc.reason, count=False)
             return False
         if path in self._errors:
-            log.info("%s: collecting now", path)
+            log.info("%s: collecting now", shown)
             del self._errors[path]
         self.tailers[path] = tailer
-        self._claimed[path] = self
         metrics.FILES_TRACKED.inc()
         self._watch(os.path.dirname(path))
-        self._tasks[tailer] = spawn(f"tailer {path}", "tailer", tailer.run,
+        self._tasks[tailer] = spawn(f"tailer {shown}", "tailer", tailer.run,
                                     before_restart=tailer.rewind,
                                     expected=(SourceError,),
                                     on_done=lambda _, t=tailer: self._tailer_ended(t))
@@ -180,19 +197,15 @@ class EntryRunner:
         self.draining.discard(tailer)
         if self.tailers.get(tailer.path) is tailer:
             del self.tailers[tailer.path]
-            if self._claimed.get(tailer.path) is self:
-                del self._claimed[tailer.path]
             tailer.close()
-            self._wake.set()
+            self.request_scan()
         metrics.FILES_TRACKED.dec()
 
     def _on_rotated(self, tailer: FileTailer) -> None:
         if self.tailers.get(tailer.path) is tailer:
             del self.tailers[tailer.path]
             self.draining.add(tailer)
-            if self._claimed.get(tailer.path) is self:
-                del self._claimed[tailer.path]
-        self._wake.set()
+        self.request_scan()
 
     def _watch(self, folder: str) -> None:
         if folder and folder not in self._folders:
@@ -204,18 +217,19 @@ class EntryRunner:
         if tailer is not None:
             tailer.wake()
         else:
-            self._wake.set()
+            self.request_scan()
         for old in self.draining:
             old.wake()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.ctx.scan_interval)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            self._scan(False)
+
+async def scan_tick(runners: dict[str, EntryRunner], interval: float) -> None:
+    """Every `interval`, let each entry look for files it does not collect yet. One timer for all
+    entries: 10,000 single-file entries cost a dict lookup each, not a task and a timer each."""
+    while True:
+        await asyncio.sleep(interval)
+        for runner in list(runners.values()):
+            if runner.wants_scan():
+                runner.request_scan()
 
 
 class TailerManager:
@@ -224,47 +238,57 @@ class TailerManager:
     def __init__(self, ctx: ManagerContext) -> None:
         self.ctx = ctx
         self.runners: dict[str, EntryRunner] = {}
-        self._claimed: dict[str, EntryRunner] = {}
         self._lock = asyncio.Lock()
-        self._ticker: asyncio.Task[None] | None = None
-
+        self._tickers: list[asyncio.Task[None]] = []
 
     async def apply(self, entries: list[CollectEntry]) -> None:
         """Start, stop and retarget so that exactly `entries` run."""
         async with self._lock:
-            if self._ticker is None:
-                self._ticker = spawn("stat tick", "ticker",
-                                     lambda: stat_tick(self.tailers, self.ctx.opts.stat_interval))
+            if not self._tickers:
+                self._tickers = [
+                    spawn("stat tick", "ticker", lambda: stat_tick(self.tailers, self.ctx.opts.stat_interval)),
+                    spawn("scan tick", "ticker", lambda: scan_tick(self.runners, self.ctx.scan_interval))]
             desired = {e.path: e for e in entries}
             for path in [p for p in self.runners if p not in desired]:
                 runner = self.runners.pop(path)
                 await runner.stop()
                 self.ctx.registry.entry_removed(path)
-                log.info("stopped collecting %s", path)
+                log.info("stopped collecting %s", display_name(path))
             for path, entry in desired.items():
                 runner = self.runners.get(path)
                 if runner is None:
-                    runner = EntryRunner(entry, self.ctx, self._claimed)
+                    runner = EntryRunner(entry, self.ctx)
                     seen_before = self.ctx.registry.entry_applied(path)
                     self.runners[path] = runner
-                    await runner.start(start_at_end=not seen_before)
-                    log.info("collecting %s -> topic %s", path, entry.topic)
+                    started = await runner.start(start_at_end=not seen_before)
+                    self._announce(entry, started, runner)
                 elif runner.entry != entry and runner.entry.same_reading(entry):
                     runner.retarget(entry)
                 elif runner.entry != entry:
                     # Encoding or multiline changed: re-open the files from their acknowledged offsets
                     # once what was read is acknowledged (nothing sent twice).
                     await runner.stop(drain=self.ctx.drain_timeout)
-                    runner = self.runners[path] = EntryRunner(entry, self.ctx, self._claimed)
+                    runner = self.runners[path] = EntryRunner(entry, self.ctx)
                     await runner.start(start_at_end=False)
-                    log.info("restarted %s with new reading options", path)
+                    log.info("restarted %s with new reading options", display_name(path))
+
+    @staticmethod
+    def _announce(entry: CollectEntry, started: int, runner: EntryRunner) -> None:
+        shown = display_name(entry.path)
+        if started:
+            log.info("collecting %s -> topic %s (%d file%s)", shown, entry.topic, started, "" if started == 1 else "s")
+        elif runner._errors:
+            log.info("entry %s -> topic %s applied, but no file is collected yet (see the errors above)",
+                     shown, entry.topic)
+        else:
+            log.info("entry %s -> topic %s applied; no file matches yet (collected when one appears)",
+                     shown, entry.topic)
 
     async def stop(self) -> None:
         """Stop every runner; safe to call twice."""
         async with self._lock:
-            if self._ticker is not None:
-                await cancel_and_wait([self._ticker])
-                self._ticker = None
+            await cancel_and_wait(self._tickers)
+            self._tickers = []
             for runner in list(self.runners.values()):
                 await runner.stop()
             self.runners.clear()

@@ -14,6 +14,8 @@ FILES_OPEN = Gauge("logagent_files_open", "Collected files with an open descript
 FILES_TRACKED = Gauge("logagent_files_tracked", "Collected files known to the tailers")
 UNACKED_BYTES = Gauge("logagent_unacked_bytes", "Bytes read from a file but not yet acknowledged by Kafka",
                       ["path"])
+PARTIAL_LINE_BYTES = Gauge("logagent_partial_line_bytes", "Bytes of a last line without its newline, held "
+                           "until the newline comes (never shipped cut in two)", ["path"])
 ROTATIONS = Counter("logagent_rotations", "Rotations followed", ["path", "kind"])
 
 QUEUE_DEPTH = Gauge("logagent_queue_depth", "Messages waiting in the bounded queue")

@@ -23,6 +23,7 @@ import orjson
 from . import metrics
 from .atomic import write_atomic
 from .errors import RegistryError
+from .opener import display_name, from_display, is_raw
 
 log = logging.getLogger("logagent.registry")
 
@@ -93,6 +94,9 @@ class Registry:
             now = time.time()
             self._applied = {str(k): float(v) for k, v in data.get("entries", {}).items()}
             for key, item in data["files"].items():
+                item = dict(item)
+                if item.pop("raw", False):  # a name that is not UTF-8, saved in its escaped form
+                    item["path"] = from_display(item["path"])
                 entry = RegistryEntry(**item)
                 if now - entry.updated < PRUNE_AFTER or _still_there(entry):
                     self._entries[key] = entry
@@ -152,8 +156,13 @@ class Registry:
     def _serialize(self) -> bytes:
         # Runs every flush interval on the loop: with 10,000 files dataclasses.asdict + json
         # cost ~10 % of a core here; dict literals + orjson a fraction of that.
-        files = {k: {"path": e.path, "offset": e.offset, "dev": e.dev, "ino": e.ino, "fp": e.fp,
-                     "fp_len": e.fp_len, "updated": e.updated} for k, e in self._entries.items()}
+        files: dict[str, dict[str, object]] = {}
+        for k, e in self._entries.items():
+            item: dict[str, object] = {"path": e.path, "offset": e.offset, "dev": e.dev, "ino": e.ino,
+                                       "fp": e.fp, "fp_len": e.fp_len, "updated": e.updated}
+            if is_raw(e.path):  # JSON holds no lone surrogates: the lossless escaped form instead
+                item["path"], item["raw"] = display_name(e.path), True
+            files[k] = item
         return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
 
     def _write(self, payload: bytes) -> None:

@@ -1,33 +1,44 @@
 """One tailer per file: read new bytes in chunks, ship lines, follow rotation like `tail -F`.
 
-A tailer is bound to a file identity (device, inode, fingerprint), not to a name.
-It reads to the end whenever it is woken (inotify) or its stat tick fires, puts
-batches on the queue (waiting when it is full) and moves the registry offset only
-when Kafka acknowledged every batch before it. When the name it was opened under
-points elsewhere (rename or delete), it reads its file until it stops growing for
-`rotate_wait`, sends the held partial line, closes and ends; the entry's runner
-then opens the new file under that name from its beginning.
+Two layers:
+- `Shipper`: what every reader of a file's bytes shares: bytes at file offsets become
+  lines (LineSplitter, multiline), lines become messages (MessageFormat), messages go on
+  the queue as batches (waiting when it is full: the file is the buffer), and Kafka's
+  acknowledgements move the registry offset in order (AckTracker).
+- `FileTailer`: a live file opened by name. It is bound to a file identity (device,
+  inode, fingerprint), not to a name. It reads to the end whenever it is woken (inotify or
+  the stat tick). When the name it was opened under points elsewhere (rename or delete), it
+  reads its file until it stops growing for `rotate_wait`, sends the held partial line,
+  closes and ends; the entry's runner then opens the new file under that name.
+
+Every open goes through opener.open_checked (the descriptor is judged against
+allowed_paths), and one file is read by one tailer only, whatever names lead to it
+(`Claims`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import errno
 import logging
 import os
-import stat
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from . import metrics
+from .acks import Ack, AckTracker
 from .batch import Batch
-from .errors import FileReplaced, SourceError
+from .budget import FdBudget, stat_tick
+from .collect import path_allowed
+from .errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
 from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encoding, utc_timestamp
 from .multiline import Aggregator, MultilineSpec
+from .opener import display_name, open_checked, open_error_reason
 from .queue import BatchQueue
 from .registry import FINGERPRINT_BYTES, Registry, fingerprint
+
+__all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
+           "stat_tick"]
 
 log = logging.getLogger("logagent.tailer")
 
@@ -63,39 +74,45 @@ class TailOptions:
     close_inactive: float = 300.0
 
 
-class FdBudget:
-    """Caps open descriptors: when full, the least recently active idle tailer is closed."""
+class Claims:
+    """One tailer per file (device, inode), whatever names lead to it: a symlink alias, a
+    second glob, a folder reached twice. The first tailer to open a file holds it."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: collections.OrderedDict[int, "FileTailer"] = collections.OrderedDict()
+    def __init__(self) -> None:
+        self._by_id: dict[tuple[int, int], Shipper] = {}
 
-    def acquire(self, tailer: "FileTailer") -> bool:
-        """A descriptor slot for `tailer`, closing the least recently active caught-up file if
-        all are taken; False when every open file still has something to read."""
-        if id(tailer) in self._open:
-            return True
-        if len(self._open) >= self.limit:
-            victim = next((t for t in self._open.values() if t is not tailer and t.evictable), None)
-            if victim is None:
-                return False
-            victim.close_idle("max_open_files reached")
-        self._open[id(tailer)] = tailer
-        metrics.FILES_OPEN.set(len(self._open))
-        return True
+    def claim(self, key: tuple[int, int], tailer: "Shipper") -> "Shipper | None":
+        """Take the file for `tailer`; the holder when another live tailer has it."""
+        holder = self._by_id.get(key)
+        if holder is not None and holder is not tailer and not holder.finished:
+            return holder
+        self._by_id[key] = tailer
+        return None
 
-    def touch(self, tailer: "FileTailer") -> None:
-        key = id(tailer)
-        if key in self._open:
-            self._open.move_to_end(key)
+    def holder(self, key: tuple[int, int]) -> "Shipper | None":
+        holder = self._by_id.get(key)
+        return None if holder is None or holder.finished else holder
 
-    def release(self, tailer: "FileTailer") -> None:
-        if self._open.pop(id(tailer), None) is not None:
-            metrics.FILES_OPEN.set(len(self._open))
+    def release(self, tailer: "Shipper") -> None:
+        key = (tailer.dev, tailer.ino)
+        if self._by_id.get(key) is tailer:
+            del self._by_id[key]
 
-    @property
-    def in_use(self) -> int:
-        return len(self._open)
+
+@dataclass(kw_only=True)
+class TailContext:
+    """What every tailer shares: options, the queue, the registry, descriptors, claims and the
+    allow-list (replaced in place on SIGHUP, so running tailers see the new one)."""
+
+    opts: TailOptions
+    queue: BatchQueue
+    registry: Registry
+    budget: FdBudget
+    allowed_paths: tuple[str, ...]
+    claims: Claims = field(default_factory=Claims)
+
+    def allowed(self, real_path: str) -> bool:
+        return path_allowed(real_path, self.allowed_paths)
 
 
 class _NoGauge:
@@ -103,104 +120,207 @@ class _NoGauge:
         pass
 
 
-def open_error_reason(exc: OSError) -> str:
-    """A short metric label for an open/read error."""
-    return {errno.ENOENT: "missing", errno.EACCES: "permission_denied", errno.EPERM: "permission_denied",
-            errno.ELOOP: "symlink_loop", errno.EISDIR: "is_directory", errno.EMFILE: "too_many_open_files",
-            errno.ENFILE: "too_many_open_files"}.get(exc.errno or 0, "io_error")
+class Shipper:
+    """Bytes at file offsets -> lines -> messages -> batches; acknowledgements in order."""
 
-
-# A file that has not grown for IDLE_AFTER seconds is stat-checked every IDLE_EVERY-th tick only.
-IDLE_AFTER = 5.0
-IDLE_EVERY = 5
-
-
-async def stat_tick(tailers: Callable[[], Iterable["FileTailer"]], interval: float) -> None:
-    """The stat check behind inotify: every `interval`, wake the tailers whose file changed.
-    One task and two syscalls per file, instead of a timer per tailer.
-
-    inotify wakes a tailer the moment its file is written; the tick is the net under it.
-    Files quiet for IDLE_AFTER seconds are checked on every IDLE_EVERY-th tick (5 s by
-    default), as Filebeat backs off on idle files: 1,000 idle files cost a fifth of the stat
-    calls, and a change inotify missed is still seen within IDLE_EVERY ticks."""
-    tick = 0
-    while True:
-        await asyncio.sleep(interval)
-        tick += 1
-        everyone = tick % IDLE_EVERY == 0
-        quiet_since = time.monotonic() - max(IDLE_AFTER, IDLE_EVERY * interval)
-        for tailer in tailers():
-            if not everyone and tailer.last_growth < quiet_since:
-                continue
-            if tailer.needs_attention():
-                tailer.wake()
-
-
-class FileTailer:
-    """Tails one file identity opened under `path`; see the module docstring."""
-
-    def __init__(self, path: str, route: Route, opts: TailOptions, queue: BatchQueue,
-                 registry: Registry, budget: FdBudget, start_at_end: bool,
-                 on_rotated: Callable[["FileTailer"], None], spec: SourceSpec | None = None) -> None:
-        self.path = path
-        self.opts = opts
+    def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None = None) -> None:
+        self.path = path  # the name as the OS takes it
+        self.name = display_name(path)  # the name as messages, keys, labels and logs show it
+        self.origin = path  # the collect entry this file belongs to (set by the runner)
+        self.ctx = ctx
+        self.opts = ctx.opts
         self.spec = spec or SourceSpec()
         self.announce = True  # log the start at INFO (the runner turns it off past its first files)
         self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
-        self._queue = queue
-        self._registry = registry
-        self._budget = budget
-        self._start_at_end = start_at_end
-        self._on_rotated = on_rotated
+        self._queue = ctx.queue
+        self._registry = ctx.registry
         self.route = route
-        self._format = self._make_format(route)
-        self.fd: int | None = None
         self.dev = self.ino = 0
         self.fp, self.fp_len = "", 0
         self.read_pos = 0
-        self.acked = 0
-        self.generation = 0
-        self._splitter = LineSplitter(opts.max_line_bytes)
+        self.acks = AckTracker()
+        self._splitter = LineSplitter(self.opts.max_line_bytes)
         self._events: Aggregator | None = None
-        self._inflight: collections.deque[Batch] = collections.deque()
         self._wake = asyncio.Event()
-        self._failed: object | None = None
         self._failures = 0
-        self.rotated = False
         self.finished = False
-        self._last_growth = time.monotonic()
-        self._closed_idle = False
-        self._decided = False  # where to start was decided but may not be on disk yet
-        self._key = f"{opts.ip}:{path}".encode()
-        self._label = metrics.path_label(path)
+        self._key = f"{self.opts.ip}:{self.name}".encode()
+        self._label = metrics.path_label(self.name)
         self._lines = metrics.LINES_READ.labels(self._label)
         self._bytes = metrics.BYTES_READ.labels(self._label)
         self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
         self._replaced_logged = -1e9
         self._replaced_since_log = 0
         # A gauge shared by many files would say nothing: files past the label cap have none.
-        self._unacked = (metrics.UNACKED_BYTES.labels(self._label)
-                         if self._label != metrics.OTHER_PATHS else _NoGauge())
+        own = self._label != metrics.OTHER_PATHS
+        self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
+        self._held = metrics.PARTIAL_LINE_BYTES.labels(self._label) if own else _NoGauge()
+        self._format = self._make_format(route)
 
-    # ---- routing
+    # ---- offsets
+
+    @property
+    def acked(self) -> int:
+        """Every byte before this offset is acknowledged by Kafka."""
+        return self.acks.acked
+
+    @property
+    def generation(self) -> int:
+        return self.acks.generation
+
+    @property
+    def unacked(self) -> int:
+        """Batches in flight."""
+        return self.acks.pending
+
+    @property
+    def resume_offset(self) -> int:
+        """Where a restart must begin: never inside a line, nor inside a multiline event."""
+        pending = self._events.pending_start if self._events is not None else None
+        return self._splitter.resume_offset if pending is None else pending
+
+    # ---- routing and decoding
 
     def _make_format(self, route: Route) -> MessageFormat:
-        return MessageFormat(self.opts.ip, self.opts.host, self.path, route.module, route.fields,
+        return MessageFormat(self.opts.ip, self.opts.host, self.name, route.module, route.fields,
                              self.encoding or "utf-8")
 
-    def _resolve_encoding(self, fd: int) -> None:
+    def retarget(self, route: Route) -> None:
+        """New topic/module/fields for the lines not read yet; nothing is re-read."""
+        self.route = route
+        self._format = self._make_format(route)
+
+    def _resolve_encoding(self, head: bytes) -> None:
         """Pick the codec (a UTF-16/32 BOM decides the byte order) and build the line machinery."""
-        self.encoding = resolve_encoding(self.spec.encoding, os.pread(fd, 4, 0))
+        self.encoding = resolve_encoding(self.spec.encoding, head)
         self._splitter = LineSplitter(self.opts.max_line_bytes, self.encoding)
         self._splitter.reset(self.read_pos)
         if self.spec.multiline is not None:
             self._events = Aggregator(self.spec.multiline, self.encoding, self.opts.max_line_bytes)
         self._format = self._make_format(self.route)
 
-    def retarget(self, route: Route) -> None:
-        """New topic/module/fields for the lines not read yet; nothing is re-read."""
-        self.route = route
-        self._format = self._make_format(route)
+    # ---- bytes to batches
+
+    async def _ship_chunk(self, data: bytes, offset: int) -> None:
+        """Lines completed by `data` (at file offset `offset`) onto the queue."""
+        self._bytes.inc(len(data))
+        values = self._messages(data, offset)
+        self._held.set(self._splitter.pending)
+        if values:
+            await self._enqueue(values)
+        else:
+            await asyncio.sleep(0)  # a long line without newline must not starve the loop
+
+    def _messages(self, data: bytes, offset: int) -> list[bytes]:
+        """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        if self._events is None:
+            held = self._splitter.held
+            fast = self._splitter.feed_plain(data, offset)
+            if fast is not None:
+                start, parts = fast
+                if not parts:
+                    return []
+                plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
+                values = self._format.build_plain(start, parts, utc_timestamp(), plain)
+                self._count_replaced(start)
+                return values
+        lines = self._splitter.feed(data, offset)
+        if lines and self._events is not None:
+            lines = self._events.push(lines)
+        return self._build(lines) if lines else []
+
+    def _build(self, lines: list[Line]) -> list[bytes]:
+        truncated = sum(1 for line in lines if line[2])
+        if truncated:
+            metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
+            log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
+                        self.name, truncated, lines[0][0])
+        values = self._format.build(lines, utc_timestamp())
+        self._count_replaced(lines[0][0])
+        return values
+
+    def _count_replaced(self, offset: int) -> None:
+        """Count lines whose bytes were invalid in the encoding; say so (at most once a minute)."""
+        n = self._format.replaced
+        if not n:
+            return
+        self._decode_errors.inc(n)
+        self._replaced_since_log += n
+        now = time.monotonic()
+        if now - self._replaced_logged >= 60.0:
+            log.warning("%s: %d line(s) had bytes that are not valid %s (binary content?), shipped with "
+                        "U+FFFD in their place; first near offset %d", self.name, self._replaced_since_log,
+                        self.encoding, offset)
+            self._replaced_logged, self._replaced_since_log = now, 0
+
+    async def _ship(self, lines: list[Line]) -> None:
+        await self._enqueue(self._build(lines))
+
+    async def _enqueue(self, values: list[bytes]) -> None:
+        """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
+        self._lines.inc(len(values))
+        batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.acks.generation)
+        self.acks.sent(batch)
+        self._unacked.set(self.read_pos - self.acks.acked)
+        await self._queue.put(batch)
+
+    async def _flush_held(self) -> None:
+        """The file will not grow: send the held partial line and a pending multiline event."""
+        last = self._splitter.flush()
+        if self._events is not None:
+            last = self._events.push(last) + self._events.flush()
+        self._held.set(0)
+        if last:
+            await self._ship(last)
+
+    # ---- acknowledgements
+
+    def batch_done(self, batch: Batch) -> None:
+        """Called on the loop when Kafka answered for every message of the batch."""
+        outcome = self.acks.done(batch)
+        if outcome is Ack.FAILED:
+            err = batch.error
+            text = err.str() if hasattr(err, "str") else str(err)
+            log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
+                      self.name, batch.topic, self.acked, text, self.acked)
+            self.wake()
+        elif outcome is Ack.MOVED:
+            self._failures = 0
+            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len)
+            self._unacked.set(max(0, self.read_pos - self.acked))
+
+    async def _rewind_after_failure(self) -> None:
+        delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
+        self._failures += 1
+        await asyncio.sleep(delay)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Drop what is in flight and read again from the acknowledged offset."""
+        self.read_pos = self.acks.rewind()
+        self._splitter.reset(self.read_pos)
+        if self._events is not None:
+            self._events.reset()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+
+class FileTailer(Shipper):
+    """Tails one file identity opened under `path`; see the module docstring."""
+
+    def __init__(self, path: str, route: Route, ctx: TailContext, start_at_end: bool = False,
+                 on_rotated: Callable[["FileTailer"], None] | None = None,
+                 spec: SourceSpec | None = None) -> None:
+        super().__init__(path, route, ctx, spec)
+        self._budget = ctx.budget
+        self._start_at_end = start_at_end
+        self._on_rotated = on_rotated or (lambda tailer: None)
+        self.fd: int | None = None
+        self.rotated = False
+        self._last_growth = time.monotonic()
+        self._closed_idle = False
+        self._decided = False  # where to start was decided but may not be on disk yet
 
     # ---- open / close
 
@@ -216,11 +336,12 @@ class FileTailer:
 
     def open(self, at: str | None = None) -> None:
         """Open the file under `path`, or under `at`, a new name of the same file (the first
-        time: identify it and find where to start).
+        time: identify it, claim it and find where to start).
 
-        Raises SourceError. When all `max_open_files` descriptors are busy and none is idle,
-        a new file is identified through a short-lived descriptor and left parked (no
-        descriptor): the stat tick wakes it and it reopens as soon as a slot frees.
+        Raises SourceError (NotAllowed when the opened file lies outside allowed_paths,
+        AlreadyCollected when another tailer reads it). When all `max_open_files` descriptors
+        are busy and none is idle, a new file is identified through a short-lived descriptor
+        and left parked (no descriptor): the stat tick wakes it and it reopens when a slot frees.
         """
         name = at or self.path
         reopening = self.dev != 0
@@ -228,23 +349,28 @@ class FileTailer:
         if not have_slot and reopening:
             return  # still parked; the next tick tries again
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
+            # A name found by inode must be the file itself, never a symlink planted there.
+            fd, st = open_checked(name, self.ctx.allowed, nofollow=at is not None)
+        except SourceError as exc:
             self._budget.release(self)
-            metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
-            raise SourceError(f"{name}: cannot open: {exc.strerror}") from exc
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            self._budget.release(self)
-            metrics.FILE_ERRORS.labels(self._label, "not_regular_file").inc()
-            raise SourceError(f"{name}: not a regular file")
+            # A refusal is counted under the entry: the name may lead somewhere outside.
+            label = metrics.path_label(display_name(self.origin)) if isinstance(exc, NotAllowed) else self._label
+            metrics.FILE_ERRORS.labels(label, exc.reason).inc()
+            raise
         if reopening and ((st.st_dev, st.st_ino) != (self.dev, self.ino)
                           or fingerprint(fd, self.fp_len)[0] != self.fp):
             # Another file under the name, or the inode reused by a new file while we had it closed.
             os.close(fd)
             self._budget.release(self)
-            raise FileReplaced(f"{name}: replaced while closed")
+            raise FileReplaced(f"{display_name(name)}: replaced while closed")
+        if not reopening:
+            holder = self.ctx.claims.claim((st.st_dev, st.st_ino), self)
+            if holder is not None:
+                os.close(fd)
+                self._budget.release(self)
+                raise AlreadyCollected(f"{self.name} is the same file as {holder.name} (entry "
+                                       f"{display_name(holder.origin)!r}), which is collected already; "
+                                       "it is not read twice", holder)
         self.fd = fd
         self._closed_idle = False
         if not reopening:
@@ -253,7 +379,7 @@ class FileTailer:
             os.close(fd)
             self.fd = None
             self._closed_idle = True
-            log.debug("%s parked: all max_open_files descriptors busy", self.path)
+            log.debug("%s parked: all max_open_files descriptors busy", self.name)
 
     def _identify(self, fd: int, st: os.stat_result) -> None:
         """A file seen for the first time: its identity, and the offset to start from."""
@@ -271,15 +397,15 @@ class FileTailer:
         else:
             start = 0
             how = "beginning"
-        self.read_pos = self.acked = start
+        self.read_pos = self.acks.rewind(start)
         self._splitter.reset(start)
         if st.st_size > 0:
-            self._resolve_encoding(fd)
+            self._resolve_encoding(os.pread(fd, 4, 0))
         # Saved at once (run() persists it before reading), so a restart before the first ack
         # does not re-decide where to start.
         self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len)
         log.log(logging.INFO if self.announce else logging.DEBUG,
-                "tailing %s from offset %d (%s) -> topic %s", self.path, start, how, self.route.topic)
+                "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
 
     @staticmethod
     def _last_line_end(fd: int, size: int) -> int:
@@ -295,7 +421,7 @@ class FileTailer:
         """Close the descriptor but keep identity and offsets; reopened when the file changes."""
         if self.fd is None:
             return
-        log.debug("closing %s (%s)", self.path, why)
+        log.debug("closing %s (%s)", self.name, why)
         self._close_fd()
         self._closed_idle = True
 
@@ -307,10 +433,15 @@ class FileTailer:
                 self.fd = None
                 self._budget.release(self)
 
-    # ---- the loop
+    def close(self) -> None:
+        """Close the descriptor for good (the entry was removed or the agent stops)."""
+        self._close_fd()
+        self.finished = True
+        self.ctx.claims.release(self)
+        self._unacked.set(0)
+        self._held.set(0)
 
-    def wake(self) -> None:
-        self._wake.set()
+    # ---- the loop
 
     @property
     def last_growth(self) -> float:
@@ -335,7 +466,7 @@ class FileTailer:
             self._decided = False
         while not self.finished:
             self._wake.clear()  # before reading: a wake-up during the read is not lost
-            if self._failed is not None:
+            if self.acks.failed is not None:
                 await self._rewind_after_failure()
             if self.fd is None:
                 self._maybe_reopen()
@@ -371,7 +502,7 @@ class FileTailer:
     def needs_attention(self) -> bool:
         """The stat tick's cheap check (no task switch): has anything changed that inotify
         may not have told us about? Growth, truncation, a rename or delete, an idle close due."""
-        if self.finished or self._failed is not None:
+        if self.finished or self.acks.failed is not None:
             return False
         try:
             if self.fd is not None:
@@ -393,97 +524,46 @@ class FileTailer:
         assert fd is not None
         size = os.fstat(fd).st_size
         if size < self.read_pos:
-            log.warning("%s was truncated (size %d < offset %d): copytruncate? reading again from 0",
-                        self.path, size, self.read_pos)
-            metrics.ROTATIONS.labels(self._label, "truncate").inc()
-            self.read_pos = 0
-            self._splitter.reset(0)
-            if self._events is not None and self._events.pending_start is not None:
-                await self._ship(self._events.flush())
+            await self._start_over(fd, f"was truncated (size {size} < offset {self.read_pos}): copytruncate?")
+        elif size > self.read_pos > 0 and self.fp_len and fingerprint(fd, self.fp_len)[0] != self.fp:
+            # Truncated and at once written past the old offset: only its first bytes tell.
+            await self._start_over(fd, "was truncated and written again (its first bytes changed)")
         bufsize = self.opts.read_buffer_bytes
         while True:
             try:
                 data = os.pread(fd, bufsize, self.read_pos)
             except OSError as exc:
                 metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
-                raise SourceError(f"{self.path}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
+                raise SourceError(f"{self.name}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
             if not data:
                 return
             if not self.encoding:
-                self._resolve_encoding(fd)
+                self._resolve_encoding(os.pread(fd, 4, 0))
             offset = self.read_pos
             self.read_pos += len(data)
             self._last_growth = time.monotonic()
             self._budget.touch(self)
-            self._bytes.inc(len(data))
-            if self.fp_len < FINGERPRINT_BYTES and self.read_pos >= FINGERPRINT_BYTES:
-                self.fp, self.fp_len = fingerprint(fd)
-            values = self._messages(data, offset)
-            if values:
-                await self._enqueue(values)
-            else:
-                await asyncio.sleep(0)  # a long line without newline must not starve the loop
+            if self.fp_len < FINGERPRINT_BYTES:
+                # The fingerprint grows with the file up to FINGERPRINT_BYTES: the more of the
+                # head it covers, the surer a reused inode or a rewrite is told apart.
+                self.fp, self.fp_len = fingerprint(fd, min(self.read_pos, FINGERPRINT_BYTES))
+            await self._ship_chunk(data, offset)
             if len(data) < bufsize:
                 return
 
-    def _messages(self, data: bytes, offset: int) -> list[bytes]:
-        """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
-        if self._events is None:
-            held = self._splitter.held
-            fast = self._splitter.feed_plain(data, offset)
-            if fast is not None:
-                start, parts = fast
-                plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
-                if not parts:
-                    return []
-                values = self._format.build_plain(start, parts, utc_timestamp(), plain)
-                self._count_replaced(start)
-                return values
-        lines = self._splitter.feed(data, offset)
-        if lines and self._events is not None:
-            lines = self._events.push(lines)
-        return self._build(lines) if lines else []
-
-    @property
-    def resume_offset(self) -> int:
-        """Where a restart must begin: never inside a line, nor inside a multiline event."""
-        pending = self._events.pending_start if self._events is not None else None
-        return self._splitter.resume_offset if pending is None else pending
-
-    def _build(self, lines: list[Line]) -> list[bytes]:
-        truncated = sum(1 for line in lines if line[2])
-        if truncated:
-            metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
-            log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
-                        self.path, truncated, lines[0][0])
-        values = self._format.build(lines, utc_timestamp())
-        self._count_replaced(lines[0][0])
-        return values
-
-    def _count_replaced(self, offset: int) -> None:
-        """Count lines whose bytes were invalid in the encoding; say so (at most once a minute)."""
-        n = self._format.replaced
-        if not n:
-            return
-        self._decode_errors.inc(n)
-        self._replaced_since_log += n
-        now = time.monotonic()
-        if now - self._replaced_logged >= 60.0:
-            log.warning("%s: %d line(s) had bytes that are not valid %s (binary content?), shipped with "
-                        "U+FFFD in their place; first near offset %d", self.path, self._replaced_since_log,
-                        self.encoding, offset)
-            self._replaced_logged, self._replaced_since_log = now, 0
-
-    async def _ship(self, lines: list[Line]) -> None:
-        await self._enqueue(self._build(lines))
-
-    async def _enqueue(self, values: list[bytes]) -> None:
-        """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
-        self._lines.inc(len(values))
-        batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.generation)
-        self._inflight.append(batch)
-        self._unacked.set(self.read_pos - self.acked)
-        await self._queue.put(batch)
+    async def _start_over(self, fd: int, why: str) -> None:
+        """The file was rewritten from the start under us: read it again from offset 0. What is
+        in flight from the old content is still delivered, but no longer moves the offset."""
+        log.warning("%s %s; reading it again from offset 0", self.name, why)
+        metrics.ROTATIONS.labels(self._label, "truncate").inc()
+        if self._events is not None and self._events.pending_start is not None:
+            await self._ship(self._events.flush())
+        self.read_pos = self.acks.rewind(0)
+        self._splitter.reset(0)
+        if self._events is not None:
+            self._events.reset()
+        self.fp, self.fp_len = fingerprint(fd)
+        self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len)
 
     def _check_name(self) -> None:
         """Notice when `path` no longer names our file (renamed, deleted, replaced)."""
@@ -502,7 +582,7 @@ class FileTailer:
             self.rotated = True
             self._last_growth = time.monotonic()
             metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
-            log.info("%s was renamed or deleted; reading the old file to its end", self.path)
+            log.info("%s was renamed or deleted; reading the old file to its end", self.name)
             self._on_rotated(self)
 
     def _maybe_reopen(self) -> None:
@@ -514,7 +594,7 @@ class FileTailer:
             st = None
         try:
             if st is None or (st.st_dev, st.st_ino) != (self.dev, self.ino):
-                raise FileReplaced(f"{self.path}: renamed or replaced while closed")
+                raise FileReplaced(f"{self.name}: renamed or replaced while closed")
             if st.st_size != self.read_pos:
                 self.open()
         except FileReplaced:
@@ -545,7 +625,7 @@ class FileTailer:
             return False
         try:
             self.open(at=found)
-        except SourceError:  # gone meanwhile, or another file with a reused inode
+        except SourceError:  # gone meanwhile, another file with a reused inode, or refused
             return False
         if self.fd is None:
             return None
@@ -553,66 +633,12 @@ class FileTailer:
             self._close_fd()
             return False
         log.info("%s was renamed to %s while closed; reading it to its end from offset %d",
-                 self.path, found, self.read_pos)
+                 self.name, display_name(found), self.read_pos)
         return True
 
     async def _finish_rotated(self) -> None:
-        last = self._splitter.flush()
-        if self._events is not None:
-            last = self._events.push(last) + self._events.flush()
-        if last:
-            await self._ship(last)
-        log.info("finished rotated file %s at offset %d", self.path, self.read_pos)
+        await self._flush_held()
+        log.info("finished rotated file %s at offset %d", self.name, self.read_pos)
         self._close_fd()
         self.finished = True
-
-    # ---- acknowledgements
-
-    def batch_done(self, batch: Batch) -> None:
-        """Called on the loop when Kafka answered for every message of the batch."""
-        if batch.generation != self.generation:
-            return  # from before a rewind: those lines are being read again
-        if batch.error is not None:
-            if self._failed is None:
-                err = batch.error
-                text = err.str() if hasattr(err, "str") else str(err)
-                log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
-                          self.path, batch.topic, self.acked, text, self.acked)
-                self._failed = err
-                self.wake()
-            return
-        inflight = self._inflight
-        moved = False
-        while inflight and inflight[0].remaining == 0 and inflight[0].error is None:
-            self.acked = inflight.popleft().end_offset
-            moved = True
-        if moved:
-            self._failures = 0
-            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len)
-            self._unacked.set(max(0, self.read_pos - self.acked))
-
-    async def _rewind_after_failure(self) -> None:
-        delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
-        self._failures += 1
-        await asyncio.sleep(delay)
-        self.rewind()
-
-    def rewind(self) -> None:
-        """Drop what is in flight and read again from the acknowledged offset."""
-        self.generation += 1
-        self._failed = None
-        self._inflight.clear()
-        self.read_pos = self.acked
-        self._splitter.reset(self.acked)
-        if self._events is not None:
-            self._events.reset()
-
-    @property
-    def unacked(self) -> int:
-        return len(self._inflight)
-
-    def close(self) -> None:
-        """Close the descriptor for good (the entry was removed or the agent stops)."""
-        self._close_fd()
-        self.finished = True
-        self._unacked.set(0)
+        self.ctx.claims.release(self)

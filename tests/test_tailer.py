@@ -20,7 +20,7 @@ from logagent.batch import Batch
 from logagent.errors import SourceError
 from logagent.queue import BatchQueue
 from logagent.registry import Registry
-from logagent.tailer import FdBudget, FileTailer, Route, TailOptions, stat_tick
+from logagent.tailer import Claims, FdBudget, FileTailer, Route, TailContext, TailOptions, stat_tick
 
 OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)
 
@@ -34,11 +34,14 @@ class Harness:
         self.budget = FdBudget(budget)
         self.rotated: list[FileTailer] = []
         self.all: list[FileTailer] = []
+        self.allowed: tuple[str, ...] = (f"{tmp}/**",)
+        self.claims = Claims()
         self.ticker = asyncio.create_task(stat_tick(lambda: self.all, OPTS.stat_interval))
 
     def tailer(self, path: Path, start_at_end: bool = False, opts: TailOptions = OPTS) -> FileTailer:
-        t = FileTailer(str(path), Route("t"), opts, self.queue, self.registry, self.budget, start_at_end,
-                       self.rotated.append)
+        ctx = TailContext(opts=opts, queue=self.queue, registry=self.registry, budget=self.budget,
+                          allowed_paths=self.allowed, claims=self.claims)
+        t = FileTailer(str(path), Route("t"), ctx, start_at_end, self.rotated.append)
         self.all.append(t)
         return t
 
@@ -409,3 +412,117 @@ def test_stat_tick_checks_quiet_files_every_fifth_tick_only() -> None:
     busy, quiet = asyncio.run(main())
     assert busy >= 20
     assert busy // 5 - 1 <= quiet <= busy // 5 + 1
+
+
+def test_truncated_and_at_once_written_past_the_old_offset_is_read_from_zero(tmp_path: Path):
+    """truncate(0) followed at once by more bytes than the old offset: the size alone does not tell;
+    the changed first bytes do. No fragment, no lost first line."""
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("first\n")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        assert data(await h.batches()) == ["first"]
+        with open(log, "r+") as f:  # no read in between: one write of the new content
+            f.truncate(0)
+            f.write("rewritten 1\nrewritten 2\n")
+        batches = await h.batches()
+        assert data(batches) == ["rewritten 1", "rewritten 2"]
+        assert json.loads(batches[0].values[0])["offset"] == 0
+        for b in batches:
+            h.ack(b)
+        assert t.acked == len("rewritten 1\nrewritten 2\n")
+        task.cancel()
+        t.close()
+
+    run(body)
+
+
+def test_one_file_under_two_names_is_read_once(tmp_path: Path):
+    from logagent.errors import AlreadyCollected
+
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "a.log"
+        log.write_text("x\n")
+        alias = tmp_path / "alias.log"
+        alias.symlink_to(log)
+        first = h.tailer(log)
+        first.open()
+        second = h.tailer(alias)
+        with pytest.raises(AlreadyCollected, match="same file as") as caught:
+            second.open()
+        assert caught.value.holder is first and h.budget.in_use == 1
+        first.close()  # released: the other name may take it now
+        second.open()
+        second.close()
+
+    run(body)
+
+
+def test_a_symlink_swapped_in_after_the_check_is_refused_on_the_descriptor(tmp_path: Path):
+    from logagent.errors import NotAllowed
+
+    async def body() -> None:
+        h = Harness(tmp_path)
+        (tmp_path / "logs").mkdir()
+        h.allowed = (f"{tmp_path}/logs/**",)
+        secret = tmp_path / "secret"
+        secret.write_text("root:x:0:0\n")
+        log = tmp_path / "logs" / "a.log"
+        log.symlink_to(secret)  # as if swapped in between a name check and the open
+        with pytest.raises(NotAllowed):
+            h.tailer(log).open()
+        assert h.budget.in_use == 0 and h.queue.empty()
+
+    run(body)
+
+
+def test_a_held_partial_line_is_shown_in_a_metric(tmp_path: Path):
+    from logagent import metrics
+
+    async def body() -> None:
+        h = Harness(tmp_path)
+        log = tmp_path / "p.log"
+        log.write_text("done\nno newline yet")
+        t = h.tailer(log)
+        t.open()
+        task = asyncio.create_task(t.run())
+        assert data(await h.batches()) == ["done"]
+        gauge = metrics.PARTIAL_LINE_BYTES.labels(metrics.path_label(str(log)))
+        assert gauge._value.get() == len("no newline yet")
+        with open(log, "a") as f:
+            f.write("\n")
+        assert data(await h.batches()) == ["no newline yet"]
+        assert gauge._value.get() == 0
+        task.cancel()
+        t.close()
+
+    run(body)
+
+
+def test_a_name_that_is_not_utf8_is_shipped_escaped_and_saved(tmp_path: Path):
+    async def body() -> None:
+        h = Harness(tmp_path)
+        name = os.fsdecode(bytes(tmp_path) + b"/\xff.log")
+        with open(name, "w") as f:
+            f.write("bad name\n")
+        t = h.tailer(Path(name))
+        t.open()
+        task = asyncio.create_task(t.run())
+        [batch] = await h.batches()
+        msg = json.loads(batch.values[0])
+        assert msg["path"] == f"{tmp_path}/\\xff.log" and msg["data"] == "bad name"
+        assert batch.key == f"127.0.0.1:{tmp_path}/\\xff.log".encode()
+        h.ack(batch)
+        h.registry.save()
+        saved = Registry(tmp_path / "data")
+        saved.load()
+        entry = saved.lookup(t.dev, t.ino)
+        assert entry is not None and entry.path == name and entry.offset == len("bad name\n")
+        task.cancel()
+        t.close()
+
+    run(body)
