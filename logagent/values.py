@@ -38,17 +38,19 @@ FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 TOPIC_RULE = "letters, digits, '.', '_', '-'; 1 to 249 characters; not '.' or '..'"
 
+SHOW_CHARS = 200
 _repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
+_repr.maxstring = SHOW_CHARS
+_repr.maxother = SHOW_CHARS
 _repr.maxlevel = 3
 
 
 def show(value: Any) -> str:
-    """repr of a bad value for an error message: at most ~80 characters, one line, and safe
-    for any decoded JSON (deep nesting, huge strings, lone surrogates are all escaped)."""
+    """repr of a value for an error message: at most SHOW_CHARS characters (a whole path, a
+    cut 1 MB string), one line, and safe for any decoded JSON (deep nesting, huge strings and
+    lone surrogates are all cut or escaped)."""
     text = _repr.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= SHOW_CHARS else text[:SHOW_CHARS - 3] + "..."
 
 
 def parse_bool(value: Any) -> bool | None:

@@ -211,6 +211,59 @@ def test_bad_values_are_refused_while_the_rest_keeps_running(make_agent, kafka, 
     assert agent.stop() == 0
 
 
+# Values that slipped past validation and crashed the agent (exit 1 at start, a task crash live):
+# each must now be refused with a one-line error while the last good configuration runs on.
+CRASHERS = {
+    "fields >= 2^64": lambda p: '[{"path": "%s", "topic": "t", "fields": {"n": 18446744073709551616}}]' % p,
+    "fields 300 deep": lambda p: json.dumps([{"path": str(p), "topic": "t",
+                                              "fields": {"d": json.loads("[" * 300 + "]" * 300)}}]),
+    "max_lines NaN": lambda p: '[{"path": "%s", "topic": "t", "multiline": {"preset": "java", "max_lines": NaN}}]' % p,
+    "max_lines Infinity": lambda p: '[{"path": "%s", "topic": "t", "multiline": {"pattern": "^ ", "max_lines": '
+                                    'Infinity}}]' % p,
+    "200,000 deep": lambda p: "[" * 200_000 + "]" * 200_000,
+    "lone surrogate": lambda p: '[{"path": "%s", "topic": "t", "module": "\\udcff"}]' % p,
+    "encoding idna": lambda p: '[{"path": "%s", "topic": "t", "encoding": "idna"}]' % p,
+    "null": lambda p: "null",
+    "UTF-16": lambda p: entries((p, "t")).encode("utf-16"),
+}
+
+
+def test_values_that_crashed_the_agent_are_refused_at_start_and_live(make_agent, kafka, etcd, kv, logdir,
+                                                                      tmp_path):
+    ip = unique_ip()
+    key, skey = collect_key(ip), sysinfo_key(ip)
+    log, topic = logdir / "app.log", new_topic("crash")
+    data = tmp_path / "data"
+    kv.put(key, entries((log, topic)))
+    first = make_agent(etcd=etcd, ip=ip, data_dir=data)
+    assert first.stop() == 0  # the good value is saved as the last good configuration
+
+    # At start: the agent used to exit 1 here; now it runs the saved entries.
+    kv.put(key, CRASHERS["fields >= 2^64"](log))
+    kv.put(skey, '{"a":' * 150_000 + "1" + "}" * 150_000)  # 900 KB: under the size limit
+    append(log, ["at start"])
+    agent = make_agent(etcd=etcd, ip=ip, data_dir=data)
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(1)
+        text = agent.log_text()
+        assert "fields cannot be sent as JSON: Integer exceeds 64-bit range" in text
+        assert f"{skey}: not valid JSON: nested deeper than 64 levels" in text
+        assert f"{key}: using the last good entries saved in" in text
+        # Live: each is refused, counted, and collecting goes on.
+        errors = agent.metric("logagent_config_errors_total", key=key)
+        for n, (name, make) in enumerate(list(CRASHERS.items())[1:], 1):  # the first one is in force
+            kv.put(key, make(log))
+            wait_until(lambda: agent.metric("logagent_config_errors_total", key=key) >= errors + n, 10,
+                       what=f"{name} refused")
+        append(log, ["live"])
+        reader.read(2)
+        assert data_of(reader) == ["at start", "live"]
+    assert agent.metric("logagent_task_crashes_total") == 0
+    assert "Traceback" not in agent.log_text()
+    assert "etcd values must be UTF-8 JSON" in agent.log_text()
+    assert agent.stop() == 0
+
+
 # ---------------------------------------------------------------------------- etcd outages
 
 def test_etcd_restarted_while_the_agent_runs(make_agent, kafka, own_etcd, logdir, tmp_path):
@@ -485,6 +538,34 @@ def test_check_passes_on_the_live_stack_and_fails_on_a_wrong_kafka(make_agent, k
     done = logagent("check", "-c", str(no_etcd), "--timeout", "2")
     assert done.returncode == 1
     assert any(line.startswith("FAIL etcd:") and "UNAVAILABLE" in line for line in done.stdout.splitlines())
+
+
+def test_check_reports_symlinked_folders_outside_allowed_paths_and_strict_warnings(make_agent, kafka, etcd, kv,
+                                                                                      logdir, tmp_path):
+    ip = unique_ip()
+    agent = make_agent(etcd=etcd, ip=ip, data_dir=tmp_path / "data", start=False)
+    outside = tmp_path / "outside-secret-folder"
+    outside.mkdir()
+    (outside / "x.log").write_text("not for the agent\n")
+    (logdir / "linked").symlink_to(outside)
+    kv.put(collect_key(ip), json.dumps([{"path": f"{logdir}/linked/*.log", "topic": "t"},
+                                        {"path": f"{logdir}/real.log", "topic": "t"}]))
+    done = logagent("check", "-c", str(agent.config), "--timeout", "5")
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("FAIL etcd:"))
+    assert f"folder '{logdir}/linked' resolves through a symlink to a place outside [agent] allowed_paths" in line
+    assert "has 2 good entries" in line and str(outside) not in done.stdout  # the target is not shown
+
+    kv.put(collect_key(ip), entries((logdir / "real.log", "t")))
+    typo = tmp_path / "typo.ini"
+    typo.write_text(agent.config.read_text().replace("[agent]\n", "[agent]\nmax_open_file = 10\n"))
+    done = logagent("check", "-c", str(typo), "--timeout", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok   config: warning: {typo}: [agent] max_open_file: unknown key, ignored, did you mean " \
+           "max_open_files?" in done.stdout
+    done = logagent("check", "--strict", "-c", str(typo), "--timeout", "5")
+    assert done.returncode == 1
+    assert "FAIL config: warning:" in done.stdout and "ok   kafka" in done.stdout and "ok   etcd" in done.stdout
 
 
 # ---------------------------------------------------------------------------- auth

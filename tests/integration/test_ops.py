@@ -13,8 +13,15 @@ def test_json_logs_one_object_per_line(make_agent, kafka, logdir):
     topic = new_topic()
     log = logdir / "app.log"
     log.write_text("")
+    # Secret-bearing librdkafka properties that a PLAINTEXT producer accepts (and ignores): the
+    # agent logs its producer configuration at INFO, which must show none of them.
+    secrets = {"sasl.password": "sasl-secret-pw", "ssl.key.password": "key-secret-pw",
+               "sasl.oauthbearer.config": "principal=svc clientSecret=oauth-secret-value",
+               "sasl.oauthbearer.client.secret": "client-secret-value",
+               "ssl.key.pem": "-----BEGIN PRIVATE KEY-----pem-secret-value"}
     agent = make_agent(files=[{"path": str(log), "topic": topic}],
-                       extra={"agent": {"log_format": "json"}, "etcd": {"password": "etcd-secret-pw"}})
+                       extra={"agent": {"log_format": "json"}, "etcd": {"password": "etcd-secret-pw"},
+                              "kafka.producer": secrets})
     log.write_text("hello\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
@@ -24,6 +31,9 @@ def test_json_logs_one_object_per_line(make_agent, kafka, logdir):
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any("tailing" in r["message"] for r in records)
     assert "etcd-secret-pw" not in agent.log_text()
+    assert "kafka producer started" in agent.log_text()
+    for value in secrets.values():
+        assert value.split("=")[-1].split("-----")[-1] not in agent.log_text()
 
 
 def test_health_endpoints_report_real_state(make_agent, kafka, logdir):
