@@ -53,5 +53,12 @@ dev-show: $(STAMP)
 bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
+## The sidecar image logagent:<version>, with no registry and no network in the build: a base made
+## with debootstrap from Debian's packages and a wheelhouse made here (devstack/image.py; starts
+## dockerd when none runs). BASE_IMAGE=python:3.11-slim builds on that image instead.
+.PHONY: image
+image: $(STAMP)
+	$(BIN)/python -m devstack.image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
 clean:
 	rm -rf $(VENV) .stack build *.egg-info

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Debian tools the tests drive for real: logrotate, setpriv (util-linux) to run an agent as an
-# unprivileged user, openssl to make the certificates of the TLS tests. Installed with apt-get
-# when missing and we are root.
+# unprivileged user, openssl to make the certificates of the TLS tests, a Docker engine (docker.io;
+# dockerd lives in /usr/sbin) and debootstrap to build and run the sidecar image. Installed with
+# apt-get when missing and we are root.
 set -euo pipefail
 missing=()
 command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${missing[*]}" >&2

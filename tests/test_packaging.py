@@ -36,6 +36,8 @@ from logagent.config import _SCHEMA, PASSTHROUGH, env_name, load
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
+HEALTHCHECK = REPO / "deploy" / "docker" / "healthcheck.py"
+HEALTHCHECK_IN_IMAGE = "/opt/logagent/healthcheck.py"
 UNIT = REPO / "systemd" / "logagent.service"
 K8S_DIR = REPO / "deploy" / "kubernetes"
 CONFIG = REPO / "config.ini"
@@ -113,9 +115,9 @@ def _load_yaml(tools: Path, path: Path) -> list[Any]:
 
 # ---------------------------------------------------------------------------- Dockerfile
 
-def parse_dockerfile(text: str) -> list[list[tuple[str, str]]]:
-    """Stages, each a list of (INSTRUCTION, arguments) with continuation lines joined."""
-    stages: list[list[tuple[str, str]]] = []
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
     logical = ""
     for raw in text.splitlines():
         line = raw.strip()
@@ -129,14 +131,34 @@ def parse_dockerfile(text: str) -> list[list[tuple[str, str]]]:
         logical += line
         if logical.strip():
             instr, _, args = logical.strip().partition(" ")
-            instr = instr.upper()
-            if instr == "FROM":
-                stages.append([])
-            assert stages, f"instruction before FROM: {logical}"
-            stages[-1].append((instr, args.strip()))
+            out.append((instr.upper(), args.strip()))
         logical = ""
     assert not logical, "Dockerfile ends in a continuation line"
+    return out
+
+
+def parse_dockerfile(text: str) -> list[list[tuple[str, str]]]:
+    """Stages, each a list of (INSTRUCTION, arguments); only ARGs may come before the first FROM."""
+    stages: list[list[tuple[str, str]]] = []
+    for instr, args in _instructions(text):
+        if instr == "FROM":
+            stages.append([])
+        if not stages:
+            assert instr == "ARG", f"instruction before FROM: {instr} {args}"
+            continue
+        stages[-1].append((instr, args))
     return stages
+
+
+def global_args(text: str) -> dict[str, str]:
+    """The ARGs before the first FROM (usable in FROM lines), with their defaults."""
+    out: dict[str, str] = {}
+    for instr, args in _instructions(text):
+        if instr == "FROM":
+            break
+        name, _, default = args.partition("=")
+        out[name] = default
+    return out
 
 
 def _exec_form(args: str) -> list[str]:
@@ -175,9 +197,12 @@ def stages() -> list[list[tuple[str, str]]]:
 
 
 def test_dockerfile_base_user_and_entrypoint(stages: list[list[tuple[str, str]]]) -> None:
+    # One base for both stages (the venv's python is a symlink to the base's), python:3.11-slim
+    # by default; `make image` passes a Debian-made one where no registry is reachable.
+    assert global_args(DOCKERFILE.read_text()) == {"BASE_IMAGE": "python:3.11-slim"}
     for stage in stages:
         base = stage[0][1].split()[0]
-        assert base == "python:3.11-slim", f"base image {base}"
+        assert base == "${BASE_IMAGE}", f"base image {base}"
     final = stages[-1]
     users = [args for instr, args in final if instr == "USER"]
     assert users, "the final stage must set USER"
@@ -205,9 +230,11 @@ def test_dockerfile_volume_env_port_healthcheck(stages: list[list[tuple[str, str
     assert exposed == [port]
     checks = [args for instr, args in final if instr == "HEALTHCHECK"]
     assert len(checks) == 1
-    check = checks[0]
-    assert "CMD" in check and f"127.0.0.1:{port}/healthz" in check
-    assert "curl" not in check and "wget" not in check, "python:3.11-slim has neither"
+    check = _exec_form(checks[0].split("CMD", 1)[1].strip())
+    # The check follows LOGAGENT_AGENT_HTTP_LISTEN: no port written into it.
+    assert check == ["/opt/logagent/bin/python", "-I", HEALTHCHECK_IN_IMAGE], check
+    assert port not in checks[0]
+    assert (["deploy/docker/healthcheck.py"], HEALTHCHECK_IN_IMAGE, False) in _copies(final)
     _check_env_names(env, "Dockerfile ENV")
     settings = load(CONFIG, environ={k: v for k, v in env.items() if k.startswith("LOGAGENT_")})
     assert str(settings.agent.data_dir) == "/var/lib/logagent"
@@ -215,11 +242,15 @@ def test_dockerfile_volume_env_port_healthcheck(stages: list[list[tuple[str, str
 
 def test_dockerfile_installs_without_test_extras(stages: list[list[tuple[str, str]]]) -> None:
     runs = " ".join(args for stage in stages for instr, args in stage if instr == "RUN")
-    installs = re.findall(r"pip install ([^&;]*)", runs)
-    assert installs, "no pip install in the Dockerfile"
-    for args in installs:
-        assert "--no-cache-dir" in args
+    installs = re.findall(r"pip (?:--python (\S+) )?install ([^&;]*)", runs)
+    assert len(installs) == 2, "one install from the wheelhouse, one from PyPI"
+    for python, args in installs:
+        # Into the agent's venv, which has no pip of its own, and without bytecode caches.
+        assert python == "/opt/logagent/bin/python"
+        assert "--no-cache-dir" in args and "--no-compile" in args
         assert "[test]" not in args and "[dev]" not in args
+    assert "--no-index --find-links" in installs[0][1]
+    assert "python3 -m venv --without-pip /opt/logagent" in runs
 
 
 def test_dockerignore_lets_the_copied_files_through(stages: list[list[tuple[str, str]]]) -> None:
@@ -231,8 +262,23 @@ def test_dockerignore_lets_the_copied_files_through(stages: list[list[tuple[str,
         for sources, _, from_stage in _copies(stage):
             if not from_stage:
                 for src in sources:
+                    if src == "wheelhouse*":  # optional: `make image` streams it, the repository has none
+                        assert "wheelhouse" in allowed
+                        continue
                     assert src.rstrip("/") in allowed, f"COPY {src} is excluded by .dockerignore"
                     assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
+
+
+def test_make_image_context_is_what_dockerignore_allows() -> None:
+    """devstack/image.py streams the context itself: the same files Docker would send, no more."""
+    from devstack.image import context_files
+
+    files = context_files()
+    assert {"Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "config.ini",
+            "deploy/docker/healthcheck.py", "logagent/__init__.py"} <= set(files)
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert {f.split("/")[0] for f in files} <= {"Dockerfile", ".dockerignore", "pyproject.toml", "README.md",
+                                                "config.ini", "deploy", "logagent"}
 
 
 def test_hadolint(tools: Path) -> None:
@@ -250,8 +296,7 @@ def _build_context(stages: list[list[tuple[str, str]]], dest: Path) -> None:
     for sources, target, from_stage in _copies(stages[0]):
         assert not from_stage and not target.startswith("/"), "the build stage copies into its WORKDIR"
         into_dir = target.endswith("/") or target == "." or len(sources) > 1
-        for src in sources:
-            path = REPO / src
+        for path in (p for src in sources for p in sorted(REPO.glob(src))):  # a glob may match nothing
             if path.is_dir():  # Docker copies a directory's contents into the target
                 shutil.copytree(path, dest / target, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -333,11 +378,11 @@ def test_image_healthcheck_command_against_a_running_agent(image_venv: Path,
     entry = _exec_form([a for i, a in final if i == "ENTRYPOINT"][-1])
     cmd = _exec_form([a for i, a in final if i == "CMD"][-1])
     cmd = [str(CONFIG) if arg == "/etc/logagent/config.ini" else arg for arg in cmd]
-    health = [a for i, a in final if i == "HEALTHCHECK"][-1]
-    health_cmd = _exec_form(health.split("CMD", 1)[1].strip())
-    dockerfile_port = _env_of(final)["LOGAGENT_AGENT_HTTP_LISTEN"].rsplit(":", 1)[1]
-    health_cmd = [arg.replace(f"127.0.0.1:{dockerfile_port}", f"127.0.0.1:{port}") for arg in health_cmd]
-    health_cmd[0] = str(image_venv / "bin" / health_cmd[0])
+    # The image's command with the image's paths mapped here; the port is not rewritten:
+    # the check must find it in LOGAGENT_AGENT_HTTP_LISTEN (a port that is not the image's 9798).
+    health = _exec_form([a for i, a in final if i == "HEALTHCHECK"][-1].split("CMD", 1)[1].strip())
+    here = {"/opt/logagent/bin/python": str(image_venv / "bin" / "python"), HEALTHCHECK_IN_IMAGE: str(HEALTHCHECK)}
+    health_cmd = [here.get(arg, arg) for arg in health]
 
     agent = subprocess.Popen([str(image_venv / "bin" / entry[0]), *entry[1:], *cmd], env=env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -354,7 +399,8 @@ def test_image_healthcheck_command_against_a_running_agent(image_venv: Path,
             assert time.monotonic() < deadline, "the agent never answered /healthz"
             time.sleep(0.2)
         proc = _run(health_cmd, env=env, timeout=10)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.strip() == f"http://127.0.0.1:{port}/healthz: ok"
     finally:
         agent.terminate()
         try:
@@ -366,6 +412,36 @@ def test_image_healthcheck_command_against_a_running_agent(image_venv: Path,
     # Once the agent is gone the same command reports unhealthy.
     proc = _run(health_cmd, env=env, timeout=10)
     assert proc.returncode != 0
+
+
+def _healthcheck_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("logagent_healthcheck", HEALTHCHECK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_healthcheck_asks_the_listen_address_on_loopback_when_it_is_a_wildcard() -> None:
+    url = _healthcheck_module().healthz_url
+    assert url("0.0.0.0:9798") == "http://127.0.0.1:9798/healthz"
+    assert url(":9900") == "http://127.0.0.1:9900/healthz"
+    assert url("127.0.0.1:9901") == "http://127.0.0.1:9901/healthz"
+    assert url("[::]:9902") == "http://[::1]:9902/healthz"
+    assert url("[fd00::5]:9903") == "http://[fd00::5]:9903/healthz"
+    with pytest.raises(ValueError, match="LOGAGENT_AGENT_HTTP_LISTEN='9798' is not host:port"):
+        url("9798")
+
+
+def test_healthcheck_with_http_off_or_nothing_listening(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGAGENT_")}
+    off = _run([sys.executable, "-I", str(HEALTHCHECK)], env={**env, "LOGAGENT_AGENT_HTTP_LISTEN": ""})
+    assert off.returncode == 0 and "no /healthz" in off.stdout
+    dead = _run([sys.executable, "-I", str(HEALTHCHECK)],
+                env={**env, "LOGAGENT_AGENT_HTTP_LISTEN": f"127.0.0.1:{_free_port()}"})
+    assert dead.returncode == 1 and dead.stdout.startswith("unhealthy:"), dead.stdout
 
 
 # ---------------------------------------------------------------------------- systemd
@@ -547,11 +623,16 @@ def test_kubernetes_sidecar_shape(tools: Path) -> None:
     sc = agent["securityContext"]
     assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True
     assert sc["readOnlyRootFilesystem"] is True
+    # What tests/integration/test_image.py runs it with: a read-only root, the logs read-only,
+    # the registry on a volume, a small writable /tmp.
+    assert mount(agent, "/var/log/app").get("readOnly") is True
+    assert volumes[mount(agent, "/tmp")["name"]]["emptyDir"].get("medium") == "Memory"
     assert sc.get("allowPrivilegeEscalation") is False
     # The uid the image runs as.
     final = parse_dockerfile(DOCKERFILE.read_text())[-1]
-    image_uid = [a for i, a in final if i == "USER"][-1].split(":")[0]
+    image_uid, image_gid = [a for i, a in final if i == "USER"][-1].split(":")
     assert str(sc.get("runAsUser", pod_sc.get("runAsUser"))) == image_uid
+    assert str(sc.get("runAsGroup", pod_sc.get("runAsGroup"))) == image_gid
     # Kubernetes waits long enough for the drain before SIGKILL.
     assert spec["terminationGracePeriodSeconds"] >= _shipped_config().agent.shutdown_timeout + 10
 

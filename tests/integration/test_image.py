@@ -107,6 +107,11 @@ class Container:
     def exec(self, *cmd: str) -> subprocess.CompletedProcess[str]:
         return _docker("exec", self.name, *cmd, check=False)
 
+    def peak_memory(self) -> int | None:
+        """The container's peak memory (cgroup v1, cgroupfs driver), or None where that file is elsewhere."""
+        path = Path(f"/sys/fs/cgroup/memory/docker/{self.state('{{.Id}}')}/memory.max_usage_in_bytes")
+        return int(path.read_text()) if path.exists() else None
+
     def stop(self) -> tuple[int, float]:
         """`docker stop` (SIGTERM, then SIGKILL after --stop-timeout): (exit code, seconds it took)."""
         started = time.monotonic()
@@ -266,6 +271,7 @@ def test_sidecar_ships_is_healthy_drains_and_resumes(sidecar: Any, kafka: str) -
             assert out[path] == "Read-only file system", out
         assert out["/tmp"] == out[DATA_DIR] == "written", out
 
+        peak_memory = first.peak_memory()
         code, _ = first.stop()
         assert code == 0, first.logs()[-3000:]
 
@@ -298,6 +304,7 @@ def test_sidecar_ships_is_healthy_drains_and_resumes(sidecar: Any, kafka: str) -
 
     _record(startup_seconds_docker_run_to_first_line=round(startup, 2),
             startup_seconds_process_start_to_first_line=round(from_process_start, 2),
+            peak_memory_mb_first_container=peak_memory and round(peak_memory / 2**20, 1),
             stop_seconds_draining=round(stop_seconds, 2), unacked_at_stop=int(read - delivered),
             lines_total=len(expected),
             machine=f"{os.cpu_count()} cores, {os.uname().release}", measured_at=time.strftime("%Y-%m-%d %H:%M"))
