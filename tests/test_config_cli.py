@@ -12,7 +12,7 @@ import pytest
 
 from devstack.stack import free_port
 from logagent.cli import main
-from logagent.config_cli import _diff, _field_value
+from logagent.config_cli import _diff, _field_value, _pretty
 
 KEY = "/logagent/10.0.0.5/collect_log/config"
 
@@ -115,3 +115,70 @@ def test_diff_is_on_pretty_json() -> None:
     assert '-    "topic": "a"' in diff and '+    "topic": "b"' in diff
     assert f"--- {KEY} (not set)" in _diff(KEY, None, new)
     assert _diff(KEY, old, b'[{"path": "/var/log/a.log", "topic": "a"}]') == ""
+
+
+def test_set_sysinfo_without_file_or_flags_says_what_to_give(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["config", "set-sysinfo", "-c", str(cfg)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "give a FILE (or - for stdin) or at least one field flag (--enabled, --topic, --interval, --format)" in err
+    assert "not both" not in err
+
+
+def test_set_sysinfo_with_file_and_flags_says_not_both(tmp_path: Path, cfg: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["config", "set-sysinfo", "-c", str(cfg), write(tmp_path, "s.json", "{}"), "--interval", "3"])
+    assert exc.value.code == 2
+    assert "give a FILE or field flags (--enabled, --topic, --interval, --format), not both" in capsys.readouterr().err
+
+
+# What crashed `config set-collect --dry-run` (or slipped through it) before validation was total.
+CRASHERS = {
+    "fields >= 2^64": '[{"path": "/var/log/a.log", "topic": "t", "fields": {"n": 18446744073709551616}}]',
+    "fields 300 deep": json.dumps([{"path": "/var/log/a.log", "topic": "t",
+                                    "fields": {"d": json.loads("[" * 300 + "]" * 300)}}]),
+    "max_lines NaN": '[{"path": "/var/log/a.log", "topic": "t", "multiline": {"preset": "go", "max_lines": NaN}}]',
+    "200,000 deep": "[" * 200_000 + "]" * 200_000,
+    "lone surrogate": '[{"path": "/var/log/a.log", "topic": "t", "fields": {"x": "\\udcff"}}]',
+    "idna": '[{"path": "/var/log/a.log", "topic": "t", "encoding": "idna"}]',
+    "internal topic": '[{"path": "/var/log/a.log", "topic": "__consumer_offsets"}]',
+    "null": "null",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRASHERS))
+def test_set_collect_refuses_every_crasher_with_exit_2(tmp_path: Path, cfg: Path,
+                                                       capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code = main(["config", "set-collect", "-c", str(cfg), "--dry-run", write(tmp_path, "v.json", CRASHERS[name])])
+    err = capsys.readouterr().err
+    assert code == 2 and KEY in err and "nothing written" in err, err
+
+
+@pytest.mark.parametrize("text", ['{"interval": NaN}', '{"a": ' * 100_000 + "1" + "}" * 100_000,
+                                  '{"topic": "__consumer_offsets"}', '{"topic": "\\udcff"}'])
+def test_set_sysinfo_refuses_every_crasher_with_exit_2(tmp_path: Path, cfg: Path,
+                                                       capsys: pytest.CaptureFixture[str], text: str) -> None:
+    assert main(["config", "set-sysinfo", "-c", str(cfg), write(tmp_path, "s.json", text)]) == 2
+    assert "/logagent/10.0.0.5/collect_sysinfo/config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--topic", "__consumer_offsets"], "is internal to Kafka"),
+    (["--topic", ".."], "topic must be a valid Kafka topic name"),
+    (["--interval", "nan"], "interval must be a number of seconds > 0, got 'nan'"),
+    (["--interval", "1e400"], "interval must be a number of seconds > 0, got '1e400'"),
+])
+def test_set_sysinfo_flags_use_the_same_validators(cfg: Path, capsys: pytest.CaptureFixture[str],
+                                                   args: list[str], problem: str) -> None:
+    assert main(["config", "set-sysinfo", "-c", str(cfg), *args]) == 2
+    assert problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(CRASHERS))
+def test_pretty_shows_any_stored_value(name: str) -> None:
+    lines = _pretty(CRASHERS[name].encode())
+    assert lines and "".join(lines).encode("utf-8")  # printable as UTF-8 (a lone surrogate is escaped)
+    assert _pretty('[{"a": "\\udcff"}]'.encode()) == ["[\n", "  {\n", '    "a": "\\udcff"\n', "  }\n", "]\n"]
+    assert _pretty(b"\xff\xfe[") == ["\ufffd\ufffd[\n"]

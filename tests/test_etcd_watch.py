@@ -548,3 +548,130 @@ def test_control_survives_a_failing_apply(tmp_path: Path) -> None:
         await control.stop()
 
     run(body())
+
+
+# ---------------------------------------------------------------------------- hostile values (issue 14)
+
+# Values that crashed the agent before validation was total, and a UTF-16 one (a codec error).
+CRASHERS = [
+    b'[{"path": "/var/log/a.log", "topic": "a", "fields": {"n": 18446744073709551616}}]',
+    json.dumps([{"path": "/var/log/a.log", "topic": "a", "fields": {"d": json.loads("[" * 300 + "]" * 300)}}]).encode(),
+    b'[{"path": "/var/log/a.log", "topic": "a", "multiline": {"preset": "java", "max_lines": NaN}}]',
+    b'[{"path": "/var/log/a.log", "topic": "a", "multiline": {"pattern": "^ ", "timeout": Infinity}}]',
+    b"[" * 200_000 + b"]" * 200_000,
+    b'[{"path": "/var/log/a.log", "topic": "a", "fields": {"s": "\\udcff"}}]',
+    b'[{"path": "/var/log/a.log", "topic": "a", "encoding": "idna"}]',
+    b'[{"path": "/var/log/a.log", "topic": "__consumer_offsets"}]',
+    b"null",
+    value(("/var/log/a.log", "a")).decode().encode("utf-16"),
+]
+SYSINFO_CRASHERS = [b'{"interval": NaN}', b'{"a": ' * 100_000 + b"1" + b"}" * 100_000,
+                    b'{"topic": "__consumer_offsets"}', b'{"topic": "\\udcff"}', b'{"enabled": "\\udcff"}',
+                    '{"topic": "t"}'.encode("utf-16")]
+
+
+@pytest.mark.parametrize("raw", CRASHERS, ids=range(len(CRASHERS)))
+def test_tracker_refuses_each_crasher_and_keeps_the_last_good(raw: bytes) -> None:
+    t = tracker()
+    t.update(CK, value(("/var/log/b.log", "b")), 5)
+    change = t.update(CK, raw, 6)
+    assert change.refused and change.collect is None and len(change.errors) == 1
+    assert change.errors[0].startswith(CK) and "\n" not in change.errors[0]
+    assert t.collect == [CollectEntry("/var/log/b.log", "b")] and t.revision == 5
+
+
+@pytest.mark.parametrize("raw", SYSINFO_CRASHERS, ids=range(len(SYSINFO_CRASHERS)))
+def test_tracker_refuses_each_sysinfo_crasher(raw: bytes) -> None:
+    t = tracker()
+    t.update(SK, b'{"interval": 2}', 5)
+    change = t.update(SK, raw, 6)
+    assert change.refused and change.sysinfo is None and change.errors[0].startswith(SK)
+    assert t.sysinfo == replace(BASE, interval=2.0)
+
+
+def test_a_sysinfo_override_keeps_only_known_fields_so_it_can_be_saved(tmp_path: Path) -> None:
+    t = tracker()
+    t.update(CK, value(("/var/log/a.log", "a")), 1)
+    change = t.update(SK, b'{"interval": 2, "note": "\\udcff", "deep": [[[1]]]}', 2)
+    assert change.sysinfo == replace(BASE, interval=2.0) and t.sysinfo_override == {"interval": 2}
+    SavedConfig(tmp_path).save(t.saved_form())  # a lone surrogate used to fail the UTF-8 write
+
+
+def test_a_damaged_saved_file_is_refused_not_raised(tmp_path: Path) -> None:
+    saved = SavedConfig(tmp_path)
+    for text in ('{"version": 1, "revision": "x"}', "[" * 100_000, '{"version": 1, "revision": [1]}'):
+        saved.path.write_text(text)
+        with pytest.raises(ConfigError, match="corrupt"):
+            saved.load(tracker())
+
+
+@pytest.mark.parametrize("raw", [CRASHERS[0], CRASHERS[4], CRASHERS[8]], ids=["bigint", "deep", "null"])
+def test_control_crasher_at_start_falls_back_to_the_saved_config(tmp_path: Path, raw: bytes) -> None:
+    etcd = FakeEtcd()
+    etcd.values[CK] = value(("/var/log/a.log", "a"))
+    etcd.values[SK] = b'{"interval": 3}'
+
+    async def run_once(expect: list[str], interval: float) -> None:
+        agent = FakeAgent()
+        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
+        await control.start()
+        assert agent.paths == expect and agent.sysinfo[-1].interval == interval
+        await control.stop()
+
+    run(run_once(["/var/log/a.log"], 3.0))
+    etcd.values[CK] = raw
+    etcd.values[SK] = SYSINFO_CRASHERS[1]
+    run(run_once(["/var/log/a.log"], 3.0))  # the saved entries and the saved sysinfo settings
+
+
+def test_control_empty_or_deleted_collect_value_warns_collecting_nothing(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    etcd = FakeEtcd()
+    etcd.values[CK] = value(("/var/log/a.log", "a"))
+
+    async def body() -> None:
+        agent = FakeAgent()
+        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
+        await control.start()
+        etcd.put(CK, b"[]")
+        await eventually(lambda: agent.collect[-1] == [])
+        etcd.put(CK, value(("/var/log/a.log", "a")))
+        await eventually(lambda: agent.paths == ["/var/log/a.log"])
+        etcd.put(CK, None)
+        await eventually(lambda: agent.collect[-1] == [])
+        before = metrics.CONFIG_ERRORS.labels(CK)._value.get()
+        etcd.put(CK, b"null")  # refused: nothing changes
+        await eventually(lambda: metrics.CONFIG_ERRORS.labels(CK)._value.get() > before)
+        assert agent.collect[-1] == []
+        await control.stop()
+
+    with caplog.at_level("INFO", logger="logagent.etcd"):
+        run(body())
+    warnings = [r.getMessage() for r in caplog.records if r.name == "logagent.etcd" and r.levelname == "WARNING"]
+    assert f"{CK}: an empty list (revision 2): collecting nothing" in warnings
+    assert f"{CK}: not set (revision 4): collecting nothing" in warnings
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert f"{CK}: expected a JSON array of entries, got null (to collect nothing, set [])" in errors
+
+
+def test_control_etcd_down_at_start_with_nothing_saved_says_one_true_thing(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    etcd = FakeEtcd()
+    etcd.down = True
+
+    async def body() -> None:
+        agent = FakeAgent()
+        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
+        await control.start()
+        await asyncio.sleep(0.2)  # retries in the background are not news
+        assert agent.collect == []
+        await control.stop()
+
+    with caplog.at_level("INFO", logger="logagent.etcd"):
+        run(body())
+    records = [r for r in caplog.records if r.name == "logagent.etcd" and r.levelno >= 30]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    text = records[0].getMessage()
+    assert text.startswith("etcd fake: UNAVAILABLE: connection refused; no saved etcd configuration in ")
+    assert "nothing is collected until etcd answers (retrying in the background)" in text
+    assert "configuration in force" not in text
