@@ -244,3 +244,29 @@ class MessageFormat:
         return [(fmt_trunc if trunc else fmt) % (dumps(text), off, ts)
                 for (off, _, trunc), text in zip(lines, texts)]
 
+
+
+def fit_message(value: bytes, limit: int) -> tuple[bytes, str] | None:
+    """A log message cut to at most `limit` bytes: its `data` shortened and `"truncated": true`
+    set; returns (message, its path). None when it is not a log message, or does not fit even
+    with empty data. Rare (only messages above the broker's limit), so it may parse the JSON.
+
+    Removing one character removes at least one byte of JSON (escapes remove up to six), so
+    cutting the excess in characters fits in one or two rounds."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), str):
+        return None
+    data: str = doc["data"]
+    doc["truncated"] = True
+    while True:
+        out = orjson.dumps(doc)
+        excess = len(out) - limit
+        if excess <= 0:
+            return out, str(doc.get("path", ""))
+        if not data:
+            return None
+        data = data[: max(0, len(data) - excess)]
+        doc["data"] = data

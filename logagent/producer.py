@@ -1,17 +1,25 @@
 """The Kafka sink: drains the queue into a confluent-kafka Producer.
 
 librdkafka's poll runs in a thread of its own, off the event loop; delivery
-reports are counted per batch in that thread and the batch's completion is
-handed back to the loop with `call_soon_threadsafe`, once per batch.
-Messages never time out (`message.timeout.ms = 0`): with Kafka down the local
-queue fills, `produce` raises BufferError, the drain task waits, the bounded
-queue fills and the tailers stop reading. Nothing is dropped.
+reports are counted per batch in that thread (the only one that touches
+`batch.remaining`) and the batch's completion is handed back to the loop with
+`call_soon_threadsafe`, once per batch. Messages never time out
+(`message.timeout.ms = 0`): with Kafka down the local queue fills, `produce`
+raises BufferError, the drain task waits, the bounded queue fills and the
+tailers stop reading. Nothing is dropped.
+
+No message larger than its topic takes is sent (limits.MessageLimits learns the
+limit): a log line that would not fit is cut to fit and flagged `truncated`. If the
+broker still refuses one for its size (the limit was lowered meanwhile), that one
+message is sent again, cut to fit, instead of failing its batch: a failed batch
+makes its file rewind and send again every line after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue as stdqueue
 import re
 import threading
 import time
@@ -24,6 +32,8 @@ from . import metrics
 from .batch import Batch
 from .config import KafkaSettings, redact
 from .errors import KafkaError
+from .limits import MessageLimits, usable
+from .lines import fit_message
 from .queue import BatchQueue
 
 log = logging.getLogger("logagent.producer")
@@ -53,8 +63,30 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class SettlingFilter(logging.Filter):
+    """librdkafka's complaints that resolve themselves on a broker that is still starting
+    ("Failed to acquire idempotence PID ... Coordinator load in progress") are INFO during the
+    first `grace` seconds of a producer; past that they keep their WARNING."""
+
+    TRANSIENT = ("Coordinator load in progress", "Failed to acquire idempotence PID",
+                 "COORDINATOR_LOAD_IN_PROGRESS")
+
+    def __init__(self, grace: float = 60.0) -> None:
+        super().__init__()
+        self.grace = grace
+        self.started = time.monotonic()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and time.monotonic() - self.started < self.grace \
+                and any(t in record.getMessage() for t in self.TRANSIENT):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 rdkafka_log = logging.getLogger("logagent.librdkafka")
 rdkafka_log.addFilter(RepeatFilter())
+settling = SettlingFilter()
+rdkafka_log.addFilter(settling)
 
 # Defaults under [kafka.producer]; the operator's keys win.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -100,6 +132,11 @@ class KafkaSink:
         self._last_error_log = 0.0
         self._connected = False
         self._delivered: dict[str, Any] = {}
+        self._limits: MessageLimits | None = None
+        # Reports the loop makes up for messages librdkafka never took (produce() raised), handed
+        # to the poll thread so that only it counts batch.remaining down.
+        self._unsent: stdqueue.SimpleQueue[tuple[Callable[[Any, Any], None], Any]] = stdqueue.SimpleQueue()
+        self._cut_logged: dict[str, float] = {}
 
     @property
     def connected(self) -> bool:
@@ -121,6 +158,8 @@ class KafkaSink:
                              retriable=False) from exc
         shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k not in ("error_cb", "logger"))
         log.info("kafka producer started: %s", shown)
+        settling.started = time.monotonic()
+        self._limits = MessageLimits(conf)
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poll_thread.start()
@@ -150,6 +189,8 @@ class KafkaSink:
         on_delivery = self._delivery_callback(batch)
         values = batch.values
         i, n = 0, len(values)
+        if n and max(map(len, values)) > (fit := await self._fit_for(topic, key)):
+            values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit) or v for v in values]
         self._in_producer += n
         self._idle.clear()
         while i < n:
@@ -169,24 +210,80 @@ class KafkaSink:
                     pass
             except KafkaException as exc:
                 err = exc.args[0]
-                batch.remaining -= n - i  # never produced: no delivery report will come for them
-                batch.error = err
                 log.error("kafka refused a message for topic %s: %s", topic, err.str())
-                if batch.remaining == 0:
-                    self._batch_done(batch)
+                for _ in range(n - i):  # never produced: no report will come, so make them up
+                    self._unsent.put((on_delivery, err))
                 return
+
+    async def _fit_for(self, topic: str, key: bytes | None) -> int:
+        """The largest value this topic takes with this key (asks the cluster the first time)."""
+        assert self._limits is not None
+        limit = self._limits.cached(topic)
+        if limit is None:
+            limit = await asyncio.to_thread(self._limits.lookup, topic)
+        return usable(limit, len(key or b""))
+
+    def _cut(self, topic: str, value: bytes, fit: int) -> bytes | None:
+        """A message cut to `fit` bytes (counted and logged); None when it cannot be cut (not a
+        log message: metrics are small; or nothing left to cut)."""
+        cut = fit_message(value, fit)
+        if cut is None:
+            return None
+        out, path = cut
+        metrics.LINES_TRUNCATED.labels(metrics.path_label(path)).inc()
+        now = time.monotonic()
+        if now - self._cut_logged.get(topic, -1e9) >= 60.0:
+            self._cut_logged[topic] = now
+            log.warning("topic %s takes messages up to its max.message.bytes: a line of %s (a %d-byte "
+                        "message) was cut to %d bytes and flagged truncated", topic, path, len(value), len(out))
+        return out
 
     def _delivery_callback(self, batch: Batch) -> Callable[[Any, Any], None]:
         loop = self._loop
         assert loop is not None
+        too_large = RdKafkaError.MSG_SIZE_TOO_LARGE
 
         def on_delivery(err: Any, msg: Any) -> None:  # runs in the poll thread
+            if err is not None and msg is not None and err.code() == too_large:
+                # Refused for its size: send this one again, cut (on the loop); the batch waits.
+                loop.call_soon_threadsafe(self._resend_smaller, batch, on_delivery, msg.value(), err)
+                return
             if err is not None and batch.error is None:
                 batch.error = err
             batch.remaining -= 1
             if batch.remaining == 0:
                 loop.call_soon_threadsafe(self._batch_done, batch)
         return on_delivery
+
+    def _resend_smaller(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
+                        err: Any) -> None:
+        task = asyncio.ensure_future(self._resend(batch, on_delivery, value, err))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                               or self._unsent.put((on_delivery, err)))
+
+    async def _resend(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
+                      err: Any) -> None:
+        assert self._limits is not None and self._producer is not None
+        self._limits.forget(batch.topic)
+        fit = await self._fit_for(batch.topic, batch.key)
+        smaller = self._cut(batch.topic, value, fit) if len(value) > fit else None
+        if smaller is None:
+            # The message fits the topic: the record batch around it did not. librdkafka's batches
+            # (batch.size, 1 MB by default) must fit the topic's max.message.bytes.
+            now = time.monotonic()
+            if now - self._cut_logged.get(":batch:" + batch.topic, -1e9) >= 60.0:
+                self._cut_logged[":batch:" + batch.topic] = now
+                log.error("topic %s refuses the producer's record batches as too large (its max.message.bytes "
+                          "is about %d): set [kafka.producer] batch.size below that; retrying meanwhile",
+                          batch.topic, fit)
+            self._unsent.put((on_delivery, err))
+            return
+        while True:
+            try:
+                self._producer.produce(batch.topic, smaller, batch.key, -1, on_delivery)
+                return
+            except BufferError:
+                await asyncio.sleep(0.05)
 
     def _batch_done(self, batch: Batch) -> None:
         n = batch.count
@@ -206,15 +303,21 @@ class KafkaSink:
             err = batch.error
             reason = err.name() if isinstance(err, RdKafkaError) else type(err).__name__
             metrics.FAILED.labels(batch.topic, reason).inc(n)
+            if self._limits is not None:
+                self._limits.forget(batch.topic)  # the operator may be changing the topic: ask again
         if batch.owner is not None:
             batch.owner.batch_done(batch)
 
     def _poll_loop(self) -> None:
         producer = self._producer
         assert producer is not None
+        unsent = self._unsent
         while self._running.is_set():
             try:
                 producer.poll(0.1)
+                while not unsent.empty():
+                    callback, err = unsent.get_nowait()
+                    callback(err, None)
             except Exception:  # a callback raised: log it, keep polling
                 log.exception("error in a kafka delivery callback")
 

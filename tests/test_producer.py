@@ -25,3 +25,36 @@ def test_repeat_filter_lets_a_message_through_once_per_interval():
     assert f.filter(rec("connect failed (after 302ms in state CONNECT)"))
     assert not f.filter(rec("connect failed (after 299ms in state CONNECT)"))
     assert f.filter(rec("another problem"))
+
+
+def test_fit_message_cuts_data_to_the_limit_and_flags_it():
+    import orjson
+
+    from logagent.lines import MessageFormat, fit_message
+
+    fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/app.log", "web")
+    [value] = fmt.build([(7, "é\x01".encode() * 50_000, False)], b"2026-11-29T00:00:00.000000Z")
+    for limit in (300_000, 100_000, 2_000, 300):
+        out, path = fit_message(value, limit)
+        doc = orjson.loads(out)
+        assert len(out) <= limit and doc["truncated"] is True and path == "/var/log/app.log"
+        assert doc["offset"] == 7 and doc["module"] == "web" and "é\x01".startswith(doc["data"][:2])
+    assert fit_message(value, 100) is None  # not even the envelope fits
+    assert fit_message(b"cpu,host=a usage=1 1", 10) is None  # not a log message: left alone
+
+
+def test_coordinator_load_is_info_while_a_fresh_broker_settles():
+    from logagent.producer import SettlingFilter
+
+    f = SettlingFilter(grace=60)
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("x", logging.WARNING, __file__, 1, msg, None, None)
+
+    early = rec("Failed to acquire idempotence PID from broker 1: Broker: Coordinator load in progress: retrying")
+    assert f.filter(early) and early.levelno == logging.INFO
+    other = rec("connect to ipv4#127.0.0.1:9092 failed")
+    assert f.filter(other) and other.levelno == logging.WARNING
+    f.started -= 120  # still not resolved a minute on: that is worth a warning
+    late = rec("Failed to acquire idempotence PID from broker 1: Broker: Coordinator load in progress: retrying")
+    assert f.filter(late) and late.levelno == logging.WARNING
