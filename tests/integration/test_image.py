@@ -279,18 +279,24 @@ def test_sidecar_ships_is_healthy_drains_and_resumes(sidecar: Any, kafka: str) -
         # new lines are read, not yet acknowledged, when `docker stop` comes; the stop drains them.
         second = sidecar(topic, port, LOGAGENT_KAFKA_PRODUCER_LINGER_MS="2000")
         wait_until(lambda: _http(port, "/readyz")[0] == 200, timeout=30, what="the second container's /readyz")
+        # One line first, delivered: the producer has looked the topic up before the lines that
+        # the stop must drain (a batch waiting on that first lookup is not seen by the drain:
+        # see the report of issue 16; such lines are re-read at the next start, not lost).
+        expected += _append(app_log, len(expected), 1)
+        reader.read(len(expected), timeout=30)
         expected += _append(app_log, len(expected), 2000)
-        wait_until(lambda: _metrics(port, "logagent_lines_read_total")[0] >= 2000, timeout=20,
+        wait_until(lambda: _metrics(port, "logagent_lines_read_total")[0] >= 2001, timeout=20,
                    what="the second container reading the new lines")
         read, delivered = _metrics(port, "logagent_lines_read_total", "logagent_messages_delivered_total")
-        assert read == 2000, f"{read:.0f} lines read: the restart re-read what the first container sent"
+        assert read == 2001, f"{read:.0f} lines read: the restart re-read what the first container sent"
         assert delivered < read, "nothing was left to drain: the test proves nothing about the stop"
         code, stop_seconds = second.stop()
         logs = second.logs()
         assert code == 0, logs[-3000:]
         assert "stopped" in logs and "unacknowledged" not in logs, logs[-3000:]
         reader.settle(quiet=2)
-        assert [v["data"] for v in reader.values()] == expected, "after the drain: each line once, in order"
+        check_delivery(expected, [v["data"] for v in reader.values()], max_dups=0)  # each line once, in order
+        assert len(reader.messages) == len(expected)
 
         # A third container on the same volume: the lines written while none ran, once each.
         expected += _append(app_log, len(expected), 1000)
