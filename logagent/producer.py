@@ -189,10 +189,10 @@ class KafkaSink:
         on_delivery = self._delivery_callback(batch)
         values = batch.values
         i, n = 0, len(values)
+        self._in_producer += n  # counted before any await: a stop's drain must wait for this batch
+        self._idle.clear()
         if n and max(map(len, values)) > (fit := await self._fit_for(topic, key)):
             values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit) or v for v in values]
-        self._in_producer += n
-        self._idle.clear()
         while i < n:
             try:
                 for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
