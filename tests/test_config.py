@@ -190,3 +190,17 @@ def test_a_file_that_is_not_ini_is_named_by_line_never_by_content(tmp_path: Path
     message = str(info.value)
     assert message.startswith(f"{path}{where} not a valid ini file") and kind in message, message
     assert "fake-secret" not in message and "\n" not in message
+
+
+def test_validating_config_and_values_imports_no_sampler_metrics_or_etcd_watch():
+    # config.py, the CLI's validators and checks must not pull psutil, prometheus_client or the
+    # Kafka/etcd clients (issue 17 step 3), and etcd_client no longer imports etcd_watch (a cycle).
+    import subprocess
+    import sys
+
+    code = ("import sys, logagent.config, logagent.config_cli, logagent.checks, logagent.etcd_client\n"
+            "heavy = ('psutil', 'prometheus_client', 'confluent_kafka', 'grpc', 'pyetcd')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in "
+            "('logagent.etcd_watch', 'logagent.sysinfo', 'logagent.metrics')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
