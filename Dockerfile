@@ -17,6 +17,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+# The label lets `make image` prune its own old build layers, and nothing else.
+LABEL org.opencontainers.image.title=logagent
 WORKDIR /src
 # wheelhouse/ is optional. `make image` puts every wheel the agent needs in it, and this
 # stage then installs with no network at all (it is built with --network none). Without
@@ -41,6 +43,7 @@ RUN python3 -m venv /opt/pip \
     && rm -f /opt/logagent/bin/Activate.ps1 /opt/logagent/bin/activate*
 
 FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title=logagent
 # Fixed non-root uid/gid, so Kubernetes' runAsNonRoot can check it and volumes can be
 # prepared for it (fsGroup 10001).
 RUN groupadd --system --gid 10001 logagent \

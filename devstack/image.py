@@ -59,6 +59,7 @@ BASE_PRUNE = ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/ap
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PYTHON = (3, 11)
 KEEP_CACHED = 3  # wheelhouses of each kind kept in the cache
+IMAGE_LABEL = "org.opencontainers.image.title=logagent"  # set by the Dockerfile's stages
 
 
 class ImageError(RuntimeError):
@@ -427,6 +428,10 @@ def build(tag: str, base: str, wheels: list[Path]) -> Built:
     if done.returncode != 0:
         raise ImageError(f"docker build failed (exit {done.returncode}):\n{_tail(log, 40)}")
     size = _run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], timeout=30)
+    # Each code change leaves the previous build's layers untagged (~80 MB): drop this
+    # Dockerfile's own (by its label) after a day, keeping recent ones as the layer cache.
+    _run(["docker", "image", "prune", "--force", "--filter", f"label={IMAGE_LABEL}", "--filter", "until=24h"],
+         timeout=120)
     return Built(tag, time.monotonic() - started, int(size.stdout.strip() or 0), log)
 
 
