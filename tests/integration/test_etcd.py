@@ -123,7 +123,8 @@ def test_put_starts_a_file_within_2s_and_removing_it_stops_it(make_agent, kafka,
 
         # Deleting the key stops what it described.
         kv.delete(collect_key(ip))
-        wait_until(lambda: "applied 0 entries" in agent.log_text(), 10, what="empty collect set applied")
+        wait_until(lambda: "not set (revision" in agent.log_text(), 10, what="empty collect set applied")
+        assert "WARNING logagent.etcd: " + collect_key(ip) + ": not set (revision" in agent.log_text()
         append(b, ["b after delete"])
         rb.settle(quiet=1.5)
         assert data_of(rb)[-1] == "b after removal"
