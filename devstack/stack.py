@@ -592,6 +592,10 @@ def _seed_etcd(endpoint: str, plan: DevPlan, log_path: str) -> None:
     client.close()
 
 
+class _Interrupted(Exception):
+    """A stop signal while the servers were still starting."""
+
+
 def _demo_line(text: str) -> None:
     with open(DEMO_LOG, "a") as f:
         f.write(f"{text} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
@@ -606,10 +610,13 @@ def up(args: argparse.Namespace) -> int:
     kafka = KafkaServer(workdir / "kafka", port=plan.kafka_port)
     etcd = EtcdServer(workdir / "etcd", port=plan.etcd_port)
     stop = False
+    ready = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stop
         stop = True
+        if not ready:  # still starting: abort the start now rather than after Kafka is up
+            raise _Interrupted
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -623,6 +630,7 @@ def up(args: argparse.Namespace) -> int:
         _seed_etcd(etcd.endpoint, plan, DEMO_LOG)
         print(f"devstack: ready (kafka {kafka.bootstrap}, etcd {etcd.endpoint}, demo config in "
               f"{plan.collect_key}); logs in {workdir}", file=sys.stderr)
+        ready = True
         if args.ready_file:
             Path(args.ready_file).touch()
         n = 0
@@ -636,6 +644,8 @@ def up(args: argparse.Namespace) -> int:
             print(f"devstack: {dead} exited; its log: {kafka.log_path if dead == 'kafka' else etcd.log_path}",
                   file=sys.stderr)
         return 0 if stop else 1
+    except _Interrupted:
+        return 0
     finally:
         kafka.stop()
         etcd.stop()
