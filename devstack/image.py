@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from devstack.stack import tail
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -172,8 +174,7 @@ def ensure_engine(log_path: Path, timeout: float = 60) -> Engine:
             time.sleep(0.5)
         Engine(proc).stop()
         errors.append(f"{driver}: {'exited ' + str(proc.returncode) if proc.returncode else 'no answer'}")
-    log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    raise ImageError(f"dockerd did not start ({'; '.join(errors)}); last lines of {log_path}:\n{_tail(log_text)}")
+    raise ImageError(f"dockerd did not start ({'; '.join(errors)}); last lines of {log_path}:\n{tail(log_path, 25)}")
 
 
 # ---------------------------------------------------------------------------- base image
