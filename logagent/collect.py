@@ -186,6 +186,8 @@ def parse_entry(raw: Any, where: str, allowed: tuple[str, ...]) -> CollectEntry:
     if not isinstance(encoding, str) or not encoding:
         raise CollectConfigError(f"{where}: encoding must be a codec name, got {show(encoding)}")
     problem = _encoding_problem(encoding)
+    if problem == "unknown encoding":
+        raise CollectConfigError(f"{where}: unknown encoding {show(encoding)}")
     if problem is not None:
         raise CollectConfigError(f"{where}: encoding {show(encoding)} refused: {problem}")
     multiline = parse_multiline(raw.get("multiline"), where)

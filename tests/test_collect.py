@@ -161,13 +161,21 @@ def test_fields_as_deep_as_orjson_takes_are_refused_as_a_whole_value_beyond_the_
         parse_collect_value(value, KEY, ALLOWED)
 
 
-@pytest.mark.parametrize("encoding", ["idna", "punycode", "rot13", "hex", "base64", "zlib",
-                                      "unicode_escape", "cp037", "utf-8-sig", "undefined", "no-such-codec"])
-def test_an_encoding_the_tailer_cannot_read_with_replacement_is_refused(encoding: str) -> None:
+@pytest.mark.parametrize("encoding, problem", [
+    ("idna", "cannot decode with replacement"), ("punycode", "lines cannot be split"),
+    ("rot13", "not a text encoding"), ("hex", "not a text encoding"), ("base64", "not a text encoding"),
+    ("zlib", "not a text encoding"), ("unicode_escape", "lines cannot be split"),
+    ("cp037", "lines cannot be split"), ("utf-8-sig", "lines cannot be split"),
+    ("undefined", "cannot decode with replacement"),
+])
+def test_an_encoding_the_tailer_cannot_read_with_replacement_is_refused(encoding: str, problem: str) -> None:
     entries, errors = parse_collect_value(json.dumps([{"path": "/var/log/a.log", "topic": "t",
                                                        "encoding": encoding}]), KEY, ALLOWED)
     assert entries == [] and len(errors) == 1
-    assert f"encoding {encoding!r} refused" in errors[0], errors[0]
+    assert f"encoding {encoding!r} refused: " in errors[0] and problem in errors[0], errors[0]
+    entries, errors = parse_collect_value(json.dumps([{"path": "/var/log/a.log", "topic": "t",
+                                                       "encoding": "no-such-codec"}]), KEY, ALLOWED)
+    assert errors == [f"{KEY} entry 0 ('/var/log/a.log'): unknown encoding 'no-such-codec'"]
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "UTF8", "latin-1", "cp1252", "utf-16", "utf-16-be", "utf-32",
