@@ -264,6 +264,17 @@ def test_values_that_crashed_the_agent_are_refused_at_start_and_live(make_agent,
     assert "etcd values must be UTF-8 JSON" in agent.log_text()
     assert agent.stop() == 0
 
+    # The CLI reads such values without crashing: `config show` prints them and why they are
+    # refused, `check` fails on them.
+    for name in ("200,000 deep", "lone surrogate", "fields >= 2^64"):
+        kv.put(key, CRASHERS[name](log))
+        shown = logagent("config", "show", "-c", str(agent.config))
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert f"  # refused: {key}" in shown.stdout
+        checked = logagent("check", "-c", str(agent.config), "--timeout", "5")
+        assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+        assert any(line.startswith("FAIL etcd:") and key in line for line in checked.stdout.splitlines())
+
 
 # ---------------------------------------------------------------------------- etcd outages
 
