@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import replace
 from typing import Any
 
 from . import metrics
@@ -26,6 +25,9 @@ from .manager import ManagerContext, TailerManager
 from .producer import KafkaSink
 from .queue import BatchQueue
 from .registry import Registry
+from .reload import diff as settings_diff
+from .reload import ini_name, merge
+from .signals import SignalRelay
 from .sysinfo import SysinfoReporter, SysinfoSettings
 from .tailer import FdBudget, TailOptions
 from .watcher import FileWatcher
@@ -72,12 +74,6 @@ def descriptor_budget(max_open_files: int) -> int:
     return max_open_files
 
 
-def _dig(obj: object, dotted: str) -> object:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 class Agent:
     """One running agent; `run()` returns the process exit status."""
 
@@ -103,7 +99,8 @@ class Agent:
         self.control: Any = None  # the etcd watcher, when [etcd] address is set
         self.config_loaded = False
         self._kafka_probe: asyncio.Task[None] | None = None
-        self._reloads: set[asyncio.Task[None]] = set()
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     # ---- sources' entry points
 
@@ -142,7 +139,9 @@ class Agent:
             log.critical("fatal: %s; stopping with a non-zero exit so the service manager restarts us", exc)
         self._stop.set()
 
-    def request_stop(self) -> None:
+    def request_stop(self, sig: signal.Signals | None = None) -> None:
+        if sig is not None and not self._stop.is_set():
+            log.info("%s: stopping", sig.name)
         self._stop.set()
 
     # ---- lifecycle
@@ -175,11 +174,9 @@ class Agent:
                  len(entries), "y" if len(entries) == 1 else "ies")
         await self.apply_collect(entries)
 
-    # Settings that only a restart can change: the producer, the etcd client, identity, listeners.
-    _RESTART_ONLY = ("kafka", "etcd", "agent.ip", "agent.hostname", "agent.data_dir", "agent.http_listen")
-
     async def reload(self) -> None:
-        """SIGHUP: re-read config.ini and apply what can change live; nothing is lost."""
+        """SIGHUP: re-read config.ini; apply every changed setting that can change live, and name
+        in one WARNING each changed one that takes a restart (logagent/reload.py sorts them)."""
         if self.config_path is None:
             log.warning("SIGHUP: no config file was given (-c); nothing to reload")
             return
@@ -190,38 +187,66 @@ class Agent:
             log.error("SIGHUP: %s; the running configuration stays in force", exc)
             return
         old = self.settings
-        stale = [name for name in self._RESTART_ONLY if _dig(old, name) != _dig(new, name)]
-        if stale:
-            log.warning("SIGHUP: %s changed; that takes effect at the next restart", ", ".join(stale))
+        change = settings_diff(old, new)
+        if change.restart_only:
+            log.warning("SIGHUP: %s changed; that takes effect at the next restart",
+                        "; ".join(change.restart_names))
         for warning in new.warnings:
             log.warning("%s", warning)
-        agent = replace(old.agent, log_level=new.agent.log_level, allowed_paths=new.agent.allowed_paths)
-        self.settings = replace(old, agent=agent, collect_files=new.collect_files, sysinfo=new.sysinfo,
-                                warnings=new.warnings)
-        logging.getLogger().setLevel(agent.log_level)
-        self.manager.ctx.allowed_paths = agent.allowed_paths
-        if self.control is not None:
-            await self.control.reload(self.settings)
-        else:
-            self.sysinfo.update(new.sysinfo)
-            await self._apply_collect_files()
-        log.info("SIGHUP: configuration reloaded from %s", self.config_path)
+        self.settings = merged = merge(old, new)
+        a = merged.agent
+        if a.log_format != old.agent.log_format:
+            from .cli import setup_logging
 
-    def _on_sighup(self) -> None:
-        task = asyncio.create_task(self.reload(), name="reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+            setup_logging(a.log_level, a.log_format)
+        logging.getLogger().setLevel(a.log_level)
+        self.manager.ctx.allowed_paths = a.allowed_paths
+        if self.control is not None:
+            await self.control.reload(merged)
+        else:
+            self.sysinfo.update(merged.sysinfo)
+            await self._apply_collect_files()
+        applied = ", ".join(ini_name(leaf) for leaf in change.live) or "no live setting changed"
+        log.info("SIGHUP: configuration reloaded from %s (%s)", self.config_path, applied)
+
+    def _on_sighup(self, sig: signal.Signals | None = None) -> None:
+        """One reload at a time; SIGHUPs that arrive during one make exactly one more after it,
+        so the last file written is always the one applied."""
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+        self._reload_task = asyncio.create_task(self._reloads(), name="reload")
+
+    async def _reloads(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                await self.reload()
+            except Exception:  # a reload's bug must not end the agent nor the next SIGHUP
+                log.exception("SIGHUP: reload failed; the running configuration stays in force")
+            if not self._reload_again or self._stop.is_set():
+                return
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT (exit 0) or a fatal producer error (exit 1)."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1: the producer's, or
+        [agent] http_listen that cannot be had, e.g. a second agent on the port)."""
         for line in describe(self.settings):
             log.info("config: %s", line)
         for warning in self.settings.warnings:
             log.warning("%s", warning)
+        # Not loop.add_signal_handler: under load it loses signals (logagent/signals.py).
+        relay = SignalRelay({signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
+                             signal.SIGHUP: self._on_sighup})
+        relay.install(asyncio.get_running_loop())
+        if self.http is not None:
+            # First, before Kafka, etcd or the registry are touched: a second agent on this host
+            # (the port is taken) stops here with one line and exit 1, having changed nothing.
+            try:
+                await self.http.start()
+            except LogagentError as exc:
+                log.critical("%s", exc)
+                relay.uninstall()
+                return 1
         try:
             await self.start()
             sd_notify("READY=1\nSTATUS=collecting")
@@ -232,8 +257,7 @@ class Agent:
         finally:
             sd_notify("STOPPING=1")
             await self.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            relay.uninstall()
         return 1 if self._fatal is not None else 0
 
     async def start(self) -> None:
@@ -243,15 +267,15 @@ class Agent:
         await self.watcher.start()
         await self.registry.start()
         if self.http is not None:
-            await self.http.start()
+            await self.http.start()  # already listening when run() started it; idempotent
         await self._start_control()
         await self.sysinfo.start()
 
     async def stop(self) -> None:
         """Stop in order; safe to call twice."""
         timeout = self.settings.agent.shutdown_timeout
-        for task in list(self._reloads):
-            await asyncio.gather(task, return_exceptions=True)
+        if self._reload_task is not None:
+            await asyncio.gather(self._reload_task, return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
         await self.sysinfo.stop()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
-from tests.support import KafkaReader, new_topic
+from tests.support import AgentProcess, KafkaReader, new_topic
 
 
 def test_json_logs_one_object_per_line(make_agent, kafka, logdir):
@@ -63,3 +64,48 @@ def test_check_never_prints_secrets(kafka, tmp_path):
     text = out.stdout + out.stderr
     assert "ok   kafka" in out.stdout
     assert "kafka-secret-pw" not in text and "etcd-secret-pw" not in text
+
+
+def test_second_agent_on_a_taken_port_exits_with_one_line(make_agent, kafka, logdir, tmp_path):
+    """Issue 14 item 14: a second agent whose http_listen port is held says so in one line
+    naming [agent] http_listen and the address, exits 1 at once, and leaves the first running
+    (the old code died with an OSError traceback after having started its producer)."""
+    topic = new_topic()
+    log = logdir / "app.log"
+    log.write_text("")
+    first = make_agent(files=[{"path": str(log), "topic": topic}])
+    second_cfg = tmp_path / "second.ini"
+    second_cfg.write_text(first.config.read_text().replace(str(tmp_path / "data"), str(tmp_path / "data2")))
+    second = AgentProcess(second_cfg, tmp_path / "second.log")
+    second.start(wait_ready=False)
+    assert second.proc is not None
+    code = second.proc.wait(timeout=30)
+    text = second.log_text()
+    assert code == 1, text
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if "CRITICAL" in line or "ERROR" in line]
+    assert len(errors) == 1, text
+    assert f"[agent] http_listen = {first.http}: cannot listen: address already in use" in errors[0], errors
+    assert "kafka" not in text.split("cannot listen", 1)[1].lower(), "it went on after the error"
+    log.write_text("still shipping\n")
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(1)
+    assert first.ready() and first.stop() == 0
+
+
+def test_hostile_requests_get_answers_and_leave_no_trace_in_the_log(make_agent, logdir):
+    """A 200 KB header: 431 without a traceback in the agent's log (the old code logged one per
+    request); the agent stays healthy."""
+    agent = make_agent()
+    host, port = agent.http.rsplit(":", 1)
+    big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(big)
+            sock.shutdown(socket.SHUT_WR)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert agent.get("/healthz") == (200, "ok\n")
+    assert agent.stop() == 0
+    text = agent.log_text()
+    assert "Traceback" not in text and "LimitOverrunError" not in text, agent.log_tail(30)

@@ -75,3 +75,45 @@ def test_sighup_with_etcd_rejudges_values_against_new_allowed_paths(make_agent, 
         reader.read(1)
         assert [v["data"] for v in reader.values()] == ["now allowed"]
     assert agent.stop() == 0
+
+
+def test_sighup_applies_live_settings_and_names_restart_only_ones(make_agent, kafka, logdir):
+    """Issue 15: every changed setting is applied or named. log_level and log_format apply at
+    once; max_open_files and a librdkafka property are named in one WARNING as taking effect at
+    the next restart (the old reload said nothing about either)."""
+    topic = new_topic()
+    log = logdir / "a.log"
+    log.write_text("")
+    agent = make_agent(files=[{"path": str(log), "topic": topic}])
+    text = agent.config.read_text()
+    changed = (text.replace("log_level = INFO", "log_level = DEBUG\nlog_format = json\nmax_open_files = 64")
+               .replace("linger.ms = 5", "linger.ms = 7"))
+    assert changed.count("max_open_files") == 1 and "linger.ms = 7" in changed
+    agent.config.write_text(changed)
+    before = len(agent.log_text().splitlines())
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in agent.log_text(), timeout=10, what="reload")
+    new_lines = agent.log_text().splitlines()[before:]
+    warnings = [line for line in new_lines if "takes effect at the next restart" in line]
+    assert len(warnings) == 1, new_lines
+    assert "[agent] max_open_files" in warnings[0] and "[kafka.producer] linger.ms" in warnings[0], warnings
+    assert "log_level" not in warnings[0] and "log_format" not in warnings[0]
+    # Live: from the reload on, the log is JSON, at DEBUG.
+    reloaded = json.loads(next(line for line in new_lines if "configuration reloaded" in line))
+    assert "[agent] log_level" in reloaded["message"] and "[agent] log_format" in reloaded["message"]
+    with open(log, "a") as f:
+        f.write("after reload\n")
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(1)
+        assert [v["data"] for v in reader.values()] == ["after reload"]
+    # Until a restart applies it, the next SIGHUP names the restart-only change again.
+    before_second = len(agent.log_text().splitlines())
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: sum("configuration reloaded" in line for line in agent.log_text().splitlines()) == 2,
+               timeout=10, what="second reload")
+    again = [line for line in agent.log_text().splitlines()[before_second:] if "next restart" in line]
+    assert len(again) == 1 and "[agent] max_open_files" in again[0], again
+    assert agent.stop() == 0
+    after = agent.log_text().splitlines()[before:]
+    records = [json.loads(line) for line in after if line.startswith("{")]
+    assert any(r["level"] == "DEBUG" for r in records), "log_level=DEBUG was not applied live"
