@@ -479,6 +479,7 @@ def test_unit_settings() -> None:
         return values[-1]
 
     assert one("ExecStart") == "/opt/logagent/bin/logagent run -c /etc/logagent/config.ini"
+    assert one("ExecReload") == "/bin/kill -HUP $MAINPID"  # SIGHUP: Agent.reload
     expected = {"Type": "notify", "NotifyAccess": "main", "Restart": "on-failure", "RestartSec": "2",
                 "StateDirectory": "logagent", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                 "ProtectHome": "yes", "PrivateTmp": "yes", "LimitNOFILE": "65536",
