@@ -581,7 +581,8 @@ class DevPlan:
         return ports
 
 
-def _seed_etcd(endpoint: str, plan: DevPlan, log_path: str) -> None:
+def seed_etcd(endpoint: str, plan: DevPlan, log_path: str) -> None:
+    """Write the demo config into the plan's two keys (what `make run` seeds)."""
     import pyetcd
 
     host, port = endpoint.rsplit(":", 1)
@@ -627,7 +628,7 @@ def up(args: argparse.Namespace) -> int:
         kafka.start()
         Path(DEMO_LOG).parent.mkdir(parents=True, exist_ok=True)
         _demo_line("demo line written at")
-        _seed_etcd(etcd.endpoint, plan, DEMO_LOG)
+        seed_etcd(etcd.endpoint, plan, DEMO_LOG)
         print(f"devstack: ready (kafka {kafka.bootstrap}, etcd {etcd.endpoint}, demo config in "
               f"{plan.collect_key}); logs in {workdir}", file=sys.stderr)
         ready = True

@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 from confluent_kafka import Producer
 
-from devstack.stack import DEMO_LOG, DEV_CONFIG, DevPlan, _seed_etcd, listen_port
+from devstack.stack import DEMO_LOG, DEV_CONFIG, DevPlan, seed_etcd, listen_port
 from tests.support import ROOT, new_topic
 
 # What the README's live-change example writes: the demo entry plus a second file, new topic.
@@ -53,7 +53,7 @@ def test_dev_config_sees_the_keys_make_run_seeds(dev_env: dict[str, str], etcd: 
     what `make run` seeds."""
     plan = DevPlan(DEV_CONFIG)
     assert plan.ip == "127.0.0.1" and "/127.0.0.1/" in plan.collect_key
-    _seed_etcd(etcd, plan, DEMO_LOG)
+    seed_etcd(etcd, plan, DEMO_LOG)
 
     check = _run("-m", "logagent", "check", "-c", str(DEV_CONFIG), env=dev_env)
     assert check.returncode == 0, check.stdout + check.stderr
