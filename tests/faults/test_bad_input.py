@@ -8,8 +8,6 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.faults.helpers import (
     RSS_LIMIT_MB,
     PeakTracker,
