@@ -25,6 +25,7 @@ from .manager import ManagerContext, TailerManager
 from .producer import KafkaSink
 from .queue import BatchQueue
 from .registry import Registry
+from .spool import Spool
 from .reload import diff as settings_diff
 from .reload import ini_name, merge
 from .signals import SignalRelay
@@ -92,7 +93,7 @@ class Agent:
                            rotate_wait=a.rotate_wait, close_inactive=a.close_inactive)
         self.manager = TailerManager(ManagerContext(
             opts=opts, queue=self.queue, registry=self.registry,
-            budget=FdBudget(descriptor_budget(a.max_open_files)),
+            budget=FdBudget(descriptor_budget(a.max_open_files)), spool=Spool(a.data_dir, a.spool_max_bytes),
             watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
         self.http = StatusServer(a.http_listen, self.readiness) if a.http_listen else None
@@ -262,6 +263,9 @@ class Agent:
 
     async def start(self) -> None:
         self.registry.load()
+        if self.manager.ctx.spool is not None:
+            self.manager.ctx.spool.load()
+            self.manager.ctx.spool.keep_only(self.registry.live_uids())
         await self.sink.start()
         self._kafka_probe = asyncio.create_task(self._probe_kafka(), name="kafka-probe")
         await self.watcher.start()

@@ -21,12 +21,14 @@ import os
 from dataclasses import dataclass
 
 from . import metrics
-from .collect import CollectEntry
+from .collect import CollectEntry, glob_regex
+from .copies import CopyTailer
 from .errors import AlreadyCollected, NotAllowed, SourceError
 from .globber import AllowedDirs, expand, literal_base
 from .opener import display_name
+from .recovery import FolderIndex, plan
 from .supervise import cancel_and_wait, spawn
-from .tailer import FileTailer, Route, SourceSpec, TailContext, stat_tick
+from .tailer import FileTailer, Route, Shipper, SourceSpec, TailContext, stat_tick
 from .watcher import FileWatcher
 
 log = logging.getLogger("logagent.manager")
@@ -48,9 +50,11 @@ class EntryRunner:
         self.entry = entry
         self.ctx = ctx
         self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
-        self.tailers: dict[str, FileTailer] = {}
-        self.draining: set[FileTailer] = set()
-        self._tasks: dict[FileTailer, asyncio.Task[None]] = {}
+        self.tailers: dict[str, FileTailer] = {}  # path -> the tailer of its current file
+        self.draining: set[Shipper] = set()  # earlier files of a path, read to their end first
+        self._last: dict[str, Shipper] = {}  # path -> the newest tailer of its chain of files
+        self._tasks: dict[Shipper, asyncio.Task[None]] = {}
+        self._folders_index: FolderIndex | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._rescan = False
         self._errors: dict[str, str] = {}
@@ -62,7 +66,23 @@ class EntryRunner:
 
     async def start(self, start_at_end: bool) -> int:
         """The first scan; returns how many files it started."""
-        return await self.scan(start_at_end and self.entry.start == "end")
+        started = await self.scan(start_at_end and self.entry.start == "end")
+        self._recover_vanished()
+        return started
+
+    def _recover_vanished(self) -> None:
+        """Paths of this entry that are gone now (rotated away, nothing new under the name yet)
+        may still owe lines from their earlier files: read those now, not when the name returns."""
+        if self.entry.is_glob:
+            matcher = glob_regex(self.entry.path)
+            paths = [p for p in self.ctx.registry.paths() if matcher.match(p)]
+        else:
+            paths = [self.entry.path]
+        for path in paths:
+            if path not in self.tailers and not os.path.lexists(path):
+                spec = SourceSpec(self.entry.encoding, self.entry.multiline)
+                for copy in self._recover(path, spec):
+                    self._run(copy)
 
     async def stop(self, drain: float = 0.0) -> None:
         """Stop every tailer of this entry and close its files; safe to call twice.
@@ -74,15 +94,21 @@ class EntryRunner:
         if self._scan_task is not None:
             await cancel_and_wait([self._scan_task])
             self._scan_task = None
-        reading = list(self.tailers.values()) + list(self.draining)
+        reading: list[Shipper] = list(self.tailers.values()) + list(self.draining)
         await cancel_and_wait(list(self._tasks.values()))
         deadline = asyncio.get_running_loop().time() + drain
         while any(t.unacked for t in reading) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         for tailer in reading:
+            if isinstance(tailer, FileTailer) and tailer.owes:
+                # Rotated away and not all acknowledged: once our descriptor is closed the spool is
+                # the only copy a restart can find (the file may be compressed or deleted by then).
+                await tailer.protect()
+        for tailer in reading:
             tailer.close()
         self.tailers.clear()
         self.draining.clear()
+        self._last.clear()
         self._tasks.clear()
         for folder in self._folders:
             self.ctx.watcher.unsubscribe(folder, self._on_event)
@@ -118,12 +144,14 @@ class EntryRunner:
         """Start a tailer for every match not collected yet; returns how many started."""
         self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
         started = 0
+        self._folders_index = FolderIndex()  # one listing per folder for this pass's recoveries
         for path in await self._matches():
             if self.stopped:
                 break
             if path in self.tailers:
                 continue
             started += self._start_tailer(path, start_at_end, announce=started < ANNOUNCE_FILES)
+        self._folders_index = None
         if started > ANNOUNCE_FILES:
             log.info("%s: %d more files collected (their starts are logged at DEBUG)",
                      display_name(self.entry.path), started - ANNOUNCE_FILES)
@@ -163,10 +191,12 @@ class EntryRunner:
             self._report(path, f"{shown} (entry {display_name(self.entry.path)!r}) resolves outside "
                                "[agent] allowed_paths (a symlink?); refused", "not_allowed")
             return False
-        tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated,
-                            SourceSpec(self.entry.encoding, self.entry.multiline))
+        spec = SourceSpec(self.entry.encoding, self.entry.multiline)
+        tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated, spec)
         tailer.origin = self.entry.path
         tailer.announce = announce
+        for copy in self._recover(path, spec):
+            self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
         try:
             tailer.open()
         except AlreadyCollected as exc:
@@ -183,21 +213,51 @@ class EntryRunner:
         if path in self._errors:
             log.info("%s: collecting now", shown)
             del self._errors[path]
+        tailer.after = self._last.get(path)
+        self._last[path] = tailer
         self.tailers[path] = tailer
-        metrics.FILES_TRACKED.inc()
         self._watch(os.path.dirname(path))
-        self._tasks[tailer] = spawn(f"tailer {shown}", "tailer", tailer.run,
+        self._run(tailer)
+        return True
+
+    def _recover(self, path: str, spec: SourceSpec) -> list[CopyTailer]:
+        """Tailers for the earlier files of `path` that still hold unread lines (rotated away while
+        the agent was stopped, or while it could not keep up), chained oldest first after the
+        path's newest tailer; recovery.plan finds them."""
+        folders = self._folders_index or FolderIndex()
+        held = lambda dev, ino: self.ctx.claims.holder((dev, ino)) is not None  # noqa: E731
+        copies: list[CopyTailer] = []
+        for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned):
+            copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
+            copy.origin = self.entry.path
+            try:
+                copy.open()
+            except SourceError as exc:
+                log.warning("%s: cannot read an earlier file (%s)", display_name(path), exc)
+                copy.close()
+                continue
+            self._last[path] = copy
+            self.draining.add(copy)
+            copies.append(copy)
+        return copies
+
+    def _run(self, tailer: Shipper) -> None:
+        metrics.FILES_TRACKED.inc()
+        self._tasks[tailer] = spawn(f"tailer {tailer.name}", "tailer", tailer.run,  # type: ignore[attr-defined]
                                     before_restart=tailer.rewind,
                                     expected=(SourceError,),
                                     on_done=lambda _, t=tailer: self._tailer_ended(t))
-        return True
 
-    def _tailer_ended(self, tailer: FileTailer) -> None:
+    def _tailer_ended(self, tailer: Shipper) -> None:
         self._tasks.pop(tailer, None)
+        if not tailer.reading_done.is_set():
+            tailer.close()  # type: ignore[attr-defined]  # it gave up: the files after it must not wait
         self.draining.discard(tailer)
+        if self._last.get(tailer.path) is tailer:
+            del self._last[tailer.path]
         if self.tailers.get(tailer.path) is tailer:
             del self.tailers[tailer.path]
-            tailer.close()
+            tailer.close()  # type: ignore[attr-defined]
             self.request_scan()
         metrics.FILES_TRACKED.dec()
 
@@ -215,6 +275,7 @@ class EntryRunner:
     def _on_event(self, path: str) -> None:
         tailer = self.tailers.get(path)
         if tailer is not None:
+            tailer.check_name()  # a rename is seen now, even by a tailer waiting for the queue
             tailer.wake()
         else:
             self.request_scan()
@@ -294,8 +355,9 @@ class TailerManager:
             self.runners.clear()
 
     def tailers(self) -> list[FileTailer]:
+        """The live files (for the stat tick); earlier files read from copies need no ticks."""
         out: list[FileTailer] = []
         for runner in self.runners.values():
             out.extend(runner.tailers.values())
-            out.extend(runner.draining)
+            out.extend(t for t in runner.draining if isinstance(t, FileTailer))
         return out

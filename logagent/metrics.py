@@ -18,6 +18,17 @@ PARTIAL_LINE_BYTES = Gauge("logagent_partial_line_bytes", "Bytes of a last line 
                            "until the newline comes (never shipped cut in two)", ["path"])
 ROTATIONS = Counter("logagent_rotations", "Rotations followed", ["path", "kind"])
 
+SPOOL_BYTES = Gauge("logagent_spool_bytes", "Bytes of rotated-away files kept in the spool until Kafka has them")
+SPOOL_FILES = Gauge("logagent_spool_files", "Rotated-away files with bytes in the spool")
+SPOOL_REFUSED_BYTES = Counter("logagent_spool_refused_bytes", "Bytes of rotated-away files the full spool could "
+                              "not keep (lost if the agent stops before Kafka takes them)")
+SPOOL_REFUSED_LINES = Counter("logagent_spool_refused_lines", "Lines of rotated-away files the full spool could "
+                              "not keep (lost if the agent stops before Kafka takes them)")
+LOST_BYTES = Counter("logagent_bytes_lost", "Bytes known to be lost: a file rotated away and gone (not found by "
+                     "identity, not in the spool, not in a compressed copy) before Kafka had them", ["reason"])
+RECOVERED_FILES = Counter("logagent_rotated_files_recovered", "Rotated-away files found again and read to their "
+                          "end (at start, or after generations were missed)", ["source"])
+
 QUEUE_DEPTH = Gauge("logagent_queue_depth", "Messages waiting in the bounded queue")
 QUEUE_CAPACITY = Gauge("logagent_queue_capacity", "Capacity of the bounded queue ([kafka] chan_size)")
 DELIVERED = Counter("logagent_messages_delivered", "Messages acknowledged by Kafka", ["topic"])

@@ -40,13 +40,21 @@ def fingerprint(fd: int, length: int = FINGERPRINT_BYTES) -> tuple[str, int]:
 
 @dataclass
 class RegistryEntry:
-    path: str
-    offset: int
+    path: str  # the name the file was collected under (its rotated names are found by identity)
+    offset: int  # every byte before it is acknowledged by Kafka
     dev: int
     ino: int
     fp: str
     fp_len: int
-    updated: float
+    updated: float  # wall time of the last change
+    since: float = 0.0  # wall time the agent first saw this file: orders a path's generations
+    done: bool = False  # rotated away, read and acknowledged to its end: nothing left to do
+    size: int = 0  # bytes the agent knew the file had (what is at stake if it vanishes)
+
+    @property
+    def uid(self) -> str:
+        """Unique for the file across inode reuse: names its spool folder and archived key."""
+        return f"{self.dev}-{self.ino}-{int(self.since * 1e6)}"
 
 
 def _still_there(entry: "RegistryEntry") -> bool:
@@ -62,6 +70,10 @@ def identity_key(dev: int, ino: int) -> str:
     return f"{dev}:{ino}"
 
 
+KEEP_DONE_PER_PATH = 200  # finished rotated generations remembered per path (their identity is
+# what keeps a rotated copy from being taken for a new file at start)
+
+
 class Registry:
     """In-memory map of acknowledged offsets, flushed to `<data_dir>/registry.json`."""
 
@@ -69,6 +81,8 @@ class Registry:
         self.path = Path(data_dir) / "registry.json"
         self.flush_interval = flush_interval
         self._entries: dict[str, RegistryEntry] = {}
+        self._by_path: dict[str, set[str]] = {}  # path -> keys of its entries (its generations)
+        self._done_since_prune = 0
         self._applied: dict[str, float] = {}  # collect entry path -> when it was first applied
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +113,8 @@ class Registry:
                     item["path"] = from_display(item["path"])
                 entry = RegistryEntry(**item)
                 if now - entry.updated < PRUNE_AFTER or _still_there(entry):
-                    self._entries[key] = entry
+                    self._put(key, entry)
+            self._prune_done()
         except (ValueError, TypeError) as exc:
             metrics.REGISTRY_ERRORS.inc()
             aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
@@ -110,6 +125,7 @@ class Registry:
                 where = f"could not be moved aside: {rename_exc}"
             log.error("registry %s is corrupt (%s); %s; starting without saved offsets", self.path, exc, where)
             self._entries.clear()
+            self._by_path.clear()
             self._applied.clear()
 
     def entry_applied(self, pattern: str) -> bool:
@@ -131,20 +147,94 @@ class Registry:
     def lookup(self, dev: int, ino: int) -> RegistryEntry | None:
         return self._entries.get(identity_key(dev, ino))
 
-    def update(self, dev: int, ino: int, path: str, offset: int, fp: str, fp_len: int) -> None:
-        """Record that every byte before `offset` of this file is acknowledged."""
-        key = identity_key(dev, ino)
+    def get(self, key: str) -> RegistryEntry | None:
+        return self._entries.get(key)
+
+    def update(self, dev: int, ino: int, path: str, offset: int, fp: str, fp_len: int,
+               key: str | None = None, size: int | None = None) -> str:
+        """Record that every byte before `offset` of this file is acknowledged; returns its key
+        (`key`: an archived entry's, see `archive`)."""
+        key = key or identity_key(dev, ino)
         entry = self._entries.get(key)
+        now = time.time()
         if entry is None:
-            self._entries[key] = RegistryEntry(path, offset, dev, ino, fp, fp_len, time.time())
+            self._put(key, RegistryEntry(path, offset, dev, ino, fp, fp_len, now, since=now,
+                                         size=max(offset, size or 0)))
         else:
-            entry.path, entry.offset, entry.fp, entry.fp_len = path, offset, fp, fp_len
-            entry.updated = time.time()
+            entry.offset, entry.fp, entry.fp_len = offset, fp, fp_len
+            entry.updated = now
+            if size is not None:
+                entry.size = max(entry.size, size)
         self._changed()
+        return key
+
+    def archive(self, dev: int, ino: int) -> None:
+        """A new file took over this inode while the old one still has work (unread bytes kept in a
+        rotated copy or the spool): keep the old entry under its uid, out of the new one's way."""
+        key = identity_key(dev, ino)
+        entry = self._drop(key)
+        if entry is not None:
+            if not entry.done:
+                self._put(entry.uid, entry)
+            self._changed()
+
+    def mark_done(self, key: str) -> None:
+        """The file was rotated away and is acknowledged to its end."""
+        entry = self._entries.get(key)
+        if entry is not None and not entry.done:
+            entry.done = True
+            entry.updated = time.time()
+            self._done_since_prune += 1
+            if self._done_since_prune >= KEEP_DONE_PER_PATH:
+                self._done_since_prune = 0
+                self._prune_done()
+            if key != identity_key(entry.dev, entry.ino):
+                self._drop(key)  # an archived entry has no file left to recognise
+            self._changed()
+
+    def entries_for(self, path: str) -> list[tuple[str, RegistryEntry]]:
+        """(key, entry) of every file collected under `path`: its generations."""
+        return [(k, self._entries[k]) for k in self._by_path.get(path, ())]
+
+    def live_uids(self) -> set[str]:
+        """The uids of files not done yet: the ones whose spool copies may still be needed."""
+        return {e.uid for e in self._entries.values() if not e.done}
+
+    def paths(self) -> list[str]:
+        """Every path with files in the registry."""
+        return list(self._by_path)
 
     def forget(self, dev: int, ino: int) -> None:
-        if self._entries.pop(identity_key(dev, ino), None) is not None:
+        if self._drop(identity_key(dev, ino)) is not None:
             self._changed()
+
+    def _put(self, key: str, entry: RegistryEntry) -> None:
+        old = self._entries.get(key)
+        if old is not None and old.path != entry.path:
+            self._drop(key)
+        self._entries[key] = entry
+        self._by_path.setdefault(entry.path, set()).add(key)
+
+    def _drop(self, key: str) -> RegistryEntry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            keys = self._by_path.get(entry.path)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_path[entry.path]
+        return entry
+
+    def _prune_done(self) -> None:
+        """Keep the newest KEEP_DONE_PER_PATH finished generations of each path."""
+        done: dict[str, list[tuple[float, str]]] = {}
+        for key, e in self._entries.items():
+            if e.done:
+                done.setdefault(e.path, []).append((e.since, key))
+        for keys in done.values():
+            if len(keys) > KEEP_DONE_PER_PATH:
+                for _, key in sorted(keys)[: len(keys) - KEEP_DONE_PER_PATH]:
+                    self._drop(key)
 
     def _changed(self) -> None:
         self._dirty = True
@@ -159,7 +249,10 @@ class Registry:
         files: dict[str, dict[str, object]] = {}
         for k, e in self._entries.items():
             item: dict[str, object] = {"path": e.path, "offset": e.offset, "dev": e.dev, "ino": e.ino,
-                                       "fp": e.fp, "fp_len": e.fp_len, "updated": e.updated}
+                                       "fp": e.fp, "fp_len": e.fp_len, "updated": e.updated,
+                                       "since": e.since, "size": e.size}
+            if e.done:
+                item["done"] = True
             if is_raw(e.path):  # JSON holds no lone surrogates: the lossless escaped form instead
                 item["path"], item["raw"] = display_name(e.path), True
             files[k] = item

@@ -35,7 +35,8 @@ from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encodi
 from .multiline import Aggregator, MultilineSpec
 from .opener import display_name, open_checked, open_error_reason
 from .queue import BatchQueue
-from .registry import FINGERPRINT_BYTES, Registry, fingerprint
+from .registry import FINGERPRINT_BYTES, Registry, fingerprint, identity_key
+from .spool import Spool, SpoolFile
 
 __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
            "stat_tick"]
@@ -110,6 +111,8 @@ class TailContext:
     budget: FdBudget
     allowed_paths: tuple[str, ...]
     claims: Claims = field(default_factory=Claims)
+    spool: Spool | None = None  # where rotated-away bytes Kafka does not have yet are kept
+    owned: set[str] = field(default_factory=set)  # registry keys a tailer of this process answers for
 
     def allowed(self, real_path: str) -> bool:
         return path_allowed(real_path, self.allowed_paths)
@@ -139,6 +142,10 @@ class Shipper:
         self.fp, self.fp_len = "", 0
         self.read_pos = 0
         self.acks = AckTracker()
+        self.reg_key = ""  # this file's key in the registry
+        self.after: Shipper | None = None  # the earlier generation of this path, read first
+        self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
+        self._spooled: SpoolFile | None = None
         self._splitter = LineSplitter(self.opts.max_line_bytes)
         self._events: Aggregator | None = None
         self._wake = asyncio.Event()
@@ -286,8 +293,11 @@ class Shipper:
             self.wake()
         elif outcome is Ack.MOVED:
             self._failures = 0
-            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len)
+            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                                  key=self.reg_key or None, size=self.read_pos)
             self._unacked.set(max(0, self.read_pos - self.acked))
+            if self._spooled is not None and self.ctx.spool is not None:
+                self.ctx.spool.release(self._spooled.uid, self.acked)
 
     async def _rewind_after_failure(self) -> None:
         delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
@@ -321,6 +331,10 @@ class FileTailer(Shipper):
         self._last_growth = time.monotonic()
         self._closed_idle = False
         self._decided = False  # where to start was decided but may not be on disk yet
+        self.complete = False  # a rotated-away file read to its end (not merely closed)
+        self._spooled_to = 0  # the spool holds this file's bytes up to here
+        self._protecting: asyncio.Future[None] | None = None
+        self._protect_again = False
 
     # ---- open / close
 
@@ -358,6 +372,7 @@ class FileTailer(Shipper):
             metrics.FILE_ERRORS.labels(label, exc.reason).inc()
             raise
         if reopening and ((st.st_dev, st.st_ino) != (self.dev, self.ino)
+                          or (at is not None and self.fp_len == 0)  # found by inode, nothing to check it by
                           or fingerprint(fd, self.fp_len)[0] != self.fp):
             # Another file under the name, or the inode reused by a new file while we had it closed.
             os.close(fd)
@@ -387,7 +402,10 @@ class FileTailer(Shipper):
         self.fp, self.fp_len = fingerprint(fd)
         saved = self._registry.lookup(st.st_dev, st.st_ino)
         self._decided = True  # a new decision, unless the registry had one
-        if saved is not None and fingerprint(fd, saved.fp_len)[0] == saved.fp:
+        if saved is not None and fingerprint(fd, saved.fp_len)[0] != saved.fp:
+            self._registry.archive(st.st_dev, st.st_ino)  # a reused inode: the old file may still be owed
+            saved = None
+        if saved is not None:
             start = saved.offset if saved.offset <= st.st_size else 0
             how = f"saved offset {saved.offset}" + ("" if start == saved.offset else ", file is shorter: from 0")
             self._decided = False
@@ -403,7 +421,9 @@ class FileTailer(Shipper):
             self._resolve_encoding(os.pread(fd, 4, 0))
         # Saved at once (run() persists it before reading), so a restart before the first ack
         # does not re-decide where to start.
-        self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len)
+        self.reg_key = self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len,
+                                             size=st.st_size)
+        self.ctx.owned.add(self.reg_key)
         log.log(logging.INFO if self.announce else logging.DEBUG,
                 "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
 
@@ -437,9 +457,72 @@ class FileTailer(Shipper):
         """Close the descriptor for good (the entry was removed or the agent stops)."""
         self._close_fd()
         self.finished = True
+        self.reading_done.set()
         self.ctx.claims.release(self)
+        if not self.rotated:
+            self.ctx.owned.discard(self.reg_key)  # a rotated file stays ours until Kafka has it all
         self._unacked.set(0)
         self._held.set(0)
+
+    # ---- the spool: a rotated-away file's unacknowledged bytes, kept where a restart finds them
+
+    @property
+    def owes(self) -> bool:
+        """Rotated away with bytes Kafka has not acknowledged, not yet all in the spool."""
+        if not self.rotated or self.fd is None or self.ctx.spool is None:
+            return False
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError:
+            return False
+        return size > max(self.acked, self._spooled_to)
+
+    def _schedule_protect(self) -> None:
+        if not self.owes:
+            return
+        if self._protecting is not None and not self._protecting.done():
+            self._protect_again = True
+            return
+        self._protecting = asyncio.ensure_future(self.protect())
+
+    async def protect(self) -> None:
+        """Copy what Kafka has not acknowledged of this rotated-away file into the spool (from a
+        duplicate of the descriptor, so closing ours meanwhile is safe); again while it grows."""
+        spool = self.ctx.spool
+        while spool is not None and self.owes and self.fd is not None:
+            self._protect_again = False
+            if self._spooled is None:
+                entry = self._registry.get(self.reg_key)
+                since = entry.since if entry is not None else time.time()
+                uid = entry.uid if entry is not None else f"{self.dev}-{self.ino}-{int(since * 1e6)}"
+                self._spooled = spool.get(uid) or SpoolFile(uid, spool.root / uid, self.path, self.dev, self.ino,
+                                                            self.fp, self.fp_len, since, time.time())
+            fd = os.dup(self.fd)
+            try:
+                end = os.fstat(fd).st_size
+                start = max(self.acked, self._spooled_to)
+                kept = await spool.copy(self._spooled, fd, start, end)
+            finally:
+                os.close(fd)
+            # What the spool refused is counted once; it is still read through the descriptor.
+            self._spooled_to = end if kept < end else kept
+            if not self._protect_again:
+                break
+
+    def _maybe_done(self) -> None:
+        """A finished rotated-away file that Kafka has to its end: done, its spool copy deleted."""
+        if self.complete and self.acks.pending == 0 and self.acks.failed is None \
+                and self.acked >= self.read_pos and self.reg_key:
+            self._registry.mark_done(self.reg_key)
+            self.ctx.owned.discard(self.reg_key)
+            if self._spooled is not None and self.ctx.spool is not None:
+                self.ctx.spool.drop(self._spooled.uid)
+                self._spooled = None
+
+    def batch_done(self, batch: Batch) -> None:
+        super().batch_done(batch)
+        if self.finished:
+            self._maybe_done()
 
     # ---- the loop
 
@@ -464,6 +547,11 @@ class FileTailer(Shipper):
             # the next periodic flush would decide again at restart, past lines never sent.
             await self._registry.persist()
             self._decided = False
+        if self.after is not None:
+            # The earlier file of this path first: per path, lines go out in the order written.
+            # Meanwhile this file stays open (an unlink cannot take it) and is watched for rotation.
+            await self.after.reading_done.wait()
+            self.after = None
         while not self.finished:
             self._wake.clear()  # before reading: a wake-up during the read is not lost
             if self.acks.failed is not None:
@@ -474,7 +562,9 @@ class FileTailer(Shipper):
                     break
             if self.fd is not None:
                 await self._read_to_end()
-                self._check_name()
+                self.check_name()
+                if self.rotated:
+                    self._schedule_protect()
             now = time.monotonic()
             timeout: float | None = None
             if self.rotated and self.fd is not None:
@@ -498,11 +588,22 @@ class FileTailer(Shipper):
                     await asyncio.wait_for(self._wake.wait(), max(0.01, timeout))
                 except asyncio.TimeoutError:
                     pass
+        self.reading_done.set()
 
     def needs_attention(self) -> bool:
         """The stat tick's cheap check (no task switch): has anything changed that inotify
-        may not have told us about? Growth, truncation, a rename or delete, an idle close due."""
-        if self.finished or self.acks.failed is not None:
+        may not have told us about? Growth, truncation, a rename or delete, an idle close due.
+        A rename is acted on here at once: a tailer waiting for room in the queue (Kafka down)
+        cannot notice it, and the next file under the name must be opened before it is gone."""
+        if self.finished:
+            return False
+        if self.fd is not None and not self.rotated:
+            self.check_name()
+        if self.after is not None and self.fd is not None:
+            self._refresh_fingerprint()  # waiting behind an earlier file: keep its identity sure
+        if self.rotated:
+            self._schedule_protect()
+        if self.acks.failed is not None:
             return False
         try:
             if self.fd is not None:
@@ -545,8 +646,11 @@ class FileTailer(Shipper):
             self._budget.touch(self)
             if self.fp_len < FINGERPRINT_BYTES:
                 # The fingerprint grows with the file up to FINGERPRINT_BYTES: the more of the
-                # head it covers, the surer a reused inode or a rewrite is told apart.
+                # head it covers, the surer a reused inode, a rewrite or a compressed copy is told
+                # apart. The registry hears of it now, not at the next acknowledgement.
                 self.fp, self.fp_len = fingerprint(fd, min(self.read_pos, FINGERPRINT_BYTES))
+                self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                                      key=self.reg_key or None)
             await self._ship_chunk(data, offset)
             if len(data) < bufsize:
                 return
@@ -565,9 +669,20 @@ class FileTailer(Shipper):
         self.fp, self.fp_len = fingerprint(fd)
         self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len)
 
-    def _check_name(self) -> None:
-        """Notice when `path` no longer names our file (renamed, deleted, replaced)."""
-        if self.rotated:
+    def _refresh_fingerprint(self) -> None:
+        """A file not read yet (it waits for the earlier file of its path) grows its fingerprint
+        as it fills, so a restart can tell it from another file that reuses its inode."""
+        if self.fp_len >= FINGERPRINT_BYTES or self.fd is None:
+            return
+        fp, fp_len = fingerprint(self.fd)
+        if fp_len > self.fp_len:
+            self.fp, self.fp_len = fp, fp_len
+            self._registry.update(self.dev, self.ino, self.path, self.acked, fp, fp_len, key=self.reg_key or None)
+
+    def check_name(self) -> None:
+        """Notice when `path` no longer names our file (renamed, deleted, replaced). Cheap (one
+        stat) and callable any time: by the read loop, the stat tick and inotify events."""
+        if self.rotated or self.finished or self.dev == 0:
             return
         try:
             st = os.stat(self.path)
@@ -581,9 +696,13 @@ class FileTailer(Shipper):
         if moved:
             self.rotated = True
             self._last_growth = time.monotonic()
+            # The registry gets its fingerprint as it is now, before a recovery pass looks for
+            # copies of it: a compressed copy of this file is then known for what it is.
+            self._refresh_fingerprint()
             metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
             log.info("%s was renamed or deleted; reading the old file to its end", self.name)
             self._on_rotated(self)
+            self._schedule_protect()
 
     def _maybe_reopen(self) -> None:
         """After close_idle (or while parked): reopen when the same file changed. When the name
@@ -638,7 +757,11 @@ class FileTailer(Shipper):
 
     async def _finish_rotated(self) -> None:
         await self._flush_held()
+        if self.owes:
+            await self.protect()  # until Kafka has it, the spool is its only copy once we close
         log.info("finished rotated file %s at offset %d", self.name, self.read_pos)
         self._close_fd()
-        self.finished = True
+        self.finished = self.complete = True
+        self.reading_done.set()
         self.ctx.claims.release(self)
+        self._maybe_done()

@@ -1,0 +1,54 @@
+"""Spool: crash-safe segments of rotated-away bytes, bounded, released as Kafka acknowledges."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from logagent import metrics
+from logagent.spool import Spool, SpoolFile
+
+
+def _file(tmp: Path, data: bytes) -> int:
+    p = tmp / "src.log"
+    p.write_bytes(data)
+    return os.open(p, os.O_RDONLY)
+
+
+def _spooled(spool: Spool, uid: str = "1-2-3") -> SpoolFile:
+    return SpoolFile(uid, spool.root / uid, "/var/log/app.log", 1, 2, "fp", 10, 3.0, 4.0)
+
+
+def test_copies_are_whole_segments_found_again_after_a_restart(tmp_path: Path) -> None:
+    data = b"".join(b"line %05d\n" % i for i in range(1000))
+    fd = _file(tmp_path, data)
+    spool = Spool(tmp_path / "data", max_bytes=1 << 20)
+    spooled = _spooled(spool)
+    assert asyncio.run(spool.copy(spooled, fd, 100, 5000)) == 5000
+    assert asyncio.run(spool.copy(spooled, fd, 5000, len(data))) == len(data)
+    os.close(fd)
+    (spooled.folder / f"{len(data):020d}-{len(data) + 50:020d}.tmp").write_bytes(b"half written")
+    again = Spool(tmp_path / "data", max_bytes=1 << 20)
+    again.load()  # as after kill -9
+    found = again.get("1-2-3")
+    assert found is not None and found.path == "/var/log/app.log" and found.mtime == 4.0
+    assert not list(found.folder.glob("*.tmp")), "a half-written segment is deleted, never read"
+    assert found.covered(100) == len(data) and found.covered(50) == 50
+    assert found.read(20, 4995) == data[4995:5000], "a read stops at its segment's end"
+    assert found.read(20, 5000) == data[5000:5020]
+    again.release("1-2-3", 5000)
+    assert [s.start for s in found.segments] == [5000] and found.covered(5000) == len(data)
+    again.drop("1-2-3")
+    assert not found.folder.exists() and metrics.SPOOL_BYTES._value.get() == 0
+
+
+def test_a_full_spool_keeps_what_fits_and_counts_the_rest(tmp_path: Path) -> None:
+    data = b"".join(b"%09d\n" % i for i in range(100))  # 100 lines of 10 bytes
+    fd = _file(tmp_path, data)
+    spool = Spool(tmp_path / "data", max_bytes=300)
+    before = (metrics.SPOOL_REFUSED_LINES._value.get(), metrics.SPOOL_REFUSED_BYTES._value.get())
+    assert asyncio.run(spool.copy(_spooled(spool), fd, 0, len(data))) == 300
+    os.close(fd)
+    assert metrics.SPOOL_REFUSED_LINES._value.get() - before[0] == 70
+    assert metrics.SPOOL_REFUSED_BYTES._value.get() - before[1] == 700
