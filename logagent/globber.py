@@ -63,6 +63,7 @@ class AllowedDirs:
 class GlobResult:
     paths: list[str] = field(default_factory=list)
     problem: str = ""  # the limit that stopped the walk, for the operator
+    reason: str = ""  # its metric label
 
 
 class _Stop(Exception):
@@ -89,12 +90,15 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
     visited: set[tuple[int, int, int]] = set()
     stop_at = time.monotonic() + deadline
     dirs = 0
+    matched = 0
 
     def add(path: str) -> None:
-        found.add(path)
-        if len(found) > max_files:
-            result.problem = f"it matches more than {max_files} files; only the first {max_files} are collected"
-            raise _Stop
+        # Past max_files the matches are counted, not kept (a few times over, so that "the first"
+        # ones are the first in sorted order, as the operator reads a listing).
+        nonlocal matched
+        matched += 1
+        if len(found) < 5 * max_files:
+            found.add(path)
 
     def enter(d: str, real: str, i: int, depth: int) -> None:
         nonlocal dirs
@@ -152,6 +156,13 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
         pass
     except RecursionError:
         result.problem = "it nests too deep"
+    if result.problem:
+        result.reason = "glob_limit"
+    if matched > max_files:
+        more = "at least " if result.problem else ""
+        result.problem = (f"it matches {more}{matched} files; only the first {max_files} are collected"
+                          + (f" ({result.problem})" if result.problem else ""))
+        result.reason = "too_many_files"
     result.paths = sorted(found)[:max_files]
     return result
 

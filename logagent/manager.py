@@ -131,7 +131,7 @@ class EntryRunner:
         found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
                                         self.ctx.max_files_per_entry)
         if found.problem:
-            self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", "glob_limit")
+            self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
             del self._errors[pattern]
         return [p for p in found.paths if p not in self.tailers]

@@ -45,7 +45,8 @@ def test_limits_are_named(tmp_path: Path) -> None:
     for i in range(5):
         (tmp_path / f"{i}.log").write_text("")
     found = expand(f"{tmp_path}/*.log", AllowedDirs(("/**",)), max_files=3)
-    assert len(found.paths) == 3 and "more than 3 files" in found.problem
+    assert len(found.paths) == 3 and "matches 5 files; only the first 3" in found.problem
+    assert found.paths == sorted(found.paths) and found.reason == "too_many_files"
     deep = tmp_path / "d"
     path = deep
     for i in range(6):

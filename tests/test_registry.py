@@ -103,3 +103,16 @@ def test_persist_writes_only_what_the_last_write_did_not_cover(tmp_path: Path, m
     saved.load()
     entry = saved.lookup(1, 0)
     assert entry is not None and entry.offset == 10
+
+
+def test_writes_come_every_quarter_interval_unless_serialising_is_costly(tmp_path):
+    from logagent.registry import Registry
+
+    reg = Registry(tmp_path, flush_interval=1.0)
+    reg.update(1, 2, "/var/log/a.log", 10, "fp", 4)
+    reg._snapshot()
+    assert reg.spacing() == 0.25  # a kill -9 re-sends at most about a quarter second of traffic
+    reg._serialize_cost = 0.005  # 10,000 files
+    assert reg.spacing() == 0.5
+    reg._serialize_cost = 1.0
+    assert reg.spacing() == 1.0  # never less often than registry_flush_interval
