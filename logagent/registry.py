@@ -179,6 +179,17 @@ class Registry:
                 self._put(entry.uid, entry)
             self._changed()
 
+    def remember_content(self, dev: int, ino: int, path: str, fp: str, fp_len: int) -> None:
+        """A file was truncated and rewritten (copytruncate): what it held before is remembered as a
+        finished generation, so that its rotated copy (app.log.1) is never taken for a file the
+        agent has not read."""
+        if fp_len == 0:
+            return
+        now = time.time()
+        entry = RegistryEntry(path, 0, dev, ino, fp, fp_len, now, since=now, done=True)
+        self._put(f"{entry.uid}:{fp}", entry)
+        self._changed()
+
     def mark_done(self, key: str) -> None:
         """The file was rotated away and is acknowledged to its end."""
         entry = self._entries.get(key)

@@ -666,8 +666,9 @@ class FileTailer(Shipper):
         self._splitter.reset(0)
         if self._events is not None:
             self._events.reset()
+        self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
         self.fp, self.fp_len = fingerprint(fd)
-        self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len)
+        self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
 
     def _refresh_fingerprint(self) -> None:
         """A file not read yet (it waits for the earlier file of its path) grows its fingerprint

@@ -103,3 +103,19 @@ def test_generations_never_seen_are_found_oldest_first_but_not_after_copytruncat
     _known(reg2, log2, 5)
     (tmp_path / "svc.log.1").write_text("kept\n")
     assert _plan(reg2, log2) == []
+
+
+def test_a_copytruncate_copy_is_not_taken_for_a_new_file_when_the_path_is_later_replaced(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("first content\n")
+    key = _known(reg, log, 14)
+    entry = reg.get(key)
+    assert entry is not None
+    (tmp_path / "app.log.1").write_text("first content\n")  # copytruncate: copy, then truncate
+    reg.remember_content(entry.dev, entry.ino, str(log), entry.fp, entry.fp_len)  # what the tailer does
+    log.write_text("second\n")
+    _known(reg, log, 7)
+    log.unlink()  # then delete-and-recreate
+    log.write_text("third\n")
+    assert _plan(reg, log) == []
