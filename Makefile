@@ -35,6 +35,15 @@ test: setup
 unit: $(STAMP)
 	$(BIN)/python -m pytest --ignore=tests/integration --ignore=tests/faults $(PYTEST_ARGS)
 
+## Type check (mypy --strict on logagent/) and lint (ruff on logagent tests bench devstack);
+## both run, and the target fails when either finds something. Settings: pyproject.toml.
+.PHONY: lint
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/mypy logagent || status=1; \
+	$(BIN)/ruff check logagent tests bench devstack || status=1; \
+	exit $$status
+
 ## Print what `make run` ships to Kafka (run in a second terminal), each topic from its
 ## beginning; topics created later are picked up. TOPICS='a b' for others ('^demo_.*': a regex).
 consume: $(STAMP)

@@ -40,8 +40,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import (BENCH_DIR, OUT_DIR, ROOT, BenchError, Ctx, KafkaTools, ensure_kcat, log, produce_only_main,
-                     writer_main)
+from harness import (
+    BENCH_DIR,
+    OUT_DIR,
+    ROOT,
+    BenchError,
+    Ctx,
+    KafkaTools,
+    ensure_kcat,
+    log,
+    produce_only_main,
+    writer_main,
+)
 from report import Section, kafka_version, kcat_version, machine_info, targets_table, write_results
 from scenarios import ALL_SCENARIOS, EXTRA_SCENARIOS, RUNNERS
 

@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -31,8 +32,9 @@ BENCH_PY = BENCH_DIR / "bench.py"  # the entry point; writer children run it wit
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from devstack.stack import listen_port  # noqa: E402 - needs ROOT on sys.path
 from report import Section, Target  # noqa: E402
+
+from devstack.stack import listen_port  # noqa: E402 - needs ROOT on sys.path
 from tests.support import AgentProcess, metric_sum, render_config  # noqa: E402
 
 PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
@@ -143,7 +145,7 @@ class KafkaTools:
                       "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
                       "queued.max.messages.kbytes": 256 * 1024})
         try:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+            _low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
             c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
             count, last_off = 0, -1
             first = last = None
@@ -188,7 +190,7 @@ class BenchAgent(AgentProcess):
         self.name = name
         self.rusage: Any = None  # of the exited process: user+sys CPU of the whole run
 
-    def start(self, wait_ready: bool = False, timeout: float = 30.0) -> "BenchAgent":
+    def start(self, wait_ready: bool = False, timeout: float = 30.0) -> BenchAgent:
         super().start(wait_ready, timeout)
         return self
 
@@ -237,7 +239,7 @@ class BenchAgent(AgentProcess):
         return self.proc.returncode if self.proc is not None else None
 
 
-def agent_ini(ctx: "Ctx", data_dir: Path, files: list[dict[str, Any]],
+def agent_ini(ctx: Ctx, data_dir: Path, files: list[dict[str, Any]],
               sysinfo: dict[str, Any] | None = None, agent_extra: dict[str, Any] | None = None) -> str:
     """The agent's config: no etcd, `[collect] files`, the throughput producer settings, the agent's
     default intervals (not the tests' fast ones), /metrics on a free loopback port."""
@@ -396,7 +398,7 @@ def writer_main(spec: dict[str, Any]) -> int:
         # one write() per file per burst. Time-based schedule: a late burst is not skipped.
         period = spec.get("period", 0.01)
         per_file = max(1, round(spec["rate"] * period / nfiles))
-        for k, lag in paced(t0, period, seconds):
+        for _burst, lag in paced(t0, period, seconds):
             max_lag = max(max_lag, lag)
             for i, fd in enumerate(fds):
                 ts = time.time_ns()

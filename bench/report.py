@@ -15,9 +15,10 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,7 @@ def pct(values: list[float], p: float) -> float:
     """Nearest-rank percentile of a sorted list."""
     if not values:
         return float("nan")
-    k = max(0, min(len(values) - 1, int(round(p / 100.0 * len(values) + 0.5)) - 1))
+    k = max(0, min(len(values) - 1, round(p / 100.0 * len(values) + 0.5) - 1))
     return values[k]
 
 
@@ -211,7 +212,9 @@ def render(ctx: Results, info: dict[str, str], command: str, started: Any, total
               f"{agent_producer_defaults()}; kcat's librdkafka 2.0.2: linger.ms=5, batch.num.messages=10000).",
               "- Counts are verified by consuming every topic from the beginning to its high watermark "
               "(throughput: first and last line compared with the file too). Topics are deleted afterwards.",
-              "- CPU % is of one core (100 % = one core busy). Peak RSS = the kernel's high-water mark VmHWM (/proc/<pid>/status) of the process, read every 20 ms until it exits; not ru_maxrss, which for a child includes the forked benchmark process's memory from before exec.",
+              "- CPU % is of one core (100 % = one core busy). Peak RSS = the kernel's high-water mark VmHWM "
+              "(/proc/<pid>/status) of the process, read every 20 ms until it exits; not ru_maxrss, which for a "
+              "child includes the forked benchmark process's memory from before exec.",
               ""]
     parts += [kept.get("## Notes", "## Notes\n\n" + NOTES_PLACEHOLDER), ""]
     if "## Optimisation log" in kept:

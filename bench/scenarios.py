@@ -22,13 +22,34 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from harness import (OUT_DIR, PRODUCER, ROOT, BENCH_PY, BenchAgent, BenchError, Ctx, PeakRss, Writer,
-                     agent_ini, clean_env, log, make_lines_file, metric, nofile_for, proc_cpu, py_spy,
-                     read_first_last, sample_window, wait_delivered, wait_files_open)
+from harness import (
+    BENCH_PY,
+    OUT_DIR,
+    PRODUCER,
+    ROOT,
+    BenchAgent,
+    BenchError,
+    Ctx,
+    PeakRss,
+    Writer,
+    agent_ini,
+    clean_env,
+    log,
+    make_lines_file,
+    metric,
+    nofile_for,
+    proc_cpu,
+    py_spy,
+    read_first_last,
+    sample_window,
+    wait_delivered,
+    wait_files_open,
+)
 from report import Section, Target, fmt, fmt_int, md_table, median, pct
 
 ALL_SCENARIOS = ("throughput", "latency", "files", "idle", "sysinfo")
@@ -114,7 +135,7 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
         raise BenchError(f"agent delivered {delivered:.0f}/{n} lines within {ctx.args.run_timeout}s:\n"
                          f"{agent.log_tail(30)}")
     wall = t_done - agent.t_spawn
-    count, high, first, last = ctx.tools.consume(topic)
+    count, _high, first, last = ctx.tools.consume(topic)
     ok = count == n
     note = "" if ok else f"consumed {count} != {n}"
     if first is not None:
@@ -160,7 +181,7 @@ def kcat_throughput_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
         peak.stop()
     b1 = ctx.broker_cpu()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    count, high, first, last = ctx.tools.consume(topic)
+    count, _high, first, last = ctx.tools.consume(topic)
     ok = count == n and proc.returncode == 0
     note = "" if count == n else f"consumed {count} != {n}"
     if proc.returncode != 0:
@@ -188,7 +209,7 @@ def produce_only_run(ctx: Ctx, path: Path, n: int, label: str) -> RunResult:
     if proc.returncode != 0:
         raise BenchError(f"produce-only run failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     res = json.loads(proc.stdout.decode().strip().splitlines()[-1])
-    count, high, first, last = ctx.tools.consume(topic)
+    count, _high, first, _last = ctx.tools.consume(topic)
     ctx.tools.delete_topic(topic)
     return RunResult("produce-only", n, res["seconds"], res["cpu"], 0, b1 - b0, count, count == n,
                      "" if count == n else f"consumed {count} != {n}",
@@ -239,7 +260,7 @@ def scenario_throughput(ctx: Ctx) -> None:
                 time.sleep(1)
         mb = nbytes / 1e6
 
-        def summary(results: list[RunResult]) -> list[Any]:
+        def summary(results: list[RunResult], mb: float = mb) -> list[Any]:
             return [fmt_int(median(r.rate for r in results)),
                     fmt(median(mb / r.wall for r in results)),
                     fmt(median(r.cpu / r.lines * 1e6 for r in results), 2),
@@ -371,10 +392,10 @@ def latency_stats(ctx: Ctx, topic: str) -> dict[str, Any]:
             lat.append(ts_ms - wns / 1e6)
             ts = doc.get("timestamp")
             if ts:  # the agent's read time, ISO 8601 UTC with microseconds
-                t = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+                t = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
                 read_lat.append(t.timestamp() * 1e3 - wns / 1e6)
 
-    count, high, _, _ = ctx.tools.consume(topic, on_batch)
+    count, _high, _, _ = ctx.tools.consume(topic, on_batch)
     lat.sort()
     read_lat.sort()
     return {"count": count, "unique": len(seen), "dups": dups, "wrong_ts": wrong_ts,
@@ -485,7 +506,7 @@ def many_files_run(ctx: Ctx, nfiles: int, write: bool) -> dict[str, Any]:
             res["written"] = wres["lines"]
             res["writer_seconds"] = wres["seconds"]
             res["writer_lag"] = wres["max_lag"]
-            delivered, waited = wait_delivered(agent, topic, wres["lines"], 10.0, 0.5)
+            delivered, _waited = wait_delivered(agent, topic, wres["lines"], 10.0, 0.5)
             res["delivered"], res["kept_up"] = delivered, delivered >= wres["lines"]
         else:
             log(f"idle {nfiles}: {opened:.0f} open after {t_open:.1f}s; {a.files_warmup:.0f}s warm-up, "

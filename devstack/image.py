@@ -41,9 +41,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from devstack.stack import tail
 
@@ -242,7 +242,8 @@ def base_image(workdir: Path | None = None) -> str:
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         try:
             imported = subprocess.run(
-                ["docker", "import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                ["docker", "import",
+                 "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                  "--change", 'CMD ["/bin/bash"]', "-", tag],
                 stdin=tar.stdout, capture_output=True, text=True, timeout=600, check=False)
         finally:

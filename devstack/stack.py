@@ -25,8 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".stack"
@@ -342,7 +342,7 @@ class KafkaServer(_Server):
         try:
             md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
             return len(md.brokers) > 0
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever failed, no broker answers yet
             return False
 
 
@@ -391,7 +391,7 @@ class _ClusterNode(KafkaServer):
     """One node of a KafkaCluster: broker and controller, formatted with the cluster's id."""
 
     def __init__(self, workdir: Path, node_id: int, port: int, controller_port: int,
-                 cluster: "KafkaCluster", heap: str) -> None:
+                 cluster: KafkaCluster, heap: str) -> None:
         super().__init__(workdir, port=port, heap=heap)
         self.name = f"kafka{node_id}"
         self.log_path = workdir / f"{self.name}.log"
@@ -519,7 +519,7 @@ class KafkaCluster:
             bootstrap = via.bootstrap if via is not None else self.bootstrap
             md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
             return len(md.brokers)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever failed, no broker answers
             return 0
 
     def leader_of(self, topic: str, partition: int = 0) -> int:
@@ -529,7 +529,7 @@ class KafkaCluster:
         try:
             md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=3)
             return int(md.topics[topic].partitions[partition].leader)
-        except Exception:
+        except Exception:  # noqa: BLE001 - unknown, whatever the reason
             return -1
 
     def stop(self, kill: bool = False) -> None:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 
 class BatchOwner(Protocol):
-    def batch_done(self, batch: "Batch") -> None:
+    def batch_done(self, batch: Batch) -> None:
         """Called on the event loop once every message of the batch has a delivery report."""
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .config import Settings, load

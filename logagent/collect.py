@@ -13,9 +13,10 @@ import codecs
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import CollectConfigError
 from .lines import newline_of, resolve_encoding
@@ -45,7 +46,7 @@ class CollectEntry:
     def is_glob(self) -> bool:
         return any(ch in self.path for ch in "*?[")
 
-    def same_reading(self, other: "CollectEntry") -> bool:
+    def same_reading(self, other: CollectEntry) -> bool:
         """True when the files are read the same way (path, encoding, multiline): a change of
         topic, module, fields or start is applied in place. (`start` only matters when an
         entry is first applied.)"""
@@ -128,7 +129,7 @@ def _encoding_problem(name: str) -> str | None:
         whole = data.decode(codec, "replace")
         decoder = codecs.getincrementaldecoder(codec)(errors="replace")
         pieces = "".join(decoder.decode(data[i:i + 1]) for i in range(len(data))) + decoder.decode(b"", True)
-    except Exception as exc:  # any failure of a codec is the codec's problem, here and not later
+    except Exception as exc:  # noqa: BLE001 - any failure of a codec is the codec's problem, here and not later
         return f"cannot decode with replacement ({type(exc).__name__})"
     for text in (whole, pieces):
         if text.split("\n")[:2] != ["a line", "next"]:

@@ -18,9 +18,10 @@ import ipaddress
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 from .sysinfo_config import SysinfoSettings
@@ -192,7 +193,8 @@ def _json_text(raw: str) -> str:
     except ValueError as exc:
         raise ValueError(f"a JSON array ({exc})") from None
     if not isinstance(data, list):
-        raise ValueError(f"a JSON array of entries (to collect nothing: []), not {'null' if data is None else type(data).__name__}")
+        got = "null" if data is None else type(data).__name__
+        raise ValueError(f"a JSON array of entries (to collect nothing: []), not {got}")
     return raw
 
 
@@ -253,10 +255,15 @@ def _parse_error(source: str, exc: configparser.Error) -> ConfigError:
     return ConfigError(f"{where}: not a valid ini file ({type(exc).__name__})")
 
 
+class _CaseSensitiveParser(configparser.ConfigParser):
+    """Keys kept as written: librdkafka's keys are case-sensitive (ConfigParser lowercases)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def _read_file(path: Path | None) -> tuple[configparser.ConfigParser, str]:
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
-                                       strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # librdkafka keys are case-sensitive
+    parser = _CaseSensitiveParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=False)
     if path is None:
         return parser, "<defaults>"
     source = str(path)
@@ -396,7 +403,8 @@ def redact(key: str, value: str) -> str:
 def describe(settings: Settings) -> list[str]:
     """One line per effective setting, secrets redacted, for the start-up log."""
     lines = [f"kafka.address={settings.kafka.address} chan_size={settings.kafka.chan_size}"]
-    lines.append("kafka.producer " + " ".join(f"{k}={redact(k, v)}" for k, v in sorted(settings.kafka.producer.items())))
+    producer = sorted(settings.kafka.producer.items())
+    lines.append("kafka.producer " + " ".join(f"{k}={redact(k, v)}" for k, v in producer))
     e = settings.etcd
     lines.append(f"etcd.address={','.join(e.address) or '(none: using [collect] files)'} "
                  f"collect_log_key={e.keys_for(settings.ip)[0]} collect_sysinfo_key={e.keys_for(settings.ip)[1]} "

@@ -74,15 +74,15 @@ def describe_error(exc: BaseException) -> str:
     """A one-line reason for an etcd failure (gRPC status and details when there are)."""
     # pyetcd re-raises gRPC errors as bare exceptions; the gRPC error it hides says why.
     inner = exc.__context__
-    if not callable(getattr(exc, "details", None)) and callable(getattr(inner, "details", None)):
-        exc = inner  # type: ignore[assignment]
+    if inner is not None and not callable(getattr(exc, "details", None)) and callable(getattr(inner, "details", None)):
+        exc = inner
     code = getattr(exc, "code", None)
     details = getattr(exc, "details", None)
     if callable(code) and callable(details):
         try:
             name = getattr(code(), "name", str(code()))
             return f"{name}: {details()}"
-        except Exception:  # a half-built RpcError; fall back to its text
+        except Exception:  # noqa: BLE001 - a half-built RpcError; fall back to its text
             pass
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -244,7 +244,7 @@ class EtcdClient:
             if watcher is not None:
                 watcher.close()  # ends the request stream
             self._client.close()  # closing the channel cancels the response stream
-        except Exception:  # closing never fails the caller
+        except Exception:  # noqa: BLE001 - closing never fails the caller
             pass
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)

@@ -15,8 +15,8 @@ import asyncio
 import errno
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -127,13 +127,13 @@ class StatusServer:
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
             await self._respond(writer, status, ctype, body, head_only=method == b"HEAD")
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away or never finished its request: nothing to answer
         except asyncio.CancelledError:
             # stop(): end quietly. Re-raising would make asyncio's stream callback (3.11) log a
             # traceback for the cancelled task; this task is a leaf nobody else awaits.
             pass
-        except Exception:  # noqa: BLE001 - a bug here must answer 500, not kill the connection silently
+        except Exception:  # a bug here must answer 500, not kill the connection silently
             log.exception("/metrics /healthz /readyz: request failed")
             try:
                 await self._respond(writer, "500 Internal Server Error", "text/plain", b"internal error\n")

@@ -8,8 +8,9 @@ DESIGN.md without building a dict per line.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -166,7 +167,7 @@ class LineSplitter:
 
 def utc_timestamp() -> bytes:
     """Now as ISO 8601 UTC with microseconds and a Z, e.g. 2026-11-25T14:00:00.123456Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
 
 
 # Printable ASCII but `"` and `\`, and the newline (never inside a line): bytes a JSON string holds as they are.
@@ -222,7 +223,7 @@ class MessageFormat:
         else:
             fmt, dumps = self._quoted, orjson.dumps
             texts = self._decode(lines)
-            for line, text in zip(lines, texts):
+            for line, text in zip(lines, texts, strict=True):
                 append(fmt % (dumps(text), off, ts))
                 off += len(line) + 1
         return out
@@ -242,7 +243,7 @@ class MessageFormat:
         if lines[0][0] == 0 and texts[0].startswith("\ufeff"):
             texts[0] = texts[0].lstrip("\ufeff")  # a byte-order mark is not data
         return [(fmt_trunc if trunc else fmt) % (dumps(text), off, ts)
-                for (off, _, trunc), text in zip(lines, texts)]
+                for (off, _, trunc), text in zip(lines, texts, strict=True)]
 
 
 

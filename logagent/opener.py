@@ -21,7 +21,7 @@ import errno
 import os
 import re
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import NotAllowed, SourceError
 
@@ -82,6 +82,16 @@ def opened_path(fd: int, st: os.stat_result) -> str | None:
     return real if real.startswith("/") else None
 
 
+def _resolved_if_same(name: str, st: os.stat_result) -> str | None:
+    """Without /proc: the resolved name, when it still leads to the opened (device, inode); else None."""
+    try:
+        real = os.path.realpath(name)
+        same = os.stat(real)
+    except OSError:
+        return None
+    return real if (same.st_dev, same.st_ino) == (st.st_dev, st.st_ino) else None
+
+
 def open_checked(name: str, allowed: Allowed, nofollow: bool = False) -> tuple[int, os.stat_result]:
     """Open `name` for reading and judge the descriptor: a regular file inside allowed_paths.
 
@@ -99,15 +109,9 @@ def open_checked(name: str, allowed: Allowed, nofollow: bool = False) -> tuple[i
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise SourceError(f"{shown}: not a regular file", reason="not_regular_file")
-        real = opened_path(fd, st)
+        real = opened_path(fd, st) or _resolved_if_same(name, st)
         if real is None:
-            try:
-                real = os.path.realpath(name)
-                same = os.stat(real)
-            except OSError:
-                real, same = None, None
-            if same is None or (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
-                raise NotAllowed(f"{shown}: cannot tell where the opened file lies (no /proc?); refused")
+            raise NotAllowed(f"{shown}: cannot tell where the opened file lies (no /proc?); refused")
         if not allowed(real):
             # The resolved name is not shown: it may name what lies outside allowed_paths.
             raise NotAllowed(f"{shown}: the opened file lies outside [agent] allowed_paths "

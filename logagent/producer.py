@@ -23,7 +23,8 @@ import queue as stdqueue
 import re
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Producer
@@ -206,7 +207,7 @@ class KafkaSink:
                 self._room.clear()
                 try:
                     await asyncio.wait_for(self._room.wait(), 0.02)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             except KafkaException as exc:
                 err = exc.args[0]
@@ -258,8 +259,12 @@ class KafkaSink:
     def _resend_smaller(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
                         err: Any) -> None:
         task = asyncio.ensure_future(self._resend(batch, on_delivery, value, err))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or self._unsent.put((on_delivery, err)))
+
+        def requeue_if_failed(t: asyncio.Future[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self._unsent.put((on_delivery, err))
+
+        task.add_done_callback(requeue_if_failed)
 
     async def _resend(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
                       err: Any) -> None:
@@ -357,7 +362,7 @@ class KafkaSink:
         while self._in_producer > 0 and time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return self._queue.empty() and self._in_producer == 0
 
@@ -377,7 +382,7 @@ class KafkaSink:
             self._drain_task.cancel()
             try:
                 await self._drain_task
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - _drain_finished reported how it ended
                 pass
             self._drain_task = None
         if not clean:

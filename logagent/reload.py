@@ -10,10 +10,14 @@ an unlisted leaf that changed is reported as restart-only: never dropped without
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # Applied by Agent.reload without a restart, each because it is read where it is used, not
 # copied into running parts at start:
@@ -44,10 +48,10 @@ RESTART_ONLY = frozenset({
 NOT_SETTINGS = frozenset({"source", "warnings"})
 
 
-def leaves(obj: object, prefix: str = "") -> dict[str, Any]:
+def leaves(obj: DataclassInstance, prefix: str = "") -> dict[str, Any]:
     """{dotted field name: value} of every non-dataclass field, nested settings walked into."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+    for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         name = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -22,8 +22,9 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 log = logging.getLogger("logagent.signals")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from . import metrics
 
@@ -49,11 +49,11 @@ async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]
 def spawn(name: str, kind: str, factory: Callable[[], Awaitable[None]],
           before_restart: Callable[[], None] | None = None,
           expected: tuple[type[BaseException], ...] = (),
-          on_done: Callable[["asyncio.Task[None]"], None] | None = None) -> "asyncio.Task[None]":
+          on_done: Callable[[asyncio.Task[None]], None] | None = None) -> asyncio.Task[None]:
     """Create a supervised task; its result is always retrieved."""
     task = asyncio.create_task(supervised(name, kind, factory, before_restart, expected), name=name)
 
-    def done(t: "asyncio.Task[None]") -> None:
+    def done(t: asyncio.Task[None]) -> None:
         if not t.cancelled() and t.exception() is not None:  # only if supervision itself failed
             log.critical("%s: supervisor failed", name, exc_info=t.exception())
         if on_done is not None:
@@ -63,7 +63,7 @@ def spawn(name: str, kind: str, factory: Callable[[], Awaitable[None]],
     return task
 
 
-async def cancel_and_wait(tasks: "list[asyncio.Task[None]] | set[asyncio.Task[None]]") -> None:
+async def cancel_and_wait(tasks: list[asyncio.Task[None]] | set[asyncio.Task[None]]) -> None:
     """Cancel tasks and wait until every one has ended."""
     tasks = [t for t in tasks if not t.done()]
     for task in tasks:

@@ -32,7 +32,7 @@ import psutil
 
 from logagent.influx import encode_line
 from logagent.metrics import SYSINFO_DROPPED, SYSINFO_ERRORS, SYSINFO_SAMPLES, TASK_CRASHES
-from logagent.sysinfo_config import SysinfoSettings
+from logagent.sysinfo_config import SysinfoSettings as SysinfoSettings  # re-exported (agent.py imports it here)
 
 log = logging.getLogger("logagent.sysinfo")
 
@@ -266,7 +266,7 @@ class HostSampler:
             for name, collect in baselines:
                 try:
                     collect()
-                except Exception as exc:  # the sample after will report it properly
+                except Exception as exc:  # noqa: BLE001 - the sample after will report it properly
                     log.debug("sysinfo: baseline of %s failed: %s", name, exc)
 
     def sample(self) -> list[tuple[str, dict[str, Any]]]:
@@ -285,7 +285,7 @@ class HostSampler:
             for measurement, collect in collectors:
                 try:
                     rows = list(collect())
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - counted and logged; the other measurements still go
                     self._errors.report(measurement, exc)
                     continue
                 self._errors.recovered(measurement)
@@ -307,9 +307,9 @@ class HostSampler:
 
     @staticmethod
     def _read_diskio() -> dict[str, dict[str, float]]:
-        readings = {}
+        readings: dict[str, dict[str, float]] = {}
         for name, c in (psutil.disk_io_counters(perdisk=True) or {}).items():
-            fields = {"reads": c.read_count, "writes": c.write_count, "read_bytes": c.read_bytes,
+            fields: dict[str, float] = {"reads": c.read_count, "writes": c.write_count, "read_bytes": c.read_bytes,
                       "write_bytes": c.write_bytes, "read_time": c.read_time, "write_time": c.write_time}
             if hasattr(c, "busy_time"):  # Linux and FreeBSD only
                 fields["io_time"] = c.busy_time
@@ -333,8 +333,8 @@ class HostSampler:
 
     @staticmethod
     def _collect_mem() -> list[Row]:
-        vm = psutil.virtual_memory()._asdict()
-        fields = {key: vm.pop(key) for key in ("total", "available", "used", "free") if key in vm}
+        vm: dict[str, Any] = psutil.virtual_memory()._asdict()
+        fields: dict[str, Any] = {key: vm.pop(key) for key in ("total", "available", "used", "free") if key in vm}
         fields["used_percent"] = vm.pop("percent")
         fields.update(vm)  # platform extras: buffers, cached, shared, active, ...
         return [({}, fields)]
@@ -476,7 +476,7 @@ class SysinfoReporter:
                 messages = await asyncio.to_thread(self._encode_sample, settings.format)
                 if self._settings.enabled:
                     self._send(settings.topic, messages)
-            except Exception as exc:  # never let the loop die; the next interval retries
+            except Exception as exc:  # noqa: BLE001 - never let the loop die; the next interval retries
                 self._errors.report("reporter", exc)
 
     @staticmethod
@@ -496,7 +496,7 @@ class SysinfoReporter:
         for measurement, message in self._sampler.sample():
             try:
                 value = encode_message(message, fmt)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - counted and logged; the other measurements still go
                 self._errors.report(measurement, exc, "encode")
                 continue
             if value is not None:
@@ -507,7 +507,7 @@ class SysinfoReporter:
         for measurement, value in messages:
             try:
                 queued = self._emit(topic, self._key, value)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - counted and logged; the other measurements still go
                 self._errors.report(measurement, exc, "emit")
                 continue
             if queued:

@@ -8,7 +8,7 @@ prometheus_client.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +51,8 @@ def _parse_format(value: Any, source: str) -> str:
     raise ConfigError(f"{source}: format must be one of {', '.join(FORMATS)}, got {show(value)}")
 
 
-_PARSERS = {"enabled": _parse_enabled, "topic": _parse_topic, "interval": _parse_interval,
-            "format": _parse_format}
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "enabled": _parse_enabled, "topic": _parse_topic, "interval": _parse_interval, "format": _parse_format}
 
 
 @dataclass(frozen=True)

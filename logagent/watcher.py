@@ -15,11 +15,11 @@ import logging
 import os
 import threading
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger("logagent.watcher")
 
@@ -27,7 +27,7 @@ Listener = Callable[[str], None]  # called on the loop with the path an event na
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "FileWatcher") -> None:
+    def __init__(self, watcher: FileWatcher) -> None:
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -44,7 +44,7 @@ class FileWatcher:
     """Folder watches shared by every runner, with listeners per folder."""
 
     def __init__(self) -> None:
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: BaseObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._pending: set[str] = set()
