@@ -1,78 +1,45 @@
 """The agent: wires sources, the bounded queue, the Kafka sink and the control plane.
 
-Start order: registry, sink, watcher, tailers (from etcd or [collect] files),
-sysinfo reporter, HTTP. Stop order, as Vector does it: sources first, then the
-queue drains and the producer flushes under a deadline, then the registry is
-written a last time.
+The parts live in their own modules: the descriptor budget in budget.py, the control
+plane in etcd_watch.py (EtcdControl) or static_control.py ([collect] files), the Kafka
+probe behind /readyz in kafka_probe.py, sd_notify in systemd.py. What stays here is the
+wiring, the start and stop order, and SIGHUP (re-read config.ini, hand it to each part).
+
+Start order: HTTP (first: a taken port stops us before anything is touched), registry,
+sink, watcher, tailers (from etcd or [collect] files), sysinfo reporter. Stop order, as
+Vector does it: sources first, then the queue drains and the producer flushes under a
+deadline, then the registry is written a last time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
-from typing import Any
 
 from . import metrics
 from .batch import Batch
-from .collect import CollectEntry, parse_collect_value
+from .budget import FdBudget, descriptor_budget
+from .collect import CollectEntry
 from .config import Settings, describe, load
-from .errors import CollectConfigError, ConfigError, LogagentError
+from .errors import ConfigError, LogagentError
 from .http import StatusServer
+from .kafka_probe import KafkaProbe
 from .manager import ManagerContext, TailerManager
 from .producer import KafkaSink
 from .queue import BatchQueue
 from .registry import Registry
-from .spool import Spool
 from .reload import diff as settings_diff
 from .reload import ini_name, merge
 from .signals import SignalRelay
+from .spool import Spool
+from .static_control import Control, StaticControl
 from .sysinfo import SysinfoReporter, SysinfoSettings
-from .tailer import FdBudget, TailOptions
+from .systemd import sd_notify
+from .tailer import TailOptions
 from .watcher import FileWatcher
 
 log = logging.getLogger("logagent.agent")
-
-
-def sd_notify(state: str) -> None:
-    """Tell systemd (Type=notify) our state through $NOTIFY_SOCKET; no-op elsewhere."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(addr)
-            sock.sendall(state.encode())
-    except OSError as exc:
-        log.warning("sd_notify failed: %s", exc)
-
-
-FD_HEADROOM = 256  # sockets, inotify, registry writes, librdkafka: descriptors besides log files
-
-
-def descriptor_budget(max_open_files: int) -> int:
-    """Raise the soft RLIMIT_NOFILE so max_open_files log files fit; the budget that really fits."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max_open_files + FD_HEADROOM
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-files limit to %d: %s", target, exc)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        budget = max(8, soft - FD_HEADROOM)
-        log.warning("open-files limit %d is below max_open_files=%d + %d; collecting with %d descriptors "
-                    "(raise LimitNOFILE / ulimit -n)", soft, max_open_files, FD_HEADROOM, budget)
-        return budget
-    return max_open_files
 
 
 class Agent:
@@ -97,9 +64,15 @@ class Agent:
             watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
         self.http = StatusServer(a.http_listen, self.readiness) if a.http_listen else None
-        self.control: Any = None  # the etcd watcher, when [etcd] address is set
+        self.kafka_probe = KafkaProbe(self.sink)
+        self.control: Control
+        if settings.etcd.address:
+            from .etcd_watch import EtcdControl  # only then: it pulls in the etcd client library
+
+            self.control = EtcdControl(settings, self)
+        else:
+            self.control = StaticControl(settings, self)
         self.config_loaded = False
-        self._kafka_probe: asyncio.Task[None] | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -128,12 +101,6 @@ class Agent:
             return False, "not ready: " + ", ".join(problems)
         return True, "ready"
 
-    async def _probe_kafka(self) -> None:
-        while True:
-            # Short timeout: this thread cannot be cancelled and shutdown waits for it.
-            await asyncio.to_thread(self.sink.check_connection, 2.0)
-            await asyncio.sleep(5)
-
     def _on_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
@@ -146,34 +113,6 @@ class Agent:
         self._stop.set()
 
     # ---- lifecycle
-
-    async def _start_control(self) -> None:
-        if self.settings.etcd.address:
-            from .etcd_watch import EtcdControl
-
-            self.control = EtcdControl(self.settings, self)
-            await self.control.start()
-            return
-        await self._apply_collect_files()
-
-    async def _apply_collect_files(self) -> None:
-        """Without etcd: collect what `[collect] files` lists (bad entries refused, the rest run)."""
-        s = self.settings
-        key = f"{s.source}: [collect] files"
-        try:
-            entries, errors = parse_collect_value(s.collect_files, key, s.agent.allowed_paths)
-        except CollectConfigError as exc:
-            metrics.CONFIG_ERRORS.labels("[collect] files").inc()
-            log.error("%s", exc)
-            if self.config_loaded:
-                return  # keep what runs
-            entries, errors = [], []
-        for err in errors:
-            metrics.CONFIG_ERRORS.labels("[collect] files").inc()
-            log.error("%s", err)
-        log.info("no [etcd] address: collecting %d entr%s from [collect] files",
-                 len(entries), "y" if len(entries) == 1 else "ies")
-        await self.apply_collect(entries)
 
     async def reload(self) -> None:
         """SIGHUP: re-read config.ini; apply every changed setting that can change live, and name
@@ -202,11 +141,7 @@ class Agent:
             setup_logging(a.log_level, a.log_format)
         logging.getLogger().setLevel(a.log_level)
         self.manager.ctx.allowed_paths = a.allowed_paths
-        if self.control is not None:
-            await self.control.reload(merged)
-        else:
-            self.sysinfo.update(merged.sysinfo)
-            await self._apply_collect_files()
+        await self.control.reload(merged)
         applied = ", ".join(ini_name(leaf) for leaf in change.live) or "no live setting changed"
         log.info("SIGHUP: configuration reloaded from %s (%s)", self.config_path, applied)
 
@@ -267,12 +202,12 @@ class Agent:
             self.manager.ctx.spool.load()
             self.manager.ctx.spool.keep_only(self.registry.live_uids())
         await self.sink.start()
-        self._kafka_probe = asyncio.create_task(self._probe_kafka(), name="kafka-probe")
+        self.kafka_probe.start()
         await self.watcher.start()
         await self.registry.start()
         if self.http is not None:
             await self.http.start()  # already listening when run() started it; idempotent
-        await self._start_control()
+        await self.control.start()
         await self.sysinfo.start()
 
     async def stop(self) -> None:
@@ -280,15 +215,11 @@ class Agent:
         timeout = self.settings.agent.shutdown_timeout
         if self._reload_task is not None:
             await asyncio.gather(self._reload_task, return_exceptions=True)
-        if self.control is not None:
-            await self.control.stop()
+        await self.control.stop()
         await self.sysinfo.stop()
         await self.manager.stop()
         clean = await self.sink.stop(timeout)
-        if self._kafka_probe is not None:
-            self._kafka_probe.cancel()
-            await asyncio.gather(self._kafka_probe, return_exceptions=True)
-            self._kafka_probe = None
+        await self.kafka_probe.stop()
         await self.registry.stop()
         await self.watcher.stop()
         if self.http is not None:

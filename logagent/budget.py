@@ -5,16 +5,44 @@
   reopens it when it changes); when none is idle, a new file waits parked.
 - `stat_tick` is the one timer behind inotify for every tailer: each `stat_interval` it
   asks each tailer whether its file changed, instead of a timer per tailer.
+- `descriptor_budget` raises the soft RLIMIT_NOFILE so `max_open_files` fits, and
+  says what budget really fits when the hard limit is lower.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import resource
 import time
 from typing import Callable, Iterable, Protocol
 
 from . import metrics
+
+log = logging.getLogger("logagent.budget")
+
+
+FD_HEADROOM = 256  # sockets, inotify, registry writes, librdkafka: descriptors besides log files
+
+
+def descriptor_budget(max_open_files: int) -> int:
+    """Raise the soft RLIMIT_NOFILE so max_open_files log files fit; the budget that really fits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_open_files + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit to %d: %s", target, exc)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        budget = max(8, soft - FD_HEADROOM)
+        log.warning("open-files limit %d is below max_open_files=%d + %d; collecting with %d descriptors "
+                    "(raise LimitNOFILE / ulimit -n)", soft, max_open_files, FD_HEADROOM, budget)
+        return budget
+    return max_open_files
 
 
 class Budgeted(Protocol):

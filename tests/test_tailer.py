@@ -351,7 +351,7 @@ def test_more_files_than_descriptors_are_parked_not_refused(tmp_path: Path):
 def test_descriptor_budget_fits_the_process_limit():
     import resource
 
-    from logagent.agent import FD_HEADROOM, descriptor_budget
+    from logagent.budget import FD_HEADROOM, descriptor_budget
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert descriptor_budget(100) == 100
