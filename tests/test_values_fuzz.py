@@ -22,7 +22,7 @@ from logagent.collect import dump_entries, parse_collect_value
 from logagent.errors import CollectConfigError, ConfigError
 from logagent.lines import MessageFormat
 from logagent.sysinfo_config import SysinfoSettings, parse_sysinfo_value
-from logagent.values import MAX_DEPTH, decode_json
+from logagent.values import decode_json
 
 CK = "/logagent/10.0.0.5/collect_log/config"
 SK = "/logagent/10.0.0.5/collect_sysinfo/config"

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from confluent_kafka import Producer
 
-from devstack.stack import DEMO_LOG, DEV_CONFIG, DevPlan, seed_etcd, listen_port
+from devstack.stack import DEMO_LOG, DEV_CONFIG, DevPlan, listen_port, seed_etcd
 from tests.support import ROOT, new_topic
 
 # What the README's live-change example writes: the demo entry plus a second file, new topic.

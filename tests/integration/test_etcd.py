@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from devstack.stack import EtcdServer, etcd_binary, free_port
+from logagent.checks import check_etcd
 from logagent.collect import CollectEntry
 from logagent.config import AgentSettings, EtcdSettings, Settings, detect_ip, load
-from logagent.checks import check_etcd
 from logagent.etcd_client import EtcdClient, connect
 from logagent.etcd_watch import SAVED_NAME, Backoff, EtcdControl
 from logagent.sysinfo import SysinfoSettings

@@ -20,9 +20,10 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ class Container:
                      "--health-interval", "1s", "--health-timeout", "5s", "--stop-timeout", "40",
                      *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], image]
 
-    def run(self) -> "Container":
+    def run(self) -> Container:
         _docker(*self.args)
         return self
 
