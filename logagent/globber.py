@@ -93,11 +93,11 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
     matched = 0
 
     def add(path: str) -> None:
-        # Past max_files the matches are counted, not kept (a few times over, so that "the first"
-        # ones are the first in sorted order, as the operator reads a listing).
+        # "The first max_files" are the first in sorted order, as the operator reads a listing, so
+        # matches are kept up to a hard cap (20 x max_files) and only counted past it.
         nonlocal matched
         matched += 1
-        if len(found) < 5 * max_files:
+        if len(found) < 20 * max_files:
             found.add(path)
 
     def enter(d: str, real: str, i: int, depth: int) -> None:
@@ -180,11 +180,15 @@ def _children(d: str, real: str, comp: str, may_hold: Callable[[str], bool]):  #
     folders that resolve outside allowed_paths are left out entirely."""
     hidden_ok = comp.startswith(".")
     try:
-        with os.scandir(d) as it:
-            entries = list(it)
+        it = os.scandir(d)
     except OSError:
         return
-    for entry in entries:
+    with it:  # one entry at a time: a folder of 100,000 files is not held in memory
+        yield from _visible(it, real, hidden_ok, may_hold)
+
+
+def _visible(it, real: str, hidden_ok: bool, may_hold: Callable[[str], bool]):  # type: ignore[no-untyped-def]
+    for entry in it:
         if entry.name.startswith(".") and not hidden_ok:
             continue
         try:

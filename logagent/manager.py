@@ -16,6 +16,7 @@ at once).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from .errors import AlreadyCollected, NotAllowed, SourceError
 from .globber import AllowedDirs, expand, literal_base
 from .opener import display_name
 from .recovery import FolderIndex, plan
+from .registry import RegistryEntry
 from .supervise import cancel_and_wait, spawn
 from .tailer import FileTailer, Route, Shipper, SourceSpec, TailContext, stat_tick
 from .watcher import FileWatcher
@@ -195,20 +197,26 @@ class EntryRunner:
         tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated, spec)
         tailer.origin = self.entry.path
         tailer.announce = announce
-        for copy in self._recover(path, spec):
-            self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
+        # The path's history as it was before this file is identified (its first-seen time must not
+        # hide the files rotated away just before it), then the file itself, then the earlier files:
+        # looked for only once the current one is open, so that a rotation racing this start leaves
+        # the file it renamed among the earlier ones, never between the two.
+        history = [(k, dataclasses.replace(e)) for k, e in self.ctx.registry.entries_for(path)]  # as they are now
+        opened = False
         try:
             tailer.open()
+            opened = True
         except AlreadyCollected as exc:
-            if exc.holder in self.draining:
-                return False  # our own rotated file, still being read to its end under its old name
-            self._report(path, str(exc), exc.reason, count=False)
-            return False
+            if exc.holder not in self.draining:  # else: our own rotated file, still being read
+                self._report(path, str(exc), exc.reason, count=False)
         except NotAllowed as exc:
             self._report(path, f"{exc} (entry {display_name(self.entry.path)!r})", exc.reason, count=False)
-            return False
         except SourceError as exc:
             self._report(path, str(exc), exc.reason, count=False)
+        current = (tailer.dev, tailer.ino) if opened and tailer.dev else None
+        for copy in self._recover(path, spec, history, current):
+            self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
+        if not opened:
             return False
         if path in self._errors:
             log.info("%s: collecting now", shown)
@@ -220,14 +228,16 @@ class EntryRunner:
         self._run(tailer)
         return True
 
-    def _recover(self, path: str, spec: SourceSpec) -> list[CopyTailer]:
+    def _recover(self, path: str, spec: SourceSpec, history: list[tuple[str, RegistryEntry]] | None = None,
+                 current: tuple[int, int] | None = None) -> list[CopyTailer]:
         """Tailers for the earlier files of `path` that still hold unread lines (rotated away while
         the agent was stopped, or while it could not keep up), chained oldest first after the
         path's newest tailer; recovery.plan finds them."""
         folders = self._folders_index or FolderIndex()
         held = lambda dev, ino: self.ctx.claims.holder((dev, ino)) is not None  # noqa: E731
         copies: list[CopyTailer] = []
-        for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned):
+        for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
+                        known=history, current=current):
             copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
             copy.origin = self.entry.path
             try:

@@ -34,7 +34,7 @@ from typing import IO, Callable
 
 from . import metrics
 from .opener import display_name
-from .registry import FINGERPRINT_BYTES, Registry, RegistryEntry
+from .registry import FINGERPRINT_BYTES, Registry, RegistryEntry, identity_key
 from .spool import Spool
 
 log = logging.getLogger("logagent.recovery")
@@ -87,6 +87,7 @@ class FolderIndex:
     def __init__(self) -> None:
         self._folders: dict[str, list[tuple[str, os.stat_result]]] = {}
         self._inodes: dict[str, dict[tuple[int, int], str]] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}
 
     def by_inode(self, folder: str) -> dict[tuple[int, int], str]:
         found = self._inodes.get(folder)
@@ -97,8 +98,15 @@ class FolderIndex:
     def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
         """The regular files of `folder`. Listed twice and merged: a readdir racing logrotate's
         renames (app.log.2.gz -> app.log.3.gz ...) can miss a file that moved during the listing."""
+        try:
+            st = os.stat(folder)
+            stamp = (st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            stamp = (0, 0)
         found = self._folders.get(folder)
-        if found is None:
+        if found is None or self._stamps.get(folder) != stamp:  # listed again once the folder changes
+            self._stamps[folder] = stamp
+            self._inodes.pop(folder, None)
             merged: dict[tuple[str, int], tuple[str, os.stat_result]] = {}
             for _ in range(2):
                 try:
@@ -136,18 +144,34 @@ def _compressed_head(path: str, ext: str) -> bytes | None:
 
 
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
-         folders: FolderIndex, owned: set[str] | frozenset[str] = frozenset()) -> list[Generation]:
+         folders: FolderIndex, owned: set[str] | frozenset[str] = frozenset(),
+         known: list[tuple[str, RegistryEntry]] | None = None,
+         current: tuple[int, int] | None = None) -> list[Generation]:
     """The earlier generations of `path` to read before its current file, oldest first. `held`:
     is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
-    answer for (read, or reading, and waiting for Kafka): neither is planned again."""
-    known = registry.entries_for(path)
+    answer for (read, or reading, and waiting for Kafka): neither is planned again. `known`: the
+    path's registry entries as they were before its current file was identified; `current`: the
+    (device, inode) of the file a tailer opened at the path (else the path is looked at)."""
+    if known is None:
+        known = registry.entries_for(path)
     if not known:
         return []
-    try:
-        st = os.stat(path)
-        current: tuple[int, int] | None = (st.st_dev, st.st_ino)
-    except OSError:
-        current = None
+    trusted = current is not None  # a tailer opened it and checked its fingerprint against the registry
+    if current is None:
+        try:
+            st = os.stat(path)
+            current = (st.st_dev, st.st_ino)
+        except OSError:
+            current = None
+    # The snapshot's entries under the keys they have now (identifying the current file may have
+    # archived an entry whose inode it reuses); ones dropped meanwhile are gone from the plan.
+    def now_under(key: str, entry: RegistryEntry) -> str | None:
+        live = registry.get(key)
+        if live is not None and live.uid == entry.uid:
+            return key
+        return entry.uid if registry.get(entry.uid) is not None else None
+
+    known = [(k, e) for k, e in ((now_under(k, e), e) for k, e in known) if k is not None]
     # A file the registry saw only empty has no fingerprint to tell it from a reused inode; nothing
     # of it was acknowledged, so whatever it holds now is looked for as a generation never seen.
     sure = [(k, e) for k, e in known if e.fp_len > 0]
@@ -158,9 +182,10 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
         if entry.done or key in owned or entry.uid in owned or held(entry.dev, entry.ino):
             continue
         if (entry.dev, entry.ino) == current:
-            if _plain_fp(path, entry.fp_len) == entry.fp:
+            if key == identity_key(*current) and (trusted or _plain_fp(path, entry.fp_len) == entry.fp):
                 continue  # still at its path: its own tailer reads it
-            registry.archive(entry.dev, entry.ino)  # a new file reused its inode
+            if key == identity_key(*current):
+                registry.archive(entry.dev, entry.ino)  # a new file reused its inode
             key, replaced = entry.uid, True
         todo.append((key, entry))
     if not todo and not replaced:
