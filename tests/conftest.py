@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from devstack.stack import EtcdServer, KafkaServer
-from tests.support import AgentProcess, make_certs, start_or_fail, write_config
+from tests.kit import AgentProcess, LineWriter, make_certs, new_topic, start_or_fail, write_config
 
 _SERVER_LOGS: list[Path] = []
 SASL_USERS = {"logagent": "s3cret-kafka-pw"}
@@ -34,7 +35,8 @@ def no_leaked_threads() -> Iterator[None]:
     deadline = time.monotonic() + 5
     while True:
         leaked = [t for t in threading.enumerate()
-                  if t.ident not in before and t.is_alive() and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))]
+                  if t.ident not in before and t.is_alive()
+                  and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))]
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -154,6 +156,26 @@ def make_agent(tmp_path: Path, kafka: str, logdir: Path, agents: list[AgentProce
         return agent
 
     return make
+
+
+@pytest.fixture
+def loaded_agent(make_agent, logdir: Path):  # type: ignore[no-untyped-def]
+    """loaded_agent(name, rate, **make_agent's kwargs) -> (topic, agent, writer): a running agent
+    shipping logdir/app.log to a new topic, and a LineWriter appending `rate` lines/s to that file
+    (stopped at the end if the test did not stop it)."""
+    writers: list[LineWriter] = []
+
+    def start(name: str, rate: float, **agent_kw: Any) -> tuple[str, AgentProcess, LineWriter]:
+        topic = new_topic(name)
+        log = logdir / "app.log"
+        log.touch()
+        agent = make_agent(files=[{"path": str(log), "topic": topic}], **agent_kw)
+        writers.append(LineWriter(log, name, rate=rate).start())
+        return topic, agent, writers[-1]
+
+    yield start
+    for writer in writers:
+        writer.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -196,7 +196,7 @@ def test_paths_are_normalised_and_the_same_path_twice_is_one_entry() -> None:
     assert [(e.path, e.topic) for e in entries] == [("/var/log/d/dup.log", "a"), ("/var/log/d/other.log", "d"),
                                                     ("/var/log/d/**/*.[lg]og", "e")]
     assert len(errors) == 2
-    for index, error in zip((1, 2), errors):
+    for index, error in zip((1, 2), errors, strict=True):
         assert error.startswith(f"{KEY} entry {index} (") and "duplicate path" in error
         assert f"{KEY} entry 0 ('/var/log/d/dup.log') has the same path" in error  # the entry that won
 

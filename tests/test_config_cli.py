@@ -180,5 +180,5 @@ def test_set_sysinfo_flags_use_the_same_validators(cfg: Path, capsys: pytest.Cap
 def test_pretty_shows_any_stored_value(name: str) -> None:
     lines = _pretty(CRASHERS[name].encode())
     assert lines and "".join(lines).encode("utf-8")  # printable as UTF-8 (a lone surrogate is escaped)
-    assert _pretty('[{"a": "\\udcff"}]'.encode()) == ["[\n", "  {\n", '    "a": "\\udcff"\n', "  }\n", "]\n"]
+    assert _pretty(b'[{"a": "\\udcff"}]') == ["[\n", "  {\n", '    "a": "\\udcff"\n', "  }\n", "]\n"]
     assert _pretty(b"\xff\xfe[") == ["\ufffd\ufffd[\n"]

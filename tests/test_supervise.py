@@ -11,8 +11,10 @@ from logagent import metrics, supervise
 from logagent.errors import SourceError
 
 
-def test_crash_is_logged_counted_and_restarted(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+async def test_crash_is_logged_counted_and_restarted(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture):
     monkeypatch.setattr(supervise, "BACKOFF", (0.01,))
+    caplog.set_level(logging.ERROR, logger="logagent.supervise")
     calls: list[int] = []
     restarts: list[int] = []
 
@@ -21,34 +23,24 @@ def test_crash_is_logged_counted_and_restarted(monkeypatch: pytest.MonkeyPatch, 
         if len(calls) < 3:
             raise RuntimeError("boom")
 
-    async def body() -> None:
-        before = metrics.TASK_CRASHES.labels("test")._value.get()
-        task = supervise.spawn("flaky", "test", flaky, before_restart=lambda: restarts.append(1))
-        await asyncio.wait_for(task, 2)
-        assert metrics.TASK_CRASHES.labels("test")._value.get() - before == 2
-
-    with caplog.at_level(logging.ERROR, logger="logagent.supervise"):
-        asyncio.run(body())
+    before = metrics.TASK_CRASHES.labels("test")._value.get()
+    task = supervise.spawn("flaky", "test", flaky, before_restart=lambda: restarts.append(1))
+    await asyncio.wait_for(task, 2)
+    assert metrics.TASK_CRASHES.labels("test")._value.get() - before == 2
     assert len(calls) == 3 and len(restarts) == 2
     assert sum("flaky crashed" in r.getMessage() and r.exc_info is not None for r in caplog.records) == 2
 
 
-def test_expected_errors_end_the_task_with_one_line(caplog: pytest.LogCaptureFixture):
+async def test_expected_errors_end_the_task_with_one_line(caplog: pytest.LogCaptureFixture):
     async def gone() -> None:
         raise SourceError("/x: cannot open: No such file")
 
-    async def body() -> None:
-        await asyncio.wait_for(supervise.spawn("tailer /x", "test", gone, expected=(SourceError,)), 1)
-
-    with caplog.at_level(logging.WARNING, logger="logagent.supervise"):
-        asyncio.run(body())
+    caplog.set_level(logging.WARNING, logger="logagent.supervise")
+    await asyncio.wait_for(supervise.spawn("tailer /x", "test", gone, expected=(SourceError,)), 1)
     assert any("tailer /x stopped: /x: cannot open" in r.getMessage() for r in caplog.records)
 
 
-def test_cancel_and_wait_ends_every_task():
-    async def body() -> None:
-        tasks = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
-        await supervise.cancel_and_wait(tasks)
-        assert all(t.cancelled() for t in tasks)
-
-    asyncio.run(body())
+async def test_cancel_and_wait_ends_every_task():
+    tasks = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
+    await supervise.cancel_and_wait(tasks)
+    assert all(t.cancelled() for t in tasks)

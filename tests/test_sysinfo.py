@@ -7,7 +7,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +29,7 @@ from logagent.sysinfo import (
     cpu_percentages,
     disk_fields,
 )
+from tests.kit import eventually
 
 IP, HOST = "10.0.0.5", "web-1"
 
@@ -338,15 +339,11 @@ class FakeEmit:
         return self.result
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(body())  # type: ignore[arg-type]
+async def report_until(reporter: SysinfoReporter, condition: Callable[[], bool]) -> None:
+    """Start the reporter, wait until `condition` holds, stop it."""
+    await reporter.start()
+    await eventually(condition, timeout=5.0)
+    await reporter.stop()
 
 
 def expected_measurements() -> set[str]:
@@ -361,16 +358,12 @@ def expected_measurements() -> set[str]:
     return names
 
 
-def test_reporter_emits_json_messages() -> None:
+async def test_reporter_emits_json_messages() -> None:
     emit = FakeEmit()
     reporter = SysinfoReporter(SysinfoSettings(interval=0.05, topic="sys"), emit, IP, HOST)
-
-    async def body() -> None:
-        await reporter.start()
-        await asyncio.sleep(0.6)
-        await reporter.stop()
-
-    run(body)
+    await reporter.start()
+    await asyncio.sleep(0.6)
+    await reporter.stop()
     assert emit.messages
     decoded = [orjson.loads(value) for _, _, value in emit.messages]
     assert {topic for topic, _, _ in emit.messages} == {"sys"}
@@ -392,16 +385,10 @@ def test_reporter_emits_json_messages() -> None:
             assert "bytes_recv_per_sec" in m["fields"]
 
 
-def test_reporter_influx_format() -> None:
+async def test_reporter_influx_format() -> None:
     emit = FakeEmit()
     reporter = SysinfoReporter(SysinfoSettings(interval=0.05, format="influx"), emit, IP, HOST)
-
-    async def body() -> None:
-        await reporter.start()
-        await wait_for(lambda: any(v.startswith(b"system,") for _, _, v in emit.messages))
-        await reporter.stop()
-
-    run(body)
+    await report_until(reporter, lambda: any(v.startswith(b"system,") for _, _, v in emit.messages))
     for _, _, value in emit.messages:
         line = value.decode()
         assert "\n" not in line
@@ -413,23 +400,17 @@ def test_reporter_influx_format() -> None:
     assert re.search(r"[ ,]n_cpus=\d+i[, ]", system) and re.search(r"[ ,]load1=[\d.e+-]+[, ]", system)
 
 
-def test_reporter_counts_drops_and_keeps_running() -> None:
+async def test_reporter_counts_drops_and_keeps_running() -> None:
     emit = FakeEmit(result=False)
     reporter = SysinfoReporter(SysinfoSettings(interval=0.05), emit, IP, HOST)
     dropped = metric("logagent_sysinfo_dropped_total")
     queued = metric("logagent_sysinfo_samples_total", measurement="mem")
-
-    async def body() -> None:
-        await reporter.start()
-        await wait_for(lambda: sum(b'"name":"mem"' in v for _, _, v in emit.messages) >= 3)
-        await reporter.stop()
-
-    run(body)
+    await report_until(reporter, lambda: sum(b'"name":"mem"' in v for _, _, v in emit.messages) >= 3)
     assert metric("logagent_sysinfo_dropped_total") - dropped >= len(emit.messages) > 0
     assert metric("logagent_sysinfo_samples_total", measurement="mem") == queued
 
 
-def test_reporter_survives_emit_and_sampling_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reporter_survives_emit_and_sampling_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"emit": 0, "sample": 0}
 
     def emit(topic: str, key: bytes, value: bytes) -> bool:
@@ -446,82 +427,66 @@ def test_reporter_survives_emit_and_sampling_exceptions(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(HostSampler, "sample", flaky_sample)
     reporter = SysinfoReporter(SysinfoSettings(interval=0.05), emit, IP, HOST)
-
-    async def body() -> None:
-        await reporter.start()
-        await wait_for(lambda: calls["sample"] >= 3 and calls["emit"] > 0)
-        assert reporter._task is not None and not reporter._task.done()
-        await reporter.stop()
-
     before = metric("logagent_sysinfo_errors_total", measurement="reporter")
-    run(body)
+    await reporter.start()
+    await eventually(lambda: calls["sample"] >= 3 and calls["emit"] > 0, timeout=5.0)
+    assert reporter._task is not None and not reporter._task.done()
+    await reporter.stop()
     assert metric("logagent_sysinfo_errors_total", measurement="reporter") == before + 1
 
 
-def test_reporter_update_topic_and_interval_at_once() -> None:
+async def test_reporter_update_topic_and_interval_at_once() -> None:
     emit = FakeEmit()
     reporter = SysinfoReporter(SysinfoSettings(interval=3600, topic="old"), emit, IP, HOST)
-
-    async def body() -> None:
-        await reporter.start()
-        await asyncio.sleep(0.2)
-        assert emit.messages == []  # still waiting out the hour
-        started = time.monotonic()
-        reporter.update(SysinfoSettings(interval=0.05, topic="new"))
-        await wait_for(lambda: len({v[:40] for t, _, v in emit.messages if b'"system"' in v}) >= 1)
-        assert time.monotonic() - started < 1.0
-        await reporter.stop()
-
-    run(body)
+    await reporter.start()
+    await asyncio.sleep(0.2)
+    assert emit.messages == []  # still waiting out the hour
+    started = time.monotonic()
+    reporter.update(SysinfoSettings(interval=0.05, topic="new"))
+    await eventually(lambda: len({v[:40] for t, _, v in emit.messages if b'"system"' in v}) >= 1, timeout=5.0)
+    assert time.monotonic() - started < 1.0
+    await reporter.stop()
     assert {topic for topic, _, _ in emit.messages} == {"new"}
     assert reporter.settings.topic == "new"
 
 
-def test_reporter_disabled_idles_until_enabled() -> None:
+async def test_reporter_disabled_idles_until_enabled() -> None:
     emit = FakeEmit()
     reporter = SysinfoReporter(SysinfoSettings(enabled=False, interval=0.05), emit, IP, HOST)
-
-    async def body() -> None:
-        await reporter.start()
-        await asyncio.sleep(0.3)
-        assert emit.messages == []
-        reporter.update(SysinfoSettings(enabled=True, interval=0.05))
-        await wait_for(lambda: len(emit.messages) > 0)
-        reporter.update(SysinfoSettings(enabled=False, interval=0.05))
-        await asyncio.sleep(0.1)  # a sample in flight may still land
-        count = len(emit.messages)
-        await asyncio.sleep(0.3)
-        assert len(emit.messages) == count
-        await reporter.stop()
-
-    run(body)
+    await reporter.start()
+    await asyncio.sleep(0.3)
+    assert emit.messages == []
+    reporter.update(SysinfoSettings(enabled=True, interval=0.05))
+    await eventually(lambda: len(emit.messages) > 0, timeout=5.0)
+    reporter.update(SysinfoSettings(enabled=False, interval=0.05))
+    await asyncio.sleep(0.1)  # a sample in flight may still land
+    count = len(emit.messages)
+    await asyncio.sleep(0.3)
+    assert len(emit.messages) == count
+    await reporter.stop()
 
 
-def test_reporter_start_stop_idempotent() -> None:
+async def test_reporter_start_stop_idempotent() -> None:
     emit = FakeEmit()
     reporter = SysinfoReporter(SysinfoSettings(interval=0.05), emit, IP, HOST)
-
-    async def body() -> None:
-        await reporter.stop()  # never started
-        await reporter.start()
-        task = reporter._task
-        await reporter.start()
-        assert reporter._task is task
-        await wait_for(lambda: len(emit.messages) > 0)
-        await asyncio.gather(reporter.stop(), reporter.stop())
-        await reporter.stop()
-        assert task is not None and task.done()
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        count = len(emit.messages)
-        await asyncio.sleep(0.2)
-        assert len(emit.messages) == count
-        # and it can start again
-        await reporter.start()
-        await wait_for(lambda: len(emit.messages) > count)
-        await reporter.stop()
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-
-    run(body)
+    await reporter.stop()  # never started
+    await reporter.start()
+    task = reporter._task
+    await reporter.start()
+    assert reporter._task is task
+    await eventually(lambda: len(emit.messages) > 0, timeout=5.0)
+    await asyncio.gather(reporter.stop(), reporter.stop())
+    await reporter.stop()
+    assert task is not None and task.done()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    count = len(emit.messages)
+    await asyncio.sleep(0.2)
+    assert len(emit.messages) == count
+    # and it can start again
+    await reporter.start()
+    await eventually(lambda: len(emit.messages) > count, timeout=5.0)
+    await reporter.stop()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
 def test_sample_cpu_cost() -> None:

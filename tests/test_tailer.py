@@ -7,12 +7,12 @@ proven in tests/integration.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 import json
 import os
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import pytest
 
@@ -21,14 +21,17 @@ from logagent.errors import SourceError
 from logagent.queue import BatchQueue
 from logagent.registry import Registry
 from logagent.tailer import Claims, FdBudget, FileTailer, Route, TailContext, TailOptions, stat_tick
+from tests.kit import eventually
 
 OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)
 
 
 class Harness:
-    """Tailers with their queue, registry, descriptor budget and the stat tick (no inotify here)."""
+    """Tailers with their queue, registry, descriptor budget and the stat tick (no inotify here).
+    The `harness` fixture stops what a test started: read loops, the tick, open files."""
 
     def __init__(self, tmp: Path, budget: int = 16) -> None:
+        self.tmp = tmp
         self.queue = BatchQueue(100000)
         self.registry = Registry(tmp / "data")
         self.budget = FdBudget(budget)
@@ -36,7 +39,7 @@ class Harness:
         self.all: list[FileTailer] = []
         self.allowed: tuple[str, ...] = (f"{tmp}/**",)
         self.claims = Claims()
-        self.ticker = asyncio.create_task(stat_tick(lambda: self.all, OPTS.stat_interval))
+        self.tasks: list[asyncio.Task[None]] = [asyncio.create_task(stat_tick(lambda: self.all, OPTS.stat_interval))]
 
     def tailer(self, path: Path, start_at_end: bool = False, opts: TailOptions = OPTS) -> FileTailer:
         ctx = TailContext(opts=opts, queue=self.queue, registry=self.registry, budget=self.budget,
@@ -44,6 +47,31 @@ class Harness:
         t = FileTailer(str(path), Route("t"), ctx, start_at_end, self.rotated.append)
         self.all.append(t)
         return t
+
+    def run(self, t: FileTailer) -> asyncio.Task[None]:
+        """t's read loop, started (t opened by the caller)."""
+        task = asyncio.create_task(t.run())
+        self.tasks.append(task)
+        return task
+
+    def follow(self, name: str, content: str | bytes = "", **kw: object) -> tuple[Path, FileTailer,
+                                                                              asyncio.Task[None]]:
+        """File `name` with `content`, a tailer (tailer()'s options in kw) opened on it and reading."""
+        log = self.tmp / name
+        if isinstance(content, bytes):
+            log.write_bytes(content)
+        else:
+            log.write_text(content)
+        t = self.tailer(log, **kw)  # type: ignore[arg-type]
+        t.open()
+        return log, t, self.run(t)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for t in self.all:
+            t.close()
 
     async def batches(self, timeout: float = 2.0) -> list[Batch]:
         out = [await asyncio.wait_for(self.queue.get(), timeout)]
@@ -59,293 +87,224 @@ class Harness:
         batch.owner.batch_done(batch)
 
 
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
+    """harness(budget=16) -> a Harness in tmp_path; all stopped and closed after the test."""
+    made: list[Harness] = []
+
+    def make(budget: int = 16) -> Harness:
+        made.append(Harness(tmp_path, budget))
+        return made[-1]
+
+    yield make
+    for h in made:
+        await h.close()
+
+
 def data(batches: list[Batch]) -> list[str]:
     return [json.loads(v)["data"] for b in batches for v in b.values]
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(body())
+async def test_offset_moves_only_when_every_earlier_batch_is_acknowledged(harness: Callable[..., Harness]):
+    h = harness()
+    log, t, _ = h.follow("a.log")
+    with open(log, "a") as f:
+        f.write("one\n")
+    [b1] = await h.batches()
+    with open(log, "a") as f:
+        f.write("two\n")
+    [b2] = await h.batches()
+    h.ack(b2)
+    assert t.acked == 0, "a later ack must not move the offset past an unacknowledged batch"
+    h.ack(b1)
+    assert t.acked == 8
+    st = log.stat()
+    entry = h.registry.lookup(st.st_dev, st.st_ino)
+    assert entry is not None and entry.offset == 8
 
 
-async def until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
-def test_offset_moves_only_when_every_earlier_batch_is_acknowledged(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        with open(log, "a") as f:
-            f.write("one\n")
-        [b1] = await h.batches()
-        with open(log, "a") as f:
-            f.write("two\n")
-        [b2] = await h.batches()
-        h.ack(b2)
-        assert t.acked == 0, "a later ack must not move the offset past an unacknowledged batch"
-        h.ack(b1)
-        assert t.acked == 8
-        st = log.stat()
-        entry = h.registry.lookup(st.st_dev, st.st_ino)
-        assert entry is not None and entry.offset == 8
-        task.cancel()
-        t.close()
-
-    run(body)
-
-
-def test_failed_batch_rewinds_to_the_acknowledged_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+async def test_failed_batch_rewinds_to_the_acknowledged_offset(harness: Callable[..., Harness],
+                                                               monkeypatch: pytest.MonkeyPatch):
     import logagent.tailer as tailer_mod
 
     monkeypatch.setattr(tailer_mod, "RETRY_BACKOFF", (0.01,))
-
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("keep\n")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        [b1] = await h.batches()
-        h.ack(b1)
-        with open(log, "a") as f:
-            f.write("refused\nlater\n")
-        [b2] = await h.batches()
-        h.ack(b2, error="MSG_SIZE_TOO_LARGE")
-        again = await h.batches()
-        assert data(again) == ["refused", "later"]
-        assert again[0].generation == b2.generation + 1
-        h.ack(b2)  # a stale report of the old generation changes nothing
-        assert t.acked == 5
-        task.cancel()
-        t.close()
-
-    run(body)
+    h = harness()
+    log, t, _ = h.follow("a.log", "keep\n")
+    [b1] = await h.batches()
+    h.ack(b1)
+    with open(log, "a") as f:
+        f.write("refused\nlater\n")
+    [b2] = await h.batches()
+    h.ack(b2, error="MSG_SIZE_TOO_LARGE")
+    again = await h.batches()
+    assert data(again) == ["refused", "later"]
+    assert again[0].generation == b2.generation + 1
+    h.ack(b2)  # a stale report of the old generation changes nothing
+    assert t.acked == 5
 
 
-def test_rename_rotation_reads_old_file_to_end_and_sends_held_partial(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("a\n")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        assert data(await h.batches()) == ["a"]
-        os.rename(log, tmp_path / "a.log.1")
-        with open(tmp_path / "a.log.1", "a") as f:  # a late write to the renamed file
-            f.write("late\nno newline")
-        got: list[str] = []
-        while len(got) < 2:
-            got += data(await h.batches())
-        assert got == ["late", "no newline"]
-        await asyncio.wait_for(task, 3)  # finished after rotate_wait without growth
-        assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
-
-    run(body)
-
-
-async def closed_after_one_line(h: Harness, tmp: Path) -> tuple[Path, FileTailer, "asyncio.Task[None]"]:
-    """A running tailer that shipped one line and then closed its file for inactivity."""
-    log = tmp / "a.log"
-    log.write_text("a\n")
-    t = h.tailer(log, opts=replace(OPTS, close_inactive=0.1))
-    t.open()
-    task = asyncio.create_task(t.run())
+async def test_rename_rotation_reads_old_file_to_end_and_sends_held_partial(harness: Callable[..., Harness],
+                                                                            tmp_path: Path):
+    h = harness()
+    log, t, task = h.follow("a.log", "a\n")
     assert data(await h.batches()) == ["a"]
-    await until(lambda: t.fd is None)  # closed: idle past close_inactive
+    os.rename(log, tmp_path / "a.log.1")
+    with open(tmp_path / "a.log.1", "a") as f:  # a late write to the renamed file
+        f.write("late\nno newline")
+    got: list[str] = []
+    while len(got) < 2:
+        got += data(await h.batches())
+    assert got == ["late", "no newline"]
+    await asyncio.wait_for(task, 3)  # finished after rotate_wait without growth
+    assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
+
+
+async def closed_after_one_line(h: Harness) -> tuple[Path, FileTailer, asyncio.Task[None]]:
+    """A running tailer that shipped one line and then closed its file for inactivity."""
+    log, t, task = h.follow("a.log", "a\n", opts=replace(OPTS, close_inactive=0.1))
+    assert data(await h.batches()) == ["a"]
+    await eventually(lambda: t.fd is None, what="closed: idle past close_inactive")
     return log, t, task
 
 
-def test_file_renamed_while_closed_is_followed_to_its_new_name(tmp_path: Path):
+async def test_file_renamed_while_closed_is_followed_to_its_new_name(harness: Callable[..., Harness],
+                                                                     tmp_path: Path):
     """Closed for inactivity, then written to and renamed before the agent looked again: the
     old file is found in its folder by inode and read to its end; nothing is skipped."""
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log, t, task = await closed_after_one_line(h, tmp_path)
-        with open(log, "a") as f:
-            f.write("b\n")
-        os.rename(log, tmp_path / "a.log.1")
-        with open(tmp_path / "a.log.1", "a") as f:  # the application still writes to its descriptor
-            f.write("c\n")
-        log.write_text("new file\n")  # and a new file under the name, not this tailer's
-        got: list[str] = []
-        while len(got) < 2:
-            got += data(await h.batches())
-        assert got == ["b", "c"]
-        await asyncio.wait_for(task, 3)
-        assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
-
-    run(body)
+    h = harness()
+    log, t, task = await closed_after_one_line(h)
+    with open(log, "a") as f:
+        f.write("b\n")
+    os.rename(log, tmp_path / "a.log.1")
+    with open(tmp_path / "a.log.1", "a") as f:  # the application still writes to its descriptor
+        f.write("c\n")
+    log.write_text("new file\n")  # and a new file under the name, not this tailer's
+    got: list[str] = []
+    while len(got) < 2:
+        got += data(await h.batches())
+    assert got == ["b", "c"]
+    await asyncio.wait_for(task, 3)
+    assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
 
 
-def test_file_deleted_while_closed_ends_its_tailer(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log, t, task = await closed_after_one_line(h, tmp_path)
-        log.unlink()
-        await asyncio.wait_for(task, 3)
-        assert h.rotated == [t] and t.finished and h.budget.in_use == 0
-
-    run(body)
+async def test_file_deleted_while_closed_ends_its_tailer(harness: Callable[..., Harness]):
+    h = harness()
+    log, t, task = await closed_after_one_line(h)
+    log.unlink()
+    await asyncio.wait_for(task, 3)
+    assert h.rotated == [t] and t.finished and h.budget.in_use == 0
 
 
-def test_start_decision_is_on_disk_before_the_first_line_is_read(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)  # its registry has no periodic flush at all
-        log = tmp_path / "a.log"
-        log.write_text("old\n")
-        t = h.tailer(log, start_at_end=True)
+async def test_start_decision_is_on_disk_before_the_first_line_is_read(harness: Callable[..., Harness],
+                                                                       tmp_path: Path):
+    h = harness()  # its registry has no periodic flush at all
+    log, t, task = h.follow("a.log", "old\n", start_at_end=True)
+    with open(log, "a") as f:
+        f.write("new\n")
+    assert data(await h.batches()) == ["new"]
+    saved = Registry(tmp_path / "data")
+    saved.load()  # what a restart after kill -9 would find
+    entry = saved.lookup(t.dev, t.ino)
+    assert entry is not None and entry.offset == 4
+    t.close()
+    t.wake()
+    await asyncio.wait_for(task, 3)
+
+
+async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
+    h = harness()
+    log, _, _ = h.follow("a.log", "first line\n")
+    assert data(await h.batches()) == ["first line"]
+    with open(log, "r+") as f:
+        f.truncate(0)
+    await asyncio.sleep(0.15)
+    with open(log, "a") as f:
+        f.write("new\n")
+    batches = await h.batches()
+    assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
+
+
+async def test_start_at_end_begins_after_the_last_complete_line(harness: Callable[..., Harness], tmp_path: Path):
+    h = harness()
+    log = tmp_path / "a.log"
+    log.write_text("old\nhalf a li")
+    t = h.tailer(log, start_at_end=True)
+    t.open()
+    assert t.read_pos == 4
+    h.run(t)
+    with open(log, "a") as f:
+        f.write("ne\n")
+    assert data(await h.batches()) == ["half a line"]
+
+
+async def test_fd_budget_closes_idle_files_and_reopens_them_on_change(harness: Callable[..., Harness],
+                                                                      tmp_path: Path):
+    h = harness(budget=2)
+    files = [tmp_path / f"{i}.log" for i in range(4)]
+    tailers = []
+    for p in files:
+        p.write_text(f"{p.name}\n")
+    for p in files:
+        t = h.tailer(p)
+        t._last_growth -= 10  # long idle: evictable
         t.open()
-        task = asyncio.create_task(t.run())
-        with open(log, "a") as f:
-            f.write("new\n")
-        assert data(await h.batches()) == ["new"]
-        saved = Registry(tmp_path / "data")
-        saved.load()  # what a restart after kill -9 would find
-        entry = saved.lookup(t.dev, t.ino)
-        assert entry is not None and entry.offset == 4
-        t.close()
-        t.wake()
-        await asyncio.wait_for(task, 3)
-
-    run(body)
-
-
-def test_truncation_starts_again_at_zero(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("first line\n")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        assert data(await h.batches()) == ["first line"]
-        with open(log, "r+") as f:
-            f.truncate(0)
-        await asyncio.sleep(0.15)
-        with open(log, "a") as f:
-            f.write("new\n")
-        batches = await h.batches()
-        assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
-        task.cancel()
-        t.close()
-
-    run(body)
-
-
-def test_start_at_end_begins_after_the_last_complete_line(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("old\nhalf a li")
-        t = h.tailer(log, start_at_end=True)
-        t.open()
-        assert t.read_pos == 4
-        task = asyncio.create_task(t.run())
-        with open(log, "a") as f:
-            f.write("ne\n")
-        assert data(await h.batches()) == ["half a line"]
-        task.cancel()
-        t.close()
-
-    run(body)
-
-
-def test_fd_budget_closes_idle_files_and_reopens_them_on_change(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path, budget=2)
-        files = [tmp_path / f"{i}.log" for i in range(4)]
-        tailers = []
-        for p in files:
-            p.write_text(f"{p.name}\n")
-        for p in files:
-            t = h.tailer(p)
-            t._last_growth -= 10  # long idle: evictable
-            t.open()
-            tailers.append(t)
-            assert h.budget.in_use <= 2
-        tasks = [asyncio.create_task(t.run()) for t in tailers]
-        got: list[str] = []
-        while len(got) < 4:
-            got += data(await h.batches())
-        assert sorted(got) == sorted(p.name for p in files)
+        tailers.append(t)
         assert h.budget.in_use <= 2
-        for t in tasks:
-            t.cancel()
-        for t in tailers:
-            t.close()
-        assert h.budget.in_use == 0
-
-    run(body)
-
-
-def test_not_a_regular_file_is_refused(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        d = tmp_path / "dir.log"
-        d.mkdir()
-        with pytest.raises(SourceError, match="not a regular file"):
-            h.tailer(d).open()
-        assert h.budget.in_use == 0
-        with pytest.raises(SourceError, match="cannot open"):
-            h.tailer(tmp_path / "missing.log").open()
-
-    run(body)
-
-
-def test_idle_tailer_is_woken_only_when_its_file_changes(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        await asyncio.sleep(0.2)
-        assert not t.needs_attention()
-        with open(log, "a") as f:
-            f.write("x\n")
-        assert t.needs_attention()
-        assert data(await h.batches()) == ["x"]
-        os.rename(log, tmp_path / "b.log")
-        await until(lambda: h.rotated == [t])
+    tasks = [h.run(t) for t in tailers]
+    got: list[str] = []
+    while len(got) < 4:
+        got += data(await h.batches())
+    assert sorted(got) == sorted(p.name for p in files)
+    assert h.budget.in_use <= 2
+    for task in tasks:
         task.cancel()
+    for t in tailers:
         t.close()
+    assert h.budget.in_use == 0
 
-    run(body)
+
+async def test_not_a_regular_file_is_refused(harness: Callable[..., Harness], tmp_path: Path):
+    h = harness()
+    d = tmp_path / "dir.log"
+    d.mkdir()
+    with pytest.raises(SourceError, match="not a regular file"):
+        h.tailer(d).open()
+    assert h.budget.in_use == 0
+    with pytest.raises(SourceError, match="cannot open"):
+        h.tailer(tmp_path / "missing.log").open()
 
 
-def test_more_files_than_descriptors_are_parked_not_refused(tmp_path: Path):
+async def test_idle_tailer_is_woken_only_when_its_file_changes(harness: Callable[..., Harness], tmp_path: Path):
+    h = harness()
+    log, t, _ = h.follow("a.log")
+    await asyncio.sleep(0.2)
+    assert not t.needs_attention()
+    with open(log, "a") as f:
+        f.write("x\n")
+    assert t.needs_attention()
+    assert data(await h.batches()) == ["x"]
+    os.rename(log, tmp_path / "b.log")
+    await eventually(lambda: h.rotated == [t], what="the rename noticed")
+
+
+async def test_more_files_than_descriptors_are_parked_not_refused(harness: Callable[..., Harness],
+                                                                  tmp_path: Path):
     """max_open_files 2, five files each with data: all are read, never more than 2 open."""
-    async def body() -> None:
-        h = Harness(tmp_path, budget=2)
-        files = [tmp_path / f"p{i}.log" for i in range(5)]
-        for p in files:
-            p.write_text(f"{p.name}\n")
-        tailers = [h.tailer(p) for p in files]
-        for t in tailers:
-            t.open()  # never raises: the ones without a slot are identified and parked
-        assert h.budget.in_use == 2
-        tasks = [asyncio.create_task(t.run()) for t in tailers]
-        got: list[str] = []
-        while len(got) < 5:
-            got += data(await h.batches(timeout=5))
-            assert h.budget.in_use <= 2
-        assert sorted(got) == sorted(p.name for p in files)
-        for task in tasks:
-            task.cancel()
-        for t in tailers:
-            t.close()
-
-    run(body)
+    h = harness(budget=2)
+    files = [tmp_path / f"p{i}.log" for i in range(5)]
+    for p in files:
+        p.write_text(f"{p.name}\n")
+    tailers = [h.tailer(p) for p in files]
+    for t in tailers:
+        t.open()  # never raises: the ones without a slot are identified and parked
+    assert h.budget.in_use == 2
+    for t in tailers:
+        h.run(t)
+    got: list[str] = []
+    while len(got) < 5:
+        got += data(await h.batches(timeout=5))
+        assert h.budget.in_use <= 2
+    assert sorted(got) == sorted(p.name for p in files)
 
 
 def test_descriptor_budget_fits_the_process_limit():
@@ -360,27 +319,19 @@ def test_descriptor_budget_fits_the_process_limit():
         assert descriptor_budget(hard * 2) == max(8, hard - FD_HEADROOM)
 
 
-def test_invalid_bytes_are_replaced_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+async def test_invalid_bytes_are_replaced_counted_and_logged(harness: Callable[..., Harness], tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture):
     import logging
 
     from logagent import metrics
 
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "bin.log"
-        log.write_bytes(b"ok line\n\xff\xfe\x00binary\nfine\n")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        assert data(await h.batches()) == ["ok line", "\ufffd\ufffd\x00binary", "fine"]
-        task.cancel()
-        t.close()
-
-    before = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))._value.get()
-    with caplog.at_level(logging.WARNING, logger="logagent.tailer"):
-        run(body)
-    after = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))._value.get()
-    assert after - before == 1
+    counter = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))
+    before = counter._value.get()
+    caplog.set_level(logging.WARNING, logger="logagent.tailer")
+    h = harness()
+    h.follow("bin.log", b"ok line\n\xff\xfe\x00binary\nfine\n")
+    assert data(await h.batches()) == ["ok line", "\ufffd\ufffd\x00binary", "fine"]
+    assert counter._value.get() - before == 1
     assert any("not valid utf-8" in r.getMessage() and "bin.log" in r.getMessage() for r in caplog.records)
 
 
@@ -399,130 +350,100 @@ class _Quiet:
         raise AssertionError("nothing changed")
 
 
-def test_stat_tick_checks_quiet_files_every_fifth_tick_only() -> None:
-    async def main() -> tuple[int, int]:
-        busy = _Quiet(last_growth=time.monotonic() + 3600)  # grows "now" for the whole test
-        quiet = _Quiet(last_growth=time.monotonic() - 3600)
-        task = asyncio.create_task(stat_tick(lambda: [busy, quiet], 0.01))
-        while busy.checks < 20:
-            await asyncio.sleep(0.005)
-        task.cancel()
-        return busy.checks, quiet.checks
-
-    busy, quiet = asyncio.run(main())
-    assert busy >= 20
-    assert busy // 5 - 1 <= quiet <= busy // 5 + 1
+async def test_stat_tick_checks_quiet_files_every_fifth_tick_only() -> None:
+    busy = _Quiet(last_growth=time.monotonic() + 3600)  # grows "now" for the whole test
+    quiet = _Quiet(last_growth=time.monotonic() - 3600)
+    task = asyncio.create_task(stat_tick(lambda: [busy, quiet], 0.01))
+    while busy.checks < 20:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    busy_checks, quiet_checks = busy.checks, quiet.checks
+    assert busy_checks >= 20
+    assert busy_checks // 5 - 1 <= quiet_checks <= busy_checks // 5 + 1
 
 
-def test_truncated_and_at_once_written_past_the_old_offset_is_read_from_zero(tmp_path: Path):
+async def test_truncated_and_at_once_written_past_the_old_offset_is_read_from_zero(harness: Callable[..., Harness]):
     """truncate(0) followed at once by more bytes than the old offset: the size alone does not tell;
     the changed first bytes do. No fragment, no lost first line."""
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("first\n")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        assert data(await h.batches()) == ["first"]
-        with open(log, "r+") as f:  # no read in between: one write of the new content
-            f.truncate(0)
-            f.write("rewritten 1\nrewritten 2\n")
-        batches = await h.batches()
-        assert data(batches) == ["rewritten 1", "rewritten 2"]
-        assert json.loads(batches[0].values[0])["offset"] == 0
-        for b in batches:
-            h.ack(b)
-        assert t.acked == len("rewritten 1\nrewritten 2\n")
-        task.cancel()
-        t.close()
-
-    run(body)
+    h = harness()
+    log, t, _ = h.follow("a.log", "first\n")
+    assert data(await h.batches()) == ["first"]
+    with open(log, "r+") as f:  # no read in between: one write of the new content
+        f.truncate(0)
+        f.write("rewritten 1\nrewritten 2\n")
+    batches = await h.batches()
+    assert data(batches) == ["rewritten 1", "rewritten 2"]
+    assert json.loads(batches[0].values[0])["offset"] == 0
+    for b in batches:
+        h.ack(b)
+    assert t.acked == len("rewritten 1\nrewritten 2\n")
 
 
-def test_one_file_under_two_names_is_read_once(tmp_path: Path):
+async def test_one_file_under_two_names_is_read_once(harness: Callable[..., Harness], tmp_path: Path):
     from logagent.errors import AlreadyCollected
 
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "a.log"
-        log.write_text("x\n")
-        alias = tmp_path / "alias.log"
-        alias.symlink_to(log)
-        first = h.tailer(log)
-        first.open()
-        second = h.tailer(alias)
-        with pytest.raises(AlreadyCollected, match="same file as") as caught:
-            second.open()
-        assert caught.value.holder is first and h.budget.in_use == 1
-        first.close()  # released: the other name may take it now
+    h = harness()
+    log = tmp_path / "a.log"
+    log.write_text("x\n")
+    alias = tmp_path / "alias.log"
+    alias.symlink_to(log)
+    first = h.tailer(log)
+    first.open()
+    second = h.tailer(alias)
+    with pytest.raises(AlreadyCollected, match="same file as") as caught:
         second.open()
-        second.close()
+    assert caught.value.holder is first and h.budget.in_use == 1
+    first.close()  # released: the other name may take it now
+    second.open()
+    second.close()
 
-    run(body)
 
-
-def test_a_symlink_swapped_in_after_the_check_is_refused_on_the_descriptor(tmp_path: Path):
+async def test_a_symlink_swapped_in_after_the_check_is_refused_on_the_descriptor(harness: Callable[..., Harness],
+                                                                                 tmp_path: Path):
     from logagent.errors import NotAllowed
 
-    async def body() -> None:
-        h = Harness(tmp_path)
-        (tmp_path / "logs").mkdir()
-        h.allowed = (f"{tmp_path}/logs/**",)
-        secret = tmp_path / "secret"
-        secret.write_text("root:x:0:0\n")
-        log = tmp_path / "logs" / "a.log"
-        log.symlink_to(secret)  # as if swapped in between a name check and the open
-        with pytest.raises(NotAllowed):
-            h.tailer(log).open()
-        assert h.budget.in_use == 0 and h.queue.empty()
-
-    run(body)
+    h = harness()
+    (tmp_path / "logs").mkdir()
+    h.allowed = (f"{tmp_path}/logs/**",)
+    secret = tmp_path / "secret"
+    secret.write_text("root:x:0:0\n")
+    log = tmp_path / "logs" / "a.log"
+    log.symlink_to(secret)  # as if swapped in between a name check and the open
+    with pytest.raises(NotAllowed):
+        h.tailer(log).open()
+    assert h.budget.in_use == 0 and h.queue.empty()
 
 
-def test_a_held_partial_line_is_shown_in_a_metric(tmp_path: Path):
+async def test_a_held_partial_line_is_shown_in_a_metric(harness: Callable[..., Harness]):
     from logagent import metrics
 
-    async def body() -> None:
-        h = Harness(tmp_path)
-        log = tmp_path / "p.log"
-        log.write_text("done\nno newline yet")
-        t = h.tailer(log)
-        t.open()
-        task = asyncio.create_task(t.run())
-        assert data(await h.batches()) == ["done"]
-        gauge = metrics.PARTIAL_LINE_BYTES.labels(metrics.path_label(str(log)))
-        assert gauge._value.get() == len("no newline yet")
-        with open(log, "a") as f:
-            f.write("\n")
-        assert data(await h.batches()) == ["no newline yet"]
-        assert gauge._value.get() == 0
-        task.cancel()
-        t.close()
-
-    run(body)
+    h = harness()
+    log, _, _ = h.follow("p.log", "done\nno newline yet")
+    assert data(await h.batches()) == ["done"]
+    gauge = metrics.PARTIAL_LINE_BYTES.labels(metrics.path_label(str(log)))
+    assert gauge._value.get() == len("no newline yet")
+    with open(log, "a") as f:
+        f.write("\n")
+    assert data(await h.batches()) == ["no newline yet"]
+    assert gauge._value.get() == 0
 
 
-def test_a_name_that_is_not_utf8_is_shipped_escaped_and_saved(tmp_path: Path):
-    async def body() -> None:
-        h = Harness(tmp_path)
-        name = os.fsdecode(bytes(tmp_path) + b"/\xff.log")
-        with open(name, "w") as f:
-            f.write("bad name\n")
-        t = h.tailer(Path(name))
-        t.open()
-        task = asyncio.create_task(t.run())
-        [batch] = await h.batches()
-        msg = json.loads(batch.values[0])
-        assert msg["path"] == f"{tmp_path}/\\xff.log" and msg["data"] == "bad name"
-        assert batch.key == f"127.0.0.1:{tmp_path}/\\xff.log".encode()
-        h.ack(batch)
-        h.registry.save()
-        saved = Registry(tmp_path / "data")
-        saved.load()
-        entry = saved.lookup(t.dev, t.ino)
-        assert entry is not None and entry.path == name and entry.offset == len("bad name\n")
-        task.cancel()
-        t.close()
-
-    run(body)
+async def test_a_name_that_is_not_utf8_is_shipped_escaped_and_saved(harness: Callable[..., Harness],
+                                                                    tmp_path: Path):
+    h = harness()
+    name = os.fsdecode(bytes(tmp_path) + b"/\xff.log")
+    with open(name, "w") as f:
+        f.write("bad name\n")
+    t = h.tailer(Path(name))
+    t.open()
+    h.run(t)
+    [batch] = await h.batches()
+    msg = json.loads(batch.values[0])
+    assert msg["path"] == f"{tmp_path}/\\xff.log" and msg["data"] == "bad name"
+    assert batch.key == f"127.0.0.1:{tmp_path}/\\xff.log".encode()
+    h.ack(batch)
+    h.registry.save()
+    saved = Registry(tmp_path / "data")
+    saved.load()
+    entry = saved.lookup(t.dev, t.ino)
+    assert entry is not None and entry.path == name and entry.offset == len("bad name\n")

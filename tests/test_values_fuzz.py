@@ -118,7 +118,7 @@ def usable_downstream(entries: list[Any]) -> None:
     """What used to crash after validation: building a message, saving, reading the save back."""
     for entry in entries:
         fmt = MessageFormat("10.0.0.5", "host", entry.path, entry.module, entry.fields, entry.encoding)
-        message = fmt.build([(0, "line é\n".encode("utf-8"), False)], b"2026-01-01T00:00:00.000000Z")[0]
+        message = fmt.build([(0, "line é\n".encode(), False)], b"2026-01-01T00:00:00.000000Z")[0]
         assert json.loads(message)["path"] == entry.path
         if entry.multiline is not None:
             assert math.isfinite(entry.multiline.timeout) and entry.multiline.max_lines > 0

@@ -1,8 +1,8 @@
 """Fixtures of the fault-injection suite.
 
 The real stack comes from the session fixtures of tests/conftest.py (`kafka`,
-`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), shared with tests/integration. On top: a `results` collector whose
-rows are written to tests/faults/RESULTS.md at the end of a session that ran every
+`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), shared with tests/integration. On top:
+a `results` collector whose rows are written to tests/faults/RESULTS.md at the end of a session that ran every
 scenario (a partial run, by -k, -x or a file name, writes its table to
 $TMPDIR/logagent-faults-RESULTS.partial.md instead), and a world-readable scratch
 folder for agents that run as nobody.

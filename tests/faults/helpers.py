@@ -1,10 +1,9 @@
-"""Helpers of the fault-injection suite: peak RSS, line-by-line tallies, an unprivileged agent
-that runs from a clone anywhere."""
+"""Helpers of the fault-injection suite: peak RSS and an unprivileged agent that runs from a clone
+anywhere. Tallies, Kafka reading and waiting are the test kit's (tests/kit)."""
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import pwd
 import shutil
@@ -12,17 +11,19 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support import ROOT, AgentProcess, KafkaReader, LineWriter, wait_until
+from tests.kit import ROOT, AgentProcess, KafkaReader, read_all, tally
 
-FLUSH_INTERVAL = 0.5  # registry_flush_interval that tests.support.write_config sets
+# For tests/faults/test_rotation_outage.py, which imports them from here (it is being changed
+# elsewhere); the others import tests.kit.
+data_of = KafkaReader.data
+__all__ = ["data_of", "read_all", "tally"]
+
+FLUSH_INTERVAL = 0.5  # registry_flush_interval that tests.kit.write_config sets
 RSS_LIMIT_MB = 150.0  # what "bounded" means here: the agent runs at ~40 MiB under load
 
 
@@ -49,89 +50,6 @@ class PeakTracker:
         for agent in agents:
             self.peak = max(self.peak, peak_rss_mb(agent))
         return self.peak
-
-
-@dataclass
-class Tally:
-    """Line-by-line comparison of what was written with what Kafka holds."""
-
-    written: int
-    delivered: int  # messages that carry an expected line, duplicates included
-    missing: list[str] = field(default_factory=list)
-    duplicated: int = 0
-    unexpected: list[str] = field(default_factory=list)  # lines nobody wrote (garbled, cut)
-    dup_runs: list[int] = field(default_factory=list)  # lengths of runs of consecutive duplicated lines
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first index, length) of missing runs
-
-    def describe(self) -> str:
-        s = (f"written {self.written}, delivered {self.delivered}, missing {len(self.missing)}, "
-             f"duplicated {self.duplicated}")
-        if self.missing:
-            s += f", missing runs {self.gaps[:8]} first {self.missing[:3]}"
-        if self.dup_runs:
-            s += f", duplicate runs {self.dup_runs[:12]}"
-        if self.unexpected:
-            s += f", {len(self.unexpected)} unexpected lines e.g. {[u[:60] for u in self.unexpected[:3]]}"
-        return s
-
-
-def tally(expected: list[str], got: list[str]) -> Tally:
-    counts = Counter(got)
-    wanted = set(expected)
-    t = Tally(written=len(expected), delivered=sum(c for line, c in counts.items() if line in wanted))
-    run = 0
-    gap_start = -1
-    for i, line in enumerate(expected):
-        c = counts.get(line, 0)
-        if c == 0:
-            t.missing.append(line)
-            if gap_start < 0:
-                gap_start = i
-        elif gap_start >= 0:
-            t.gaps.append((gap_start, i - gap_start))
-            gap_start = -1
-        if c > 1:
-            t.duplicated += c - 1
-            run += 1
-        elif run:
-            t.dup_runs.append(run)
-            run = 0
-    if run:
-        t.dup_runs.append(run)
-    if gap_start >= 0:
-        t.gaps.append((gap_start, len(expected) - gap_start))
-    t.unexpected = [line for line in got if line not in wanted]
-    return t
-
-
-def data_of(reader: KafkaReader, path: str | None = None) -> list[str]:
-    return [v["data"] for v in reader.values() if path is None or v.get("path") == path]
-
-
-def read_all(reader: KafkaReader, count: int, timeout: float = 90.0, quiet: float = 2.0,
-             last: str | None = None) -> None:
-    """Read until `count` messages arrived, or the line `last` did (some lines may be missing: this
-    does not fail, the tally tells), then until nothing new comes for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    needle = f'"data":{json.dumps(last)}'.encode() if last is not None else None
-    while len(reader.messages) < count and time.monotonic() < deadline:
-        before = len(reader.messages)
-        reader.poll(0.5)
-        if needle is not None and any(needle in m.value() for m in reader.messages[before:]):
-            break
-    reader.settle(quiet=quiet, timeout=max(5.0, deadline - time.monotonic()))
-
-
-def wait_delivered(reader: KafkaReader, line: str, timeout: float, what: str = "") -> float:
-    """Poll until `line` is among the delivered data; returns the seconds it took."""
-    t0 = time.monotonic()
-
-    def seen() -> bool:
-        reader.poll(0.3)
-        return any(line in m.value().decode(errors="replace") for m in reader.messages[-5000:])
-
-    wait_until(seen, timeout, interval=0.0, what=what or f"line {line!r} in Kafka")
-    return time.monotonic() - t0
 
 
 # ---------------------------------------------------------------------------- running as nobody
@@ -347,42 +265,5 @@ class UnprivilegedAgent(AgentProcess):
                                          stdout=log, stderr=subprocess.STDOUT, cwd=runtime.home,
                                          env=dict(self.env, **runtime.env))
         if wait_ready:
-            wait_until(lambda: self.ready() or not self.alive(), timeout, what="agent /readyz")
-            if not self.alive():
-                raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log_tail()}")
+            self.wait_ready(timeout)
         return self
-
-
-def metric_samples(agent: AgentProcess, name: str) -> list[tuple[str, float]]:
-    """(labels, value) of every sample of a metric, for messages."""
-    status, body = agent.get("/metrics")
-    out: list[tuple[str, float]] = []
-    if status != 200:
-        return out
-    for line in body.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            head, _, value = line.rpartition(" ")
-            if head.split("{", 1)[0] == name:
-                out.append((head[len(name):], float(value)))
-    return out
-
-
-def any_metric(agent: AgentProcess, names: tuple[str, ...], **labels: str) -> dict[str, Any]:
-    """{name: value} of the metrics among `names` that have a sample with these labels and value > 0."""
-    found = {}
-    for name in names:
-        value = agent.metric(name, **labels)
-        if value > 0:
-            found[name] = value
-    return found
-
-
-def pause(writer: LineWriter) -> int:
-    """Pause a LineWriter (it stays alive) and return how many lines it wrote."""
-    writer._pause.set()
-    time.sleep(2 * writer.burst / writer.rate + 0.05)  # a burst in progress ends
-    return writer.count
-
-
-def resume(writer: LineWriter) -> None:
-    writer._pause.clear()

@@ -13,19 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import (
-    RSS_LIMIT_MB,
-    PeakTracker,
-    UnprivilegedAgent,
-    data_of,
-    nobody_runtime,
-    pause,
+from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, UnprivilegedAgent, nobody_runtime
+from tests.kit import (
+    KafkaReader,
+    LineWriter,
+    new_topic,
     read_all,
-    resume,
     tally,
+    tally_delivered,
     wait_delivered,
+    wait_until,
+    write_config,
 )
-from tests.support import KafkaReader, LineWriter, new_topic, wait_until, write_config
 
 RATE = 1000
 
@@ -109,13 +108,13 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
                          f"registry_errors {agent.metric('logagent_registry_errors_total'):.0f}")
             # A clean stop with the disk still full: every line written before it is in Kafka.
             peak.sample(agent)
-            stopped_at = pause(writer)
+            stopped_at = writer.pause()
             time.sleep(1.0)  # the agent reads what was written
             assert agent.stop() == 0, agent.log_tail(20)
             read_all(reader, stopped_at, timeout=60, last=writer.line(stopped_at - 1))
-            t_stop = tally(writer.expected()[:stopped_at], data_of(reader))
+            t_stop = tally(writer.expected()[:stopped_at], reader.data())
             assert not t_stop.missing, "lost at the clean stop with data_dir full: " + t_stop.describe()
-            resume(writer)
+            writer.resume()
             # Restart, still full: the saved offset is old, so lines are read again (duplicates), none lost.
             agent.start()
             time.sleep(2.0)
@@ -131,11 +130,8 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
             time.sleep(2.0)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+    t = tally_delivered(kafka, topic, writer, timeout=60)
     peak.sample(agent)
-    t = tally(writer.expected(), got)
     lines_while_full = stopped_at - filled_at
     results.add_tally(f"data_dir full (1 MiB tmpfs filled) under load, {RATE} lines/s; clean stop, restart full, "
                       "space freed, clean stop, restart", t, peak.peak,
@@ -176,15 +172,12 @@ def test_data_dir_read_only_agent_as_nobody(kafka, world_tmp, agents, results):
             wait_delivered(reader, writer.line(writer.count - 1), timeout=15,
                            what="lines shipped with data_dir read-only")
             peak.sample(agent)
-            pause(writer)
+            writer.pause()
             time.sleep(1.0)  # the agent reads what was written
             assert agent.stop() == 0, agent.log_tail(20)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
-        got = data_of(reader)
-    t = tally(writer.expected(), got)
+    t = tally_delivered(kafka, topic, writer, timeout=60)
     errors_logged = sum(1 for line in agent.log_text().splitlines() if "cannot write registry" in line)
     results.add_tally(f"data_dir read-only (agent as nobody) under load, {RATE} lines/s; clean stop", t, peak.peak,
                       notes=f"{errors_logged} 'cannot write registry ... Permission denied' log line(s), "

@@ -14,15 +14,18 @@ from devstack.stack import EtcdServer
 from logagent.config import EtcdSettings
 from logagent.etcd_client import connect
 from tests.faults.conftest import server_logs
-from tests.faults.helpers import (
-    RSS_LIMIT_MB,
-    PeakTracker,
-    data_of,
+from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.kit import (
+    KafkaReader,
+    LineWriter,
+    new_topic,
     read_all,
+    start_or_fail,
     tally,
+    tally_delivered,
     wait_delivered,
+    wait_until,
 )
-from tests.support import KafkaReader, LineWriter, new_topic, start_or_fail, wait_until
 
 DOWN_SECONDS = 30
 REVISION = "logagent_etcd_config_revision"
@@ -87,7 +90,7 @@ def test_etcd_down_30s_under_load_then_config_change(make_agent, kafka, etcd, et
     with KafkaReader(kafka, t1, t2) as ra, KafkaReader(kafka, t3) as rb:
         read_all(ra, wa.count, timeout=60, last=wa.line(wa.count - 1))
         read_all(rb, wb.count, timeout=60, last=wb.line(wb.count - 1))
-        got_a, got_b = data_of(ra), data_of(rb)
+        got_a, got_b = ra.data(), rb.data()
         moved = sum(1 for m in ra.messages if m.topic() == t2)
     peak.sample(agent)
     ta, tb = tally(wa.expected(), got_a), tally(wb.expected(), got_b)
@@ -128,7 +131,7 @@ def test_topic_change_that_drops_start_resends_nothing(make_agent, kafka, etcd, 
     expected = [f"start {i:04d}" for i in range(300)]
     with KafkaReader(kafka, t1, t2) as reader:
         read_all(reader, 300, timeout=30, last=expected[-1])
-        got = data_of(reader)
+        got = reader.data()
     peak.sample(agent)
     t = tally(expected, got)
     how = "retargeted in place" if "retargeted" in agent.log_text() else \
@@ -236,11 +239,8 @@ def test_etcd_value_of_10mb_and_value_not_json(make_agent, kafka, big_etcd, logd
         time.sleep(0.5)
     finally:
         writer.stop()
-    with KafkaReader(kafka, t_good) as reader:
-        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+    t = tally_delivered(kafka, t_good, writer, timeout=60)
     peak.sample(agent)
-    t = tally(writer.expected(), got)
     results.add_tally("etcd value of 10 MB, then a value that is not JSON, then a good one (good.log flowing)",
                       t, peak.peak, notes=" / ".join(notes + problems))
     assert not t.missing, t.describe()

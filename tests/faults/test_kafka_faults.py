@@ -11,22 +11,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack.stack import KafkaCluster
 from tests.faults.conftest import server_logs
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, data_of, read_all, tally
-from tests.support import KafkaReader, LineWriter, new_topic, start_or_fail, wait_until
+from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.kit import KafkaReader, LineWriter, new_topic, read_all, start_or_fail, tally, tally_delivered, wait_until
 
 DOWN_SECONDS = 30
 
 
-def test_broker_down_30s_under_load(make_agent, kafka, kafka_server, logdir, results):
+def test_broker_down_30s_under_load(loaded_agent, kafka, kafka_server, results):
     if kafka_server is None:
         pytest.fail("this test stops the broker: run it against the suite's own (unset LOGAGENT_TEST_KAFKA)")
     rate = 1000
-    topic = new_topic("down")
-    log = logdir / "app.log"
-    log.touch()
-    agent = make_agent(files=[{"path": str(log), "topic": topic}])
+    topic, agent, writer = loaded_agent("down", rate)
     peak = PeakTracker()
-    writer = LineWriter(log, "down", rate=rate).start()
     try:
         with KafkaReader(kafka, topic) as reader:
             reader.read(500, timeout=30)  # flowing before the outage
@@ -46,11 +42,8 @@ def test_broker_down_30s_under_load(make_agent, kafka, kafka_server, logdir, res
         time.sleep(2.0)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+    t = tally_delivered(kafka, topic, writer, timeout=90)
     peak.sample(agent)
-    t = tally(writer.expected(), got)
     results.add_tally(f"Kafka broker stopped {DOWN_SECONDS} s under load, {rate} lines/s", t, peak.peak,
                       notes=f"ready again {ready_after:.1f} s after the broker's restart")
     assert not t.missing, t.describe()
@@ -113,12 +106,13 @@ def test_cluster_partition_leader_killed_under_load(make_agent, kafka_cluster, l
         finally:
             writer.stop()
         read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+        got = reader.data()
     peak.sample(agent)
     t = tally(writer.expected(), got)
     results.add_tally(f"3-node KRaft cluster (RF 3, min.insync 2): partition leader kill -9'd, {rate} lines/s",
-                      t, peak.peak, notes=f"node {leader} killed, node {new_leader} leads {failover:.1f} s later; "
-                                          f"{written_at_kill + 4 * rate} lines in Kafka {flowing_after:.1f} s after the kill")
+                      t, peak.peak,
+                      notes=f"node {leader} killed, node {new_leader} leads {failover:.1f} s later; "
+                            f"{written_at_kill + 4 * rate} lines in Kafka {flowing_after:.1f} s after the kill")
     assert not t.missing, t.describe()
     assert not t.unexpected, t.describe()
     assert t.duplicated == 0, t.describe()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, data_of, read_all, tally
-from tests.support import KafkaReader, LineWriter, new_topic
+from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.kit import LineWriter, new_topic, tally_delivered
 
 RATE = 2000
 ROTATIONS = 12
@@ -110,11 +110,8 @@ def test_logrotate_every_second_under_load(mode, make_agent, kafka, logdir, tmp_
         rotator.stop()
         writer.stop()
     assert not rotator.errors, f"logrotate failed: {rotator.errors[:3]}"
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+    t = tally_delivered(kafka, topic, writer, timeout=60)
     peak.sample(agent)
-    t = tally(writer.expected(), got)
     truncations = agent.metric("logagent_rotations_total", kind="truncate")
     renames = agent.metric("logagent_rotations_total", kind="rename_or_delete")
     notes = f"{rotator.runs} rotations; agent counted {renames:.0f} renames, {truncations:.0f} truncations"

@@ -6,15 +6,8 @@ import os
 import random
 import time
 
-from tests.faults.helpers import (
-    FLUSH_INTERVAL,
-    RSS_LIMIT_MB,
-    PeakTracker,
-    data_of,
-    read_all,
-    tally,
-)
-from tests.support import KafkaReader, LineWriter, new_topic
+from tests.faults.helpers import FLUSH_INTERVAL, RSS_LIMIT_MB, PeakTracker
+from tests.kit import tally_delivered
 
 RATE = 2000  # lines per second
 
@@ -25,15 +18,11 @@ def _seed() -> int:
     return seed
 
 
-def test_kill9_ten_times_under_load(make_agent, kafka, logdir, results):
+def test_kill9_ten_times_under_load(loaded_agent, kafka, results):
     seed = _seed()
     rng = random.Random(seed)
-    topic = new_topic("kill9")
-    log = logdir / "app.log"
-    log.touch()
-    agent = make_agent(files=[{"path": str(log), "topic": topic}])
+    topic, agent, writer = loaded_agent("kill9", RATE)
     peak = PeakTracker()
-    writer = LineWriter(log, "k9", rate=RATE).start()
     kills = 10
     downtimes = []
     try:
@@ -47,11 +36,8 @@ def test_kill9_ten_times_under_load(make_agent, kafka, logdir, results):
         time.sleep(1.0)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+    t = tally_delivered(kafka, topic, writer, timeout=90)
     peak.sample(agent)
-    t = tally(writer.expected(), got)
     # Per crash, the agent re-sends what Kafka acknowledged after the registry's last flush: one flush
     # interval of its traffic, plus the flush that a kill may catch in its write. Right after a restart
     # that traffic is the backlog written while the agent was down, read at once: hence the downtime.
@@ -70,14 +56,10 @@ def test_kill9_ten_times_under_load(make_agent, kafka, logdir, results):
     assert agent.stop() == 0
 
 
-def test_sigterm_five_times_under_load_no_duplicates(make_agent, kafka, logdir, results):
+def test_sigterm_five_times_under_load_no_duplicates(loaded_agent, kafka, results):
     rng = random.Random(_seed())
-    topic = new_topic("term")
-    log = logdir / "app.log"
-    log.touch()
-    agent = make_agent(files=[{"path": str(log), "topic": topic}])
+    topic, agent, writer = loaded_agent("term", RATE)
     peak = PeakTracker()
-    writer = LineWriter(log, "term", rate=RATE).start()
     stops = 5
     try:
         for _ in range(stops):
@@ -88,29 +70,22 @@ def test_sigterm_five_times_under_load_no_duplicates(make_agent, kafka, logdir, 
         time.sleep(1.0)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+    t = tally_delivered(kafka, topic, writer, timeout=90)
     peak.sample(agent)
-    t = tally(writer.expected(), got)
     results.add_tally(f"SIGTERM x{stops} at random moments, {RATE} lines/s", t, peak.peak)
     assert not t.missing, t.describe()
     assert t.duplicated == 0, t.describe()
     assert agent.stop() == 0
 
 
-def test_kill9_duplicates_stay_under_a_second_of_traffic(make_agent, kafka, logdir, results):
+def test_kill9_duplicates_stay_under_a_second_of_traffic(loaded_agent, kafka, results):
     """Issue 13: at most 1 s of traffic sent again per kill -9, with the default registry_flush_interval
     (1 s) and linger. The registry is written every quarter interval while offsets move (it used to be
     once a second: 0.47-0.70 s of traffic per kill measured here, 1.7-1.9 s on a slower day)."""
     rate, kills = 3000, 6
     rng = random.Random(_seed())
-    topic = new_topic("dupbound")
-    log = logdir / "app.log"
-    log.touch()
-    agent = make_agent(files=[{"path": str(log), "topic": topic}],
-                       extra={"agent": {"registry_flush_interval": "1"}, "kafka.producer": {"linger.ms": "20"}})
-    writer = LineWriter(log, "dupbound", rate=rate).start()
+    topic, agent, writer = loaded_agent("dupbound", rate, extra={"agent": {"registry_flush_interval": "1"},
+                                                                "kafka.producer": {"linger.ms": "20"}})
     try:
         for _ in range(kills):
             time.sleep(rng.uniform(0.2, 2.0))
@@ -119,10 +94,7 @@ def test_kill9_duplicates_stay_under_a_second_of_traffic(make_agent, kafka, logd
         time.sleep(1.0)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
-        got = data_of(reader)
-    t = tally(writer.expected(), got)
+    t = tally_delivered(kafka, topic, writer, timeout=90)
     per_kill = t.duplicated / rate / kills
     results.add_tally(f"kill -9 x{kills} at {rate} lines/s, default registry_flush_interval (1 s)", t, 0.0,
                       notes=f"{per_kill:.2f} s of traffic sent again per kill")

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 
 from devstack.stack import DEMO_LOG, DEV_CONFIG, DevPlan, listen_port, seed_etcd
-from tests.support import ROOT, new_topic
+from tests.kit import ROOT, new_topic
 
 # What the README's live-change example writes: the demo entry plus a second file, new topic.
 README_EXAMPLE = json.dumps([

@@ -16,18 +16,25 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from devstack.stack import EtcdServer, etcd_binary, free_port
 from logagent.checks import check_etcd
-from logagent.collect import CollectEntry
 from logagent.config import AgentSettings, EtcdSettings, Settings, detect_ip, load
 from logagent.etcd_client import EtcdClient, connect
 from logagent.etcd_watch import SAVED_NAME, Backoff, EtcdControl
-from logagent.sysinfo import SysinfoSettings
-from tests.support import ROOT, AgentProcess, KafkaReader, make_certs, new_topic, start_or_fail, wait_until
+from tests.kit import (
+    ROOT,
+    AgentProcess,
+    KafkaReader,
+    RecordingAgent,
+    eventually,
+    make_certs,
+    new_topic,
+    start_or_fail,
+    wait_until,
+)
 
 REVISION = "logagent_etcd_config_revision"
 
@@ -57,9 +64,6 @@ def append(path: Path, lines: list[str]) -> None:
     with open(path, "a") as f:
         f.writelines(line + "\n" for line in lines)
 
-
-def data_of(reader: KafkaReader) -> list[str]:
-    return [v["data"] for v in reader.values()]
 
 
 @pytest.fixture
@@ -109,7 +113,7 @@ def test_put_starts_a_file_within_2s_and_removing_it_stops_it(make_agent, kafka,
         msgs = rb.read(5, timeout=10)
         produced = max(m.timestamp()[1] for m in msgs) / 1000.0
         assert produced - put_at < 2.0, f"took {produced - put_at:.2f}s from put to Kafka"
-        assert data_of(rb) == [f"b{i}" for i in range(5)]
+        assert rb.data() == [f"b{i}" for i in range(5)]
         assert agent.metric(REVISION) == rev
 
         # Removing a.log's entry stops that file; b.log goes on.
@@ -119,7 +123,7 @@ def test_put_starts_a_file_within_2s_and_removing_it_stops_it(make_agent, kafka,
         append(b, ["b after removal"])
         rb.read(6)
         ra.settle(quiet=1.5)
-        assert data_of(ra) == [f"a{i}" for i in range(5)]
+        assert ra.data() == [f"a{i}" for i in range(5)]
 
         # Deleting the key stops what it described.
         kv.delete(collect_key(ip))
@@ -127,7 +131,7 @@ def test_put_starts_a_file_within_2s_and_removing_it_stops_it(make_agent, kafka,
         assert "WARNING logagent.etcd: " + collect_key(ip) + ": not set (revision" in agent.log_text()
         append(b, ["b after delete"])
         rb.settle(quiet=1.5)
-        assert data_of(rb)[-1] == "b after removal"
+        assert rb.data()[-1] == "b after removal"
     assert agent.stop() == 0
 
 
@@ -200,7 +204,7 @@ def test_bad_values_are_refused_while_the_rest_keeps_running(make_agent, kafka, 
         wait_until(lambda: agent.metric("logagent_config_errors_total", key=key) == 3, 10, what="error counted")
         append(good, ["four"])
         reader.read(4)
-        assert data_of(reader) == ["one", "two", "three", "four"]
+        assert reader.data() == ["one", "two", "three", "four"]
     with KafkaReader(kafka, stolen) as reader:
         reader.settle(quiet=1.0)
         assert reader.messages == []
@@ -254,11 +258,11 @@ def test_values_that_crashed_the_agent_are_refused_at_start_and_live(make_agent,
         errors = agent.metric("logagent_config_errors_total", key=key)
         for n, (name, make) in enumerate(list(CRASHERS.items())[1:], 1):  # the first one is in force
             kv.put(key, make(log))
-            wait_until(lambda: agent.metric("logagent_config_errors_total", key=key) >= errors + n, 10,
+            wait_until(lambda: agent.metric("logagent_config_errors_total", key=key) >= errors + n, 10,  # noqa: B023
                        what=f"{name} refused")
         append(log, ["live"])
         reader.read(2)
-        assert data_of(reader) == ["at start", "live"]
+        assert reader.data() == ["at start", "live"]
     assert agent.metric("logagent_task_crashes_total") == 0
     assert "Traceback" not in agent.log_text()
     assert "etcd values must be UTF-8 JSON" in agent.log_text()
@@ -302,7 +306,7 @@ def test_etcd_restarted_while_the_agent_runs(make_agent, kafka, own_etcd, logdir
         applied(agent, rev, timeout=20)
         append(log, ["etcd back"])
         r2.read(1)
-        assert data_of(r1) == ["up", "etcd down"] and data_of(r2) == ["etcd back"]
+        assert r1.data() == ["up", "etcd down"] and r2.data() == ["etcd back"]
         # And the watch works again after the outage.
         with connect(EtcdSettings(address=(own_etcd.endpoint,))) as client:
             rev = client.put(collect_key(ip), entries((log, t1)))
@@ -336,7 +340,7 @@ def test_agent_started_while_etcd_is_down_runs_from_the_saved_config(make_agent,
     assert agent.metric("logagent_etcd_up") == 0
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
-        assert "while etcd is down" in data_of(reader)
+        assert "while etcd is down" in reader.data()
     assert "using the last good configuration saved in" in agent.log_text()
 
     own_etcd.start()  # back: the agent connects in the background and follows etcd again
@@ -347,7 +351,7 @@ def test_agent_started_while_etcd_is_down_runs_from_the_saved_config(make_agent,
     append(log, ["etcd is back"])
     with KafkaReader(kafka, later) as reader:
         reader.read(1)
-        assert data_of(reader) == ["etcd is back"]
+        assert reader.data() == ["etcd is back"]
     assert agent.stop() == 0
 
 
@@ -379,7 +383,7 @@ def test_two_agents_follow_only_their_own_keys(make_agent, kafka, etcd, kv, logd
         append(b, ["moved"])
         with KafkaReader(kafka, t3) as r3:
             r3.read(1)
-            assert data_of(r3) == ["moved"]
+            assert r3.data() == ["moved"]
         assert one.stop() == 0 and two.stop() == 0
     finally:
         kv.delete(collect_key(ip1))
@@ -430,46 +434,24 @@ def test_go_agent_config_and_values_work_unchanged(agents, kafka, etcd, kv, logd
 
 # ---------------------------------------------------------------------------- sysinfo from etcd
 
-class RecordingAgent:
-    def __init__(self) -> None:
-        self.collect: list[list[CollectEntry]] = []
-        self.sysinfo: list[SysinfoSettings] = []
-
-    async def apply_collect(self, entries: list[CollectEntry]) -> None:
-        self.collect.append(list(entries))
-
-    def apply_sysinfo(self, settings: SysinfoSettings) -> None:
-        self.sysinfo.append(settings)
-
-
-async def until(cond: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-def test_sysinfo_key_put_calls_apply_sysinfo(etcd, kv, tmp_path):
+async def test_sysinfo_key_put_calls_apply_sysinfo(etcd, kv, tmp_path):
     ip = unique_ip()
     cfg = tmp_path / "c.ini"
     cfg.write_text(f"[etcd]\naddress = {etcd}\n[agent]\nip = {ip}\ndata_dir = {tmp_path}\n"
                    "[sysinfo]\ninterval = 9\ntopic = from_ini\n")
     settings = load(cfg)
 
-    async def body() -> None:
-        agent = RecordingAgent()
-        control = EtcdControl(settings, agent)
-        await control.start()
-        assert agent.sysinfo == [settings.sysinfo] and agent.collect == [[]]
-        await asyncio.to_thread(kv.put, sysinfo_key(ip), '{"interval": 2, "topic": "from_etcd", "format": "influx"}')
-        await until(lambda: len(agent.sysinfo) == 2)
-        assert agent.sysinfo[-1] == replace(settings.sysinfo, interval=2.0, topic="from_etcd", format="influx")
-        await asyncio.to_thread(kv.delete, sysinfo_key(ip))  # deleted: the [sysinfo] defaults
-        await until(lambda: len(agent.sysinfo) == 3)
-        assert agent.sysinfo[-1] == settings.sysinfo
-        await control.stop()
-
-    asyncio.run(body())
+    agent = RecordingAgent()
+    control = EtcdControl(settings, agent)
+    await control.start()
+    assert agent.sysinfo == [settings.sysinfo] and agent.collect == [[]]
+    await asyncio.to_thread(kv.put, sysinfo_key(ip), '{"interval": 2, "topic": "from_etcd", "format": "influx"}')
+    await eventually(lambda: len(agent.sysinfo) == 2, timeout=5.0)
+    assert agent.sysinfo[-1] == replace(settings.sysinfo, interval=2.0, topic="from_etcd", format="influx")
+    await asyncio.to_thread(kv.delete, sysinfo_key(ip))  # deleted: the [sysinfo] defaults
+    await eventually(lambda: len(agent.sysinfo) == 3, timeout=5.0)
+    assert agent.sysinfo[-1] == settings.sysinfo
+    await control.stop()
 
 
 def test_sysinfo_topic_set_by_the_cli_moves_the_host_metrics(make_agent, kafka, etcd, tmp_path):
@@ -602,7 +584,7 @@ def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
         server.stop()
 
 
-def test_username_and_password(auth_etcd, tmp_path):
+async def test_username_and_password(auth_etcd, tmp_path):
     ip = unique_ip()
     base = tmp_path / "auth.ini"
     base.write_text(f"[etcd]\naddress = {auth_etcd.endpoint}\ntimeout = 3\nusername = root\n"
@@ -623,17 +605,14 @@ def test_username_and_password(auth_etcd, tmp_path):
     done = logagent("config", "set-collect", "-c", str(base), "-", stdin=value.encode())
     assert done.returncode == 0, done.stderr
 
-    async def body() -> None:
-        agent = RecordingAgent()
-        control = EtcdControl(settings, agent, backoff=Backoff(first=0.1, cap=0.5))
-        await control.start()
-        assert control.connected and [e.path for e in agent.collect[-1]] == [str(tmp_path / "x.log")]
-        with connect(settings.etcd) as client:  # the watch carries the token too
-            await asyncio.to_thread(client.put, collect_key(ip), entries((tmp_path / "y.log", "y")))
-        await until(lambda: [e.path for e in agent.collect[-1]] == [str(tmp_path / "y.log")])
-        await control.stop()
-
-    asyncio.run(body())
+    agent = RecordingAgent()
+    control = EtcdControl(settings, agent, backoff=Backoff(first=0.1, cap=0.5))
+    await control.start()
+    assert control.connected and agent.paths == [str(tmp_path / "x.log")]
+    with connect(settings.etcd) as client:  # the watch carries the token too
+        await asyncio.to_thread(client.put, collect_key(ip), entries((tmp_path / "y.log", "y")))
+    await eventually(lambda: agent.paths == [str(tmp_path / "y.log")], timeout=5.0)
+    await control.stop()
 
 
 # ---------------------------------------------------------------------------- TLS
@@ -671,7 +650,7 @@ class TlsEtcdServer(EtcdServer):
         pytest.fail(f"TLS etcd did not start: {detail}\n{self.log_tail()}", pytrace=False)
 
 
-def test_tls_with_a_client_certificate(tmp_path):
+async def test_tls_with_a_client_certificate(tmp_path):
     certs = make_certs(tmp_path / "certs")
     server = TlsEtcdServer(tmp_path / "tls-etcd", certs)
     tls = server.client
@@ -695,17 +674,13 @@ def test_tls_with_a_client_certificate(tmp_path):
         assert not ok
 
         settings = load(cfg)
-
-        async def body() -> None:
-            agent = RecordingAgent()
-            control = EtcdControl(settings, agent)
-            await control.start()
-            assert control.connected and [e.path for e in agent.collect[-1]] == [str(tmp_path / "tls.log")]
-            with connect(settings.etcd) as client:
-                await asyncio.to_thread(client.put, collect_key(ip), entries((tmp_path / "tls2.log", "tls")))
-            await until(lambda: [e.path for e in agent.collect[-1]] == [str(tmp_path / "tls2.log")])
-            await control.stop()
-
-        asyncio.run(body())
+        agent = RecordingAgent()
+        control = EtcdControl(settings, agent)
+        await control.start()
+        assert control.connected and agent.paths == [str(tmp_path / "tls.log")]
+        with connect(settings.etcd) as client:
+            await asyncio.to_thread(client.put, collect_key(ip), entries((tmp_path / "tls2.log", "tls")))
+        await eventually(lambda: agent.paths == [str(tmp_path / "tls2.log")], timeout=5.0)
+        await control.stop()
     finally:
         server.stop()

@@ -29,9 +29,8 @@ import pytest
 
 from devstack import image as dimage
 from devstack.stack import listen_port
-from tests.support import KafkaReader, check_delivery, new_topic, wait_until
+from tests.kit import ROOT, KafkaReader, check_delivery, http_get, metric_sum, new_topic, parse_metrics, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".stack" / "image-results.json"
 TAG = "logagent:test"
 APP_DIR = "/var/log/app"
@@ -158,24 +157,15 @@ def _create_topic(kafka: str, topic: str) -> None:
 
 
 def _http(port: int, path: str) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError as exc:
-        return 0, str(exc)
+    return http_get(f"http://127.0.0.1:{port}{path}")
 
 
 def _metrics(port: int, *names: str) -> list[float]:
     """Each named metric summed over its labels, all from one scrape of /metrics."""
     status, body = _http(port, "/metrics")
     assert status == 200, body
-    samples = [line.rsplit(" ", 1) for line in body.splitlines() if not line.startswith("#")]
-    return [sum(float(value) for head, value in samples if head.split("{", 1)[0] == name) for name in names]
+    samples = parse_metrics(body)
+    return [metric_sum(samples, name) for name in names]
 
 
 def _append(path: Path, start: int, count: int) -> list[str]:
@@ -296,7 +286,7 @@ def test_sidecar_ships_is_healthy_drains_and_resumes(sidecar: Any, kafka: str) -
         assert code == 0, logs[-3000:]
         assert "stopped" in logs and "unacknowledged" not in logs, logs[-3000:]
         reader.settle(quiet=2)
-        check_delivery(expected, [v["data"] for v in reader.values()], max_dups=0)  # each line once, in order
+        check_delivery(expected, reader.data(), max_dups=0)  # each line once, in order
         assert len(reader.messages) == len(expected)
 
         # A third container on the same volume: the lines written while none ran, once each.
@@ -304,7 +294,7 @@ def test_sidecar_ships_is_healthy_drains_and_resumes(sidecar: Any, kafka: str) -
         third = sidecar(topic, port)
         reader.read(len(expected), timeout=60)
         reader.settle(quiet=3)
-        check_delivery(expected, [v["data"] for v in reader.values()], max_dups=0)
+        check_delivery(expected, reader.data(), max_dups=0)
         assert len(reader.messages) == len(expected)
         code, _ = third.stop()
         assert code == 0, third.logs()[-3000:]

@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from tests.support import KafkaReader, check_delivery, new_topic, wait_until
+from tests.kit import KafkaReader, check_delivery, new_topic, wait_until
 
 
 def test_max_open_files_caps_descriptors_and_loses_nothing(make_agent, kafka, logdir):
@@ -30,10 +30,10 @@ def test_max_open_files_caps_descriptors_and_loses_nothing(make_agent, kafka, lo
     with KafkaReader(kafka, topic) as reader:
         reader.read(90, timeout=60)
         reader.settle(quiet=1.0)
-        values = reader.values()
+        got = {path: reader.data(path) for path in expected}
     assert peak <= 8
     for path, lines in expected.items():
-        check_delivery(lines, [v["data"] for v in values if v["path"] == path])
+        check_delivery(lines, got[path])
     assert agent.stop() == 0
 
 
@@ -120,7 +120,7 @@ def test_a_message_that_cannot_fit_waits_and_retries_while_other_files_flow(make
         f.write("".join(f"free {i}\n" for i in range(100)))
     with KafkaReader(kafka, other) as reader:
         reader.read(100, timeout=30)
-        assert [v["data"] for v in reader.values()] == [f"free {i}" for i in range(100)]
+        assert reader.data() == [f"free {i}" for i in range(100)]
     wait_until(lambda: agent.metric("logagent_messages_failed_total", topic=small) > 0, timeout=20,
                what="the refused message to be counted")
     assert "kafka refused lines of" in agent.log_text() and str(stuck) in agent.log_text()
@@ -128,8 +128,8 @@ def test_a_message_that_cannot_fit_waits_and_retries_while_other_files_flow(make
     _set_limit(admin, small, 1_000_000)
     with KafkaReader(kafka, small) as reader:
         wait_until(lambda: reader.poll(0.5) is not None and "small after" in
-                   [v["data"] for v in reader.values()], timeout=60, what="the refused lines to arrive")
-        got = [v["data"] for v in reader.values()]
+                   reader.data(), timeout=60, what="the refused lines to arrive")
+        got = reader.data()
     check_delivery(["small before", big, "small after"], got, max_dups=None)
     assert agent.alive()
     assert agent.stop() == 0

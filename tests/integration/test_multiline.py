@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import time
 
-from tests.support import KafkaReader, LineWriter, check_delivery, new_topic, wait_until
+from tests.kit import KafkaReader, LineWriter, check_delivery, new_topic, wait_until
 
 JAVA_TRACE = ("java.lang.RuntimeException: wrapper\n"
               "\tat com.example.Handler.handle(Handler.java:42)\n"
@@ -19,9 +19,6 @@ PY_TRACE = ("2026-11-25 12:00:01 ERROR job crashed\n"
             "    run()\n"
             "ZeroDivisionError: division by zero\n")
 
-
-def _data(reader: KafkaReader) -> list[str]:
-    return [v["data"] for v in reader.values()]
 
 
 def test_java_trace_interleaved_with_single_lines(make_agent, kafka, logdir):
@@ -52,7 +49,7 @@ def test_python_traceback_last_event_sent_by_timeout(make_agent, kafka, logdir):
     with KafkaReader(kafka, topic) as reader:
         reader.read(2, timeout=20)
         waited = time.monotonic() - written
-    assert _data(reader) == ["before", PY_TRACE.rstrip("\n")]
+    assert reader.data() == ["before", PY_TRACE.rstrip("\n")]
     assert waited >= 1.5, "the trailing event must wait for its timeout, not be cut early"
 
 
@@ -88,7 +85,7 @@ def test_kill9_mid_event_then_restart_event_arrives_whole(make_agent, kafka, log
         agent.start()
         reader.read(2, timeout=20)  # "after" stays pending: it may still get continuation lines
         reader.settle(quiet=1.0)
-        got = _data(reader)
+        got = reader.data()
     check_delivery(["first", JAVA_TRACE.rstrip("\n")], got, max_dups=1)
     assert not any(d.startswith("Caused by") for d in got), "an event was cut in two"
     assert "from offset 6 (saved offset 6)" in agent.log_text(), "restart resumes at the open event"
@@ -106,10 +103,10 @@ def test_gbk_and_utf16le_with_bom(make_agent, kafka, logdir):
                       {"path": str(u16), "topic": u16_topic, "encoding": "utf-16", "start": "beginning"}])
     with KafkaReader(kafka, gbk_topic) as reader:
         reader.read(3)
-        assert _data(reader) == gbk_lines
+        assert reader.data() == gbk_lines
     with KafkaReader(kafka, u16_topic) as reader:
         reader.read(3)
-        assert _data(reader) == u16_lines
+        assert reader.data() == u16_lines
         assert [v["offset"] for v in reader.values()][:2] == [0, 2 + 2 * len("héllo wörld\r\n")]
 
 
@@ -124,7 +121,7 @@ def test_bad_regex_and_unknown_encoding_refused_others_run(make_agent, kafka, lo
         f.write("still shipping\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
-        assert _data(reader) == ["still shipping"]
+        assert reader.data() == ["still shipping"]
     text = agent.log_text()
     assert "not a valid regex" in text and "unknown encoding 'klingon'" in text
     assert agent.metric("logagent_config_errors_total") == 2
@@ -141,7 +138,7 @@ def test_multiline_under_steady_load_loses_nothing(make_agent, kafka, logdir):
     with KafkaReader(kafka, topic) as reader:
         wait_until(lambda: reader.poll(0.5) is not None and len(reader.messages) >= writer.count,
                    timeout=30, what="all events")
-        got = _data(reader)
+        got = reader.data()
     check_delivery(writer.expected(), got)
 
 
@@ -173,6 +170,6 @@ def test_switching_multiline_on_waits_for_in_flight_lines(make_agent, kafka, etc
     with KafkaReader(kafka, topic) as reader:
         reader.read(201, timeout=30)
         reader.settle(quiet=1.0)
-        got = _data(reader)
+        got = reader.data()
     check_delivery(expected, got, max_dups=0)
     assert agent.stop() == 0

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from tests.support import AgentProcess, KafkaReader, new_topic
+from tests.kit import AgentProcess, KafkaReader, new_topic
 
 
 def test_json_logs_one_object_per_line(make_agent, kafka, logdir):

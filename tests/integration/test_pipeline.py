@@ -8,11 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from tests.support import KafkaReader, LineWriter, check_delivery, new_topic, wait_until
-
-
-def _data(reader: KafkaReader) -> list[str]:
-    return [m["data"] for m in reader.values()]
+from tests.kit import AgentProcess, KafkaReader, LineWriter, check_delivery, new_topic, read_topic, wait_until
 
 
 def test_100k_lines_across_files_with_awkward_content(make_agent, kafka, logdir):
@@ -82,10 +78,7 @@ def test_rename_rotation_under_load(make_agent, kafka, logdir):
         os.rename(log, logdir / f"app.log.{n}")  # the writer reopens the name on its next burst
     time.sleep(0.7)
     writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(writer.count, timeout=30)
-        reader.settle(quiet=1.5)
-        got = _data(reader)
+    got = read_topic(kafka, topic, writer.count, timeout=30, quiet=1.5)
     check_delivery(writer.expected(), got)
 
 
@@ -114,7 +107,7 @@ def test_copytruncate_and_delete_recreate(make_agent, kafka, logdir):
             f.write("".join(line + "\n" for line in third))
         reader.read(1000)
         reader.settle(quiet=1.5)
-        got = _data(reader)
+        got = reader.data()
     check_delivery(expected + second + third, got)
     assert agent.metric("logagent_rotations_total", kind="truncate") >= 1
 
@@ -149,7 +142,7 @@ def test_file_appearing_later_and_glob(make_agent, kafka, logdir):
         (logdir / "sub" / "b.log").write_text("b1\nb2\n")
         reader.read(5)
         reader.settle(quiet=1.0)
-        got = sorted(_data(reader))
+        got = sorted(reader.data())
     assert got == ["a1", "b1", "b2", "one", "two"]
 
 
@@ -165,7 +158,7 @@ def test_full_producer_queue_waits_and_loses_nothing(make_agent, kafka, logdir):
     with KafkaReader(kafka, topic) as reader:
         reader.read(len(expected), timeout=60)
         reader.settle(quiet=1.0)
-        check_delivery(expected, _data(reader))
+        check_delivery(expected, reader.data())
     assert agent.metric("logagent_kafka_producer_queue_full_total") > 0
     assert agent.metric("logagent_messages_delivered_total", topic=topic) == len(expected)
     assert agent.stop() == 0
@@ -192,7 +185,7 @@ def test_file_renamed_while_closed_loses_nothing(make_agent, kafka, logdir):
         log.write_text("new file\n")
         reader.read(4, timeout=30)
         reader.settle(quiet=1.5)
-        got = _data(reader)
+        got = reader.data()
     # One file's lines in order; the new file's line is its own (another file, same name).
     assert [x for x in got if x != "new file"] == ["before 1", "written while closed", "written after the rename"]
     assert got.count("new file") == 1 and len(got) == 4
@@ -209,27 +202,28 @@ def test_start_end_skips_existing_content(make_agent, kafka, logdir):
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
         reader.settle(quiet=1.0)
-        assert _data(reader) == ["new 1"]
+        assert reader.data() == ["new 1"]
 
 
-def test_kill9_and_restart_loses_nothing(make_agent, kafka, logdir, tmp_path):
-    topic = new_topic()
-    log = logdir / "app.log"
-    log.touch()
-    files = [{"path": str(log), "topic": topic}]
-    agent = make_agent(files=files)
-    writer = LineWriter(log, "k9", rate=4000).start()
-    for _ in range(3):
+def restart_under_load(agent: AgentProcess, times: int, crash: bool) -> None:
+    """Every second, `times` times: kill -9 (crash) or SIGTERM (a clean stop, which must exit 0),
+    and start again 0.3 s later; then 0.5 s more of running."""
+    for _ in range(times):
         time.sleep(1.0)
-        agent.kill()
+        if crash:
+            agent.kill()
+        else:
+            assert agent.stop() == 0
         time.sleep(0.3)
         agent.start()
     time.sleep(0.5)
+
+
+def test_kill9_and_restart_loses_nothing(loaded_agent, kafka):
+    topic, agent, writer = loaded_agent("k9", 4000)
+    restart_under_load(agent, 3, crash=True)
     writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(writer.count, timeout=40)
-        reader.settle(quiet=1.5)
-        got = _data(reader)
+    got = read_topic(kafka, topic, writer.count, timeout=40, quiet=1.5)
     # duplicates are bounded by the registry flush interval (0.5 s here) of traffic per crash
     check_delivery(writer.expected(), got, max_dups=3 * 4000)
     assert agent.stop() == 0
@@ -254,28 +248,16 @@ def test_kill9_before_the_first_registry_flush_skips_nothing(make_agent, kafka, 
         reader.read(2, timeout=30)
         reader.settle(quiet=1.0)
         # "new 1" may come twice: its acknowledgement was not flushed (at-least-once)
-        check_delivery(["new 1", "new 2, written while the agent is down"], _data(reader), max_dups=1)
+        check_delivery(["new 1", "new 2, written while the agent is down"], reader.data(), max_dups=1)
     assert "(saved offset 22)" in agent.log_text()
     assert agent.stop() == 0
 
 
-def test_sigterm_and_restart_no_loss_no_duplicates(make_agent, kafka, logdir):
-    topic = new_topic()
-    log = logdir / "app.log"
-    log.touch()
-    agent = make_agent(files=[{"path": str(log), "topic": topic}])
-    writer = LineWriter(log, "term", rate=4000).start()
-    for _ in range(2):
-        time.sleep(1.0)
-        assert agent.stop() == 0
-        time.sleep(0.3)
-        agent.start()
-    time.sleep(0.5)
+def test_sigterm_and_restart_no_loss_no_duplicates(loaded_agent, kafka):
+    topic, agent, writer = loaded_agent("term", 4000)
+    restart_under_load(agent, 2, crash=False)
     writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(writer.count, timeout=40)
-        reader.settle(quiet=1.5)
-        got = _data(reader)
+    got = read_topic(kafka, topic, writer.count, timeout=40, quiet=1.5)
     check_delivery(writer.expected(), got, max_dups=0)
     assert agent.stop() == 0
 
@@ -290,7 +272,7 @@ def test_registry_is_corrupt_or_unreadable(make_agent, kafka, logdir, tmp_path):
     agent = make_agent(files=[{"path": str(log), "topic": topic, "start": "beginning"}], data_dir=data)
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
-        assert _data(reader) == ["kept"]
+        assert reader.data() == ["kept"]
     assert list(data.glob("registry.json.corrupt-*")), "a corrupt registry is set aside"
     assert "is corrupt" in agent.log_text()
     agent.stop()
@@ -298,16 +280,12 @@ def test_registry_is_corrupt_or_unreadable(make_agent, kafka, logdir, tmp_path):
     assert [f["offset"] for f in saved["files"].values()] == [5]
 
 
-def test_broker_down_for_20s_loses_nothing(make_agent, kafka, kafka_server, logdir):
+def test_broker_down_for_20s_loses_nothing(loaded_agent, kafka, kafka_server):
     if kafka_server is None:
         import pytest
 
         pytest.fail("this test stops the broker: run it against the suite's own broker")
-    topic = new_topic()
-    log = logdir / "app.log"
-    log.touch()
-    agent = make_agent(files=[{"path": str(log), "topic": topic}])
-    writer = LineWriter(log, "down", rate=1000).start()
+    topic, agent, writer = loaded_agent("down", 1000)
     time.sleep(1.0)
     kafka_server.stop()
     try:
@@ -318,10 +296,7 @@ def test_broker_down_for_20s_loses_nothing(make_agent, kafka, kafka_server, logd
         kafka_server.start()
     time.sleep(2.0)
     writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(writer.count, timeout=60)
-        reader.settle(quiet=1.5)
-        got = _data(reader)
+    got = read_topic(kafka, topic, writer.count, timeout=60, quiet=1.5)
     check_delivery(writer.expected(), got, max_dups=None)
     wait_until(agent.ready, timeout=30, what="readyz after Kafka returned")
     assert agent.stop() == 0
@@ -355,7 +330,7 @@ def test_reused_inode_is_not_taken_for_the_old_file(make_agent, kafka, logdir, t
     with KafkaReader(kafka, topic) as reader:
         reader.read(2)
         reader.settle(quiet=1.0)
-        assert _data(reader) == ["beta", "gamma"]
+        assert reader.data() == ["beta", "gamma"]
     agent.stop()
 
     topic2 = new_topic()
@@ -364,5 +339,5 @@ def test_reused_inode_is_not_taken_for_the_old_file(make_agent, kafka, logdir, t
     with KafkaReader(kafka, topic2) as reader:
         reader.read(3)
         reader.settle(quiet=1.0)
-        assert _data(reader) == ["alpha", "beta", "gamma"]
+        assert reader.data() == ["alpha", "beta", "gamma"]
     agent.stop()

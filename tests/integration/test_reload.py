@@ -6,7 +6,7 @@ import json
 import signal
 import time
 
-from tests.support import KafkaReader, check_delivery, new_topic, wait_until
+from tests.kit import KafkaReader, check_delivery, new_topic, wait_until
 
 
 def _set_files(agent, files) -> None:  # type: ignore[no-untyped-def]
@@ -34,9 +34,9 @@ def test_sighup_applies_collect_changes_and_loses_nothing(make_agent, kafka, log
     with KafkaReader(kafka, a_topic, b_topic) as reader:
         reader.read(3)
         reader.settle(quiet=1.0)
-        values = reader.values()
-    check_delivery(["a1", "a2"], [v["data"] for v in values if v["path"] == str(a)])
-    assert [v["data"] for v in values if v["path"] == str(b)] == ["b1"]
+        got_a, got_b = reader.data(str(a)), reader.data(str(b))
+    check_delivery(["a1", "a2"], got_a)
+    assert got_b == ["b1"]
 
     agent.config.write_text(agent.config.read_text().replace("chan_size = 10000", "chan_size = nope"))
     agent.proc.send_signal(signal.SIGHUP)
@@ -73,7 +73,7 @@ def test_sighup_with_etcd_rejudges_values_against_new_allowed_paths(make_agent, 
         f.write("now allowed\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
-        assert [v["data"] for v in reader.values()] == ["now allowed"]
+        assert reader.data() == ["now allowed"]
     assert agent.stop() == 0
 
 
@@ -105,7 +105,7 @@ def test_sighup_applies_live_settings_and_names_restart_only_ones(make_agent, ka
         f.write("after reload\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(1)
-        assert [v["data"] for v in reader.values()] == ["after reload"]
+        assert reader.data() == ["after reload"]
     # Until a restart applies it, the next SIGHUP names the restart-only change again.
     before_second = len(agent.log_text().splitlines())
     agent.proc.send_signal(signal.SIGHUP)

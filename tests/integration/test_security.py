@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import KafkaReader, make_certs, new_topic, wait_until
+from tests.kit import KafkaReader, make_certs, new_topic, wait_until
 
 
 def _sasl(bootstrap: str, user: str, password: str | None) -> dict[str, dict[str, str]]:
@@ -25,7 +25,7 @@ def test_sasl_credentials_from_config_ini(make_agent, kafka, kafka_sasl, logdir)
     log.write_text("over sasl 1\nover sasl 2\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(2)
-        assert [v["data"] for v in reader.values()] == ["over sasl 1", "over sasl 2"]
+        assert reader.data() == ["over sasl 1", "over sasl 2"]
     assert agent.stop() == 0
     assert password not in agent.log_text()
     assert "sasl.password=***" in agent.log_text()
@@ -67,7 +67,7 @@ def test_wrong_credentials_clear_error_nothing_lost(make_agent, kafka, kafka_sas
     with KafkaReader(kafka, topic) as reader:
         reader.read(50)
         reader.settle(quiet=1.0)
-        assert [v["data"] for v in reader.values()] == [f"line {i}" for i in range(50)]
+        assert reader.data() == [f"line {i}" for i in range(50)]
     assert fixed.stop() == 0
 
 
@@ -85,7 +85,7 @@ def test_tls_with_the_brokers_ca(make_agent, kafka, kafka_tls, logdir):
     log.write_text("over tls 1\nover tls 2\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(2)
-        assert [v["data"] for v in reader.values()] == ["over tls 1", "over tls 2"]
+        assert reader.data() == ["over tls 1", "over tls 2"]
     assert agent.ready()
     assert agent.stop() == 0
 

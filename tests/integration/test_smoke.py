@@ -1,4 +1,4 @@
-from tests.support import KafkaReader, new_topic
+from tests.kit import KafkaReader, new_topic
 
 
 def test_lines_reach_kafka(make_agent, kafka, logdir):
@@ -11,6 +11,6 @@ def test_lines_reach_kafka(make_agent, kafka, logdir):
             f.write(f"line {i}\n")
     with KafkaReader(kafka, topic) as reader:
         reader.read(101)
-        data = [m["data"] for m in reader.values()]
+        data = reader.data()
     assert data == ["before start"] + [f"line {i}" for i in range(100)]
     assert agent.stop() == 0

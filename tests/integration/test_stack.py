@@ -9,7 +9,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from tests.support import KafkaReader, new_topic
+from tests.kit import KafkaReader, new_topic
 
 
 def test_broker_round_trip_1000_messages(kafka):
@@ -31,7 +31,7 @@ def test_etcd_put_get_watch(etcd):
     client = pyetcd.client(host=host, port=int(port))
     try:
         client.put("/logagent/test/key", "v1")
-        value, meta = client.get("/logagent/test/key")
+        value, _meta = client.get("/logagent/test/key")
         assert value == b"v1"
         seen: list[bytes] = []
         got = threading.Event()
