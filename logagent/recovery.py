@@ -175,8 +175,10 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     # A file the registry saw only empty has no fingerprint to tell it from a reused inode; nothing
     # of it was acknowledged, so whatever it holds now is looked for as a generation never seen.
     sure = [(k, e) for k, e in known if e.fp_len > 0]
-    ids = {(e.dev, e.ino) for _, e in sure}
-    replaced = current is not None and current not in ids
+    # Is the file at the path one the agent knew, by a fingerprint? Else files may have been created
+    # and rotated away since (an inode alone proves nothing: rotation frees and reuses them).
+    replaced = current is not None and not any(
+        k == identity_key(*current) and (trusted or _plain_fp(path, e.fp_len) == e.fp) for k, e in sure)
     todo: list[tuple[str, RegistryEntry]] = []
     for key, entry in sure:
         if entry.done or key in owned or entry.uid in owned or held(entry.dev, entry.ino):
@@ -222,26 +224,30 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
             metrics.LOST_BYTES.labels("rotated_away").inc(at_stake)
             registry.mark_done(key)
     if replaced:
-        found.extend(_unseen(path, known, sure, listing, heads, held))
+        found.extend(_unseen(path, known, sure, listing, heads, held, current))
+    log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
+              display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
+              max(e.since for _, e in known), len(listing),
+              [(g.kind, os.path.basename(g.where), g.start) for g in found])
     found.sort(key=lambda g: (g.mtime, g.since))
     return found
 
 
 def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[str, RegistryEntry]],
             listing: list[tuple[str, os.stat_result]], heads: dict[str, bytes | None],
-            held: Callable[[int, int], bool]) -> list[Generation]:
+            held: Callable[[int, int], bool], current: tuple[int, int] | None) -> list[Generation]:
     """The path holds a file we never saw: the generations created and rotated away meanwhile.
     One generation can show twice (app.log.1 and the app.log.2.gz being made of it, or one file
     listed under two names): candidates with the same first bytes are one generation, read from
     the plain file if it can be opened, else from its compressed copy."""
     base = os.path.basename(path)
-    ids = {(e.dev, e.ino) for _, e in sure}
     newest = max(e.since for _, e in known)
     fps = {(e.fp, e.fp_len) for _, e in sure}
     groups: list[tuple[bytes, list[Generation]]] = []  # (first bytes, the candidates that share them)
     for p, s in listing:
         name = os.path.basename(p)
-        if not is_rotated_name(name, base) or (s.st_dev, s.st_ino) in ids or s.st_mtime <= newest \
+        # A file we know is told by its first bytes below, not by its inode (inodes are reused).
+        if not is_rotated_name(name, base) or (s.st_dev, s.st_ino) == current or s.st_mtime <= newest \
                 or held(s.st_dev, s.st_ino):
             continue
         ext = compression_of(name)
