@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from devstack.stack import EtcdServer, KafkaServer
-from tests.kit import AgentProcess, LineWriter, make_certs, new_topic, start_or_fail, write_config
+from tests.kit import AgentProcess, LineWriter, make_certs, new_topic, running, write_config
 
 _SERVER_LOGS: list[Path] = []
 SASL_USERS = {"logagent": "s3cret-kafka-pw"}
@@ -65,11 +65,8 @@ def _run_server(server: Server, reuse_env: str) -> Iterator[Server | None]:
         yield None
         return
     _SERVER_LOGS.append(server.log_path)
-    try:
-        start_or_fail(server, f"{server.name} for the integration tests")
+    with running(server, f"{server.name} for the integration tests"):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

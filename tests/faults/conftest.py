@@ -14,6 +14,7 @@ agents as nobody, since root ignores file permissions) and Debian's logrotate
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,6 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.faults.helpers import UnprivilegedAgent
+from tests.kit import AgentProcess
 
 # The stack's session fixtures (kafka, kafka_server, etcd, etcd_server, make_agent, logdir, agents, ...)
 # and the log-tail hook come from tests/conftest.py, shared with tests/integration: one broker per run.
@@ -158,8 +162,29 @@ def world_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def server_logs() -> list[Path]:
-    """tests/conftest.py's list of server logs shown on failure (tests add their own servers)."""
+@pytest.fixture
+def start_as_nobody(world_tmp: Path, agents: list[AgentProcess]):  # type: ignore[no-untyped-def]
+    """start_as_nobody(config) -> a running UnprivilegedAgent (nobody:nogroup) logging to world_tmp;
+    the config is made readable for it."""
+    def start(config: Path) -> UnprivilegedAgent:
+        os.chmod(config, 0o644)
+        agent = UnprivilegedAgent(config, world_tmp / "agent.log")
+        agents.append(agent)
+        return agent.start()
+
+    return start
+
+
+@contextlib.contextmanager
+def shown_logs(*paths: Path) -> Iterator[None]:
+    """Logs of a test's own servers, whose tails a failing test shows beside the session's
+    (tests/conftest.py's list), for the block."""
     from tests import conftest
 
-    return conftest._SERVER_LOGS
+    conftest._SERVER_LOGS.extend(paths)
+    try:
+        yield
+    finally:
+        for path in paths:
+            if path in conftest._SERVER_LOGS:
+                conftest._SERVER_LOGS.remove(path)

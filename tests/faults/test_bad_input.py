@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from logagent.config import AgentSettings
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, UnprivilegedAgent, nobody_ids, nobody_runtime
+from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_ids, nobody_runtime
 from tests.kit import (
     AgentProcess,
     KafkaReader,
@@ -37,6 +37,10 @@ class Checks:
         self.agent = agent
         self.problems: list[str] = []
         self.notes: list[str] = []
+
+    def summary(self) -> str:
+        """The notes and the problems, for the results table."""
+        return "; ".join(self.notes + [f"PROBLEM: {p}" for p in self.problems])
 
     def wait(self, cond, timeout: float, what: str) -> bool:  # type: ignore[no-untyped-def]
         try:
@@ -166,7 +170,7 @@ def test_bad_files_beside_a_good_one(make_agent, kafka, logdir, results):
     t = tally_delivered(kafka, t_good, writer, timeout=60)
     results.add_tally("bad files beside a good one (good.log shown): binary file, 50 MB line without newline, "
                       "file replaced by a directory, dangling symlink, symlink loop", t, peak.peak,
-                      notes="; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
+                      notes=c.summary())
     assert not t.missing, t.describe()
     assert t.duplicated == 0, t.describe()
     assert peak.peak < RSS_LIMIT_MB
@@ -175,7 +179,7 @@ def test_bad_files_beside_a_good_one(make_agent, kafka, logdir, results):
     assert agent.stop() == 0
 
 
-def test_permission_denied_agent_as_nobody(kafka, world_tmp, agents, results):
+def test_permission_denied_agent_as_nobody(kafka, world_tmp, start_as_nobody, results):
     nobody_runtime()  # skips with the reason when this machine cannot run a process as nobody
     logs = world_tmp / "logs"
     logs.mkdir(mode=0o755)
@@ -191,10 +195,7 @@ def test_permission_denied_agent_as_nobody(kafka, world_tmp, agents, results):
     cfg = write_config(world_tmp / "agent.ini", kafka, data, f"{logs}/**",
                        files=[{"path": str(good), "topic": t_good},
                               {"path": str(secret), "topic": t_secret, "start": "beginning"}])
-    os.chmod(cfg, 0o644)
-    agent = UnprivilegedAgent(cfg, world_tmp / "agent.log")
-    agents.append(agent)
-    agent.start()
+    agent = start_as_nobody(cfg)
     peak = PeakTracker()
     writer = LineWriter(good, "good", rate=RATE).start()
     c = Checks(agent)
@@ -214,7 +215,7 @@ def test_permission_denied_agent_as_nobody(kafka, world_tmp, agents, results):
         writer.stop()
     t = tally_delivered(kafka, t_good, writer, timeout=60)
     results.add_tally("permission denied (agent as nobody, file 0600 root's) beside a good file", t, peak.peak,
-                      notes="; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
+                      notes=c.summary())
     assert not t.missing, t.describe()
     assert t.duplicated == 0, t.describe()
     assert not c.problems, "\n".join(c.problems)
@@ -279,7 +280,7 @@ def test_glob_matching_100000_files(make_agent, kafka, logdir, results):
                             f"ERROR; {tracked:.0f} files tracked, at most {max(open_files):.0f} open "
                             f"(max_open_files {MAX_OPEN_FILES}); /metrics "
                             f"{len(metrics_body) // 1024} KiB in {metrics_body.count(chr(10))} lines; "
-                            + "; ".join(c.notes + [f"PROBLEM: {p}" for p in c.problems]))
+                            + c.summary())
     assert not t.missing, t.describe()
     assert t.duplicated == 0, t.describe()
     if peak.peak >= RSS_LIMIT_MB:

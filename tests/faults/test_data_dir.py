@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, UnprivilegedAgent, nobody_runtime
+from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_runtime
 from tests.kit import (
     KafkaReader,
     LineWriter,
@@ -145,7 +145,7 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
     assert agent.stop() == 0
 
 
-def test_data_dir_read_only_agent_as_nobody(kafka, world_tmp, agents, results):
+def test_data_dir_read_only_agent_as_nobody(kafka, world_tmp, start_as_nobody, results):
     nobody_runtime()  # skips with the reason when this machine cannot run a process as nobody
     logs = world_tmp / "logs"
     logs.mkdir(mode=0o755)
@@ -156,10 +156,7 @@ def test_data_dir_read_only_agent_as_nobody(kafka, world_tmp, agents, results):
     os.chmod(log, 0o644)
     topic = new_topic("ro")
     cfg = write_config(world_tmp / "agent.ini", kafka, data, f"{logs}/**", files=[{"path": str(log), "topic": topic}])
-    os.chmod(cfg, 0o644)
-    agent = UnprivilegedAgent(cfg, world_tmp / "agent.log")
-    agents.append(agent)
-    agent.start()
+    agent = start_as_nobody(cfg)
     peak = PeakTracker()
     writer = LineWriter(log, "ro", rate=RATE).start()
     try:

@@ -13,14 +13,14 @@ import pytest
 from devstack.stack import EtcdServer
 from logagent.config import EtcdSettings
 from logagent.etcd_client import connect
-from tests.faults.conftest import server_logs
+from tests.faults.conftest import shown_logs
 from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.kit import (
     KafkaReader,
     LineWriter,
     new_topic,
     read_all,
-    start_or_fail,
+    running,
     tally,
     tally_delivered,
     wait_delivered,
@@ -148,14 +148,8 @@ def big_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """An etcd of this test's own that takes 16 MiB requests (the default limit is 1.5 MiB)."""
     server = EtcdServer(tmp_path / "big-etcd")
     server.extra_args = ["--max-request-bytes", str(16 * 1024 * 1024)]
-    logs = server_logs()
-    logs.append(server.log_path)
-    try:
-        start_or_fail(server, "a test etcd")
+    with shown_logs(server.log_path), running(server, "a test etcd"):
         yield server
-    finally:
-        server.stop()
-        logs.remove(server.log_path)
 
 
 def test_etcd_value_of_10mb_and_value_not_json(make_agent, kafka, big_etcd, logdir, tmp_path, results):

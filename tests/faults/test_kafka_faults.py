@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack.stack import KafkaCluster
-from tests.faults.conftest import server_logs
+from tests.faults.conftest import shown_logs
 from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
-from tests.kit import KafkaReader, LineWriter, new_topic, read_all, start_or_fail, tally, tally_delivered, wait_until
+from tests.kit import KafkaReader, LineWriter, new_topic, read_all, running, tally, tally_delivered, wait_until
 
 DOWN_SECONDS = 30
 
@@ -57,16 +57,9 @@ def test_broker_down_30s_under_load(loaded_agent, kafka, kafka_server, results):
 @pytest.fixture
 def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
     cluster = KafkaCluster(tmp_path / "cluster", size=3)
-    logs = server_logs()
-    logs.extend(cluster.log_paths)
-    try:
-        start_or_fail(cluster, "the 3-node Kafka cluster")
+    with shown_logs(*cluster.log_paths), running(cluster, "the 3-node Kafka cluster",
+                                                 stop=lambda: cluster.stop(kill=True)):
         yield cluster
-    finally:
-        cluster.stop(kill=True)
-        for p in cluster.log_paths:
-            if p in logs:
-                logs.remove(p)
 
 
 def test_cluster_partition_leader_killed_under_load(make_agent, kafka_cluster, logdir, results):

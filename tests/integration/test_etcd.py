@@ -32,7 +32,7 @@ from tests.kit import (
     eventually,
     make_certs,
     new_topic,
-    start_or_fail,
+    running,
     wait_until,
 )
 
@@ -65,7 +65,6 @@ def append(path: Path, lines: list[str]) -> None:
         f.writelines(line + "\n" for line in lines)
 
 
-
 @pytest.fixture
 def kv(etcd: str) -> Iterator[EtcdClient]:
     """A client of the session's etcd, for the test's own puts."""
@@ -73,21 +72,11 @@ def kv(etcd: str) -> Iterator[EtcdClient]:
         yield client
 
 
-def start_etcd(workdir: Path, extra_args: list[str] | None = None) -> EtcdServer:
-    server = EtcdServer(workdir)
-    server.extra_args = list(extra_args or [])
-    start_or_fail(server, "a test etcd")
-    return server
-
-
 @pytest.fixture
 def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """An etcd for this test alone: it may be stopped and restarted (same port, same data)."""
-    server = start_etcd(tmp_path / "own-etcd")
-    try:
+    with running(EtcdServer(tmp_path / "own-etcd"), "a test etcd") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def logagent(*args: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -570,18 +559,15 @@ ROOT_PASSWORD = "s3cret-root"
 @pytest.fixture
 def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """An etcd with auth enabled and a root user."""
-    server = start_etcd(tmp_path / "auth-etcd")
     etcdctl = str(Path(etcd_binary()).with_name("etcdctl"))
     Path(etcdctl).chmod(0o755)
-    try:
+    with running(EtcdServer(tmp_path / "auth-etcd"), "a test etcd") as server:
         for args in (["user", "add", "root", f"--new-user-password={ROOT_PASSWORD}"],
                      ["user", "grant-role", "root", "root"], ["auth", "enable"]):
             done = subprocess.run([etcdctl, f"--endpoints={server.endpoint}", *args],
                                   capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, f"etcdctl {args}: {done.stdout}{done.stderr}"
         yield server
-    finally:
-        server.stop()
 
 
 async def test_username_and_password(auth_etcd, tmp_path):

@@ -23,3 +23,8 @@ class RecordingAgent:
     def paths(self) -> list[str]:
         """The paths of the last collect list applied ([] before any)."""
         return [e.path for e in self.collect[-1]] if self.collect else []
+
+    @property
+    def applied_paths(self) -> list[list[str]]:
+        """The paths of every collect list applied, in order."""
+        return [[e.path for e in entries] for entries in self.collect]

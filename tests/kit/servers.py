@@ -3,12 +3,16 @@ certificates they serve."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from devstack.stack import StackError
+
+Server = TypeVar("Server")
 
 
 def start_or_fail(server: Any, what: str) -> None:
@@ -20,6 +24,17 @@ def start_or_fail(server: Any, what: str) -> None:
         server.start()
     except (StackError, OSError) as exc:
         pytest.fail(f"could not start {what}: {exc}", pytrace=False)
+
+
+@contextlib.contextmanager
+def running(server: Server, what: str, stop: Callable[[], object] | None = None) -> Iterator[Server]:
+    """The server started (start_or_fail) for the block, and stopped after it, also when it did not
+    start; `stop` replaces server.stop()."""
+    try:
+        start_or_fail(server, what)
+        yield server
+    finally:
+        (stop or server.stop)()
 
 
 def make_certs(folder: Path) -> dict[str, Path]:
