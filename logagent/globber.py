@@ -17,6 +17,7 @@ Hidden names (a leading `.`) match only a pattern component that starts with `.`
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import os
 import re
 import time
@@ -86,19 +87,26 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
         result.problem = "its folder resolves outside [agent] allowed_paths"
         return result
     matchers = [re.compile(fnmatch.translate(c)).match if has_magic(c) and c != "**" else None for c in comps]
-    found: set[str] = set()
+    kept: list[_Last] = []  # a heap: the max_files smallest paths seen, the largest on top
+    seen: set[str] = set()
     visited: set[tuple[int, int, int]] = set()
     stop_at = time.monotonic() + deadline
     dirs = 0
     matched = 0
 
     def add(path: str) -> None:
-        # "The first max_files" are the first in sorted order, as the operator reads a listing, so
-        # matches are kept up to a hard cap (20 x max_files) and only counted past it.
+        # "The first max_files" are the first in sorted order, as the operator reads a listing;
+        # only those are held (100,000 matches cost the memory of max_files), the rest counted.
         nonlocal matched
+        if path in seen:
+            return
         matched += 1
-        if len(found) < 20 * max_files:
-            found.add(path)
+        if len(kept) < max_files:
+            heapq.heappush(kept, _Last(path))
+            seen.add(path)
+        elif path < kept[0].path:
+            seen.discard(heapq.heapreplace(kept, _Last(path)).path)
+            seen.add(path)
 
     def enter(d: str, real: str, i: int, depth: int) -> None:
         nonlocal dirs
@@ -163,8 +171,20 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
         result.problem = (f"it matches {more}{matched} files; only the first {max_files} are collected"
                           + (f" ({result.problem})" if result.problem else ""))
         result.reason = "too_many_files"
-    result.paths = sorted(found)[:max_files]
+    result.paths = sorted(item.path for item in kept)
     return result
+
+
+class _Last:
+    """Orders paths largest first, so heapq's min-heap keeps the largest of the kept on top."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __lt__(self, other: "_Last") -> bool:
+        return self.path > other.path
 
 
 def _resolve(path: str, joined_real: str, may_hold: Callable[[str], bool]) -> str | None:

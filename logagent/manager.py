@@ -57,6 +57,8 @@ class EntryRunner:
         self._last: dict[str, Shipper] = {}  # path -> the newest tailer of its chain of files
         self._tasks: dict[Shipper, asyncio.Task[None]] = {}
         self._folders_index: FolderIndex | None = None
+        self._quiet_stamp: tuple[int, int] | None = None  # the glob's folder as of a scan that missed nothing
+        self._pending_stamp: tuple[int, int] | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._rescan = False
         self._errors: dict[str, str] = {}
@@ -126,17 +128,35 @@ class EntryRunner:
 
     # ---- discovery
 
+    def _folder_stamp(self) -> tuple[int, int] | None:
+        """For a glob whose only wildcards are in its last component: its folder's change stamp.
+        While it stays the same and every match runs, no file can have appeared: no walk."""
+        pattern = self.entry.path
+        folder = os.path.dirname(pattern)
+        if literal_base(pattern) != folder:
+            return None
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ctime_ns
+
     async def _matches(self) -> list[str]:
         pattern = self.entry.path
         if not self.entry.is_glob:
             return [pattern] if pattern not in self.tailers and os.path.lexists(pattern) else []
+        stamp = self._folder_stamp()
+        if stamp is not None and stamp == self._quiet_stamp:
+            return []
         found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
                                         self.ctx.max_files_per_entry)
         if found.problem:
             self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
             del self._errors[pattern]
-        return [p for p in found.paths if p not in self.tailers]
+        new = [p for p in found.paths if p not in self.tailers]
+        self._pending_stamp = stamp
+        return new
 
     def wants_scan(self) -> bool:
         """For the scan tick: a glob may have new matches; a single file only while not collected."""
@@ -147,13 +167,19 @@ class EntryRunner:
         self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
         started = 0
         self._folders_index = FolderIndex()  # one listing per folder for this pass's recoveries
-        for path in await self._matches():
+        self._pending_stamp = None
+        matches = await self._matches()
+        for path in matches:
             if self.stopped:
                 break
             if path in self.tailers:
                 continue
             started += self._start_tailer(path, start_at_end, announce=started < ANNOUNCE_FILES)
         self._folders_index = None
+        # Quiet from now on if this pass walked and left nothing out: every match runs, none refused.
+        if self._pending_stamp is not None:
+            all_run = all(p in self.tailers for p in matches) and not any(p in self._errors for p in matches)
+            self._quiet_stamp = self._pending_stamp if all_run else None
         if started > ANNOUNCE_FILES:
             log.info("%s: %d more files collected (their starts are logged at DEBUG)",
                      display_name(self.entry.path), started - ANNOUNCE_FILES)
