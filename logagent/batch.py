@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from confluent_kafka import KafkaError
+
+
+def error_text(err: object) -> str:
+    """A delivery error as one line: librdkafka's text for its errors."""
+    return err.str() if isinstance(err, KafkaError) else str(err)
+
 
 class BatchOwner(Protocol):
     def batch_done(self, batch: Batch) -> None:

@@ -16,7 +16,8 @@ import collections
 import logging
 import resource
 import time
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from . import metrics
 

@@ -21,8 +21,8 @@ import heapq
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 MAX_DEPTH = 16
 MAX_DIRS = 10_000
@@ -130,7 +130,8 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
             if not last:
                 enter(d, real, i + 1, depth)
             if depth >= max_depth:
-                result.problem = result.problem or f"'**' goes deeper than {max_depth} folders; deeper ones are not collected"
+                result.problem = result.problem or \
+                    f"'**' goes deeper than {max_depth} folders; deeper ones are not collected"
                 return
             for entry, sub_real in _children(d, real, comp, may_hold):
                 if sub_real is not None:
@@ -138,7 +139,8 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
                 elif last:
                     add(entry.path)
             return
-        if matchers[i] is None:  # a literal component
+        match = matchers[i]
+        if match is None:  # a literal component
             path = os.path.join(d, comp)
             if last:
                 if os.path.lexists(path) and not os.path.isdir(path):
@@ -148,7 +150,6 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
                 if sub_real is not None:
                     enter(path, sub_real, i + 1, depth + 1)
             return
-        match = matchers[i]
         for entry, sub_real in _children(d, real, comp, may_hold):
             if not match(entry.name):
                 continue
@@ -183,7 +184,7 @@ class _Last:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def __lt__(self, other: "_Last") -> bool:
+    def __lt__(self, other: _Last) -> bool:
         return self.path > other.path
 
 

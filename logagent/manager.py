@@ -58,7 +58,6 @@ class EntryRunner:
         self._tasks: dict[Shipper, asyncio.Task[None]] = {}
         self._folders_index: FolderIndex | None = None
         self._quiet_stamp: tuple[int, int] | None = None  # the glob's folder as of a scan that missed nothing
-        self._pending_stamp: tuple[int, int] | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._rescan = False
         self._errors: dict[str, str] = {}
@@ -141,22 +140,21 @@ class EntryRunner:
             return None
         return st.st_mtime_ns, st.st_ctime_ns
 
-    async def _matches(self) -> list[str]:
+    async def _matches(self) -> tuple[list[str], tuple[int, int] | None]:
+        """The matches not collected yet, and the glob's folder stamp when it was walked."""
         pattern = self.entry.path
         if not self.entry.is_glob:
-            return [pattern] if pattern not in self.tailers and os.path.lexists(pattern) else []
+            return ([pattern] if pattern not in self.tailers and os.path.lexists(pattern) else []), None
         stamp = self._folder_stamp()
         if stamp is not None and stamp == self._quiet_stamp:
-            return []
+            return [], None
         found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
                                         self.ctx.max_files_per_entry)
         if found.problem:
             self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
             del self._errors[pattern]
-        new = [p for p in found.paths if p not in self.tailers]
-        self._pending_stamp = stamp
-        return new
+        return [p for p in found.paths if p not in self.tailers], stamp
 
     def wants_scan(self) -> bool:
         """For the scan tick: a glob may have new matches; a single file only while not collected."""
@@ -167,8 +165,7 @@ class EntryRunner:
         self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
         started = 0
         self._folders_index = FolderIndex()  # one listing per folder for this pass's recoveries
-        self._pending_stamp = None
-        matches = await self._matches()
+        matches, walked = await self._matches()
         for path in matches:
             if self.stopped:
                 break
@@ -177,9 +174,9 @@ class EntryRunner:
             started += self._start_tailer(path, start_at_end, announce=started < ANNOUNCE_FILES)
         self._folders_index = None
         # Quiet from now on if this pass walked and left nothing out: every match runs, none refused.
-        if self._pending_stamp is not None:
+        if walked is not None:
             all_run = all(p in self.tailers for p in matches) and not any(p in self._errors for p in matches)
-            self._quiet_stamp = self._pending_stamp if all_run else None
+            self._quiet_stamp = walked if all_run else None
         if started > ANNOUNCE_FILES:
             log.info("%s: %d more files collected (their starts are logged at DEBUG)",
                      display_name(self.entry.path), started - ANNOUNCE_FILES)
@@ -260,7 +257,9 @@ class EntryRunner:
         the agent was stopped, or while it could not keep up), chained oldest first after the
         path's newest tailer; recovery.plan finds them."""
         folders = self._folders_index or FolderIndex()
-        held = lambda dev, ino: self.ctx.claims.holder((dev, ino)) is not None  # noqa: E731
+        def held(dev: int, ino: int) -> bool:
+            return self.ctx.claims.holder((dev, ino)) is not None
+
         copies: list[CopyTailer] = []
         for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
                         known=history, current=current):
@@ -279,21 +278,22 @@ class EntryRunner:
 
     def _run(self, tailer: Shipper) -> None:
         metrics.FILES_TRACKED.inc()
-        self._tasks[tailer] = spawn(f"tailer {tailer.name}", "tailer", tailer.run,  # type: ignore[attr-defined]
-                                    before_restart=tailer.rewind,
-                                    expected=(SourceError,),
-                                    on_done=lambda _, t=tailer: self._tailer_ended(t))
+        def ended(_: asyncio.Task[None]) -> None:
+            self._tailer_ended(tailer)
+
+        self._tasks[tailer] = spawn(f"tailer {tailer.name}", "tailer", tailer.run,
+                                    before_restart=tailer.rewind, expected=(SourceError,), on_done=ended)
 
     def _tailer_ended(self, tailer: Shipper) -> None:
         self._tasks.pop(tailer, None)
         if not tailer.reading_done.is_set():
-            tailer.close()  # type: ignore[attr-defined]  # it gave up: the files after it must not wait
+            tailer.close()  # it gave up: the files after it must not wait
         self.draining.discard(tailer)
         if self._last.get(tailer.path) is tailer:
             del self._last[tailer.path]
         if self.tailers.get(tailer.path) is tailer:
             del self.tailers[tailer.path]
-            tailer.close()  # type: ignore[attr-defined]
+            tailer.close()
             self.request_scan()
         metrics.FILES_TRACKED.dec()
 
@@ -304,9 +304,8 @@ class EntryRunner:
         self.request_scan()
 
     def _watch(self, folder: str) -> None:
-        if folder and folder not in self._folders:
-            if self.ctx.watcher.subscribe(folder, self._on_event):
-                self._folders.add(folder)
+        if folder and folder not in self._folders and self.ctx.watcher.subscribe(folder, self._on_event):
+            self._folders.add(folder)
 
     def _on_event(self, path: str) -> None:
         tailer = self.tailers.get(path)
@@ -347,8 +346,7 @@ class TailerManager:
                     spawn("scan tick", "ticker", lambda: scan_tick(self.runners, self.ctx.scan_interval))]
             desired = {e.path: e for e in entries}
             for path in [p for p in self.runners if p not in desired]:
-                runner = self.runners.pop(path)
-                await runner.stop()
+                await self.runners.pop(path).stop()
                 self.ctx.registry.entry_removed(path)
                 log.info("stopped collecting %s", display_name(path))
             for path, entry in desired.items():

@@ -29,8 +29,9 @@ import lzma
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Callable
+from typing import IO, cast
 
 from . import metrics
 from .opener import display_name
@@ -40,7 +41,8 @@ from .spool import Spool
 log = logging.getLogger("logagent.recovery")
 
 COMPRESSED: dict[str, Callable[[str], IO[bytes]]] = {
-    ".gz": lambda p: gzip.open(p, "rb"), ".bz2": lambda p: bz2.open(p, "rb"), ".xz": lambda p: lzma.open(p, "rb")}
+    ".gz": lambda p: cast(IO[bytes], gzip.open(p, "rb")), ".bz2": lambda p: bz2.open(p, "rb"),
+    ".xz": lambda p: lzma.open(p, "rb")}
 _ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.gz|\.bz2|\.xz)?$")
 
 
@@ -76,8 +78,8 @@ class Generation:
     fp_len: int
     key: str | None  # its registry key; None for a generation the agent never saw
     since: float = 0.0
-    then: "Generation | None" = None  # where to go on past the end of a spool copy
-    alternatives: list["Generation"] = field(default_factory=list)  # the same bytes elsewhere, should
+    then: Generation | None = None  # where to go on past the end of a spool copy
+    alternatives: list[Generation] = field(default_factory=list)  # the same bytes elsewhere, should
     # opening this one fail (logrotate compresses and unlinks app.log.1 while we look)
 
 
@@ -269,12 +271,12 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
                 break
         else:
             groups.append((head, [gen]))
-    out = []
+    out: list[Generation] = []
     for _, gens in groups:
         gens.sort(key=lambda g: (g.kind != "file", -g.fp_len))  # a plain file first, the fullest head
-        first = gens[0]
-        first.alternatives = gens[1:]
-        out.append(first)
+        best = gens[0]
+        best.alternatives = gens[1:]
+        out.append(best)
     return out
 
 

@@ -57,7 +57,7 @@ class RegistryEntry:
         return f"{self.dev}-{self.ino}-{int(self.since * 1e6)}"
 
 
-def _still_there(entry: "RegistryEntry") -> bool:
+def _still_there(entry: RegistryEntry) -> bool:
     """True while the entry's name still points at its file: an idle file is never forgotten."""
     try:
         st = os.stat(entry.path)

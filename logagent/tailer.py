@@ -22,12 +22,13 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import metrics
 from .acks import Ack, AckTracker
-from .batch import Batch
+from .batch import Batch, error_text
 from .budget import FdBudget, stat_tick
 from .collect import path_allowed
 from .errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
@@ -35,7 +36,7 @@ from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encodi
 from .multiline import Aggregator, MultilineSpec
 from .opener import display_name, open_checked, open_error_reason
 from .queue import BatchQueue
-from .registry import FINGERPRINT_BYTES, Registry, fingerprint, identity_key
+from .registry import FINGERPRINT_BYTES, Registry, fingerprint
 from .spool import Spool, SpoolFile
 
 __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
@@ -82,7 +83,7 @@ class Claims:
     def __init__(self) -> None:
         self._by_id: dict[tuple[int, int], Shipper] = {}
 
-    def claim(self, key: tuple[int, int], tailer: "Shipper") -> "Shipper | None":
+    def claim(self, key: tuple[int, int], tailer: Shipper) -> Shipper | None:
         """Take the file for `tailer`; the holder when another live tailer has it."""
         holder = self._by_id.get(key)
         if holder is not None and holder is not tailer and not holder.finished:
@@ -90,11 +91,11 @@ class Claims:
         self._by_id[key] = tailer
         return None
 
-    def holder(self, key: tuple[int, int]) -> "Shipper | None":
+    def holder(self, key: tuple[int, int]) -> Shipper | None:
         holder = self._by_id.get(key)
         return None if holder is None or holder.finished else holder
 
-    def release(self, tailer: "Shipper") -> None:
+    def release(self, tailer: Shipper) -> None:
         key = (tailer.dev, tailer.ino)
         if self._by_id.get(key) is tailer:
             del self._by_id[key]
@@ -286,8 +287,7 @@ class Shipper:
         """Called on the loop when Kafka answered for every message of the batch."""
         outcome = self.acks.done(batch)
         if outcome is Ack.FAILED:
-            err = batch.error
-            text = err.str() if hasattr(err, "str") else str(err)
+            text = error_text(batch.error)
             log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
                       self.name, batch.topic, self.acked, text, self.acked)
             self.wake()
@@ -315,12 +315,20 @@ class Shipper:
     def wake(self) -> None:
         self._wake.set()
 
+    async def run(self) -> None:
+        """Read until this file is done (or the task is cancelled)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop for good: close what is open, let the next file of the path go on."""
+        raise NotImplementedError
+
 
 class FileTailer(Shipper):
     """Tails one file identity opened under `path`; see the module docstring."""
 
     def __init__(self, path: str, route: Route, ctx: TailContext, start_at_end: bool = False,
-                 on_rotated: Callable[["FileTailer"], None] | None = None,
+                 on_rotated: Callable[[FileTailer], None] | None = None,
                  spec: SourceSpec | None = None) -> None:
         super().__init__(path, route, ctx, spec)
         self._budget = ctx.budget
@@ -556,10 +564,8 @@ class FileTailer(Shipper):
             self._wake.clear()  # before reading: a wake-up during the read is not lost
             if self.acks.failed is not None:
                 await self._rewind_after_failure()
-            if self.fd is None:
-                self._maybe_reopen()
-                if self.finished:  # deleted, or replaced, while closed: nothing left to read
-                    break
+            if self.fd is None and self._maybe_reopen():
+                break
             if self.fd is not None:
                 await self._read_to_end()
                 self.check_name()
@@ -586,7 +592,7 @@ class FileTailer(Shipper):
             else:
                 try:
                     await asyncio.wait_for(self._wake.wait(), max(0.01, timeout))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         self.reading_done.set()
 
@@ -705,9 +711,10 @@ class FileTailer(Shipper):
             self._on_rotated(self)
             self._schedule_protect()
 
-    def _maybe_reopen(self) -> None:
+    def _maybe_reopen(self) -> bool:
         """After close_idle (or while parked): reopen when the same file changed. When the name
-        now points elsewhere, follow the file to where rotation renamed it and read it to its end."""
+        now points elsewhere, follow the file to where rotation renamed it and read it to its end.
+        True when the tailer is finished (deleted, or replaced, while closed: nothing left to read)."""
         try:
             st = os.stat(self.path)
         except OSError:
@@ -720,7 +727,7 @@ class FileTailer(Shipper):
         except FileReplaced:
             moved = self._open_moved()
             if moved is None:
-                return  # found, but every descriptor is busy: the next tick tries again
+                return False  # found, but every descriptor is busy: the next tick tries again
             self.rotated = True
             self.finished = not moved
             if moved:
@@ -729,6 +736,7 @@ class FileTailer(Shipper):
             self._on_rotated(self)
         except SourceError as exc:
             log.debug("reopen deferred: %s", exc)
+        return self.finished
 
     def _open_moved(self) -> bool | None:
         """The file was renamed while the agent held no descriptor on it: look for its inode in
