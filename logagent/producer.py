@@ -118,7 +118,11 @@ class KafkaSink:
     """Owns the Producer, its poll thread and the task that drains the queue."""
 
     def __init__(self, settings: KafkaSettings, queue: BatchQueue,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+                 limits_factory: Callable[[dict[str, Any]], MessageLimits] = MessageLimits) -> None:
+        self._producer_factory = producer_factory  # tests give a fake Producer and fake limits
+        self._limits_factory = limits_factory
         self._settings = settings
         self._queue = queue
         self._on_fatal = on_fatal
@@ -153,14 +157,14 @@ class KafkaSink:
         conf["error_cb"] = self._on_error
         conf["logger"] = rdkafka_log  # through our handlers and format, repeats filtered
         try:
-            self._producer = Producer(conf)
+            self._producer = self._producer_factory(conf)
         except KafkaException as exc:
             raise KafkaError(f"invalid [kafka.producer] configuration: {exc.args[0].str()}",
                              retriable=False) from exc
         shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k not in ("error_cb", "logger"))
         log.info("kafka producer started: %s", shown)
         settling.started = time.monotonic()
-        self._limits = MessageLimits(conf)
+        self._limits = self._limits_factory(conf)
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poll_thread.start()

@@ -1,0 +1,214 @@
+"""KafkaSink's own paths with a fake Producer (as aiokafka tests its accumulator): batches complete
+in the loop once every report is in, a full librdkafka queue (BufferError) waits and loses nothing, a
+stop's drain waits for a batch that is still looking up its topic's limit, too-large messages are
+cut before produce and cut again when the broker refuses one. Delivery through a real broker is in
+tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import deque
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from logagent import metrics
+from logagent.batch import Batch
+from logagent.config import KafkaSettings
+from logagent.lines import MessageFormat
+from logagent.producer import KafkaSink
+from logagent.queue import BatchQueue
+
+
+class FakeMessage:
+    def __init__(self, topic: str, value: bytes, key: bytes | None) -> None:
+        self._topic, self._value, self._key = topic, value, key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return self._topic
+
+
+class FakeProducer:
+    """librdkafka as the sink sees it: a bounded local queue (BufferError when full) and delivery
+    reports handed out by poll(). `refuse(size)`: the broker refuses messages above that size."""
+
+    def __init__(self, conf: dict[str, Any], capacity: int = 1000) -> None:
+        self.conf = conf
+        self.capacity = capacity
+        self.pending: deque[tuple[FakeMessage, Any]] = deque()
+        self.delivered: list[FakeMessage] = []
+        self.lock = threading.Lock()
+        self.refuse_above: int | None = None
+        self.hold = threading.Event()  # set: reports are not handed out (a slow broker)
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, partition: int, on_delivery: Any) -> None:
+        with self.lock:
+            if len(self.pending) >= self.capacity:
+                raise BufferError("Local: Queue full")
+            self.pending.append((FakeMessage(topic, value, key), on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        if self.hold.is_set():
+            threading.Event().wait(timeout)
+            return 0
+        with self.lock:
+            reports, self.pending = list(self.pending), deque()
+        for msg, callback in reports:
+            if self.refuse_above is not None and len(msg.value()) > self.refuse_above:
+                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), msg)
+            else:
+                self.delivered.append(msg)
+                callback(None, msg)
+        if not reports:
+            threading.Event().wait(min(timeout, 0.01))
+        return len(reports)
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+    def list_topics(self, timeout: float = 0) -> Any:
+        raise AssertionError("not used")
+
+
+class FakeLimits:
+    """MessageLimits without a cluster: a fixed limit; `lookup` can be held to look slow."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.limit = limit
+        self.known: set[str] = set()
+        self.release = threading.Event()
+        self.release.set()
+        self.lookups = 0
+
+    def cached(self, topic: str) -> int | None:
+        return self.limit if topic in self.known else None
+
+    def lookup(self, topic: str) -> int:
+        self.lookups += 1
+        self.release.wait(10)
+        self.known.add(topic)
+        return self.limit
+
+    def forget(self, topic: str) -> None:
+        self.known.discard(topic)
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.done: list[Batch] = []
+
+    def batch_done(self, batch: Batch) -> None:
+        self.done.append(batch)
+
+
+def messages(n: int, size: int = 20) -> list[bytes]:
+    fmt = MessageFormat("127.0.0.1", "h", "/var/log/a.log")
+    return fmt.build([(i * 100, b"x" * size + str(i).encode(), False) for i in range(n)], b"2026-11-29T00:00:00Z")
+
+
+class Rig:
+    def __init__(self, capacity: int = 1000, limit: int = 1_000_000) -> None:
+        self.queue = BatchQueue(100_000)
+        self.producers: list[FakeProducer] = []
+        self.limits = FakeLimits(limit)
+
+        def make(conf: dict[str, Any]) -> FakeProducer:
+            producer = FakeProducer(conf, capacity)
+            self.producers.append(producer)
+            return producer
+
+        self.sink = KafkaSink(KafkaSettings(address="127.0.0.1:1"), self.queue, producer_factory=make,
+                              limits_factory=lambda conf: self.limits)  # type: ignore[arg-type,return-value]
+
+    @property
+    def producer(self) -> FakeProducer:
+        return self.producers[0]
+
+
+async def until(cond: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def test_a_batch_is_done_once_every_report_is_in_and_in_order() -> None:
+    async def body() -> None:
+        rig = Rig()
+        await rig.sink.start()
+        owner = Owner()
+        before = metrics.DELIVERED.labels("t1")._value.get()
+        batches = [Batch("t1", b"k", messages(50), end_offset=50 * (i + 1), owner=owner) for i in range(4)]
+        for b in batches:
+            await rig.queue.put(b)
+        await until(lambda: len(owner.done) == 4)
+        assert all(b.remaining == 0 and b.error is None for b in owner.done)
+        assert [m.value() for m in rig.producer.delivered] == [v for b in batches for v in messages(50)]
+        assert metrics.DELIVERED.labels("t1")._value.get() - before == 200
+        assert await rig.sink.stop(5) is True
+
+    asyncio.run(body())
+
+
+def test_a_full_librdkafka_queue_waits_and_loses_nothing() -> None:
+    async def body() -> None:
+        rig = Rig(capacity=7)
+        await rig.sink.start()
+        owner = Owner()
+        full_before = metrics.PRODUCER_FULL._value.get()
+        values = messages(100)
+        await rig.queue.put(Batch("t2", b"k", list(values), end_offset=100, owner=owner))
+        await until(lambda: len(owner.done) == 1)
+        assert [m.value() for m in rig.producer.delivered] == values, "every message once, in order"
+        assert metrics.PRODUCER_FULL._value.get() > full_before
+        assert await rig.sink.stop(5) is True
+
+    asyncio.run(body())
+
+
+def test_a_stop_waits_for_a_batch_still_looking_up_its_topic_limit() -> None:
+    """Found by the image test: a batch taken off the queue and waiting for its topic's limit was
+    invisible to the drain, and a SIGTERM in the first second stopped 'clean' without it."""
+    async def body() -> None:
+        rig = Rig()
+        await rig.sink.start()
+        rig.limits.release.clear()  # the first lookup of this topic hangs
+        owner = Owner()
+        await rig.queue.put(Batch("t3", b"k", messages(10), end_offset=10, owner=owner))
+        await until(lambda: rig.limits.lookups == 1 and rig.queue.empty())
+        assert await rig.sink.drain(0.3) is False, "the drain must see the batch in flight"
+        rig.limits.release.set()
+        assert await rig.sink.drain(5) is True and len(owner.done) == 1
+        assert await rig.sink.stop(5) is True
+
+    asyncio.run(body())
+
+
+def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one_is_resent_cut() -> None:
+    async def body() -> None:
+        rig = Rig(limit=3000)
+        await rig.sink.start()
+        owner = Owner()
+        big = messages(1, size=10_000)[0]
+        await rig.queue.put(Batch("t4", b"k", [big], end_offset=1, owner=owner))
+        await until(lambda: len(owner.done) == 1)
+        [sent] = rig.producer.delivered
+        doc = json.loads(sent.value())
+        assert len(sent.value()) <= 3000 and doc["truncated"] is True and doc["data"].startswith("xxx")
+        # The topic's limit is lowered below what the agent learned: the broker refuses the message; the
+        # agent asks again (the cluster now says 2000) and sends that message alone again, cut.
+        rig.producer.refuse_above = 1500
+        rig.limits.limit = 2000
+        await rig.queue.put(Batch("t4", b"k", [big] + messages(3), end_offset=2, owner=owner))
+        await until(lambda: len(owner.done) == 2)
+        assert owner.done[1].error is None, "the batch does not fail: its file does not rewind"
+        resent = [json.loads(m.value()) for m in rig.producer.delivered[1:]]
+        assert sum(1 for d in resent if d.get("truncated")) == 1 and len(resent) == 4
+        assert await rig.sink.stop(5) is True
+
+    asyncio.run(body())
