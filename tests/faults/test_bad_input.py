@@ -7,6 +7,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from logagent.config import AgentSettings
@@ -43,11 +44,15 @@ class Checks:
         return "; ".join(self.notes + [f"PROBLEM: {p}" for p in self.problems])
 
     def wait(self, cond, timeout: float, what: str) -> bool:  # type: ignore[no-untyped-def]
+        return self.attempt(lambda: wait_until(cond, timeout, what=what))
+
+    def attempt(self, check: Callable[[], object], problem: str = "") -> bool:
+        """Run a check that fails by AssertionError; a failure is collected (as `problem`, or its message)."""
         try:
-            wait_until(cond, timeout, what=what)
+            check()
             return True
         except AssertionError as exc:
-            self.problems.append(str(exc))
+            self.problems.append(problem or str(exc))
             return False
 
     def error_logged(self, case: str, path: Path, *words: str, timeout: float = 10.0) -> bool:
@@ -145,19 +150,15 @@ def test_bad_files_beside_a_good_one(make_agent, kafka, logdir, results):
             c.metric("file replaced by a directory", replaced)
             replaced.rmdir()
             replaced.write_text("replaced again\n")
-            try:
-                wait_delivered(rbad, "replaced again", timeout=15)
-            except AssertionError:
-                c.problems.append("file replaced by a directory: not collected again once a file")
+            c.attempt(lambda: wait_delivered(rbad, "replaced again", timeout=15),
+                      "file replaced by a directory: not collected again once a file")
 
             # A dangling symlink: said so, then collected once its target appears.
             c.error_logged("dangling symlink", dangling, "no such file", "missing", "dangling")
             c.metric("dangling symlink", dangling)
             (logdir / "target-missing.log").write_text("dangling fixed\n")
-            try:
-                wait_delivered(rbad, "dangling fixed", timeout=15)
-            except AssertionError:
-                c.problems.append("dangling symlink: not collected once its target appeared")
+            c.attempt(lambda: wait_delivered(rbad, "dangling fixed", timeout=15),
+                      "dangling symlink: not collected once its target appeared")
 
             # A symlink loop: said so.
             c.error_logged("symlink loop", loop, "symbolic links", "loop")
@@ -206,10 +207,7 @@ def test_permission_denied_agent_as_nobody(kafka, world_tmp, start_as_nobody, re
         c.metric("permission denied", secret)
         os.chmod(secret, 0o644)  # the operator fixes it: collected from then on
         with KafkaReader(kafka, t_secret) as rs:
-            try:
-                rs.read(1, timeout=20)
-            except AssertionError:
-                c.problems.append("permission denied: not collected once readable")
+            c.attempt(lambda: rs.read(1, timeout=20), "permission denied: not collected once readable")
         peak.sample(agent)
     finally:
         writer.stop()
@@ -261,10 +259,8 @@ def test_glob_matching_100000_files(make_agent, kafka, logdir, results):
         with KafkaReader(kafka, t_many) as rmany:
             with open(many / "f000000.log", "a") as f:
                 f.write("from the first matched file\n")
-            try:
-                wait_delivered(rmany, "from the first matched file", timeout=30)
-            except AssertionError:
-                c.problems.append("a line appended to the glob's first file did not arrive within 30 s")
+            c.attempt(lambda: wait_delivered(rmany, "from the first matched file", timeout=30),
+                      "a line appended to the glob's first file did not arrive within 30 s")
         peak.sample(agent)
     finally:
         writer.stop()
