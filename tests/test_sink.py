@@ -6,7 +6,6 @@ tests/integration."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections import deque
@@ -20,6 +19,7 @@ from logagent.config import KafkaSettings
 from logagent.lines import MessageFormat
 from logagent.producer import KafkaSink
 from logagent.queue import BatchQueue
+from tests.kit import eventually
 
 
 class FakeMessage:
@@ -130,85 +130,66 @@ class Rig:
         return self.producers[0]
 
 
-async def until(cond: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
+async def test_a_batch_is_done_once_every_report_is_in_and_in_order() -> None:
+    rig = Rig()
+    await rig.sink.start()
+    owner = Owner()
+    before = metrics.DELIVERED.labels("t1")._value.get()
+    batches = [Batch("t1", b"k", messages(50), end_offset=50 * (i + 1), owner=owner) for i in range(4)]
+    for b in batches:
+        await rig.queue.put(b)
+    await eventually(lambda: len(owner.done) == 4, timeout=5.0)
+    assert all(b.remaining == 0 and b.error is None for b in owner.done)
+    assert [m.value() for m in rig.producer.delivered] == [v for b in batches for v in messages(50)]
+    assert metrics.DELIVERED.labels("t1")._value.get() - before == 200
+    assert await rig.sink.stop(5) is True
 
 
-def test_a_batch_is_done_once_every_report_is_in_and_in_order() -> None:
-    async def body() -> None:
-        rig = Rig()
-        await rig.sink.start()
-        owner = Owner()
-        before = metrics.DELIVERED.labels("t1")._value.get()
-        batches = [Batch("t1", b"k", messages(50), end_offset=50 * (i + 1), owner=owner) for i in range(4)]
-        for b in batches:
-            await rig.queue.put(b)
-        await until(lambda: len(owner.done) == 4)
-        assert all(b.remaining == 0 and b.error is None for b in owner.done)
-        assert [m.value() for m in rig.producer.delivered] == [v for b in batches for v in messages(50)]
-        assert metrics.DELIVERED.labels("t1")._value.get() - before == 200
-        assert await rig.sink.stop(5) is True
-
-    asyncio.run(body())
+async def test_a_full_librdkafka_queue_waits_and_loses_nothing() -> None:
+    rig = Rig(capacity=7)
+    await rig.sink.start()
+    owner = Owner()
+    full_before = metrics.PRODUCER_FULL._value.get()
+    values = messages(100)
+    await rig.queue.put(Batch("t2", b"k", list(values), end_offset=100, owner=owner))
+    await eventually(lambda: len(owner.done) == 1, timeout=5.0)
+    assert [m.value() for m in rig.producer.delivered] == values, "every message once, in order"
+    assert metrics.PRODUCER_FULL._value.get() > full_before
+    assert await rig.sink.stop(5) is True
 
 
-def test_a_full_librdkafka_queue_waits_and_loses_nothing() -> None:
-    async def body() -> None:
-        rig = Rig(capacity=7)
-        await rig.sink.start()
-        owner = Owner()
-        full_before = metrics.PRODUCER_FULL._value.get()
-        values = messages(100)
-        await rig.queue.put(Batch("t2", b"k", list(values), end_offset=100, owner=owner))
-        await until(lambda: len(owner.done) == 1)
-        assert [m.value() for m in rig.producer.delivered] == values, "every message once, in order"
-        assert metrics.PRODUCER_FULL._value.get() > full_before
-        assert await rig.sink.stop(5) is True
-
-    asyncio.run(body())
-
-
-def test_a_stop_waits_for_a_batch_still_looking_up_its_topic_limit() -> None:
+async def test_a_stop_waits_for_a_batch_still_looking_up_its_topic_limit() -> None:
     """Found by the image test: a batch taken off the queue and waiting for its topic's limit was
     invisible to the drain, and a SIGTERM in the first second stopped 'clean' without it."""
-    async def body() -> None:
-        rig = Rig()
-        await rig.sink.start()
-        rig.limits.release.clear()  # the first lookup of this topic hangs
-        owner = Owner()
-        await rig.queue.put(Batch("t3", b"k", messages(10), end_offset=10, owner=owner))
-        await until(lambda: rig.limits.lookups == 1 and rig.queue.empty())
-        assert await rig.sink.drain(0.3) is False, "the drain must see the batch in flight"
-        rig.limits.release.set()
-        assert await rig.sink.drain(5) is True and len(owner.done) == 1
-        assert await rig.sink.stop(5) is True
-
-    asyncio.run(body())
+    rig = Rig()
+    await rig.sink.start()
+    rig.limits.release.clear()  # the first lookup of this topic hangs
+    owner = Owner()
+    await rig.queue.put(Batch("t3", b"k", messages(10), end_offset=10, owner=owner))
+    await eventually(lambda: rig.limits.lookups == 1 and rig.queue.empty(), timeout=5.0)
+    assert await rig.sink.drain(0.3) is False, "the drain must see the batch in flight"
+    rig.limits.release.set()
+    assert await rig.sink.drain(5) is True and len(owner.done) == 1
+    assert await rig.sink.stop(5) is True
 
 
-def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one_is_resent_cut() -> None:
-    async def body() -> None:
-        rig = Rig(limit=3000)
-        await rig.sink.start()
-        owner = Owner()
-        big = messages(1, size=10_000)[0]
-        await rig.queue.put(Batch("t4", b"k", [big], end_offset=1, owner=owner))
-        await until(lambda: len(owner.done) == 1)
-        [sent] = rig.producer.delivered
-        doc = json.loads(sent.value())
-        assert len(sent.value()) <= 3000 and doc["truncated"] is True and doc["data"].startswith("xxx")
-        # The topic's limit is lowered below what the agent learned: the broker refuses the message; the
-        # agent asks again (the cluster now says 2000) and sends that message alone again, cut.
-        rig.producer.refuse_above = 1500
-        rig.limits.limit = 2000
-        await rig.queue.put(Batch("t4", b"k", [big] + messages(3), end_offset=2, owner=owner))
-        await until(lambda: len(owner.done) == 2)
-        assert owner.done[1].error is None, "the batch does not fail: its file does not rewind"
-        resent = [json.loads(m.value()) for m in rig.producer.delivered[1:]]
-        assert sum(1 for d in resent if d.get("truncated")) == 1 and len(resent) == 4
-        assert await rig.sink.stop(5) is True
-
-    asyncio.run(body())
+async def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one_is_resent_cut() -> None:
+    rig = Rig(limit=3000)
+    await rig.sink.start()
+    owner = Owner()
+    big = messages(1, size=10_000)[0]
+    await rig.queue.put(Batch("t4", b"k", [big], end_offset=1, owner=owner))
+    await eventually(lambda: len(owner.done) == 1, timeout=5.0)
+    [sent] = rig.producer.delivered
+    doc = json.loads(sent.value())
+    assert len(sent.value()) <= 3000 and doc["truncated"] is True and doc["data"].startswith("xxx")
+    # The topic's limit is lowered below what the agent learned: the broker refuses the message; the
+    # agent asks again (the cluster now says 2000) and sends that message alone again, cut.
+    rig.producer.refuse_above = 1500
+    rig.limits.limit = 2000
+    await rig.queue.put(Batch("t4", b"k", [big] + messages(3), end_offset=2, owner=owner))
+    await eventually(lambda: len(owner.done) == 2, timeout=5.0)
+    assert owner.done[1].error is None, "the batch does not fail: its file does not rewind"
+    resent = [json.loads(m.value()) for m in rig.producer.delivered[1:]]
+    assert sum(1 for d in resent if d.get("truncated")) == 1 and len(resent) == 4
+    assert await rig.sink.stop(5) is True
