@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=20_000, help="latency: lines/s written")
     p.add_argument("--latency-seconds", type=float, default=30)
     p.add_argument("--latency-files", type=int, default=10)
+    p.add_argument("--no-rotation", dest="rotation", action="store_false",
+                   help="latency: skip the second run, in which every file is renamed every second")
     p.add_argument("--files", default="1000,10000", help="many-files: file counts")
     p.add_argument("--files-seconds", type=float, default=20, help="many-files: sampling window")
     p.add_argument("--files-warmup", type=float, default=5)

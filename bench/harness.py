@@ -398,8 +398,18 @@ def writer_main(spec: dict[str, Any]) -> int:
         # one write() per file per burst. Time-based schedule: a late burst is not skipped.
         period = spec.get("period", 0.01)
         per_file = max(1, round(spec["rate"] * period / nfiles))
+        rotate_every = spec.get("rotate_every", 0.0)  # rename rotation, as logrotate's create mode
+        rotations, last_rotation = 0, t0
         for _burst, lag in paced(t0, period, seconds):
             max_lag = max(max_lag, lag)
+            if rotate_every and time.monotonic() - last_rotation >= rotate_every:
+                rotations += 1
+                last_rotation = time.monotonic()
+                for i in range(nfiles):
+                    path = d / (pattern % i)
+                    os.rename(path, f"{path}.{rotations}")
+                    os.close(fds[i])
+                    fds[i] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             for i, fd in enumerate(fds):
                 ts = time.time_ns()
                 buf = []

@@ -403,11 +403,12 @@ def latency_stats(ctx: Ctx, topic: str) -> dict[str, Any]:
             "read_p50": pct(read_lat, 50), "read_p99": pct(read_lat, 99)}
 
 
-def scenario_latency(ctx: Ctx) -> None:
+def latency_run(ctx: Ctx, rotate_every: float = 0.0) -> dict[str, Any]:
+    """One live run: a writer at `rate` over `latency_files` files (renamed every `rotate_every` s
+    when set, as logrotate's create mode does); what the agent did with it."""
     a = ctx.args
     assert ctx.tools is not None
-    t_start = time.monotonic()
-    name = ctx.name("latency")
+    name = ctx.name("latency-rot" if rotate_every else "latency")
     topic = name
     ctx.tools.create_topic(topic, {"message.timestamp.type": "LogAppendTime"})
     wd = ctx.workdir(name)
@@ -423,11 +424,12 @@ def scenario_latency(ctx: Ctx) -> None:
         agent.start()
         wait_files_open(agent, nfiles, 60)
         time.sleep(1)
-        log(f"latency: writer {a.rate:,} lines/s over {nfiles} files for {a.latency_seconds}s")
+        log(f"latency: writer {a.rate:,} lines/s over {nfiles} files for {a.latency_seconds}s"
+            + (f", each renamed every {rotate_every:g} s" if rotate_every else ""))
         cpu0 = proc_cpu(agent.pid)
         t_w0 = time.monotonic()
         w = Writer(ctx, {"mode": "rate", "dir": str(d), "nfiles": nfiles, "pattern": "app-%02d.log",
-                         "rate": a.rate, "seconds": a.latency_seconds, "period": 0.01})
+                         "rate": a.rate, "seconds": a.latency_seconds, "period": 0.01, "rotate_every": rotate_every})
         wres = w.result(a.latency_seconds + 60)
         cpu1 = proc_cpu(agent.pid)
         t_w1 = time.monotonic()
@@ -437,32 +439,59 @@ def scenario_latency(ctx: Ctx) -> None:
         if not kept_up:
             delivered, waited2 = wait_delivered(agent, topic, written, 120.0, 0.5)
             waited += waited2
+        m = agent.scrape()
+        spooled = metric(m, "logagent_spool_written_bytes_total") if m is not None else 0.0
+        rotations = metric(m, "logagent_rotations_total") if m is not None else 0.0
         agent.stop()
     finally:
         agent.kill()
         ctx.live.remove(agent)
     st = latency_stats(ctx, topic)
     ctx.tools.delete_topic(topic)
-    cpu_pct = (cpu1 - cpu0) / (t_w1 - t_w0) * 100
-    rate_real = written / wres["seconds"]
-    rows = [[f"{rate_real:,.0f}", f"{written:,}", f"{st['count']:,}", fmt(st["p50"]), fmt(st["p99"]),
-             fmt(st["max"]), "yes" if kept_up else f"NO (all in after {waited:.1f}s)" if delivered >= written
-             else f"NO ({delivered:,.0f}/{written:,})", fmt(cpu_pct, 0),
-             f"{fmt(st['read_p50'])} / {fmt(st['read_p99'])}", f"{wres['max_lag'] * 1000:.0f}"]]
-    header = ["lines/s written", "lines", "consumed", "p50 ms", "p99 ms", "max ms", "kept up (<= 5 s after stop)",
-              "agent CPU %", "write->read p50/p99 ms", "writer max lag ms"]
+    return {"st": st, "written": written, "wres": wres, "kept_up": kept_up, "delivered": delivered,
+            "waited": waited, "cpu_pct": (cpu1 - cpu0) / (t_w1 - t_w0) * 100, "spooled": spooled,
+            "rotations": rotations, "rotate_every": rotate_every}
+
+
+def scenario_latency(ctx: Ctx) -> None:
+    a = ctx.args
+    t_start = time.monotonic()
+    runs = [latency_run(ctx)]
+    if a.rotation:
+        runs.append(latency_run(ctx, rotate_every=1.0))
+    rows = []
+    for r in runs:
+        st, written = r["st"], r["written"]
+        rate_real = written / r["wres"]["seconds"]
+        kept = ("yes" if r["kept_up"] else f"NO (all in after {r['waited']:.1f}s)" if r["delivered"] >= written
+                else f"NO ({r['delivered']:,.0f}/{written:,})")
+        rows.append(["every 1 s" if r["rotate_every"] else "none", f"{rate_real:,.0f}", f"{written:,}",
+                     f"{st['count']:,}", fmt(st["p50"]), fmt(st["p99"]), fmt(st["max"]), kept, fmt(r["cpu_pct"], 0),
+                     f"{fmt(st['read_p50'])} / {fmt(st['read_p99'])}", f"{r['wres']['max_lag'] * 1000:.0f}",
+                     f"{r['rotations']:,.0f}", f"{r['spooled'] / 1024:,.0f}"])
+    nfiles = a.latency_files
+    header = ["rotation", "lines/s written", "lines", "consumed", "p50 ms", "p99 ms", "max ms",
+              "kept up (<= 5 s after stop)", "agent CPU %", "write->read p50/p99 ms", "writer max lag ms",
+              "rotations followed", "KiB spooled"]
     body = (f"A writer process appends {a.rate:,} lines/s (~100 bytes, bursts every 10 ms, one write() per file "
             f"per burst) to {nfiles} files for {a.latency_seconds} s; the agent collects them with one glob entry. "
             f"Latency = the record's LogAppendTime (topic created with message.timestamp.type=LogAppendTime, "
             f"i.e. broker append, ~ acknowledgement; same host clock) minus the time.time_ns() the writer put in "
             f"the line. \"Kept up\" = every line acknowledged within 5 s after the writer stopped. "
-            f"write->read = the agent's own `timestamp` field (when it read the line) minus the write time.\n\n"
-            + md_table(header, rows))
-    if st["dups"] or st["wrong_ts"] or st["unique"] != written:
-        body += (f"\n\nWarning: {st['dups']} duplicate(s), {st['wrong_ts']} record(s) without LogAppendTime, "
-                 f"{st['unique']:,} unique lines of {written:,} written.")
+            f"write->read = the agent's own `timestamp` field (when it read the line) minus the write time. "
+            f"The second row (`--rotation`) renames every file every second and reopens it (logrotate's "
+            f"create mode): each rotation copies the renamed file's unacknowledged bytes into the spool "
+            f"before it may be compressed or deleted; \"KiB spooled\" is what that cost in writes "
+            f"(logagent_spool_written_bytes_total) while Kafka keeps up.\n\n" + md_table(header, rows))
+    for r in runs:
+        st = r["st"]
+        if st["dups"] or st["wrong_ts"] or st["unique"] != r["written"]:
+            body += (f"\n\nWarning ({'rotation' if r['rotate_every'] else 'no rotation'}): {st['dups']} "
+                     f"duplicate(s), {st['wrong_ts']} record(s) without LogAppendTime, {st['unique']:,} unique "
+                     f"lines of {r['written']:,} written.")
     ctx.sections.append(Section("2. Live latency", body, time.monotonic() - t_start))
     print("\n### 2. Live latency\n\n" + body + "\n", flush=True)
+    st, kept_up = runs[0]["st"], runs[0]["kept_up"]
     ctx.targets.append(Target(f"p99 latency <= 250 ms at {a.rate:,} lines/s", f"p99 {fmt(st['p99'])} ms "
                               f"(p50 {fmt(st['p50'])}, max {fmt(st['max'])}), kept up: {'yes' if kept_up else 'no'}",
                               st["p99"] <= 250 and kept_up))

@@ -19,6 +19,8 @@ PARTIAL_LINE_BYTES = Gauge("logagent_partial_line_bytes", "Bytes of a last line 
 ROTATIONS = Counter("logagent_rotations", "Rotations followed", ["path", "kind"])
 
 SPOOL_BYTES = Gauge("logagent_spool_bytes", "Bytes of rotated-away files kept in the spool until Kafka has them")
+SPOOL_WRITTEN = Counter("logagent_spool_written_bytes", "Bytes copied into the spool (rotated-away bytes Kafka "
+                        "had not acknowledged yet)")
 SPOOL_FILES = Gauge("logagent_spool_files", "Rotated-away files with bytes in the spool")
 SPOOL_REFUSED_BYTES = Counter("logagent_spool_refused_bytes", "Bytes of rotated-away files the full spool could "
                               "not keep (lost if the agent stops before Kafka takes them)")

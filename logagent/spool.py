@@ -178,6 +178,7 @@ class Spool:
             spooled.segments.append(segment)
             self.files[spooled.uid] = spooled
             self._used += segment.end - segment.start
+            metrics.SPOOL_WRITTEN.inc(segment.end - segment.start)
             self._gauges()
             return keep_end
 
