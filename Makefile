@@ -27,9 +27,13 @@ setup: $(STAMP)
 run: setup
 	devstack/run.sh $(BIN)/python $(DEV_CONFIG)
 
-## The whole test suite against a real Kafka broker and etcd server that it starts itself.
+## The whole test suite against a real Kafka broker and etcd server that it starts itself, and the
+## type check and lint (`make lint`); both run, and it fails when either fails.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 ## Unit tests only: no servers, no venvs built, nothing installed (tests marked `installs`, the
 ## packaging checks that pip-install tools or replay the image's install, run in `make test`).

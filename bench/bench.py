@@ -20,7 +20,7 @@ Scenarios (select with --only, comma-separated):
 Only loopback traffic. Test files live in a temporary folder, removed at the end
 (--keep-tmp keeps it). A default run takes about 6-7 minutes; --quick is a smoke run (1 minute).
 
-Code: bench/harness.py (processes, writers, samplers; the agent process is tests/support.py's),
+Code: bench/harness.py (processes, writers, samplers; the agent process is tests.kit's),
 bench/scenarios.py (one function a scenario), bench/report.py (tables and RESULTS.md).
 """
 

@@ -1,7 +1,7 @@
 """The benchmark's harness: the broker's admin and consumer, the agent, kcat and writer processes,
 the data files and the samplers (issue 7).
 
-The agent process is tests/support.py's AgentProcess, the one the tests run; BenchAgent adds
+The agent process is tests.kit's AgentProcess, the one the tests run; BenchAgent adds
 what only the benchmark needs: reaping with os.wait4 for the CPU the run used, a start-up wait
 that raises BenchError (a failed scenario is reported and the others still run), setsid and a
 raised RLIMIT_NOFILE, and an environment without the caller's LOGAGENT_* overrides.
@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 from report import Section, Target  # noqa: E402
 
 from devstack.stack import listen_port  # noqa: E402 - needs ROOT on sys.path
-from tests.support import AgentProcess, metric_sum, render_config  # noqa: E402
+from tests.kit import AgentProcess, metric_sum, render_config  # noqa: E402
 
 PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
 metric = metric_sum  # metric(samples, name, **labels): the sum of a scrape's matching series
@@ -178,7 +178,7 @@ class KafkaTools:
 # --------------------------------------------------------------------------- the agent
 
 class BenchAgent(AgentProcess):
-    """One `python -m logagent run -c ini` child (tests.support.AgentProcess), its /metrics and
+    """One `python -m logagent run -c ini` child (tests.kit.AgentProcess), its /metrics and
     its rusage. Started without waiting: the throughput clock runs from the spawn."""
 
     def __init__(self, workdir: Path, ini_text: str, name: str = "agent",

@@ -16,12 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit import ROOT, AgentProcess, KafkaReader, read_all, tally
-
-# For tests/faults/test_rotation_outage.py, which imports them from here (it is being changed
-# elsewhere); the others import tests.kit.
-data_of = KafkaReader.data
-__all__ = ["data_of", "read_all", "tally"]
+from tests.kit import ROOT, AgentProcess
 
 FLUSH_INTERVAL = 0.5  # registry_flush_interval that tests.kit.write_config sets
 RSS_LIMIT_MB = 150.0  # what "bounded" means here: the agent runs at ~40 MiB under load

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import data_of, read_all, tally
 from tests.faults.test_logrotate import Rotator, logrotate_binary
-from tests.support import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until
+from tests.kit import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until
+from tests.kit.delivery import tally
+from tests.kit.kafka import read_all
 
 FAST = {"agent": {"shutdown_timeout": "3", "registry_flush_interval": "0.5"}}
 
@@ -65,7 +66,7 @@ def test_rotated_while_the_agent_is_stopped(make_agent, agents, kafka, logdir, r
     again = _restart(agents, agent, wait_ready=True)
     with KafkaReader(kafka, topic) as reader:
         read_all(reader, len(expected), timeout=60, last=expected[-1])
-        got = data_of(reader)
+        got = reader.data()
     t = tally(expected, got)
     results.add_tally(f"renamed {rotations}x while the agent was stopped (svc.log.1..{rotations})", t, 0.0)
     assert not t.missing and t.duplicated == 0, t.describe()
@@ -114,7 +115,7 @@ def test_kafka_down_rotation_and_kills_together_lose_nothing(make_agent, agents,
         writer.stop()
     with KafkaReader(kafka, topic) as reader:
         read_all(reader, writer.count, timeout=120, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+        got = reader.data()
     t = tally(writer.expected(), got)
     results.add_tally("Kafka down 20 s + logrotate create/compress/delaycompress every 1 s + "
                       "SIGKILL x2 and SIGTERM inside the outage, 2000 lines/s", t, 0.0,
@@ -153,7 +154,7 @@ def test_compress_without_delaycompress_during_an_outage_then_a_restart(make_age
         writer.stop()
     with KafkaReader(kafka, topic) as reader:
         read_all(reader, writer.count, timeout=120, last=writer.line(writer.count - 1))
-        got = data_of(reader)
+        got = reader.data()
     t = tally(writer.expected(), got)
     results.add_tally("logrotate compress without delaycompress every 1 s while Kafka is down, then "
                       "SIGTERM and restart, 1000 lines/s", t, 0.0, notes=f"{rotator.runs} rotations")
@@ -162,7 +163,8 @@ def test_compress_without_delaycompress_during_an_outage_then_a_restart(make_age
     assert agent.stop() == 0
 
 
-def test_spool_full_is_counted_and_logged_and_other_files_flow(make_agent, agents, kafka, kafka_server, logdir, results):
+def test_spool_full_is_counted_and_logged_and_other_files_flow(make_agent, agents, kafka, kafka_server, logdir,
+                                                              results):
     _needs_own_broker(kafka_server)
     topic = new_topic("full")
     rotated, steady = logdir / "rotated.log", logdir / "steady.log"
@@ -191,7 +193,7 @@ def test_spool_full_is_counted_and_logged_and_other_files_flow(make_agent, agent
     with KafkaReader(kafka, topic) as reader:
         read_all(reader, len(kept), timeout=60, last=kept[-1])
         reader.settle(quiet=3.0)
-        got = data_of(reader)
+        got = reader.data()
     t_steady = tally(kept, [g for g in got if g.startswith("steady ")])
     t_rotated = tally(lost_side, [g for g in got if not g.startswith("steady ")])
     results.add_tally("spool full (64 KiB) while a deleted file's 20,000 lines wait for Kafka; kill -9",
@@ -232,7 +234,7 @@ def test_kill9_during_a_spool_write_loses_nothing_and_reads_nothing_twice(make_a
         kafka_server.start()
     with KafkaReader(kafka, topic) as reader:
         read_all(reader, len(expected), timeout=120, last=expected[-1])
-        got = data_of(reader)
+        got = reader.data()
     t = tally(expected, got)
     results.add_tally("kill -9 while rotated files are spooled (Kafka down), 4 rounds of 150,000 lines", t, 0.0,
                       notes=f"{hits} kill(s) landed while a spool segment was being written")

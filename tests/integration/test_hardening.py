@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support import KafkaReader, new_topic, wait_until
+from tests.kit import KafkaReader, new_topic, wait_until
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -37,7 +37,7 @@ class Swapper:
             self.swaps += 1
             time.sleep(0.0005)
 
-    def __enter__(self) -> "Swapper":
+    def __enter__(self) -> Swapper:
         self._thread.start()
         return self
 
