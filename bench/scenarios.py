@@ -403,12 +403,12 @@ def latency_stats(ctx: Ctx, topic: str) -> dict[str, Any]:
             "read_p50": pct(read_lat, 50), "read_p99": pct(read_lat, 99)}
 
 
-def latency_run(ctx: Ctx, rotate_every: float = 0.0) -> dict[str, Any]:
+def latency_run(ctx: Ctx, rotate_every: float = 0.0, spool: bool = True) -> dict[str, Any]:
     """One live run: a writer at `rate` over `latency_files` files (renamed every `rotate_every` s
     when set, as logrotate's create mode does); what the agent did with it."""
     a = ctx.args
     assert ctx.tools is not None
-    name = ctx.name("latency-rot" if rotate_every else "latency")
+    name = ctx.name(("latency-rot" if rotate_every else "latency") + ("" if spool else "-nospool"))
     topic = name
     ctx.tools.create_topic(topic, {"message.timestamp.type": "LogAppendTime"})
     wd = ctx.workdir(name)
@@ -418,13 +418,15 @@ def latency_run(ctx: Ctx, rotate_every: float = 0.0) -> dict[str, Any]:
     for i in range(nfiles):
         (d / ("app-%02d.log" % i)).touch()
     agent = BenchAgent(wd, agent_ini(ctx, wd / "data", [{"path": f"{d}/app-*.log", "topic": topic,
-                                                          "start": "beginning"}]))
+                                                          "start": "beginning"}],
+                                     agent_extra=None if spool else {"spool_max_bytes": "0"}))
     ctx.live.append(agent)
     try:
         agent.start()
         wait_files_open(agent, nfiles, 60)
         time.sleep(1)
-        log(f"latency: writer {a.rate:,} lines/s over {nfiles} files for {a.latency_seconds}s"
+        log(f"latency{'' if spool else ' (spool off)'}: writer {a.rate:,} lines/s over {nfiles} files "
+            f"for {a.latency_seconds}s"
             + (f", each renamed every {rotate_every:g} s" if rotate_every else ""))
         cpu0 = proc_cpu(agent.pid)
         t_w0 = time.monotonic()
@@ -450,7 +452,7 @@ def latency_run(ctx: Ctx, rotate_every: float = 0.0) -> dict[str, Any]:
     ctx.tools.delete_topic(topic)
     return {"st": st, "written": written, "wres": wres, "kept_up": kept_up, "delivered": delivered,
             "waited": waited, "cpu_pct": (cpu1 - cpu0) / (t_w1 - t_w0) * 100, "spooled": spooled,
-            "rotations": rotations, "rotate_every": rotate_every}
+            "rotations": rotations, "rotate_every": rotate_every, "spool": spool}
 
 
 def scenario_latency(ctx: Ctx) -> None:
@@ -459,13 +461,15 @@ def scenario_latency(ctx: Ctx) -> None:
     runs = [latency_run(ctx)]
     if a.rotation:
         runs.append(latency_run(ctx, rotate_every=1.0))
+        runs.append(latency_run(ctx, rotate_every=1.0, spool=False))
     rows = []
     for r in runs:
         st, written = r["st"], r["written"]
         rate_real = written / r["wres"]["seconds"]
         kept = ("yes" if r["kept_up"] else f"NO (all in after {r['waited']:.1f}s)" if r["delivered"] >= written
                 else f"NO ({r['delivered']:,.0f}/{written:,})")
-        rows.append(["every 1 s" if r["rotate_every"] else "none", f"{rate_real:,.0f}", f"{written:,}",
+        rows.append([("every 1 s" + ("" if r["spool"] else ", spool off")) if r["rotate_every"] else "none",
+                     f"{rate_real:,.0f}", f"{written:,}",
                      f"{st['count']:,}", fmt(st["p50"]), fmt(st["p99"]), fmt(st["max"]), kept, fmt(r["cpu_pct"], 0),
                      f"{fmt(st['read_p50'])} / {fmt(st['read_p99'])}", f"{r['wres']['max_lag'] * 1000:.0f}",
                      f"{r['rotations']:,.0f}", f"{r['spooled'] / 1024:,.0f}"])
@@ -482,7 +486,9 @@ def scenario_latency(ctx: Ctx) -> None:
             f"The second row (`--rotation`) renames every file every second and reopens it (logrotate's "
             f"create mode): each rotation copies the renamed file's unacknowledged bytes into the spool "
             f"before it may be compressed or deleted; \"KiB spooled\" is what that cost in writes "
-            f"(logagent_spool_written_bytes_total) while Kafka keeps up.\n\n" + md_table(header, rows))
+            f"(logagent_spool_written_bytes_total) while Kafka keeps up; the third row is the same with "
+            f"`spool_max_bytes = 0` (nothing copied), so the two rows' CPU tell what the spool costs.\n\n"
+            + md_table(header, rows))
     for r in runs:
         st = r["st"]
         if st["dups"] or st["wrong_ts"] or st["unique"] != r["written"]:

@@ -218,6 +218,8 @@ class Agent:
         await self.control.stop()
         await self.sysinfo.stop()
         await self.manager.stop()
+        if self.manager.ctx.spool is not None:
+            await asyncio.to_thread(self.manager.ctx.spool.close)
         clean = await self.sink.stop(timeout)
         await self.kafka_probe.stop()
         await self.registry.stop()

@@ -24,14 +24,18 @@ through its descriptor. Those lines are lost only if the agent stops before Kafk
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import metrics
 from .opener import display_name, from_display, is_raw
@@ -39,6 +43,7 @@ from .opener import display_name, from_display, is_raw
 log = logging.getLogger("logagent.spool")
 
 CHUNK = 1024 * 1024
+T = TypeVar("T")
 _SEGMENT = re.compile(r"^(\d{20})-(\d{20})\.seg$")
 
 
@@ -97,6 +102,20 @@ class Spool:
         self._reserved = 0
         self._refused_logged = -1e9
         self._locks: dict[str, asyncio.Lock] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        """Spool I/O (writes and their fsyncs) in a thread of its own: on a busy disk an fsync takes
+        long, and the default pool also carries the registry's writes that new files wait for."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(func, *args))
+
+    def close(self) -> None:
+        """Stop the spool's thread (after the last copy)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     # ---- start
 
@@ -161,13 +180,13 @@ class Spool:
             keep_end = start + min(end - start, room)
             if keep_end < end:
                 # Keep whole lines only: a cut line in the spool would be shipped as a line of its own.
-                keep_end = await asyncio.to_thread(_line_start, fd, start, keep_end)
+                keep_end = await self._in_thread(_line_start, fd, start, keep_end)
                 await self._refuse(spooled, fd, keep_end, end)
             if keep_end <= start:
                 return start
             self._reserved += keep_end - start
             try:
-                segment = await asyncio.to_thread(self._write, spooled, fd, start, keep_end)
+                segment = await self._in_thread(self._write, spooled, fd, start, keep_end)
             except OSError as exc:
                 log.error("spool: cannot copy %s [%d, %d) to %s: %s", display_name(spooled.path), start,
                           keep_end, spooled.folder, exc.strerror or exc)
@@ -220,7 +239,7 @@ class Spool:
         _fsync_dir(self.root)
 
     async def _refuse(self, spooled: SpoolFile, fd: int, start: int, end: int) -> None:
-        lines = await asyncio.to_thread(_count_lines, fd, start, end)
+        lines = await self._in_thread(_count_lines, fd, start, end)
         metrics.SPOOL_REFUSED_BYTES.inc(end - start)
         metrics.SPOOL_REFUSED_LINES.inc(lines)
         now = time.monotonic()

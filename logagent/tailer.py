@@ -45,6 +45,8 @@ __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec",
 log = logging.getLogger("logagent.tailer")
 
 RETRY_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SPOOL_GRACE = 0.5  # seconds a rotated file's in-flight bytes get to be acknowledged before they are spooled
+SPOOL_GRACE_BYTES = 1024 * 1024  # ... when no more than this is owed and Kafka acknowledged within 1 s
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Shipper:
         self.read_pos = 0
         self.acks = AckTracker()
         self.reg_key = ""  # this file's key in the registry
+        self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
         self.after: Shipper | None = None  # the earlier generation of this path, read first
         self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
         self._spooled: SpoolFile | None = None
@@ -293,6 +296,7 @@ class Shipper:
             self.wake()
         elif outcome is Ack.MOVED:
             self._failures = 0
+            self._acked_at = time.monotonic()
             self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
                                   key=self.reg_key or None, size=self.read_pos)
             self._unacked.set(max(0, self.read_pos - self.acked))
@@ -493,9 +497,27 @@ class FileTailer(Shipper):
             return
         self._protecting = asyncio.ensure_future(self.protect())
 
+    def _keeping_up(self) -> bool:
+        """Kafka acknowledged this file within the last second and what is owed is little: it is in
+        flight, and will be acknowledged in milliseconds."""
+        if self.fd is None or time.monotonic() - self._acked_at > 1.0:
+            return False
+        try:
+            return os.fstat(self.fd).st_size - self.acked <= SPOOL_GRACE_BYTES
+        except OSError:
+            return False
+
     async def protect(self) -> None:
         """Copy what Kafka has not acknowledged of this rotated-away file into the spool (from a
-        duplicate of the descriptor, so closing ours meanwhile is safe); again while it grows."""
+        duplicate of the descriptor, so closing ours meanwhile is safe); again while it grows.
+
+        While Kafka keeps up, what a rotation leaves owed is in flight: give it SPOOL_GRACE seconds
+        to be acknowledged before copying, so that rotation under a healthy Kafka writes nothing.
+        (The file is renamed, not gone: only a kill -9 in those instants together with its deletion
+        without a compressed copy before the restart could lose those lines.)"""
+        deadline = time.monotonic() + SPOOL_GRACE
+        while self.owes and self._keeping_up() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         spool = self.ctx.spool
         while spool is not None and self.owes and self.fd is not None:
             self._protect_again = False
@@ -549,12 +571,15 @@ class FileTailer(Shipper):
         """
         if self.fd is None and not self._closed_idle:
             self.open()
-        if self._decided:
+        if self._decided and self.after is None:
             # Where to start was decided now, not read from the registry: make the decision (and
             # the entry's first application) durable before anything is read, or a crash before
-            # the next periodic flush would decide again at restart, past lines never sent.
+            # the next periodic flush would decide again at restart, past lines never sent. (A file
+            # that follows a rotated one starts at 0 under an entry applied long ago: a restart
+            # decides the same, and finds it by name if it is rotated away meanwhile; its start is
+            # not held up behind the disk.)
             await self._registry.persist()
-            self._decided = False
+        self._decided = False
         if self.after is not None:
             # The earlier file of this path first: per path, lines go out in the order written.
             # Meanwhile this file stays open (an unlink cannot take it) and is watched for rotation.
@@ -571,6 +596,10 @@ class FileTailer(Shipper):
                 self.check_name()
                 if self.rotated:
                     self._schedule_protect()
+                    # Read to its end since the rename: the next file of the path may start. Only what
+                    # the application still writes here before it reopens (within rotate_wait) can
+                    # now come after the next file's first lines.
+                    self.reading_done.set()
             now = time.monotonic()
             timeout: float | None = None
             if self.rotated and self.fd is not None:

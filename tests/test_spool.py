@@ -27,6 +27,7 @@ def test_copies_are_whole_segments_found_again_after_a_restart(tmp_path: Path) -
     spooled = _spooled(spool)
     assert asyncio.run(spool.copy(spooled, fd, 100, 5000)) == 5000
     assert asyncio.run(spool.copy(spooled, fd, 5000, len(data))) == len(data)
+    spool.close()
     os.close(fd)
     (spooled.folder / f"{len(data):020d}-{len(data) + 50:020d}.tmp").write_bytes(b"half written")
     again = Spool(tmp_path / "data", max_bytes=1 << 20)
@@ -49,6 +50,7 @@ def test_a_full_spool_keeps_what_fits_and_counts_the_rest(tmp_path: Path) -> Non
     spool = Spool(tmp_path / "data", max_bytes=300)
     before = (metrics.SPOOL_REFUSED_LINES._value.get(), metrics.SPOOL_REFUSED_BYTES._value.get())
     assert asyncio.run(spool.copy(_spooled(spool), fd, 0, len(data))) == 300
+    spool.close()
     os.close(fd)
     assert metrics.SPOOL_REFUSED_LINES._value.get() - before[0] == 70
     assert metrics.SPOOL_REFUSED_BYTES._value.get() - before[1] == 700
