@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from tree import load_kit, scratch_logs
 
 
 def main() -> int:
     root = Path(sys.argv[1]).resolve()
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
     glob_mode = len(sys.argv) > 3 and sys.argv[3] == "glob"
-    sys.path.insert(0, str(root))
-    try:
-        from tests.kit import AgentProcess, write_config
-    except ImportError:  # a tree from before the test kit (e.g. the landed code, to compare)
-        from tests.support import AgentProcess, write_config  # type: ignore[no-redef]
-
+    kit = load_kit(root)
     kafka = os.environ["LOGAGENT_TEST_KAFKA"]
-    tmp = Path(tempfile.mkdtemp())
-    logs = tmp / "logs"
-    logs.mkdir()
+    tmp, logs = scratch_logs()
     files = []
     for i in range(n):
         p = logs / f"f{i:05d}.log"
@@ -36,10 +30,10 @@ def main() -> int:
         files.append({"path": str(p), "topic": "idle-entries"})
     if glob_mode:
         files = [{"path": f"{logs}/*.log", "topic": "idle-entries"}]
-    cfg = write_config(tmp / "a.ini", kafka, tmp / "data", f"{logs}/**", files=files,
+    cfg = kit.write_config(tmp / "a.ini", kafka, tmp / "data", f"{logs}/**", files=files,
                        extra={"agent": {"stat_interval": "1", "scan_interval": "2", "max_open_files": str(n + 100),
                                         "registry_flush_interval": "1"}})
-    agent = AgentProcess(cfg, tmp / "agent.log")
+    agent = kit.AgentProcess(cfg, tmp / "agent.log")
     agent.start(timeout=300)
     assert agent.proc is not None
     pid = agent.proc.pid

@@ -11,46 +11,39 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from tree import load_kit, scratch_logs
 
 
 def main() -> int:
     root = Path(sys.argv[1]).resolve()
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
     kills = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    sys.path.insert(0, str(root))
-    try:
-        from tests.kit import AgentProcess, KafkaReader, LineWriter, new_topic, read_all, tally, write_config
-    except ImportError:  # a tree from before the test kit (e.g. the landed code, to compare)
-        from tests.faults.helpers import read_all, tally  # type: ignore[no-redef]
-        from tests.support import AgentProcess, KafkaReader, LineWriter, new_topic, write_config  # type: ignore
-
+    kit = load_kit(root)
     kafka = os.environ["LOGAGENT_TEST_KAFKA"]
-    tmp = Path(tempfile.mkdtemp())
-    logs = tmp / "logs"
-    logs.mkdir()
+    tmp, logs = scratch_logs()
     log = logs / "app.log"
     log.touch()
-    topic = new_topic("dup")
-    cfg = write_config(tmp / "a.ini", kafka, tmp / "data", f"{logs}/**", files=[{"path": str(log), "topic": topic}],
+    topic = kit.new_topic("dup")
+    cfg = kit.write_config(tmp / "a.ini", kafka, tmp / "data", f"{logs}/**", files=[{"path": str(log), "topic": topic}],
                        extra={"kafka.producer": {"linger.ms": "20"},
                               "agent": {"registry_flush_interval": "1", "stat_interval": "1", "scan_interval": "2"}})
-    agent = AgentProcess(cfg, tmp / "agent.log").start()
-    writer = LineWriter(log, "dup", rate=rate).start()
+    agent = kit.AgentProcess(cfg, tmp / "agent.log").start()
+    writer = kit.LineWriter(log, "dup", rate=rate).start()
     rng = random.Random(5)
     gap_min, gap_span = float(os.environ.get("GAP_MIN", "4")), float(os.environ.get("GAP_SPAN", "2"))
     for _ in range(kills):
         time.sleep(gap_min + rng.random() * gap_span)
         agent.kill()
-        agent = AgentProcess(cfg, tmp / "agent.log").start()
+        agent = kit.AgentProcess(cfg, tmp / "agent.log").start()
     time.sleep(3)
     writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
+    with kit.KafkaReader(kafka, topic) as reader:
+        kit.read_all(reader, writer.count, timeout=60, last=writer.line(writer.count - 1))
         got = [json.loads(m.value())["data"] for m in reader.messages]
-    t = tally(writer.expected(), got)
+    t = kit.tally(writer.expected(), got)
     print(f"{root} rate {rate:.0f} kills {kills}: {t.describe()}; "
           f"{t.duplicated / rate / kills:.2f} s of traffic sent again per kill")
     agent.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.faults.test_logrotate import Rotator, logrotate_binary
 from tests.kit import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until
-from tests.kit.delivery import tally
+from tests.kit.delivery import tally, tally_delivered
 from tests.kit.kafka import read_all
 
 FAST = {"agent": {"shutdown_timeout": "3", "registry_flush_interval": "0.5"}}
@@ -113,10 +113,7 @@ def test_kafka_down_rotation_and_kills_together_lose_nothing(make_agent, agents,
     finally:
         rotator.stop()
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=120, last=writer.line(writer.count - 1))
-        got = reader.data()
-    t = tally(writer.expected(), got)
+    t = tally_delivered(kafka, topic, writer, timeout=120)
     results.add_tally("Kafka down 20 s + logrotate create/compress/delaycompress every 1 s + "
                       "SIGKILL x2 and SIGTERM inside the outage, 2000 lines/s", t, 0.0,
                       notes=f"{rotator.runs} rotations")
@@ -152,10 +149,7 @@ def test_compress_without_delaycompress_during_an_outage_then_a_restart(make_age
         time.sleep(3)
     finally:
         writer.stop()
-    with KafkaReader(kafka, topic) as reader:
-        read_all(reader, writer.count, timeout=120, last=writer.line(writer.count - 1))
-        got = reader.data()
-    t = tally(writer.expected(), got)
+    t = tally_delivered(kafka, topic, writer, timeout=120)
     results.add_tally("logrotate compress without delaycompress every 1 s while Kafka is down, then "
                       "SIGTERM and restart, 1000 lines/s", t, 0.0, notes=f"{rotator.runs} rotations")
     assert not t.missing and not t.unexpected, t.describe()

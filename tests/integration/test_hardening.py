@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests.kit import KafkaReader, new_topic, wait_until
+from tests.kit.kafka import read_topic
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -101,10 +102,7 @@ def test_symlink_loop_under_double_star_stops_nothing(make_agent, kafka, logdir)
     agent = make_agent(files=[{"path": f"{app}/**/*.log", "topic": topic, "start": "beginning"}])
     with open(good, "a") as f:
         f.write("".join(f"line {i}\n" for i in range(100)))
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(100, timeout=30)
-        reader.settle(quiet=2.0)
-        got = [v["data"] for v in reader.values()]
+    got = read_topic(kafka, topic, 100, timeout=30, quiet=2.0)
     assert got == [f"line {i}" for i in range(100)], "each line once, in order"
     started = time.monotonic()
     assert agent.get("/healthz")[0] == 200 and time.monotonic() - started < 2
@@ -146,10 +144,7 @@ def test_one_file_under_several_names_is_shipped_once(make_agent, kafka, logdir)
                               {"path": f"{d}/*.log", "topic": topic, "start": "beginning"}])
     with open(dup, "a") as f:
         f.write("".join(f"once {i}\n" for i in range(50)))
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(50, timeout=30)
-        reader.settle(quiet=3.0)
-        got = [v["data"] for v in reader.values()]
+    got = read_topic(kafka, topic, 50, timeout=30, quiet=3.0)
     assert got == [f"once {i}" for i in range(50)]
     wait_until(lambda: "same file as" in agent.log_text(), timeout=10, what="the duplicate named in the log")
     assert agent.stop() == 0
