@@ -83,8 +83,6 @@ class CopyTailer(Shipper):
         self._splitter.reset(gen.start)
         self._sources: list[tuple[str, Source]] = []
         self._claimed = False
-        self._spool_uid = ""
-        self.complete = False  # read to its end (not merely stopped): only then can it be done
         if gen.key is None:  # never seen: from now on the registry knows it
             self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len)
         else:
@@ -127,7 +125,6 @@ class CopyTailer(Shipper):
             spooled = self.ctx.spool.get(gen.where) if self.ctx.spool is not None else None
             if spooled is None:
                 raise SourceError(f"{self.name}: its spool copy is gone")
-            self._spool_uid = spooled.uid
             return SpoolSource(spooled)
         try:
             fd, _ = open_checked(gen.where, self.ctx.allowed, nofollow=True)  # judged like any file
@@ -152,7 +149,7 @@ class CopyTailer(Shipper):
         await self._flush_held()
         self.complete = True
         self.reading_done.set()  # the next generation may start; this one waits for its acks
-        while not self._maybe_done():
+        while not self._done_if_acknowledged():
             self._wake.clear()
             if self.acks.failed is not None:  # a batch was refused after all: read again from there
                 await self._rewind_after_failure()
@@ -190,17 +187,6 @@ class CopyTailer(Shipper):
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)
         self.wake()
-
-    def _maybe_done(self) -> bool:
-        """Acknowledged to its end: mark it done and let its spool copy go."""
-        if self.complete and self.acks.pending == 0 and self.acks.failed is None and self.acked >= self.read_pos:
-            entry = self._registry.get(self.reg_key)
-            self._registry.mark_done(self.reg_key)
-            self.ctx.owned.discard(self.reg_key)
-            if self.ctx.spool is not None and entry is not None:
-                self.ctx.spool.drop(entry.uid)  # read from the file or a copy: its spool copy goes too
-            return True
-        return False
 
     def _close_sources(self) -> None:
         sources, self._sources = self._sources, []

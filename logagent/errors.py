@@ -38,22 +38,22 @@ class RegistryError(LogagentError):
 
 
 class SourceError(LogagentError):
-    """A collected file could not be opened or read; `reason` is its metric label."""
+    """A collected file could not be opened or read; `reason` is its metric label (by default
+    the class's own)."""
 
     retriable = True
+    default_reason = "io_error"
 
-    def __init__(self, message: str, reason: str = "io_error") -> None:
+    def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = reason or self.default_reason
 
 
 class NotAllowed(SourceError):
     """The file that was opened lies outside [agent] allowed_paths (decided on the descriptor)."""
 
     retriable = False
-
-    def __init__(self, message: str, reason: str = "not_allowed") -> None:
-        super().__init__(message, reason)
+    default_reason = "not_allowed"
 
 
 class AlreadyCollected(SourceError):
@@ -61,9 +61,10 @@ class AlreadyCollected(SourceError):
     `holder` is the tailer that reads it."""
 
     retriable = False
+    default_reason = "duplicate"
 
     def __init__(self, message: str, holder: object = None) -> None:
-        super().__init__(message, "duplicate")
+        super().__init__(message)
         self.holder = holder
 
 
@@ -71,9 +72,7 @@ class FileReplaced(SourceError):
     """While its descriptor was closed, the file's name came to point at another file."""
 
     retriable = False
-
-    def __init__(self, message: str, reason: str = "replaced") -> None:
-        super().__init__(message, reason)
+    default_reason = "replaced"
 
 
 class KafkaError(LogagentError):

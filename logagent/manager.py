@@ -83,9 +83,11 @@ class EntryRunner:
             paths = [self.entry.path]
         for path in paths:
             if path not in self.tailers and not os.path.lexists(path):
-                spec = SourceSpec(self.entry.encoding, self.entry.multiline)
-                for copy in self._recover(path, spec):
+                for copy in self._recover(path, self._spec()):
                     self._run(copy)
+
+    def _spec(self) -> SourceSpec:
+        return SourceSpec(self.entry.encoding, self.entry.multiline)
 
     async def stop(self, drain: float = 0.0) -> None:
         """Stop every tailer of this entry and close its files; safe to call twice.
@@ -216,7 +218,7 @@ class EntryRunner:
             self._report(path, f"{shown} (entry {display_name(self.entry.path)!r}) resolves outside "
                                "[agent] allowed_paths (a symlink?); refused", "not_allowed")
             return False
-        spec = SourceSpec(self.entry.encoding, self.entry.multiline)
+        spec = self._spec()
         tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated, spec)
         tailer.origin = self.entry.path
         tailer.announce = announce
@@ -294,6 +296,7 @@ class EntryRunner:
         if self.tailers.get(tailer.path) is tailer:
             del self.tailers[tailer.path]
             tailer.close()
+            self._quiet_stamp = None  # a match no longer runs: the next scan must walk
             self.request_scan()
         metrics.FILES_TRACKED.dec()
 

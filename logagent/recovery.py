@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import logging
 import lzma
 import os
@@ -35,7 +34,7 @@ from typing import IO, cast
 
 from . import metrics
 from .opener import display_name
-from .registry import FINGERPRINT_BYTES, Registry, RegistryEntry, identity_key
+from .registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint_of, identity_key
 from .spool import Spool
 
 log = logging.getLogger("logagent.recovery")
@@ -44,11 +43,6 @@ COMPRESSED: dict[str, Callable[[str], IO[bytes]]] = {
     ".gz": lambda p: cast(IO[bytes], gzip.open(p, "rb")), ".bz2": lambda p: bz2.open(p, "rb"),
     ".xz": lambda p: lzma.open(p, "rb")}
 _ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.gz|\.bz2|\.xz)?$")
-
-
-def head_fingerprint(head: bytes) -> str:
-    """registry.fingerprint of bytes already read."""
-    return hashlib.blake2b(head, digest_size=12).hexdigest()
 
 
 def compression_of(name: str) -> str:
@@ -126,15 +120,21 @@ class FolderIndex:
         return found
 
 
-def _plain_fp(path: str, length: int) -> str | None:
+def _plain_head(path: str, length: int = FINGERPRINT_BYTES) -> bytes | None:
+    """The first bytes of a plain file (never through a symlink); None when it cannot be read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        return head_fingerprint(os.pread(fd, length, 0))
+        return os.pread(fd, length, 0)
     finally:
         os.close(fd)
+
+
+def _plain_fp(path: str, length: int) -> str | None:
+    head = _plain_head(path, length)
+    return None if head is None else fingerprint_of(head)
 
 
 def _compressed_head(path: str, ext: str) -> bytes | None:
@@ -208,7 +208,7 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
                     heads[p] = _compressed_head(p, ext)
                 head = heads[p]
                 if head is not None and len(head) >= entry.fp_len and \
-                        head_fingerprint(head[: entry.fp_len]) == entry.fp:
+                        fingerprint_of(head[: entry.fp_len]) == entry.fp:
                     return p, s
         return None
 
@@ -259,9 +259,9 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
         else:
             head = _plain_head(p)
             kind = "file"
-        if not head or any(n and head_fingerprint(head[:n]) == f for f, n in fps if len(head) >= n):
+        if not head or any(n and fingerprint_of(head[:n]) == f for f, n in fps if len(head) >= n):
             continue  # unreadable or empty, or a copy of a file we know
-        gen = Generation(kind, p, 0, s.st_mtime, s.st_dev, s.st_ino, head_fingerprint(head), len(head), None,
+        gen = Generation(kind, p, 0, s.st_mtime, s.st_dev, s.st_ino, fingerprint_of(head), len(head), None,
                          s.st_mtime)
         # Twins share their first bytes; a shorter head (a copy still being written) is a prefix.
         for first, gens in groups:
@@ -278,17 +278,6 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
         best.alternatives = gens[1:]
         out.append(best)
     return out
-
-
-def _plain_head(path: str) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        return os.pread(fd, FINGERPRINT_BYTES, 0)
-    finally:
-        os.close(fd)
 
 
 def _locate(key: str, entry: RegistryEntry, by_inode: dict[tuple[int, int], str], spool: Spool | None,

@@ -32,10 +32,20 @@ PRUNE_AFTER = 30 * 86400.0
 VERSION = 1
 
 
+def fingerprint_of(head: bytes) -> str:
+    """The hash that identifies a file by its first bytes (`fingerprint` of bytes already read)."""
+    return hashlib.blake2b(head, digest_size=12).hexdigest()
+
+
 def fingerprint(fd: int, length: int = FINGERPRINT_BYTES) -> tuple[str, int]:
     """(hash, length) of up to `length` first bytes of an open file."""
     head = os.pread(fd, length, 0)
-    return hashlib.blake2b(head, digest_size=12).hexdigest(), len(head)
+    return fingerprint_of(head), len(head)
+
+
+def uid_of(dev: int, ino: int, since: float) -> str:
+    """Unique for a file across inode reuse: names its spool folder and archived registry key."""
+    return f"{dev}-{ino}-{int(since * 1e6)}"
 
 
 @dataclass
@@ -54,7 +64,7 @@ class RegistryEntry:
     @property
     def uid(self) -> str:
         """Unique for the file across inode reuse: names its spool folder and archived key."""
-        return f"{self.dev}-{self.ino}-{int(self.since * 1e6)}"
+        return uid_of(self.dev, self.ino, self.since)
 
 
 def _still_there(entry: RegistryEntry) -> bool:

@@ -36,7 +36,7 @@ from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encodi
 from .multiline import Aggregator, MultilineSpec
 from .opener import display_name, open_checked, open_error_reason
 from .queue import BatchQueue
-from .registry import FINGERPRINT_BYTES, Registry, fingerprint
+from .registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
 from .spool import Spool, SpoolFile
 
 __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
@@ -149,6 +149,7 @@ class Shipper:
         self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
         self.after: Shipper | None = None  # the earlier generation of this path, read first
         self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
+        self.complete = False  # read to its end (not merely stopped): only then can it be done
         self._spooled: SpoolFile | None = None
         self._splitter = LineSplitter(self.opts.max_line_bytes)
         self._events: Aggregator | None = None
@@ -316,6 +317,21 @@ class Shipper:
         if self._events is not None:
             self._events.reset()
 
+    def _done_if_acknowledged(self) -> bool:
+        """An earlier file of its path read to its end and acknowledged to its end: its registry
+        entry is done (a restart looks for it no more) and its spool copy is deleted."""
+        if not (self.complete and self.reg_key and self.acks.pending == 0 and self.acks.failed is None
+                and self.acked >= self.read_pos):
+            return False
+        entry = self._registry.get(self.reg_key)
+        self._registry.mark_done(self.reg_key)
+        self.ctx.owned.discard(self.reg_key)
+        uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
+        if self.ctx.spool is not None and uid:
+            self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too
+        self._spooled = None
+        return True
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -343,7 +359,6 @@ class FileTailer(Shipper):
         self._last_growth = time.monotonic()
         self._closed_idle = False
         self._decided = False  # where to start was decided but may not be on disk yet
-        self.complete = False  # a rotated-away file read to its end (not merely closed)
         self._spooled_to = 0  # the spool holds this file's bytes up to here
         self._protecting: asyncio.Future[None] | None = None
         self._protect_again = False
@@ -524,7 +539,7 @@ class FileTailer(Shipper):
             if self._spooled is None:
                 entry = self._registry.get(self.reg_key)
                 since = entry.since if entry is not None else time.time()
-                uid = entry.uid if entry is not None else f"{self.dev}-{self.ino}-{int(since * 1e6)}"
+                uid = uid_of(self.dev, self.ino, since)
                 self._spooled = spool.get(uid) or SpoolFile(uid, spool.root / uid, self.path, self.dev, self.ino,
                                                             self.fp, self.fp_len, since, time.time())
             fd = os.dup(self.fd)
@@ -539,20 +554,10 @@ class FileTailer(Shipper):
             if not self._protect_again:
                 break
 
-    def _maybe_done(self) -> None:
-        """A finished rotated-away file that Kafka has to its end: done, its spool copy deleted."""
-        if self.complete and self.acks.pending == 0 and self.acks.failed is None \
-                and self.acked >= self.read_pos and self.reg_key:
-            self._registry.mark_done(self.reg_key)
-            self.ctx.owned.discard(self.reg_key)
-            if self._spooled is not None and self.ctx.spool is not None:
-                self.ctx.spool.drop(self._spooled.uid)
-                self._spooled = None
-
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)
         if self.finished:
-            self._maybe_done()
+            self._done_if_acknowledged()
 
     # ---- the loop
 
@@ -632,26 +637,32 @@ class FileTailer(Shipper):
         cannot notice it, and the next file under the name must be opened before it is gone."""
         if self.finished:
             return False
-        if self.fd is not None and not self.rotated:
-            self.check_name()
+        try:
+            st = os.fstat(self.fd) if self.fd is not None else None
+        except OSError:
+            return True
+        unknown = False  # the name could not be looked at (not: is gone): no rename is decided on it
+        try:
+            named: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        except OSError:
+            named, unknown = None, True
+        if st is not None and not self.rotated and not unknown and self._moved(named, st):
+            self._rotated_now()
         if self.after is not None and self.fd is not None:
             self._refresh_fingerprint()  # waiting behind an earlier file: keep its identity sure
         if self.rotated:
             self._schedule_protect()
         if self.acks.failed is not None:
             return False
-        try:
-            if self.fd is not None:
-                st = os.fstat(self.fd)
-                if st.st_size != self.read_pos or st.st_nlink == 0:
-                    return True
-                if self._splitter.pending == 0 and \
-                        time.monotonic() - self._last_growth >= self.opts.close_inactive:
-                    return True
-            named = os.stat(self.path)
-        except OSError:
-            return True
-        if (named.st_dev, named.st_ino) != (self.dev, self.ino):
+        if st is not None:
+            if st.st_size != self.read_pos or st.st_nlink == 0:
+                return True
+            if self._splitter.pending == 0 and \
+                    time.monotonic() - self._last_growth >= self.opts.close_inactive:
+                return True
+        if named is None or (named.st_dev, named.st_ino) != (self.dev, self.ino):
             return True
         return self.fd is None and named.st_size != self.read_pos
 
@@ -721,24 +732,30 @@ class FileTailer(Shipper):
         if self.rotated or self.finished or self.dev == 0:
             return
         try:
-            st = os.stat(self.path)
-            moved = (st.st_dev, st.st_ino) != (self.dev, self.ino)
+            named: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
-            moved = True
+            named = None
         except OSError:
             return
-        if not moved and self.fd is not None and os.fstat(self.fd).st_nlink == 0:
-            moved = True
-        if moved:
-            self.rotated = True
-            self._last_growth = time.monotonic()
-            # The registry gets its fingerprint as it is now, before a recovery pass looks for
-            # copies of it: a compressed copy of this file is then known for what it is.
-            self._refresh_fingerprint()
-            metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
-            log.info("%s was renamed or deleted; reading the old file to its end", self.name)
-            self._on_rotated(self)
-            self._schedule_protect()
+        if self._moved(named, os.fstat(self.fd) if self.fd is not None else None):
+            self._rotated_now()
+
+    def _moved(self, named: os.stat_result | None, st: os.stat_result | None) -> bool:
+        """The path names another file, or none, or our file (`st`) has no name left."""
+        if named is None or (named.st_dev, named.st_ino) != (self.dev, self.ino):
+            return True
+        return st is not None and st.st_nlink == 0
+
+    def _rotated_now(self) -> None:
+        self.rotated = True
+        self._last_growth = time.monotonic()
+        # The registry gets its fingerprint as it is now, before a recovery pass looks for
+        # copies of it: a compressed copy of this file is then known for what it is.
+        self._refresh_fingerprint()
+        metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
+        log.info("%s was renamed or deleted; reading the old file to its end", self.name)
+        self._on_rotated(self)
+        self._schedule_protect()
 
     def _maybe_reopen(self) -> bool:
         """After close_idle (or while parked): reopen when the same file changed. When the name
@@ -802,4 +819,4 @@ class FileTailer(Shipper):
         self.finished = self.complete = True
         self.reading_done.set()
         self.ctx.claims.release(self)
-        self._maybe_done()
+        self._done_if_acknowledged()
