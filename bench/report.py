@@ -131,13 +131,13 @@ def machine_info(kafka_version: str, kcat_version: str) -> dict[str, str]:
 
 def agent_producer_defaults() -> str:
     try:
-        from logagent.producer import PRODUCER_DEFAULTS
+        from logagent.sinks.kafka.sink import PRODUCER_DEFAULTS
 
         keys = ("linger.ms", "batch.num.messages", "batch.size", "queue.buffering.max.messages",
                 "queue.buffering.max.kbytes")
         return ", ".join(f"{k}={PRODUCER_DEFAULTS[k]}" for k in keys if k in PRODUCER_DEFAULTS) or "librdkafka's"
     except Exception:  # noqa: BLE001
-        return "see logagent/producer.py"
+        return "see logagent/sinks/kafka/sink.py"
 
 
 def kafka_version() -> str:

@@ -28,7 +28,7 @@ REFRESH_SECONDS = 1.0  # how often the topic list is checked for new topics and 
 
 def bootstrap_of(config: str) -> str:
     """[kafka] address of a logagent config file (with its LOGAGENT_* overrides)."""
-    from logagent.config import load
+    from logagent.config.settings import load
 
     return load(config).kafka.address
 

@@ -547,7 +547,7 @@ class DevPlan:
 
     def __init__(self, config: Path | None, kafka_port: int | None = None, etcd_port: int | None = None,
                  ip: str | None = None) -> None:
-        from logagent.config import EtcdSettings, load
+        from logagent.config.settings import EtcdSettings, load
         from logagent.errors import ConfigError
 
         try:

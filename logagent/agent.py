@@ -17,27 +17,27 @@ import asyncio
 import logging
 import signal
 
-from . import metrics
-from .batch import Batch
-from .budget import FdBudget, descriptor_budget
-from .collect import CollectEntry
-from .config import Settings, describe, load
-from .errors import ConfigError, LogagentError
-from .http import StatusServer
-from .kafka_probe import KafkaProbe
-from .manager import ManagerContext, TailerManager
-from .producer import KafkaSink
-from .queue import BatchQueue
-from .registry import Registry
-from .reload import diff as settings_diff
-from .reload import ini_name, merge
-from .signals import SignalRelay
-from .spool import Spool
-from .static_control import Control, StaticControl
-from .sysinfo import SysinfoReporter, SysinfoSettings
-from .systemd import sd_notify
-from .tailer import TailOptions
-from .watcher import FileWatcher
+from logagent import metrics
+from logagent.config.reload import diff as settings_diff
+from logagent.config.reload import ini_name, merge
+from logagent.config.settings import Settings, describe, load
+from logagent.control.static import Control, StaticControl
+from logagent.errors import ConfigError, LogagentError
+from logagent.pipeline.batch import Batch
+from logagent.pipeline.buffer import BatchQueue
+from logagent.runtime.signals import SignalRelay
+from logagent.runtime.status import StatusServer
+from logagent.runtime.systemd import sd_notify
+from logagent.sinks.kafka.probe import KafkaProbe
+from logagent.sinks.kafka.sink import KafkaSink
+from logagent.sources.files.budget import FdBudget, descriptor_budget
+from logagent.sources.files.entry import CollectEntry
+from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files.manager import ManagerContext, TailerManager
+from logagent.sources.files.registry import Registry
+from logagent.sources.files.spool import Spool
+from logagent.sources.files.tailer import TailOptions
+from logagent.sources.host.reporter import SysinfoReporter, SysinfoSettings
 
 log = logging.getLogger("logagent.agent")
 
@@ -67,7 +67,7 @@ class Agent:
         self.kafka_probe = KafkaProbe(self.sink)
         self.control: Control
         if settings.etcd.address:
-            from .etcd_watch import EtcdControl  # only then: it pulls in the etcd client library
+            from logagent.control.etcd import EtcdControl  # only then: it pulls in the etcd client library
 
             self.control = EtcdControl(settings, self)
         else:
@@ -116,7 +116,7 @@ class Agent:
 
     async def reload(self) -> None:
         """SIGHUP: re-read config.ini; apply every changed setting that can change live, and name
-        in one WARNING each changed one that takes a restart (logagent/reload.py sorts them)."""
+        in one WARNING each changed one that takes a restart (logagent/config/reload.py sorts them)."""
         if self.config_path is None:
             log.warning("SIGHUP: no config file was given (-c); nothing to reload")
             return
@@ -136,7 +136,7 @@ class Agent:
         self.settings = merged = merge(old, new)
         a = merged.agent
         if a.log_format != old.agent.log_format:
-            from .cli import setup_logging
+            from logagent.cli.main import setup_logging
 
             setup_logging(a.log_level, a.log_format)
         logging.getLogger().setLevel(a.log_level)
@@ -170,7 +170,7 @@ class Agent:
             log.info("config: %s", line)
         for warning in self.settings.warnings:
             log.warning("%s", warning)
-        # Not loop.add_signal_handler: under load it loses signals (logagent/signals.py).
+        # Not loop.add_signal_handler: under load it loses signals (logagent/runtime/signals.py).
         relay = SignalRelay({signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
                              signal.SIGHUP: self._on_sighup})
         relay.install(asyncio.get_running_loop())

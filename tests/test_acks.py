@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from logagent.acks import Ack, AckTracker
-from logagent.batch import Batch
+from logagent.pipeline.batch import Batch
+from logagent.sources.files.acks import Ack, AckTracker
 
 
 def sent(tracker: AckTracker, end: int) -> Batch:

@@ -63,7 +63,7 @@ def test_check_of_a_file_that_is_not_ini_never_prints_its_content(tmp_path: Path
 
 
 def _check(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from logagent.cli import main
+    from logagent.cli.main import main
 
     code = main(["check", *args])
     captured = capsys.readouterr()

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from logagent.collect import (
+from logagent.errors import CollectConfigError
+from logagent.sources.files.entry import (
     MAX_VALUE_BYTES,
     CollectEntry,
     dump_entries,
     parse_collect_value,
 )
-from logagent.errors import CollectConfigError
 
 KEY = "/logagent/10.0.0.5/collect_log/config"
 ALLOWED = ("/var/log/**",)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from logagent.config import describe, env_name, load, redact
+from logagent.config.settings import describe, env_name, load, redact
 from logagent.errors import ConfigError
 
 
@@ -198,9 +198,10 @@ def test_validating_config_and_values_imports_no_sampler_metrics_or_etcd_watch()
     import subprocess
     import sys
 
-    code = ("import sys, logagent.config, logagent.config_cli, logagent.checks, logagent.etcd_client\n"
+    code = ("import sys, logagent.config.settings, logagent.cli.config_cmd, logagent.cli.checks, "
+            "logagent.control.etcd_client\n"
             "heavy = ('psutil', 'prometheus_client', 'confluent_kafka', 'grpc', 'pyetcd')\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in "
-            "('logagent.etcd_watch', 'logagent.sysinfo', 'logagent.metrics')))")
+            "('logagent.control.etcd', 'logagent.sources.host.reporter', 'logagent.metrics')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

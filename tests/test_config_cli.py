@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import free_port
-from logagent.cli import main
-from logagent.config_cli import _diff, _field_value, _pretty
+from logagent.cli.config_cmd import _diff, _field_value, _pretty
+from logagent.cli.main import main
 
 KEY = "/logagent/10.0.0.5/collect_log/config"
 

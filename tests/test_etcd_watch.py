@@ -15,24 +15,24 @@ from typing import Any
 import pytest
 
 from logagent import metrics
-from logagent.collect import MAX_VALUE_BYTES, CollectEntry
-from logagent.config import AgentSettings, EtcdSettings, Settings
-from logagent.errors import ConfigError, EtcdError
-from logagent.etcd_client import (
-    Snapshot,
-    WatchBatch,
-    WatchEvent,
-    WatchLost,
-    describe_error,
-)
-from logagent.etcd_watch import (
+from logagent.config.settings import AgentSettings, EtcdSettings, Settings
+from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
+from logagent.control.etcd import (
     SAVED_NAME,
     Backoff,
     ConfigTracker,
     EtcdControl,
     SavedConfig,
 )
-from logagent.sysinfo_config import SysinfoSettings, parse_sysinfo_value
+from logagent.control.etcd_client import (
+    Snapshot,
+    WatchBatch,
+    WatchEvent,
+    WatchLost,
+    describe_error,
+)
+from logagent.errors import ConfigError, EtcdError
+from logagent.sources.files.entry import MAX_VALUE_BYTES, CollectEntry
 from tests.kit import RecordingAgent, eventually
 
 CK = "/logagent/10.0.0.5/collect_log/config"

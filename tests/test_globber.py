@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from logagent.globber import AllowedDirs, expand, literal_base
+from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 
 
 def test_literal_base() -> None:

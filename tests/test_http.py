@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 import logagent.metrics  # noqa: F401  (registers the agent's metrics that /metrics must show)
 from logagent.errors import LogagentError
-from logagent.http import StatusServer
+from logagent.runtime.status import StatusServer
 from tests.kit import http_get
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from logagent.influx import encode_line, escape_key, escape_measurement, format_field_value
+from logagent.sources.host.influx import encode_line, escape_key, escape_measurement, format_field_value
 
 
 def test_brief_example() -> None:

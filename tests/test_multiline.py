@@ -7,8 +7,8 @@ import time
 import pytest
 
 from logagent.errors import CollectConfigError
-from logagent.lines import LineSplitter, MessageFormat, resolve_encoding
-from logagent.multiline import Aggregator, MultilineSpec, parse_multiline
+from logagent.sources.files.lines import LineSplitter, MessageFormat, resolve_encoding
+from logagent.sources.files.multiline import Aggregator, MultilineSpec, parse_multiline
 
 
 def _lines(text: str, encoding: str = "utf-8") -> list[tuple[int, bytes, bool]]:

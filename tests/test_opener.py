@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from logagent.errors import NotAllowed, SourceError
-from logagent.opener import display_name, from_display, is_raw, open_checked
+from logagent.sources.files.opener import display_name, from_display, is_raw, open_checked
 
 
 def allow(tmp: Path):  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def test_a_file_unlinked_after_opening_is_judged_by_its_last_path(tmp_path: Path
     fd = os.open(f, os.O_RDONLY)
     f.unlink()
     try:
-        from logagent.opener import opened_path
+        from logagent.sources.files.opener import opened_path
 
         assert opened_path(fd, os.fstat(fd)) == str(f)
     finally:

@@ -32,7 +32,7 @@ import pytest
 
 from devstack.stack import listen_port
 from logagent import __version__
-from logagent.config import _SCHEMA, PASSTHROUGH, env_name, load
+from logagent.config.settings import _SCHEMA, PASSTHROUGH, env_name, load
 from tests.kit import http_get
 
 REPO = Path(__file__).resolve().parents[1]

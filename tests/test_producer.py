@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from logagent.config import KafkaSettings
-from logagent.producer import RepeatFilter, producer_config
+from logagent.config.settings import KafkaSettings
+from logagent.sinks.kafka.sink import RepeatFilter, producer_config
 
 
 def test_producer_defaults_never_drop_and_operator_keys_win():
@@ -30,7 +30,7 @@ def test_repeat_filter_lets_a_message_through_once_per_interval():
 def test_fit_message_cuts_data_to_the_limit_and_flags_it():
     import orjson
 
-    from logagent.lines import MessageFormat, fit_message
+    from logagent.sources.files.lines import MessageFormat, fit_message
 
     fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/app.log", "web")
     [value] = fmt.build([(7, "é\x01".encode() * 50_000, False)], b"2026-11-29T00:00:00.000000Z")
@@ -44,7 +44,7 @@ def test_fit_message_cuts_data_to_the_limit_and_flags_it():
 
 
 def test_coordinator_load_is_info_while_a_fresh_broker_settles():
-    from logagent.producer import SettlingFilter
+    from logagent.sinks.kafka.sink import SettlingFilter
 
     f = SettlingFilter(grace=60)
 

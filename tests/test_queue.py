@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from logagent.batch import Batch
-from logagent.queue import BatchQueue
+from logagent.pipeline.batch import Batch
+from logagent.pipeline.buffer import BatchQueue
 
 
 def _batch(n: int) -> Batch:

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from logagent.recovery import FolderIndex, is_rotated_name, plan
-from logagent.registry import Registry, fingerprint
-from logagent.spool import Spool, SpoolFile
+from logagent.sources.files.recovery import FolderIndex, is_rotated_name, plan
+from logagent.sources.files.registry import Registry, fingerprint
+from logagent.sources.files.spool import Spool, SpoolFile
 
 
 def _known(reg: Registry, path: Path, offset: int) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from logagent.errors import RegistryError
-from logagent.registry import Registry, fingerprint
+from logagent.sources.files.registry import Registry, fingerprint
 
 
 def test_roundtrip(tmp_path: Path):
@@ -104,7 +104,7 @@ async def test_persist_writes_only_what_the_last_write_did_not_cover(tmp_path: P
 
 
 def test_writes_come_every_quarter_interval_unless_serialising_is_costly(tmp_path):
-    from logagent.registry import Registry
+    from logagent.sources.files.registry import Registry
 
     reg = Registry(tmp_path, flush_interval=1.0)
     reg.update(1, 2, "/var/log/a.log", 10, "fp", 4)

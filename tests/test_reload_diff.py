@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from logagent.config import Settings, load
-from logagent.reload import LIVE, NOT_SETTINGS, RESTART_ONLY, diff, ini_name, leaves, merge
+from logagent.config.reload import LIVE, NOT_SETTINGS, RESTART_ONLY, diff, ini_name, leaves, merge
+from logagent.config.settings import Settings, load
 
 
 def test_every_settings_field_is_classified_once():
@@ -15,7 +15,7 @@ def test_every_settings_field_is_classified_once():
     fields = set(leaves(Settings()))
     sets = {"LIVE": LIVE, "RESTART_ONLY": RESTART_ONLY, "NOT_SETTINGS": NOT_SETTINGS}
     unclassified = sorted(f for f in fields if not any(f in s for s in sets.values()))
-    assert not unclassified, f"classify in logagent/reload.py (LIVE or RESTART_ONLY): {unclassified}"
+    assert not unclassified, f"classify in logagent/config/reload.py (LIVE or RESTART_ONLY): {unclassified}"
     twice = sorted(f for f in fields if sum(f in s for s in sets.values()) > 1)
     assert not twice, f"in more than one set: {twice}"
     stale = sorted(n for s in sets.values() for n in s if n not in fields)

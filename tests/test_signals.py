@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from logagent.signals import SignalRelay
+from logagent.runtime.signals import SignalRelay
 
 Install = Callable[[asyncio.AbstractEventLoop, dict[signal.Signals, Callable[[signal.Signals], None]]],
                    Callable[[], None]]

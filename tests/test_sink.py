@@ -14,11 +14,11 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from logagent import metrics
-from logagent.batch import Batch
-from logagent.config import KafkaSettings
-from logagent.lines import MessageFormat
-from logagent.producer import KafkaSink
-from logagent.queue import BatchQueue
+from logagent.config.settings import KafkaSettings
+from logagent.pipeline.batch import Batch
+from logagent.pipeline.buffer import BatchQueue
+from logagent.sinks.kafka.sink import KafkaSink
+from logagent.sources.files.lines import MessageFormat
 from tests.kit import eventually
 
 

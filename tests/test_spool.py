@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from logagent import metrics
-from logagent.spool import Spool, SpoolFile
+from logagent.sources.files.spool import Spool, SpoolFile
 
 
 def _file(tmp: Path, data: bytes) -> int:

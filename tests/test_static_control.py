@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from logagent.config import Settings, load
-from logagent.static_control import LABEL, StaticControl
+from logagent.config.settings import Settings, load
+from logagent.control.static import LABEL, StaticControl
 from tests.kit import RecordingAgent
 
 

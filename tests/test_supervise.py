@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from logagent import metrics, supervise
+from logagent import metrics
 from logagent.errors import SourceError
+from logagent.runtime import supervise
 
 
 async def test_crash_is_logged_counted_and_restarted(monkeypatch: pytest.MonkeyPatch,

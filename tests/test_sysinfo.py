@@ -16,9 +16,9 @@ import psutil
 import pytest
 from prometheus_client import REGISTRY
 
-from logagent import sysinfo
 from logagent.errors import ConfigError
-from logagent.sysinfo import (
+from logagent.sources.host import reporter as sysinfo
+from logagent.sources.host.reporter import (
     CounterRates,
     CpuTracker,
     HostSampler,

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from logagent.batch import Batch
 from logagent.errors import SourceError
-from logagent.queue import BatchQueue
-from logagent.registry import Registry
-from logagent.tailer import Claims, FdBudget, FileTailer, Route, TailContext, TailOptions, stat_tick
+from logagent.pipeline.batch import Batch
+from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.registry import Registry
+from logagent.sources.files.tailer import Claims, FdBudget, FileTailer, Route, TailContext, TailOptions, stat_tick
 from tests.kit import eventually
 
 OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)
@@ -125,7 +125,7 @@ async def test_offset_moves_only_when_every_earlier_batch_is_acknowledged(harnes
 
 async def test_failed_batch_rewinds_to_the_acknowledged_offset(harness: Callable[..., Harness],
                                                                monkeypatch: pytest.MonkeyPatch):
-    import logagent.tailer as tailer_mod
+    import logagent.sources.files.tailer as tailer_mod
 
     monkeypatch.setattr(tailer_mod, "RETRY_BACKOFF", (0.01,))
     h = harness()
@@ -310,7 +310,7 @@ async def test_more_files_than_descriptors_are_parked_not_refused(harness: Calla
 def test_descriptor_budget_fits_the_process_limit():
     import resource
 
-    from logagent.budget import FD_HEADROOM, descriptor_budget
+    from logagent.sources.files.budget import FD_HEADROOM, descriptor_budget
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert descriptor_budget(100) == 100

@@ -18,11 +18,11 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from logagent.collect import dump_entries, parse_collect_value
+from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
+from logagent.config.values import decode_json
 from logagent.errors import CollectConfigError, ConfigError
-from logagent.lines import MessageFormat
-from logagent.sysinfo_config import SysinfoSettings, parse_sysinfo_value
-from logagent.values import decode_json
+from logagent.sources.files.entry import dump_entries, parse_collect_value
+from logagent.sources.files.lines import MessageFormat
 
 CK = "/logagent/10.0.0.5/collect_log/config"
 SK = "/logagent/10.0.0.5/collect_sysinfo/config"

@@ -213,7 +213,8 @@ def _build_runtime() -> NobodyRuntime:
     _copy_site(site)
     env = {"PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(home)}
     want = f"{sys.version_info.major}.{sys.version_info.minor}"
-    probe = "import sys, logagent.agent, logagent.etcd_watch, logagent.cli; print('%d.%d' % sys.version_info[:2])"
+    probe = ("import sys, logagent.agent, logagent.control.etcd, logagent.cli.main; "
+             "print('%d.%d' % sys.version_info[:2])")
     tried = []
     for python in _interpreters():
         runtime = NobodyRuntime(python, home, env)

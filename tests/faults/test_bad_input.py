@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from logagent.config import AgentSettings
+from logagent.config.settings import AgentSettings
 from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_ids, nobody_runtime
 from tests.kit import (
     AgentProcess,

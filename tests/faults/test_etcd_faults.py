@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import EtcdServer
-from logagent.config import EtcdSettings
-from logagent.etcd_client import connect
+from logagent.config.settings import EtcdSettings
+from logagent.control.etcd_client import connect
 from tests.faults.conftest import shown_logs
 from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.kit import (

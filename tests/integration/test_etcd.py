@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import EtcdServer, etcd_binary, free_port
-from logagent.checks import check_etcd
-from logagent.config import AgentSettings, EtcdSettings, Settings, detect_ip, load
-from logagent.etcd_client import EtcdClient, connect
-from logagent.etcd_watch import SAVED_NAME, Backoff, EtcdControl
+from logagent.cli.checks import check_etcd
+from logagent.config.settings import AgentSettings, EtcdSettings, Settings, detect_ip, load
+from logagent.control.etcd import SAVED_NAME, Backoff, EtcdControl
+from logagent.control.etcd_client import EtcdClient, connect
 from tests.kit import (
     ROOT,
     AgentProcess,

@@ -147,8 +147,8 @@ def test_switching_multiline_on_waits_for_in_flight_lines(make_agent, kafka, etc
     after what was already read is acknowledged: nothing is sent twice, nothing lost."""
     import json as _json
 
-    from logagent.config import EtcdSettings
-    from logagent.etcd_client import connect
+    from logagent.config.settings import EtcdSettings
+    from logagent.control.etcd_client import connect
 
     ip = "127.6.6.6"
     key = f"/logagent/{ip}/collect_log/config"

@@ -304,7 +304,7 @@ def test_broker_down_for_20s_loses_nothing(loaded_agent, kafka, kafka_server):
 
 def test_reused_inode_is_not_taken_for_the_old_file(make_agent, kafka, logdir, tmp_path):
     """A registry entry with this file's (device, inode) but another fingerprint is someone else's."""
-    from logagent.registry import fingerprint
+    from logagent.sources.files.registry import fingerprint
 
     topic = new_topic()
     log = logdir / "app.log"

@@ -49,8 +49,8 @@ def test_sighup_applies_collect_changes_and_loses_nothing(make_agent, kafka, log
 
 
 def test_sighup_with_etcd_rejudges_values_against_new_allowed_paths(make_agent, kafka, etcd, logdir, tmp_path):
-    from logagent.config import EtcdSettings
-    from logagent.etcd_client import connect
+    from logagent.config.settings import EtcdSettings
+    from logagent.control.etcd_client import connect
 
     topic = new_topic()
     outside = tmp_path / "elsewhere"

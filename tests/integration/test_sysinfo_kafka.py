@@ -62,8 +62,8 @@ def test_etcd_interval_change_applies_live_and_zero_is_refused(make_agent, kafka
     import json as _json
     import time
 
-    from logagent.config import EtcdSettings
-    from logagent.etcd_client import connect
+    from logagent.config.settings import EtcdSettings
+    from logagent.control.etcd_client import connect
 
     topic = new_topic("sysrate")
     ip = "127.7.7.7"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from logagent.collect import CollectEntry
-from logagent.sysinfo_config import SysinfoSettings
+from logagent.config.sysinfo import SysinfoSettings
+from logagent.sources.files.entry import CollectEntry
 
 
 class RecordingAgent:

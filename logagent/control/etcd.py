@@ -1,0 +1,579 @@
+"""The etcd control plane: read this host's keys, apply them, watch them, survive etcd.
+
+Pieces, top to bottom:
+
+- ``Backoff``, ``ConfigTracker``, ``SavedConfig``: pure logic and the last-good-config
+  file; unit tests drive them without etcd. The values themselves are parsed by
+  collect.parse_collect_value and sysinfo_config.parse_sysinfo_value.
+- ``EtcdControl``: the asyncio side. ``start()`` reads both keys and applies them, then
+  watches from the revision read + 1 (nothing between read and watch is missed). When
+  etcd does not answer within ``[etcd] timeout`` it starts from the configuration saved
+  under data_dir and keeps trying in the background. A lost watch reconnects with
+  backoff, re-reads and resumes; a compacted revision is handled by re-reading.
+
+All gRPC calls run in worker threads; watch callbacks arrive on pyetcd's thread and are
+handed to the event loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from logagent import metrics
+from logagent.config.settings import EtcdSettings, Settings
+from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
+from logagent.control.etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
+from logagent.errors import CollectConfigError, ConfigError, EtcdError
+from logagent.runtime.atomic import write_atomic
+from logagent.sources.files.entry import CollectEntry, dump_entries, parse_collect_value
+
+log = logging.getLogger("logagent.etcd")
+
+SAVED_NAME = "etcd-config.json"
+SAVED_VERSION = 1
+
+
+# ---------------------------------------------------------------------------- pure logic
+
+class Backoff:
+    """Exponential delays with jitter: first, first*2, ... up to cap."""
+
+    def __init__(self, first: float = 0.5, cap: float = 5.0, jitter: float = 0.2,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.first, self.cap, self.jitter, self._rand = first, cap, jitter, rand
+        self._failures = 0
+
+    def next(self) -> float:
+        base = min(self.cap, self.first * 2.0 ** min(self._failures, 30))
+        self._failures += 1
+        # Jitter spreads a fleet's reconnects after an etcd outage.
+        return base * (1 - self.jitter + 2 * self.jitter * self._rand())
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+@dataclass
+class Change:
+    """What one value of one key asks for: apply collect entries and/or sysinfo settings."""
+
+    key: str
+    collect: list[CollectEntry] | None = None
+    sysinfo: SysinfoSettings | None = None
+    errors: list[str] = field(default_factory=list)
+    refused: bool = False  # the value as a whole was refused: the last good one stays
+
+    @property
+    def applies(self) -> bool:
+        return self.collect is not None or self.sysinfo is not None
+
+
+class ConfigTracker:
+    """The configuration in force and the last value seen per key. No I/O.
+
+    A value that is refused as a whole (not JSON, too large, wrong type, or an array
+    whose every entry is bad) leaves the last good configuration in force. A value
+    seen before (same bytes) is no news: a reconnect re-reads without re-applying.
+    """
+
+    def __init__(self, collect_key: str, sysinfo_key: str, allowed: tuple[str, ...],
+                 base_sysinfo: SysinfoSettings) -> None:
+        self.collect_key, self.sysinfo_key = collect_key, sysinfo_key
+        self.allowed, self.base_sysinfo = allowed, base_sysinfo
+        self.collect: list[CollectEntry] | None = None  # None: nothing applied yet
+        self.sysinfo: SysinfoSettings = base_sysinfo
+        self.sysinfo_override: dict[str, Any] | None = None
+        self.revision = 0
+        self._seen: dict[str, bytes | None] = {}
+        self._refused: set[str] = set()
+        self._applied: set[str] = set()  # keys whose configuration the agent runs
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return self.collect_key, self.sysinfo_key
+
+    def update(self, key: str, value: bytes | None, revision: int) -> Change:
+        """The change a value read or watched at `revision` asks for (state updated)."""
+        if key in self._seen and self._seen[key] == value:
+            if key not in self._refused:  # same value, newer read: still the config in force
+                self.revision = max(self.revision, revision)
+            return Change(key)
+        self._seen[key] = value
+        if key == self.collect_key:
+            change = self._collect(value)
+        elif key == self.sysinfo_key:
+            change = self._sysinfo(value)
+        else:
+            return Change(key)
+        if change.refused:
+            self._refused.add(key)
+        else:
+            self._refused.discard(key)
+            self.revision = max(self.revision, revision)
+        return change
+
+    def _collect(self, value: bytes | None) -> Change:
+        key = self.collect_key
+        try:
+            entries, errors = parse_collect_value(value, key, self.allowed)
+        except CollectConfigError as exc:
+            return Change(key, errors=[str(exc)], refused=True)
+        if errors and not entries:
+            # Only bad entries: stopping everything for a typo would be worse than waiting.
+            return Change(key, errors=errors, refused=True)
+        if key in self._applied and entries == self.collect:
+            return Change(key, errors=errors)  # e.g. re-read after an outage: nothing to do
+        self.collect = entries
+        self._applied.add(key)
+        return Change(key, collect=entries, errors=errors)
+
+    def _sysinfo(self, value: bytes | None) -> Change:
+        key = self.sysinfo_key
+        try:
+            settings, override = parse_sysinfo_value(value, key, self.base_sysinfo)
+        except ConfigError as exc:
+            return Change(key, errors=[str(exc)], refused=True)
+        if key in self._applied and settings == self.sysinfo:
+            self.sysinfo_override = override
+            return Change(key)
+        self.sysinfo, self.sysinfo_override = settings, override
+        self._applied.add(key)
+        return Change(key, sysinfo=settings)
+
+    def restore(self, collect: list[CollectEntry], sysinfo: SysinfoSettings,
+                override: dict[str, Any] | None, revision: int) -> None:
+        """Take a saved configuration as the one in force (etcd values seen: none)."""
+        self.collect, self.sysinfo, self.sysinfo_override = collect, sysinfo, override
+        self.revision = revision
+        self._seen.clear()
+        self._refused.clear()
+        self._applied = set(self.keys)
+
+    def rebase(self, allowed: tuple[str, ...], base_sysinfo: SysinfoSettings) -> dict[str, bytes | None]:
+        """New allow-list and [sysinfo] defaults (SIGHUP): the values seen, to be judged again."""
+        self.allowed, self.base_sysinfo = allowed, base_sysinfo
+        seen = dict(self._seen)
+        self._seen.clear()
+        return seen
+
+    def adopt_collect(self, collect: list[CollectEntry]) -> None:
+        """Take these entries as the ones in force (the saved ones, after a refused value)."""
+        self.collect = collect
+        self._applied.add(self.collect_key)
+
+    def adopt_sysinfo(self, sysinfo: SysinfoSettings, override: dict[str, Any] | None) -> None:
+        """Take these settings as the ones in force (the saved ones, after a refused value)."""
+        self.sysinfo, self.sysinfo_override = sysinfo, override
+        self._applied.add(self.sysinfo_key)
+
+    def refused_unapplied(self) -> list[str]:
+        """Keys whose value was refused while nothing of theirs is applied yet (the start)."""
+        return [key for key in self.keys if key in self._refused and key not in self._applied]
+
+    def saved_form(self) -> dict[str, Any]:
+        """The JSON document SavedConfig writes."""
+        return {"version": SAVED_VERSION, "collect_log_key": self.collect_key,
+                "collect_sysinfo_key": self.sysinfo_key, "revision": self.revision,
+                "collect": json.loads(dump_entries(self.collect or [])),
+                "sysinfo": self.sysinfo_override}
+
+
+@dataclass(frozen=True)
+class Restored:
+    collect: list[CollectEntry]
+    sysinfo: SysinfoSettings
+    override: dict[str, Any] | None
+    revision: int
+    errors: list[str]
+
+
+class SavedConfig:
+    """`<data_dir>/etcd-config.json`: the last good configuration, for a start without etcd."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / SAVED_NAME
+
+    def save(self, document: dict[str, Any]) -> None:
+        """Write atomically (see atomic.write_atomic); raises OSError."""
+        write_atomic(self.path, json.dumps(document, indent=2, ensure_ascii=False).encode())
+
+    def load(self, tracker: ConfigTracker) -> Restored | None:
+        """The saved configuration, validated again; None when there is none usable.
+
+        Raises ConfigError when the file exists but cannot be used.
+        """
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: unreadable: {exc.strerror or exc}") from None
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or doc.get("version") != SAVED_VERSION:
+                raise ValueError("not a saved etcd configuration of this version")
+            revision = int(doc.get("revision") or 0)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise ConfigError(f"{self.path}: corrupt: {' '.join(str(exc).split())[:200]}") from None
+        if (doc.get("collect_log_key"), doc.get("collect_sysinfo_key")) != tracker.keys:
+            raise ConfigError(f"{self.path}: saved for keys {doc.get('collect_log_key')}, "
+                              f"{doc.get('collect_sysinfo_key')}, not this host's {tracker.keys[0]}, "
+                              f"{tracker.keys[1]}")
+        where = f"{self.path} (saved {tracker.collect_key})"
+        try:
+            # Checked again: allowed_paths may have been narrowed since it was saved.
+            entries, errors = parse_collect_value(json.dumps(doc.get("collect") or []), where, tracker.allowed)
+            sysinfo, override = parse_sysinfo_value(
+                None if doc.get("sysinfo") is None else json.dumps(doc["sysinfo"]),
+                f"{self.path} (saved {tracker.sysinfo_key})", tracker.base_sysinfo)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.path}: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # json.dumps of a damaged document
+            raise ConfigError(f"{self.path}: corrupt: {exc}") from None
+        return Restored(entries, sysinfo, override, revision, errors)
+
+
+# ---------------------------------------------------------------------------- the control loop
+
+class Target(Protocol):
+    """What the control plane drives (the Agent)."""
+
+    async def apply_collect(self, entries: list[CollectEntry]) -> None: ...
+
+    def apply_sysinfo(self, settings: SysinfoSettings) -> None: ...
+
+
+class Connection(Protocol):
+    """The part of EtcdClient the control loop uses (tests give a fake)."""
+
+    address: str
+
+    def read(self, keys: Sequence[str]) -> Snapshot: ...
+
+    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Connector = Callable[[EtcdSettings, float], Connection]
+
+
+class EtcdControl:
+    """Keeps the agent's collect set and sysinfo settings equal to this host's etcd keys."""
+
+    def __init__(self, settings: Settings, agent: Target, connector: Connector = connect,
+                 backoff: Backoff | None = None) -> None:
+        self.settings = settings
+        self.agent = agent
+        self._connector = connector
+        self.timeout = settings.etcd.timeout
+        collect_key, sysinfo_key = settings.etcd.keys_for(settings.ip)
+        self.tracker = ConfigTracker(collect_key, sysinfo_key, settings.agent.allowed_paths, settings.sysinfo)
+        self.saved = SavedConfig(settings.agent.data_dir)
+        self.backoff = backoff or Backoff()
+        self.connected = False
+        self._client: Connection | None = None
+        self._gen = 0  # bumped per connection: watch items of an older one are stale
+        self._inbox: asyncio.Queue[tuple[int, WatchItem]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._opening: asyncio.Future[tuple[Connection, Snapshot]] | None = None
+        self._lock = threading.Lock()  # guards _stopped against an open finishing in its thread
+        self._stopped = False
+        self._down_logged = False
+
+    # ---- lifecycle
+
+    async def start(self) -> None:
+        """Apply etcd's configuration (or the saved one when etcd is slow or down), then watch."""
+        self._loop = asyncio.get_running_loop()
+        self._inbox = asyncio.Queue()
+        metrics.ETCD_UP.set(0)
+        first = self._open()
+        opening: asyncio.Future[tuple[Connection, Snapshot]] | None = None
+        # Bounded: a dead etcd must not hold up the agent; the attempt goes on in the background.
+        done, _ = await asyncio.wait({first}, timeout=self.timeout)
+        if done:
+            try:
+                client, snap = self._result(first)
+            except EtcdError as exc:
+                self._lost(str(exc), quiet=True)
+                await self._apply_saved(str(exc))
+            else:
+                await self._connected(client, snap)
+        else:
+            opening = first  # the background loop waits for it
+            reason = f"etcd {','.join(self.settings.etcd.address)} did not answer within {self.timeout:g}s"
+            self._lost(reason, quiet=True)
+            await self._apply_saved(reason)
+        self._task = asyncio.create_task(self._run(opening), name="etcd-control")
+        self._task.add_done_callback(self._task_done)
+
+    async def reload(self, settings: Settings) -> None:
+        """config.ini was re-read (SIGHUP): judge the etcd values again against the new
+        allow-list and [sysinfo] defaults. The etcd connection settings need a restart."""
+        self.settings = settings
+        seen = self.tracker.rebase(settings.agent.allowed_paths, settings.sysinfo)
+        if seen:
+            await self._apply(seen, self.tracker.revision)
+
+    async def stop(self) -> None:
+        """Cancel the watch task, close the client; idempotent, leaves no thread behind."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            # An open still running in its thread closes its own client once it sees _stopped;
+            # one that finished before that hands us a client to close.
+            await asyncio.wait({opening}, timeout=3 * self.timeout + 5)
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                client, _ = opening.result()
+                if client is not self._client:
+                    await asyncio.to_thread(client.close)
+        await self._drop_client()
+        metrics.ETCD_UP.set(0)
+
+    # ---- connecting
+
+    def _open(self) -> asyncio.Future[tuple[Connection, Snapshot]]:
+        """Connect, read both keys, watch from the revision read + 1, in a worker thread."""
+        assert self._loop is not None
+        self._gen += 1
+        gen = self._gen
+        fut = self._loop.run_in_executor(None, self._open_blocking, gen)
+        self._opening = fut
+        return fut
+
+    def _open_blocking(self, gen: int) -> tuple[Connection, Snapshot]:
+        client = self._connector(self.settings.etcd, self.timeout)
+        try:
+            self._check_stopped()  # between the steps: a stop() is not held up by a slow etcd
+            snap = client.read(self.tracker.keys)
+            self._check_stopped()
+            client.watch(self.tracker.keys, snap.revision + 1, lambda item: self._from_thread(gen, item))
+            self._check_stopped()
+        except BaseException:
+            client.close()
+            raise
+        return client, snap
+
+    def _check_stopped(self) -> None:
+        with self._lock:
+            if self._stopped:
+                raise EtcdError("etcd control stopped while connecting")
+
+    @staticmethod
+    def _result(opening: asyncio.Future[tuple[Connection, Snapshot]]) -> tuple[Connection, Snapshot]:
+        """The outcome of an open; a failure other than a bad config counts as etcd trouble."""
+        try:
+            return opening.result()
+        except (EtcdError, ConfigError):
+            raise
+        except Exception as exc:  # a surprise from the client library: retry like any etcd failure
+            log.exception("connecting to etcd failed unexpectedly")
+            raise EtcdError(f"connecting to etcd failed: {exc!r}") from exc
+
+    def _from_thread(self, gen: int, item: WatchItem) -> None:
+        """pyetcd's watch thread: hand the item to the event loop."""
+        loop, inbox = self._loop, self._inbox
+        if loop is None or inbox is None:
+            return
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, (gen, item))
+        except RuntimeError:  # the loop is closed: we are shutting down
+            pass
+
+    async def _connected(self, client: Connection, snap: Snapshot) -> None:
+        self._client = client
+        self._opening = None
+        self.connected = True
+        metrics.ETCD_UP.set(1)
+        if self._down_logged:
+            log.info("etcd %s is back (revision %d); watching again", client.address, snap.revision)
+        else:
+            log.info("etcd %s: read %s and %s at revision %d; watching", client.address,
+                     *self.tracker.keys, snap.revision)
+        self._down_logged = False
+        await self._apply(snap.values, snap.revision)
+        refused = self.tracker.refused_unapplied()
+        if refused:
+            # A value was refused and nothing good of that key was applied yet (the start):
+            # the last good configuration is the saved one, else (collect) nothing.
+            await self._apply_saved_keys(refused)
+
+    def _lost(self, reason: str, quiet: bool = False) -> None:
+        """etcd is unreachable or the watch broke: count it, log it once per outage.
+
+        quiet: the caller logs the outage itself (at start, with what is collected meanwhile).
+        """
+        metrics.ETCD_ERRORS.inc()
+        metrics.ETCD_UP.set(0)
+        self.connected = False
+        if not self._down_logged and not quiet:
+            log.warning("%s; collecting goes on with the configuration in force, retrying in the background",
+                        reason)
+        elif self._down_logged:
+            log.debug("%s", reason)
+        self._down_logged = True
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        self._gen += 1
+        self.connected = False
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+    # ---- the loop
+
+    async def _run(self, opening: asyncio.Future[tuple[Connection, Snapshot]] | None) -> None:
+        assert self._inbox is not None
+        while True:
+            if self._client is None:
+                current = opening if opening is not None else self._open()
+                try:
+                    await asyncio.wait({current})
+                    client, snap = self._result(current)
+                except (EtcdError, ConfigError) as exc:
+                    self._opening = opening = None
+                    self._lost(str(exc))
+                    await asyncio.sleep(self.backoff.next())
+                    continue
+                opening = None
+                self.backoff.reset()
+                await self._connected(client, snap)
+            gen, item = await self._inbox.get()
+            if gen != self._gen:
+                continue  # from a connection already dropped
+            try:
+                await self._handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug applying one change must not end the watch
+                metrics.TASK_CRASHES.labels("etcd").inc()
+                log.exception("applying the change of %s failed", getattr(item, "key", "?"))
+
+    async def _handle(self, item: WatchItem) -> None:
+        if isinstance(item, WatchBatch):
+            if item.events:
+                last = {ev.key: ev for ev in item.events}  # several changes at once: the newest wins
+                for ev in last.values():
+                    await self._apply({ev.key: ev.value}, ev.revision)
+            return
+        assert isinstance(item, WatchLost)
+        await self._drop_client()
+        if item.compacted:
+            # Changes were compacted away: re-read the whole state, at once.
+            log.warning("etcd watch of %s: %s; re-reading", item.key, item.reason)
+            return
+        self._lost(f"etcd watch of {item.key} lost: {item.reason}")
+        await asyncio.sleep(self.backoff.next())
+
+    # ---- applying
+
+    async def _apply(self, values: dict[str, bytes | None], revision: int) -> None:
+        """Validate each value, apply what is good, save the result as the last good config."""
+        applied = False
+        for key, value in values.items():
+            change = self.tracker.update(key, value, revision)
+            for error in change.errors:
+                metrics.CONFIG_ERRORS.labels(key).inc()
+                log.error("%s", error)
+            if change.refused:
+                log.error("%s: value at revision %d refused; the last good configuration stays in force",
+                          key, revision)
+            if change.collect is not None:
+                await self.agent.apply_collect(change.collect)
+                if change.collect:
+                    log.info("%s: applied %d entr%s (revision %d)", key, len(change.collect),
+                             "y" if len(change.collect) == 1 else "ies", revision)
+                else:
+                    log.warning("%s: %s (revision %d): collecting nothing", key,
+                                "not set" if value is None else "an empty list", revision)
+                applied = True
+            if change.sysinfo is not None:
+                self.agent.apply_sysinfo(change.sysinfo)
+                log.info("%s: applied sysinfo settings %s (revision %d)", key,
+                         "([sysinfo] defaults)" if self.tracker.sysinfo_override is None
+                         else json.dumps(self.tracker.sysinfo_override), revision)
+                applied = True
+        metrics.CONFIG_REVISION.set(self.tracker.revision)
+        if applied:
+            await self._save()
+
+    async def _save(self) -> None:
+        if self.tracker.collect is None:
+            return  # nothing good yet: keep what the file holds
+        try:
+            await asyncio.to_thread(self.saved.save, self.tracker.saved_form())
+        except OSError as exc:
+            log.error("cannot save the etcd configuration to %s: %s", self.saved.path, exc)
+
+    def _load_saved(self) -> Restored | None:
+        """The saved configuration with its refused entries logged; None when there is none usable."""
+        try:
+            restored = self.saved.load(self.tracker)
+        except ConfigError as exc:
+            log.error("%s; not used", exc)
+            return None
+        for error in (restored.errors if restored is not None else []):
+            metrics.CONFIG_ERRORS.labels(self.tracker.collect_key).inc()
+            log.error("%s", error)
+        return restored
+
+    async def _apply_saved(self, reason: str) -> None:
+        """etcd is down at start: apply the configuration saved in data_dir, and say in one
+        message why and what is collected meanwhile."""
+        restored = self._load_saved()
+        if restored is None:
+            log.warning("%s; no saved etcd configuration in %s: nothing is collected until etcd answers "
+                        "(retrying in the background)", reason, self.saved.path)
+            return
+        log.warning("%s; using the last good configuration saved in %s (revision %d, %d entr%s) until etcd "
+                    "answers (retrying in the background)", reason, self.saved.path, restored.revision,
+                    len(restored.collect), "y" if len(restored.collect) == 1 else "ies")
+        self.tracker.restore(restored.collect, restored.sysinfo, restored.override, restored.revision)
+        self.agent.apply_sysinfo(restored.sysinfo)
+        metrics.CONFIG_REVISION.set(restored.revision)
+        await self.agent.apply_collect(restored.collect)
+
+    async def _apply_saved_keys(self, keys: list[str]) -> None:
+        """etcd refused-at-start values: those keys take their part of the saved configuration
+        (collect: the saved entries, else none; sysinfo: the saved settings, else [sysinfo])."""
+        restored = self._load_saved()
+        if self.tracker.collect_key in keys:
+            entries = restored.collect if restored is not None else []
+            if restored is not None:
+                log.warning("%s: using the last good entries saved in %s (revision %d, %d entr%s)",
+                            self.tracker.collect_key, self.saved.path, restored.revision, len(entries),
+                            "y" if len(entries) == 1 else "ies")
+            else:
+                log.warning("%s: no saved etcd configuration in %s: nothing is collected until a good "
+                            "value is put", self.tracker.collect_key, self.saved.path)
+            self.tracker.adopt_collect(entries)
+            await self.agent.apply_collect(entries)
+        if self.tracker.sysinfo_key in keys and restored is not None:
+            log.warning("%s: using the last good sysinfo settings saved in %s (revision %d)",
+                        self.tracker.sysinfo_key, self.saved.path, restored.revision)
+            self.tracker.adopt_sysinfo(restored.sysinfo, restored.override)
+            self.agent.apply_sysinfo(restored.sysinfo)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            metrics.TASK_CRASHES.labels("etcd").inc()
+            log.critical("etcd control task died; the configuration in force stays",
+                         exc_info=task.exception())

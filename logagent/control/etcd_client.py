@@ -1,0 +1,269 @@
+"""Blocking etcd access for the agent and the CLI, on top of pyetcd.
+
+Everything here blocks on gRPC: the agent calls it through ``asyncio.to_thread``.
+pyetcd errors (grpc.RpcError, Etcd3Exception, a "failed node" ValueError, unreadable
+certificate files) are converted to EtcdError at this boundary. Watch responses,
+which pyetcd hands to a callback on its own thread, are turned into plain
+``WatchBatch`` / ``WatchLost`` values so the rest of the agent never sees pyetcd.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from logagent.config.settings import EtcdSettings
+from logagent.errors import ConfigError, EtcdError
+
+# Keepalive pings find a dead etcd (no RST, e.g. a partition) within ~15 s; etcd's
+# default --grpc-keepalive-min-time is 5 s, so 10 s is allowed.
+GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    # gRPC's default 4 MiB would turn an oversized value into a lost watch and a reconnect loop;
+    # received (bounded here), it is refused by size with a clear error like any bad value.
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Values of some keys read at one revision; None: the key is not set."""
+
+    revision: int
+    values: dict[str, bytes | None]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change of a watched key: value None means it was deleted."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """Changes etcd sent in one watch response (possibly none: a progress notice)."""
+
+    key: str
+    events: tuple[WatchEvent, ...]
+    revision: int
+
+
+@dataclass(frozen=True)
+class WatchLost:
+    """The watch of `key` ended: etcd went away, or its revision was compacted."""
+
+    key: str
+    reason: str
+    compacted: int = 0
+
+
+WatchItem = WatchBatch | WatchLost
+WatchCallback = Callable[[WatchItem], None]
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for an etcd failure (gRPC status and details when there are)."""
+    # pyetcd re-raises gRPC errors as bare exceptions; the gRPC error it hides says why.
+    inner = exc.__context__
+    if inner is not None and not callable(getattr(exc, "details", None)) and callable(getattr(inner, "details", None)):
+        exc = inner
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        try:
+            name = getattr(code(), "name", str(code()))
+            return f"{name}: {details()}"
+        except Exception:  # noqa: BLE001 - a half-built RpcError; fall back to its text
+            pass
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def split_endpoint(address: str) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') into host and port."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"[etcd] address {address!r}: expected host:port")
+    return host, int(port)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise EtcdError(f"cannot read [etcd] {what} {path}: {exc.strerror or exc}") from exc
+
+
+def _credentials(settings: EtcdSettings) -> Any | None:
+    """TLS channel credentials from ca_cert / cert_cert / cert_key; None for plain text."""
+    if bool(settings.cert_cert) != bool(settings.cert_key):
+        raise ConfigError("[etcd] cert_cert and cert_key must be set together (TLS client auth)")
+    if not (settings.ca_cert or settings.cert_cert):
+        return None
+    import grpc
+
+    # Without ca_cert the system's roots verify etcd's certificate.
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(settings.ca_cert, "ca_cert") if settings.ca_cert else None,
+        private_key=_read(settings.cert_key, "cert_key") if settings.cert_key else None,
+        certificate_chain=_read(settings.cert_cert, "cert_cert") if settings.cert_cert else None,
+    )
+
+
+class EtcdClient:
+    """One connection to etcd (one gRPC channel per endpoint). Blocking; not reused after close()."""
+
+    def __init__(self, settings: EtcdSettings, timeout: float | None = None) -> None:
+        import pyetcd
+
+        if not settings.address:
+            raise ConfigError("[etcd] address is empty")
+        self.timeout = timeout if timeout is not None else settings.timeout
+        self.address = ",".join(settings.address)
+        creds = _credentials(settings)
+        endpoints = []
+        for address in settings.address:
+            host, port = split_endpoint(address)
+            # time_retry: a failed endpoint is skipped for a while, the next one is tried.
+            endpoints.append(pyetcd.Endpoint(host, port, secure=creds is not None, creds=creds,
+                                             time_retry=self.timeout, opts=GRPC_OPTIONS))
+        self._lock = threading.Lock()
+        self._closed = False
+        self._watcher: Any = None
+        try:
+            self._client = pyetcd.MultiEndpointEtcd3Client(
+                endpoints=endpoints, timeout=self.timeout,
+                user=settings.username or None, password=settings.password or None,
+                failover=len(endpoints) > 1)
+        except Exception as exc:
+            for ep in endpoints:
+                ep.close()
+            raise EtcdError(f"etcd {self.address}: cannot connect: {describe_error(exc)}") from exc
+        # pyetcd sends the auth token both as call credentials and as metadata; gRPC
+        # refuses call credentials on a plain-text channel, and the metadata suffices.
+        self._client.call_credentials = None
+
+    # ---- requests
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        if self._closed:
+            raise EtcdError(f"etcd {self.address}: client is closed")
+        attempts = max(1, len(self._client.endpoints))
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except Exception as exc:
+                if attempt + 1 < attempts and _failover_worthy(exc):
+                    continue  # pyetcd marked that endpoint failed; the next call uses another
+                raise EtcdError(f"etcd {self.address}: {what}: {describe_error(exc)}") from exc
+
+    def read(self, keys: Sequence[str]) -> Snapshot:
+        """The values of `keys`, all at one revision (the current one)."""
+        # A keys-only read fixes the revision; the values are then read at that revision,
+        # so the snapshot is consistent and a watch from revision + 1 misses nothing.
+        head = self._call("read", lambda: self._client.get_response(keys[0], keys_only=True))
+        revision = int(head.header.revision)
+        values: dict[str, bytes | None] = {}
+        for key in keys:
+            resp = self._call(f"read {key}", functools.partial(self._client.get_response, key, revision=revision))
+            values[key] = bytes(resp.kvs[0].value) if resp.count > 0 and resp.kvs else None
+        return Snapshot(revision, values)
+
+    def get(self, key: str) -> tuple[bytes | None, int]:
+        """(value or None, revision of the read)."""
+        snap = self.read([key])
+        return snap.values[key], snap.revision
+
+    def put(self, key: str, value: bytes | str) -> int:
+        """Write a value; returns the new revision."""
+        resp = self._call(f"put {key}", lambda: self._client.put(key, value))
+        return int(resp.header.revision)
+
+    def delete(self, key: str) -> bool:
+        return bool(self._call(f"delete {key}", lambda: self._client.delete(key)))
+
+    # ---- watches
+
+    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback) -> None:
+        """Watch each key from start_revision; callback runs on pyetcd's watch thread.
+
+        Every key's watch ends with exactly one WatchLost (unless close() came first).
+        """
+        if self._watcher is None:
+            try:
+                self._watcher = self._client.get_watcher()
+            except Exception as exc:
+                raise EtcdError(f"etcd {self.address}: watch: {describe_error(exc)}") from exc
+        for key in keys:
+            try:
+                self._watcher.add_callback(key, self._adapter(key, callback), start_revision=start_revision)
+            except Exception as exc:
+                raise EtcdError(f"etcd {self.address}: watch {key}: {describe_error(exc)}") from exc
+
+    def _adapter(self, key: str, callback: WatchCallback) -> Callable[[Any], None]:
+        from pyetcd import events, exceptions
+
+        lost = [False]
+
+        def on_response(item: Any) -> None:
+            if self._closed or lost[0]:
+                return  # our own close() cancels the stream: not news
+            if isinstance(item, exceptions.RevisionCompactedError):
+                lost[0] = True
+                callback(WatchLost(key, f"revision compacted up to {item.compacted_revision}",
+                                   compacted=int(item.compacted_revision)))
+            elif isinstance(item, BaseException) or item is None:
+                lost[0] = True
+                callback(WatchLost(key, describe_error(item) if item is not None else "watch stream ended"))
+            else:
+                batch = tuple(WatchEvent(key, None if isinstance(ev, events.DeleteEvent) else bytes(ev.value),
+                                         int(ev.mod_revision)) for ev in item.events)
+                callback(WatchBatch(key, batch, int(item.header.revision)))
+
+        return on_response
+
+    def close(self) -> None:
+        """Cancel watches, close the channels and wait for pyetcd's watch thread; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        watcher, self._watcher = self._watcher, None
+        thread = getattr(watcher, "_callback_thread", None) if watcher is not None else None
+        try:
+            if watcher is not None:
+                watcher.close()  # ends the request stream
+            self._client.close()  # closing the channel cancels the response stream
+        except Exception:  # noqa: BLE001 - closing never fails the caller
+            pass
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _failover_worthy(exc: BaseException) -> bool:
+    from pyetcd import exceptions
+
+    return isinstance(exc, (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError,
+                            exceptions.InternalServerError))
+
+
+def connect(settings: EtcdSettings, timeout: float | None = None) -> EtcdClient:
+    """A new client; authenticates when a username is set. Raises EtcdError."""
+    return EtcdClient(settings, timeout)
+

@@ -1,0 +1,72 @@
+"""Supervised tasks: a crash is logged with its traceback, counted, and restarted with backoff.
+
+No task dies silently ("Task exception was never retrieved") and none takes the
+others down. Components decide what is fatal by passing `restart=False` and an
+`on_fatal` callback (the producer does; tailers and the reporter do not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from logagent import metrics
+
+log = logging.getLogger("logagent.supervise")
+
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]],
+                     before_restart: Callable[[], None] | None = None,
+                     expected: tuple[type[BaseException], ...] = ()) -> None:
+    """Run factory() until it returns; on an unexpected exception log, count, back off, restart.
+
+    Exceptions of the `expected` types end the task with a one-line log instead.
+    """
+    failures = 0
+    while True:
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except expected as exc:
+            log.warning("%s stopped: %s", name, exc)
+            return
+        except Exception:
+            delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+            failures += 1
+            metrics.TASK_CRASHES.labels(kind).inc()
+            log.exception("%s crashed (failure %d); restarting in %.1fs from its last acknowledged state",
+                          name, failures, delay)
+            await asyncio.sleep(delay)
+            if before_restart is not None:
+                before_restart()
+
+
+def spawn(name: str, kind: str, factory: Callable[[], Awaitable[None]],
+          before_restart: Callable[[], None] | None = None,
+          expected: tuple[type[BaseException], ...] = (),
+          on_done: Callable[[asyncio.Task[None]], None] | None = None) -> asyncio.Task[None]:
+    """Create a supervised task; its result is always retrieved."""
+    task = asyncio.create_task(supervised(name, kind, factory, before_restart, expected), name=name)
+
+    def done(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:  # only if supervision itself failed
+            log.critical("%s: supervisor failed", name, exc_info=t.exception())
+        if on_done is not None:
+            on_done(t)
+
+    task.add_done_callback(done)
+    return task
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]] | set[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait until every one has ended."""
+    tasks = [t for t in tasks if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""The Kafka sink: the producer, its topic limits and the reachability probe."""

@@ -1,0 +1,402 @@
+"""The Kafka sink: drains the queue into a confluent-kafka Producer.
+
+librdkafka's poll runs in a thread of its own, off the event loop; delivery
+reports are counted per batch in that thread (the only one that touches
+`batch.remaining`) and the batch's completion is handed back to the loop with
+`call_soon_threadsafe`, once per batch. Messages never time out
+(`message.timeout.ms = 0`): with Kafka down the local queue fills, `produce`
+raises BufferError, the drain task waits, the bounded queue fills and the
+tailers stop reading. Nothing is dropped.
+
+No message larger than its topic takes is sent (limits.MessageLimits learns the
+limit): a log line that would not fit is cut to fit and flagged `truncated`. If the
+broker still refuses one for its size (the limit was lowered meanwhile), that one
+message is sent again, cut to fit, instead of failing its batch: a failed batch
+makes its file rewind and send again every line after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue as stdqueue
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Producer
+
+from logagent import metrics
+from logagent.config.settings import KafkaSettings, redact
+from logagent.errors import KafkaError
+from logagent.pipeline.batch import Batch
+from logagent.pipeline.buffer import BatchQueue
+from logagent.sinks.kafka.limits import MessageLimits, usable
+from logagent.sources.files.lines import fit_message
+
+log = logging.getLogger("logagent.producer")
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the same message (numbers aside) through once per `interval` seconds.
+
+    librdkafka reports every failed reconnect; with the broker down that would be
+    ten lines a second in the journal.
+    """
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())[:300]
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+class SettlingFilter(logging.Filter):
+    """librdkafka's complaints that resolve themselves on a broker that is still starting
+    ("Failed to acquire idempotence PID ... Coordinator load in progress") are INFO during the
+    first `grace` seconds of a producer; past that they keep their WARNING."""
+
+    TRANSIENT = ("Coordinator load in progress", "Failed to acquire idempotence PID",
+                 "COORDINATOR_LOAD_IN_PROGRESS")
+
+    def __init__(self, grace: float = 60.0) -> None:
+        super().__init__()
+        self.grace = grace
+        self.started = time.monotonic()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and time.monotonic() - self.started < self.grace \
+                and any(t in record.getMessage() for t in self.TRANSIENT):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+rdkafka_log = logging.getLogger("logagent.librdkafka")
+rdkafka_log.addFilter(RepeatFilter())
+settling = SettlingFilter()
+rdkafka_log.addFilter(settling)
+
+# Defaults under [kafka.producer]; the operator's keys win.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": "true",
+    "compression.type": "lz4",
+    "message.timeout.ms": "0",  # never expire a message: Kafka down means wait, not drop
+    "linger.ms": "20",
+    "batch.num.messages": "10000",
+    "queue.buffering.max.messages": "20000",
+    "queue.buffering.max.kbytes": "8192",  # bounds RSS (measured: 64 MiB here meant ~200 MB peak RSS)
+    "socket.keepalive.enable": "true",
+    # A max_line_bytes line grows when JSON-escaped; compression usually brings it under the
+    # broker's own limit, which is the one that counts.
+    "message.max.bytes": "16777216",
+}
+
+
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+    """librdkafka configuration: our defaults, then [kafka.producer], then the bootstrap address."""
+    conf: dict[str, Any] = dict(PRODUCER_DEFAULTS)
+    conf.update(settings.producer)
+    conf["bootstrap.servers"] = settings.address
+    return conf
+
+
+class KafkaSink:
+    """Owns the Producer, its poll thread and the task that drains the queue."""
+
+    def __init__(self, settings: KafkaSettings, queue: BatchQueue,
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+                 limits_factory: Callable[[dict[str, Any]], MessageLimits] = MessageLimits) -> None:
+        self._producer_factory = producer_factory  # tests give a fake Producer and fake limits
+        self._limits_factory = limits_factory
+        self._settings = settings
+        self._queue = queue
+        self._on_fatal = on_fatal
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._poll_thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._in_producer = 0  # messages handed to librdkafka without a delivery report yet
+        self._idle = asyncio.Event()
+        self._room = asyncio.Event()  # set when a batch completes: librdkafka's queue has room again
+        self._last_error_log = 0.0
+        self._connected = False
+        self._delivered: dict[str, Any] = {}
+        self._limits: MessageLimits | None = None
+        # Reports the loop makes up for messages librdkafka never took (produce() raised), handed
+        # to the poll thread so that only it counts batch.remaining down.
+        self._unsent: stdqueue.SimpleQueue[tuple[Callable[[Any, Any], None], Any]] = stdqueue.SimpleQueue()
+        self._cut_logged: dict[str, float] = {}
+
+    @property
+    def connected(self) -> bool:
+        """True once a broker answered and until librdkafka reports all brokers down."""
+        return self._connected
+
+    async def start(self) -> None:
+        """Create the producer and start polling and draining; safe to call twice."""
+        if self._producer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        conf = producer_config(self._settings)
+        conf["error_cb"] = self._on_error
+        conf["logger"] = rdkafka_log  # through our handlers and format, repeats filtered
+        try:
+            self._producer = self._producer_factory(conf)
+        except KafkaException as exc:
+            raise KafkaError(f"invalid [kafka.producer] configuration: {exc.args[0].str()}",
+                             retriable=False) from exc
+        shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k not in ("error_cb", "logger"))
+        log.info("kafka producer started: %s", shown)
+        settling.started = time.monotonic()
+        self._limits = self._limits_factory(conf)
+        self._running.set()
+        self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poll_thread.start()
+        self._drain_task = asyncio.create_task(self._drain(), name="kafka-drain")
+        self._drain_task.add_done_callback(self._drain_finished)
+
+    def _drain_finished(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("kafka drain task died", exc_info=exc)
+            metrics.TASK_CRASHES.labels("kafka-drain").inc()
+            if self._on_fatal:
+                self._on_fatal(exc)
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while True:
+            batch = await queue.get()
+            await self._produce(batch)
+
+    async def _produce(self, batch: Batch) -> None:
+        assert self._producer is not None
+        produce = self._producer.produce
+        topic, key = batch.topic, batch.key
+        on_delivery = self._delivery_callback(batch)
+        values = batch.values
+        i, n = 0, len(values)
+        self._in_producer += n  # counted before any await: a stop's drain must wait for this batch
+        self._idle.clear()
+        if n and max(map(len, values)) > (fit := await self._fit_for(topic, key)):
+            values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit) or v for v in values]
+        while i < n:
+            try:
+                for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
+                    produce(topic, values[i], key, -1, on_delivery)  # positional: measurably cheaper
+                i = n
+                batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
+            except BufferError:
+                # librdkafka's local queue is full (broker slow or down): wait for a batch to
+                # complete (or 20 ms, whichever is first), never drop.
+                metrics.PRODUCER_FULL.inc()
+                self._room.clear()
+                try:
+                    await asyncio.wait_for(self._room.wait(), 0.02)
+                except TimeoutError:
+                    pass
+            except KafkaException as exc:
+                err = exc.args[0]
+                log.error("kafka refused a message for topic %s: %s", topic, err.str())
+                for _ in range(n - i):  # never produced: no report will come, so make them up
+                    self._unsent.put((on_delivery, err))
+                return
+
+    async def _fit_for(self, topic: str, key: bytes | None) -> int:
+        """The largest value this topic takes with this key (asks the cluster the first time)."""
+        assert self._limits is not None
+        limit = self._limits.cached(topic)
+        if limit is None:
+            limit = await asyncio.to_thread(self._limits.lookup, topic)
+        return usable(limit, len(key or b""))
+
+    def _cut(self, topic: str, value: bytes, fit: int) -> bytes | None:
+        """A message cut to `fit` bytes (counted and logged); None when it cannot be cut (not a
+        log message: metrics are small; or nothing left to cut)."""
+        cut = fit_message(value, fit)
+        if cut is None:
+            return None
+        out, path = cut
+        metrics.LINES_TRUNCATED.labels(metrics.path_label(path)).inc()
+        now = time.monotonic()
+        if now - self._cut_logged.get(topic, -1e9) >= 60.0:
+            self._cut_logged[topic] = now
+            log.warning("topic %s takes messages up to its max.message.bytes: a line of %s (a %d-byte "
+                        "message) was cut to %d bytes and flagged truncated", topic, path, len(value), len(out))
+        return out
+
+    def _delivery_callback(self, batch: Batch) -> Callable[[Any, Any], None]:
+        loop = self._loop
+        assert loop is not None
+        too_large = RdKafkaError.MSG_SIZE_TOO_LARGE
+
+        def on_delivery(err: Any, msg: Any) -> None:  # runs in the poll thread
+            if err is not None and msg is not None and err.code() == too_large:
+                # Refused for its size: send this one again, cut (on the loop); the batch waits.
+                loop.call_soon_threadsafe(self._resend_smaller, batch, on_delivery, msg.value(), err)
+                return
+            if err is not None and batch.error is None:
+                batch.error = err
+            batch.remaining -= 1
+            if batch.remaining == 0:
+                loop.call_soon_threadsafe(self._batch_done, batch)
+        return on_delivery
+
+    def _resend_smaller(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
+                        err: Any) -> None:
+        task = asyncio.ensure_future(self._resend(batch, on_delivery, value, err))
+
+        def requeue_if_failed(t: asyncio.Future[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self._unsent.put((on_delivery, err))
+
+        task.add_done_callback(requeue_if_failed)
+
+    async def _resend(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
+                      err: Any) -> None:
+        assert self._limits is not None and self._producer is not None
+        self._limits.forget(batch.topic)
+        fit = await self._fit_for(batch.topic, batch.key)
+        smaller = self._cut(batch.topic, value, fit) if len(value) > fit else None
+        if smaller is None:
+            # The message fits the topic: the record batch around it did not. librdkafka's batches
+            # (batch.size, 1 MB by default) must fit the topic's max.message.bytes.
+            now = time.monotonic()
+            if now - self._cut_logged.get(":batch:" + batch.topic, -1e9) >= 60.0:
+                self._cut_logged[":batch:" + batch.topic] = now
+                log.error("topic %s refuses the producer's record batches as too large (its max.message.bytes "
+                          "is about %d): set [kafka.producer] batch.size below that; retrying meanwhile",
+                          batch.topic, fit)
+            self._unsent.put((on_delivery, err))
+            return
+        while True:
+            try:
+                self._producer.produce(batch.topic, smaller, batch.key, -1, on_delivery)
+                return
+            except BufferError:
+                await asyncio.sleep(0.05)
+
+    def _batch_done(self, batch: Batch) -> None:
+        n = batch.count
+        self._room.set()
+        self._in_producer -= n
+        if self._in_producer <= 0:
+            self._in_producer = 0
+            self._idle.set()
+        if batch.error is None:
+            self._connected = True
+            metrics.KAFKA_UP.set(1)
+            child = self._delivered.get(batch.topic)
+            if child is None:
+                child = self._delivered[batch.topic] = metrics.DELIVERED.labels(batch.topic)
+            child.inc(n)
+        else:
+            err = batch.error
+            reason = err.name() if isinstance(err, RdKafkaError) else type(err).__name__
+            metrics.FAILED.labels(batch.topic, reason).inc(n)
+            if self._limits is not None:
+                self._limits.forget(batch.topic)  # the operator may be changing the topic: ask again
+        if batch.owner is not None:
+            batch.owner.batch_done(batch)
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        unsent = self._unsent
+        while self._running.is_set():
+            try:
+                producer.poll(0.1)
+                while not unsent.empty():
+                    callback, err = unsent.get_nowait()
+                    callback(err, None)
+            except Exception:  # a callback raised: log it, keep polling
+                log.exception("error in a kafka delivery callback")
+
+    def _on_error(self, err: Any) -> None:  # poll thread
+        code = err.code()
+        if code == RdKafkaError._ALL_BROKERS_DOWN:
+            self._connected = False
+            metrics.KAFKA_UP.set(0)
+        if err.fatal():
+            log.critical("kafka producer fatal error: %s", err.str())
+            if self._on_fatal and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_fatal, KafkaError(err.str(), retriable=False))
+            return
+        now = time.monotonic()
+        if now - self._last_error_log > 10 or code == RdKafkaError._ALL_BROKERS_DOWN:
+            self._last_error_log = now
+            log.warning("kafka: %s (retrying, nothing is dropped)", err.str())
+
+    def check_connection(self, timeout: float = 5.0) -> bool:
+        """Ask the cluster for metadata (blocking: call off the loop); updates `connected`."""
+        if self._producer is None:
+            return False
+        try:
+            md = self._producer.list_topics(timeout=timeout)
+            ok = len(md.brokers) > 0
+        except KafkaException:
+            ok = False
+        self._connected = ok
+        metrics.KAFKA_UP.set(1 if ok else 0)
+        return ok
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the queue is empty and every produced message has a report, up to timeout."""
+        deadline = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        while self._in_producer > 0 and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        return self._queue.empty() and self._in_producer == 0
+
+    @property
+    def pending(self) -> int:
+        return self._in_producer + self._queue.depth
+
+    async def stop(self, timeout: float = 30.0) -> bool:
+        """Drain and flush under a deadline, then stop polling; safe to call twice.
+
+        Returns True when everything queued was acknowledged.
+        """
+        if self._producer is None:
+            return True
+        clean = await self.drain(timeout)
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            try:
+                await self._drain_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - _drain_finished reported how it ended
+                pass
+            self._drain_task = None
+        if not clean:
+            log.warning("shutdown deadline reached with %d messages unacknowledged; "
+                        "they will be re-read from the registry offsets at next start", self.pending)
+        self._running.clear()
+        if self._poll_thread is not None:
+            await asyncio.to_thread(self._poll_thread.join, 5)
+            self._poll_thread = None
+        # Deliver any reports that arrived after the poll thread stopped.
+        producer, self._producer = self._producer, None
+        await asyncio.to_thread(producer.flush, 0 if not clean else 1)
+        return clean

@@ -1,0 +1,1 @@
+"""Sources: where messages come from (log files, the host's vital signs)."""

@@ -1,0 +1,205 @@
+"""Reading an earlier generation of a path: a rotated file found again, its spool copy, or a
+compressed copy (see recovery.plan). A `CopyTailer` reads it from its acknowledged offset to
+its end, under the path it was collected under (same `path` in the messages, same key,
+so the same partition and order), after the generation before it and before the next.
+When Kafka has acknowledged it to its end, its registry entry is marked done and its
+spool copy deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import IO, Protocol
+
+from logagent import metrics
+from logagent.errors import SourceError
+from logagent.pipeline.batch import Batch
+from logagent.sources.files.opener import display_name, open_checked
+from logagent.sources.files.recovery import COMPRESSED, Generation, compression_of
+from logagent.sources.files.spool import SpoolFile
+from logagent.sources.files.tailer import Route, Shipper, SourceSpec, TailContext
+
+log = logging.getLogger("logagent.copies")
+
+
+class Source(Protocol):
+    def read(self, size: int, offset: int) -> bytes:
+        """Up to `size` bytes at file offset `offset`; b"" past its end."""
+
+    def close(self) -> None: ...
+
+
+class FdSource:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class SpoolSource:
+    def __init__(self, spooled: SpoolFile) -> None:
+        self.spooled = spooled
+
+    def read(self, size: int, offset: int) -> bytes:
+        return self.spooled.read(size, offset)
+
+    def close(self) -> None:
+        pass
+
+
+class CompressedSource:
+    """A gzip/bz2/xz copy read at offsets of the original (seeking decompresses up to there)."""
+
+    def __init__(self, path: str) -> None:
+        self._f: IO[bytes] = COMPRESSED[compression_of(path)](path)
+        self._pos = 0
+
+    def read(self, size: int, offset: int) -> bytes:
+        if offset != self._pos:
+            self._f.seek(offset)
+        data = self._f.read(size)
+        self._pos = offset + len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class CopyTailer(Shipper):
+    """Reads one earlier generation to its end, then finishes."""
+
+    def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None, gen: Generation,
+                 after: Shipper | None = None) -> None:
+        super().__init__(path, route, ctx, spec)
+        self.gen = gen
+        self.after = after
+        self.dev, self.ino, self.fp, self.fp_len = gen.dev, gen.ino, gen.fp, gen.fp_len
+        self.read_pos = self.acks.rewind(gen.start)
+        self._splitter.reset(gen.start)
+        self._sources: list[tuple[str, Source]] = []
+        self._claimed = False
+        if gen.key is None:  # never seen: from now on the registry knows it
+            self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len)
+        else:
+            self.reg_key = gen.key
+        ctx.owned.add(self.reg_key)  # no other recovery pass of this process plans it again
+
+    def open(self) -> None:
+        """Open the generation's sources, or those of an alternative holding the same bytes (the
+        rotated file may have been compressed and unlinked since it was found); raises SourceError
+        when none can be read."""
+        options = [self.gen, *self.gen.alternatives]
+        for i, option in enumerate(options):
+            try:
+                gen: Generation | None = option
+                while gen is not None:
+                    self._sources.append((gen.kind, self._open(gen)))
+                    gen = gen.then
+                if option is not self.gen:
+                    log.info("%s: %s is gone; reading its copy %s instead", self.name,
+                             display_name(self.gen.where), display_name(option.where))
+                    self.gen = option
+                return
+            except SourceError:
+                self._close_sources()
+                if i == len(options) - 1:
+                    raise
+
+    def _open(self, gen: Generation) -> Source:
+        if gen.kind == "file":
+            fd, st = open_checked(gen.where, self.ctx.allowed, nofollow=True)
+            if (st.st_dev, st.st_ino) != (gen.dev, gen.ino):
+                os.close(fd)
+                raise SourceError(f"{display_name(gen.where)}: replaced meanwhile")
+            if self.ctx.claims.claim((st.st_dev, st.st_ino), self) is not None:
+                os.close(fd)
+                raise SourceError(f"{display_name(gen.where)}: read by another tailer already")
+            self._claimed = True
+            return FdSource(fd)
+        if gen.kind == "spool":
+            spooled = self.ctx.spool.get(gen.where) if self.ctx.spool is not None else None
+            if spooled is None:
+                raise SourceError(f"{self.name}: its spool copy is gone")
+            return SpoolSource(spooled)
+        try:
+            fd, _ = open_checked(gen.where, self.ctx.allowed, nofollow=True)  # judged like any file
+            os.close(fd)
+            return CompressedSource(gen.where)
+        except OSError as exc:
+            raise SourceError(f"{display_name(gen.where)}: cannot open: {exc}") from exc
+
+    def describe(self) -> str:
+        kinds = " then ".join(kind for kind, _ in self._sources) or self.gen.kind
+        shown = "the spool" if self.gen.kind == "spool" else display_name(self.gen.where)
+        return f"an earlier file of {self.name} ({kinds}: {shown}) from offset {self.gen.start}"
+
+    async def run(self) -> None:
+        if self.after is not None:
+            await self.after.reading_done.wait()
+        if not self._sources and not self.finished:
+            self.open()
+        log.info("reading %s before its newer lines", self.describe())
+        metrics.RECOVERED_FILES.labels(self.gen.kind).inc()
+        await self._read_all()
+        await self._flush_held()
+        self.complete = True
+        self.reading_done.set()  # the next generation may start; this one waits for its acks
+        while not self._done_if_acknowledged():
+            self._wake.clear()
+            if self.acks.failed is not None:  # a batch was refused after all: read again from there
+                await self._rewind_after_failure()
+                await self._read_all()
+                await self._flush_held()
+                continue
+            await self._wake.wait()
+        self.finished = True
+        self._close_sources()
+        log.info("finished the earlier file of %s at offset %d", self.name, self.read_pos)
+
+    async def _read_all(self) -> None:
+        bufsize = self.opts.read_buffer_bytes
+        index = 0
+        while index < len(self._sources):
+            if self.acks.failed is not None:
+                await self._rewind_after_failure()
+                index = 0
+            _, source = self._sources[index]
+            try:
+                data = await asyncio.to_thread(source.read, bufsize, self.read_pos) \
+                    if isinstance(source, CompressedSource) else source.read(bufsize, self.read_pos)
+            except (OSError, EOFError, ValueError) as exc:
+                raise SourceError(f"{self.name}: reading its earlier file failed at offset "
+                                  f"{self.read_pos}: {exc}") from exc
+            if not data:
+                index += 1  # this copy ends here: the next one goes on from the same offset
+                continue
+            if not self.encoding:
+                self._resolve_encoding(source.read(4, 0) if self.read_pos else data[:4])
+            offset = self.read_pos
+            self.read_pos += len(data)
+            await self._ship_chunk(data, offset)
+
+    def batch_done(self, batch: Batch) -> None:
+        super().batch_done(batch)
+        self.wake()
+
+    def _close_sources(self) -> None:
+        sources, self._sources = self._sources, []
+        for _, src in sources:
+            try:
+                src.close()
+            except OSError:
+                pass
+        if self._claimed:
+            self._claimed = False
+            self.ctx.claims.release(self)
+
+    def close(self) -> None:
+        self._close_sources()
+        self.finished = True
+        self.reading_done.set()

@@ -1,0 +1,400 @@
+"""The tailer manager: turns the desired collect entries into running tailers.
+
+`apply(entries)` diffs the desired set against what runs: new entries start,
+removed ones stop (their files close, their saved offsets stay), and an entry
+whose topic, module or fields changed is retargeted in place. Each entry has an
+`EntryRunner` that finds its files (a path, or a glob expanded off the event loop by
+globber.expand), starts a tailer per file and replaces a rotated file's tailer with
+one for the new file under the same name.
+
+Two timers serve every entry, however many there are: the stat tick (budget.stat_tick)
+for the files, and the scan tick here, which looks again for files an entry does not
+collect yet (every `scan_interval`; inotify events in an entry's folders start a scan
+at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+
+from logagent import metrics
+from logagent.errors import AlreadyCollected, NotAllowed, SourceError
+from logagent.runtime.supervise import cancel_and_wait, spawn
+from logagent.sources.files.entry import CollectEntry, glob_regex
+from logagent.sources.files.generations import CopyTailer
+from logagent.sources.files.globs import AllowedDirs, expand, literal_base
+from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files.opener import display_name
+from logagent.sources.files.recovery import FolderIndex, plan
+from logagent.sources.files.registry import RegistryEntry
+from logagent.sources.files.tailer import FileTailer, Route, Shipper, SourceSpec, TailContext, stat_tick
+
+log = logging.getLogger("logagent.manager")
+ANNOUNCE_FILES = 100  # per scan, the files whose start is logged at INFO
+
+
+@dataclass(kw_only=True)
+class ManagerContext(TailContext):
+    watcher: FileWatcher
+    scan_interval: float = 2.0
+    max_files_per_entry: int = 10000
+    drain_timeout: float = 10.0
+
+
+class EntryRunner:
+    """Runs the tailers of one collect entry."""
+
+    def __init__(self, entry: CollectEntry, ctx: ManagerContext) -> None:
+        self.entry = entry
+        self.ctx = ctx
+        self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
+        self.tailers: dict[str, FileTailer] = {}  # path -> the tailer of its current file
+        self.draining: set[Shipper] = set()  # earlier files of a path, read to their end first
+        self._last: dict[str, Shipper] = {}  # path -> the newest tailer of its chain of files
+        self._tasks: dict[Shipper, asyncio.Task[None]] = {}
+        self._folders_index: FolderIndex | None = None
+        self._quiet_stamp: tuple[int, int] | None = None  # the glob's folder as of a scan that missed nothing
+        self._scan_task: asyncio.Task[None] | None = None
+        self._rescan = False
+        self._errors: dict[str, str] = {}
+        self._folders: set[str] = set()
+        self._label = metrics.path_label(display_name(entry.path))
+        self.stopped = False
+
+    # ---- lifecycle
+
+    async def start(self, start_at_end: bool) -> int:
+        """The first scan; returns how many files it started."""
+        started = await self.scan(start_at_end and self.entry.start == "end")
+        self._recover_vanished()
+        return started
+
+    def _recover_vanished(self) -> None:
+        """Paths of this entry that are gone now (rotated away, nothing new under the name yet)
+        may still owe lines from their earlier files: read those now, not when the name returns."""
+        if self.entry.is_glob:
+            matcher = glob_regex(self.entry.path)
+            paths = [p for p in self.ctx.registry.paths() if matcher.match(p)]
+        else:
+            paths = [self.entry.path]
+        for path in paths:
+            if path not in self.tailers and not os.path.lexists(path):
+                for copy in self._recover(path, self._spec()):
+                    self._run(copy)
+
+    def _spec(self) -> SourceSpec:
+        return SourceSpec(self.entry.encoding, self.entry.multiline)
+
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop every tailer of this entry and close its files; safe to call twice.
+
+        With `drain`, wait up to that long for Kafka to acknowledge what was already read,
+        so a restart from the acknowledged offsets sends nothing twice.
+        """
+        self.stopped = True
+        if self._scan_task is not None:
+            await cancel_and_wait([self._scan_task])
+            self._scan_task = None
+        reading: list[Shipper] = list(self.tailers.values()) + list(self.draining)
+        await cancel_and_wait(list(self._tasks.values()))
+        deadline = asyncio.get_running_loop().time() + drain
+        while any(t.unacked for t in reading) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for tailer in reading:
+            if isinstance(tailer, FileTailer) and tailer.owes:
+                # Rotated away and not all acknowledged: once our descriptor is closed the spool is
+                # the only copy a restart can find (the file may be compressed or deleted by then).
+                await tailer.protect()
+        for tailer in reading:
+            tailer.close()
+        self.tailers.clear()
+        self.draining.clear()
+        self._last.clear()
+        self._tasks.clear()
+        for folder in self._folders:
+            self.ctx.watcher.unsubscribe(folder, self._on_event)
+        self._folders.clear()
+
+    def retarget(self, entry: CollectEntry) -> None:
+        """New topic/module/fields from the next batch on; files stay open at their offsets."""
+        self.entry = entry
+        self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
+        for tailer in list(self.tailers.values()) + list(self.draining):
+            tailer.retarget(self.route)
+        log.info("retargeted %s -> topic %s", display_name(entry.path), entry.topic)
+
+    # ---- discovery
+
+    def _folder_stamp(self) -> tuple[int, int] | None:
+        """For a glob whose only wildcards are in its last component: its folder's change stamp.
+        While it stays the same and every match runs, no file can have appeared: no walk."""
+        pattern = self.entry.path
+        folder = os.path.dirname(pattern)
+        if literal_base(pattern) != folder:
+            return None
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ctime_ns
+
+    async def _matches(self) -> tuple[list[str], tuple[int, int] | None]:
+        """The matches not collected yet, and the glob's folder stamp when it was walked."""
+        pattern = self.entry.path
+        if not self.entry.is_glob:
+            return ([pattern] if pattern not in self.tailers and os.path.lexists(pattern) else []), None
+        stamp = self._folder_stamp()
+        if stamp is not None and stamp == self._quiet_stamp:
+            return [], None
+        found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
+                                        self.ctx.max_files_per_entry)
+        if found.problem:
+            self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
+        elif pattern in self._errors:
+            del self._errors[pattern]
+        return [p for p in found.paths if p not in self.tailers], stamp
+
+    def wants_scan(self) -> bool:
+        """For the scan tick: a glob may have new matches; a single file only while not collected."""
+        return self.entry.is_glob or self.entry.path not in self.tailers
+
+    async def scan(self, start_at_end: bool = False) -> int:
+        """Start a tailer for every match not collected yet; returns how many started."""
+        self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
+        started = 0
+        self._folders_index = FolderIndex()  # one listing per folder for this pass's recoveries
+        matches, walked = await self._matches()
+        for path in matches:
+            if self.stopped:
+                break
+            if path in self.tailers:
+                continue
+            started += self._start_tailer(path, start_at_end, announce=started < ANNOUNCE_FILES)
+        self._folders_index = None
+        # Quiet from now on if this pass walked and left nothing out: every match runs, none refused.
+        if walked is not None:
+            all_run = all(p in self.tailers for p in matches) and not any(p in self._errors for p in matches)
+            self._quiet_stamp = walked if all_run else None
+        if started > ANNOUNCE_FILES:
+            log.info("%s: %d more files collected (their starts are logged at DEBUG)",
+                     display_name(self.entry.path), started - ANNOUNCE_FILES)
+        return started
+
+    def request_scan(self) -> None:
+        """Scan soon (coalesced: one scan at a time, one more if asked meanwhile)."""
+        if self.stopped:
+            return
+        if self._scan_task is not None and not self._scan_task.done():
+            self._rescan = True
+            return
+        self._scan_task = spawn(f"scan {display_name(self.entry.path)}", "runner", self._scan_passes)
+
+    async def _scan_passes(self) -> None:
+        while True:
+            self._rescan = False
+            await self.scan(False)
+            if not self._rescan:
+                return
+
+    def _report(self, key: str, problem: str, reason: str, count: bool = True) -> None:
+        """Log a problem with a file or the entry once (until it changes), and count it under the
+        entry's label (never a resolved name: it may lie outside allowed_paths)."""
+        if self._errors.get(key) != problem:
+            self._errors[key] = problem
+            log.error("%s", problem)
+            if count:
+                metrics.FILE_ERRORS.labels(self._label, reason).inc()
+
+    def _start_tailer(self, path: str, start_at_end: bool, announce: bool = True) -> bool:
+        """Start collecting one file; False when it is refused or cannot be opened (reported)."""
+        shown = display_name(path)
+        # A cheap first look, so an obviously outside file is not even opened. The decision that
+        # counts is made on the opened descriptor (opener.open_checked), which no race can fool.
+        if not self.ctx.allowed(os.path.realpath(path)):
+            self._report(path, f"{shown} (entry {display_name(self.entry.path)!r}) resolves outside "
+                               "[agent] allowed_paths (a symlink?); refused", "not_allowed")
+            return False
+        spec = self._spec()
+        tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated, spec)
+        tailer.origin = self.entry.path
+        tailer.announce = announce
+        # The path's history as it was before this file is identified (its first-seen time must not
+        # hide the files rotated away just before it), then the file itself, then the earlier files:
+        # looked for only once the current one is open, so that a rotation racing this start leaves
+        # the file it renamed among the earlier ones, never between the two.
+        history = [(k, dataclasses.replace(e)) for k, e in self.ctx.registry.entries_for(path)]  # as they are now
+        opened = False
+        try:
+            tailer.open()
+            opened = True
+        except AlreadyCollected as exc:
+            if exc.holder not in self.draining:  # else: our own rotated file, still being read
+                self._report(path, str(exc), exc.reason, count=False)
+        except NotAllowed as exc:
+            self._report(path, f"{exc} (entry {display_name(self.entry.path)!r})", exc.reason, count=False)
+        except SourceError as exc:
+            self._report(path, str(exc), exc.reason, count=False)
+        current = (tailer.dev, tailer.ino) if opened and tailer.dev else None
+        for copy in self._recover(path, spec, history, current):
+            self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
+        if not opened:
+            return False
+        if path in self._errors:
+            log.info("%s: collecting now", shown)
+            del self._errors[path]
+        tailer.after = self._last.get(path)
+        self._last[path] = tailer
+        self.tailers[path] = tailer
+        self._watch(os.path.dirname(path))
+        self._run(tailer)
+        return True
+
+    def _recover(self, path: str, spec: SourceSpec, history: list[tuple[str, RegistryEntry]] | None = None,
+                 current: tuple[int, int] | None = None) -> list[CopyTailer]:
+        """Tailers for the earlier files of `path` that still hold unread lines (rotated away while
+        the agent was stopped, or while it could not keep up), chained oldest first after the
+        path's newest tailer; recovery.plan finds them."""
+        folders = self._folders_index or FolderIndex()
+        def held(dev: int, ino: int) -> bool:
+            return self.ctx.claims.holder((dev, ino)) is not None
+
+        copies: list[CopyTailer] = []
+        for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
+                        known=history, current=current):
+            copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
+            copy.origin = self.entry.path
+            try:
+                copy.open()
+            except SourceError as exc:
+                log.warning("%s: cannot read an earlier file (%s)", display_name(path), exc)
+                copy.close()
+                continue
+            self._last[path] = copy
+            self.draining.add(copy)
+            copies.append(copy)
+        return copies
+
+    def _run(self, tailer: Shipper) -> None:
+        metrics.FILES_TRACKED.inc()
+        def ended(_: asyncio.Task[None]) -> None:
+            self._tailer_ended(tailer)
+
+        self._tasks[tailer] = spawn(f"tailer {tailer.name}", "tailer", tailer.run,
+                                    before_restart=tailer.rewind, expected=(SourceError,), on_done=ended)
+
+    def _tailer_ended(self, tailer: Shipper) -> None:
+        self._tasks.pop(tailer, None)
+        if not tailer.reading_done.is_set():
+            tailer.close()  # it gave up: the files after it must not wait
+        self.draining.discard(tailer)
+        if self._last.get(tailer.path) is tailer:
+            del self._last[tailer.path]
+        if self.tailers.get(tailer.path) is tailer:
+            del self.tailers[tailer.path]
+            tailer.close()
+            self._quiet_stamp = None  # a match no longer runs: the next scan must walk
+            self.request_scan()
+        metrics.FILES_TRACKED.dec()
+
+    def _on_rotated(self, tailer: FileTailer) -> None:
+        if self.tailers.get(tailer.path) is tailer:
+            del self.tailers[tailer.path]
+            self.draining.add(tailer)
+        self.request_scan()
+
+    def _watch(self, folder: str) -> None:
+        if folder and folder not in self._folders and self.ctx.watcher.subscribe(folder, self._on_event):
+            self._folders.add(folder)
+
+    def _on_event(self, path: str) -> None:
+        tailer = self.tailers.get(path)
+        if tailer is not None:
+            tailer.check_name()  # a rename is seen now, even by a tailer waiting for the queue
+            tailer.wake()
+        else:
+            self.request_scan()
+        for old in self.draining:
+            old.wake()
+
+
+async def scan_tick(runners: dict[str, EntryRunner], interval: float) -> None:
+    """Every `interval`, let each entry look for files it does not collect yet. One timer for all
+    entries: 10,000 single-file entries cost a dict lookup each, not a task and a timer each."""
+    while True:
+        await asyncio.sleep(interval)
+        for runner in list(runners.values()):
+            if runner.wants_scan():
+                runner.request_scan()
+
+
+class TailerManager:
+    """Applies the desired set of collect entries."""
+
+    def __init__(self, ctx: ManagerContext) -> None:
+        self.ctx = ctx
+        self.runners: dict[str, EntryRunner] = {}
+        self._lock = asyncio.Lock()
+        self._tickers: list[asyncio.Task[None]] = []
+
+    async def apply(self, entries: list[CollectEntry]) -> None:
+        """Start, stop and retarget so that exactly `entries` run."""
+        async with self._lock:
+            if not self._tickers:
+                self._tickers = [
+                    spawn("stat tick", "ticker", lambda: stat_tick(self.tailers, self.ctx.opts.stat_interval)),
+                    spawn("scan tick", "ticker", lambda: scan_tick(self.runners, self.ctx.scan_interval))]
+            desired = {e.path: e for e in entries}
+            for path in [p for p in self.runners if p not in desired]:
+                await self.runners.pop(path).stop()
+                self.ctx.registry.entry_removed(path)
+                log.info("stopped collecting %s", display_name(path))
+            for path, entry in desired.items():
+                runner = self.runners.get(path)
+                if runner is None:
+                    runner = EntryRunner(entry, self.ctx)
+                    seen_before = self.ctx.registry.entry_applied(path)
+                    self.runners[path] = runner
+                    started = await runner.start(start_at_end=not seen_before)
+                    self._announce(entry, started, runner)
+                elif runner.entry != entry and runner.entry.same_reading(entry):
+                    runner.retarget(entry)
+                elif runner.entry != entry:
+                    # Encoding or multiline changed: re-open the files from their acknowledged offsets
+                    # once what was read is acknowledged (nothing sent twice).
+                    await runner.stop(drain=self.ctx.drain_timeout)
+                    runner = self.runners[path] = EntryRunner(entry, self.ctx)
+                    await runner.start(start_at_end=False)
+                    log.info("restarted %s with new reading options", display_name(path))
+
+    @staticmethod
+    def _announce(entry: CollectEntry, started: int, runner: EntryRunner) -> None:
+        shown = display_name(entry.path)
+        if started:
+            log.info("collecting %s -> topic %s (%d file%s)", shown, entry.topic, started, "" if started == 1 else "s")
+        elif runner._errors:
+            log.info("entry %s -> topic %s applied, but no file is collected yet (see the errors above)",
+                     shown, entry.topic)
+        else:
+            log.info("entry %s -> topic %s applied; no file matches yet (collected when one appears)",
+                     shown, entry.topic)
+
+    async def stop(self) -> None:
+        """Stop every runner; safe to call twice."""
+        async with self._lock:
+            await cancel_and_wait(self._tickers)
+            self._tickers = []
+            for runner in list(self.runners.values()):
+                await runner.stop()
+            self.runners.clear()
+
+    def tailers(self) -> list[FileTailer]:
+        """The live files (for the stat tick); earlier files read from copies need no ticks."""
+        out: list[FileTailer] = []
+        for runner in self.runners.values():
+            out.extend(runner.tailers.values())
+            out.extend(t for t in runner.draining if isinstance(t, FileTailer))
+        return out

@@ -1,0 +1,122 @@
+"""Opening a collected file: the decision is made on what was opened, never on a name.
+
+Anyone who can write in a collected folder can rename, swap and symlink names at any
+moment (`renameat2(RENAME_EXCHANGE)` in a loop beats any check-then-open). So a file is
+opened first and judged after: the descriptor must be a regular file and the path the
+kernel reports for it (`/proc/self/fd/N`) must lie inside `[agent] allowed_paths`;
+otherwise it is closed unread. Every open of a collected file goes through
+`open_checked` (start, reopen after an idle close, a rotated file found by inode, a
+rotated copy found at start).
+
+File names are bytes on Linux; a name that is not valid UTF-8 reaches Python as a `str`
+with surrogate escapes, which JSON, Prometheus and the registry cannot carry.
+`display_name` gives the form shown in messages, keys, labels and logs: the name as it is
+when it is valid UTF-8; otherwise each backslash doubled and each byte that is not UTF-8
+written `\\xNN` (lossless: `from_display` turns it back).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Callable
+
+from logagent.errors import NotAllowed, SourceError
+
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+_DELETED = " (deleted)"
+
+Allowed = Callable[[str], bool]  # is this resolved path inside [agent] allowed_paths?
+
+
+def display_name(path: str) -> str:
+    """The name as messages, keys, metric labels and logs show it (see the module docstring)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def is_raw(path: str) -> bool:
+    """True when the name is not valid UTF-8 (its display form is escaped)."""
+    try:
+        path.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def from_display(shown: str) -> str:
+    """The file name behind an escaped display form (for a name that `is_raw`)."""
+    raw = _ESCAPE.sub(lambda m: b"\\" if m.group(1) == b"\\" else bytes([int(m.group(1)[1:], 16)]),
+                      shown.encode("utf-8"))
+    return os.fsdecode(raw)
+
+
+def open_error_reason(exc: OSError) -> str:
+    """A short metric label for an open/read error."""
+    return {errno.ENOENT: "missing", errno.EACCES: "permission_denied", errno.EPERM: "permission_denied",
+            errno.ELOOP: "symlink_loop", errno.EISDIR: "is_directory", errno.EMFILE: "too_many_open_files",
+            errno.ENFILE: "too_many_open_files"}.get(exc.errno or 0, "io_error")
+
+
+def opened_path(fd: int, st: os.stat_result) -> str | None:
+    """The path the kernel has for an open descriptor, symlinks resolved; None when unknown.
+
+    /proc/self/fd/N names the file that was opened, whatever the name went through. A file
+    unlinked since shows " (deleted)" after its last path. Without /proc the resolved name is
+    only trusted when it still leads to the very same (device, inode)."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    if st.st_nlink == 0 and real.endswith(_DELETED):
+        real = real[: -len(_DELETED)]
+    return real if real.startswith("/") else None
+
+
+def _resolved_if_same(name: str, st: os.stat_result) -> str | None:
+    """Without /proc: the resolved name, when it still leads to the opened (device, inode); else None."""
+    try:
+        real = os.path.realpath(name)
+        same = os.stat(real)
+    except OSError:
+        return None
+    return real if (same.st_dev, same.st_ino) == (st.st_dev, st.st_ino) else None
+
+
+def open_checked(name: str, allowed: Allowed, nofollow: bool = False) -> tuple[int, os.stat_result]:
+    """Open `name` for reading and judge the descriptor: a regular file inside allowed_paths.
+
+    Returns (fd, its fstat). Raises SourceError (cannot open, not a regular file) or
+    NotAllowed; in both cases nothing stays open. With `nofollow`, a symlink as the last
+    component is refused (ELOOP): for names found by inode, which must be the file itself.
+    """
+    flags = OPEN_FLAGS | (os.O_NOFOLLOW if nofollow else 0)
+    shown = display_name(name)
+    try:
+        fd = os.open(name, flags)
+    except OSError as exc:
+        raise SourceError(f"{shown}: cannot open: {exc.strerror}", reason=open_error_reason(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{shown}: not a regular file", reason="not_regular_file")
+        real = opened_path(fd, st) or _resolved_if_same(name, st)
+        if real is None:
+            raise NotAllowed(f"{shown}: cannot tell where the opened file lies (no /proc?); refused")
+        if not allowed(real):
+            # The resolved name is not shown: it may name what lies outside allowed_paths.
+            raise NotAllowed(f"{shown}: the opened file lies outside [agent] allowed_paths "
+                             "(a symlink or a swapped name); refused")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st

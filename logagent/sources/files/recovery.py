@@ -1,0 +1,314 @@
+"""Finding what rotation took away while the agent was not reading a path.
+
+Before a path's current file is read (at start, or when the agent finds that it missed a
+rotation), `plan()` lists the earlier generations of that path that still hold unread
+lines, oldest first, and where each one is now:
+
+- a file the registry knows (by device and inode, its fingerprint checked) that is no
+  longer at the path and not finished: found in the path's folder under any name
+  (app.log.1, app.log-20261129), or in the spool, or as a compressed copy
+  (app.log.2.gz, .bz2, .xz) whose decompressed first bytes match its fingerprint;
+- when the path now holds a file the registry does not know (it was replaced), the
+  rotated copies in its folder (`<name><sep><digits...>`, plain or compressed) that the
+  agent never saw and that were written after the newest generation it knew was first
+  seen: they were created and rotated away while the agent was down, or while it was
+  stuck behind a Kafka outage. A copytruncate rotation keeps the path's file, so its
+  copies are never taken for new generations (they would be read twice).
+
+A known file found nowhere is reported: how many bytes were at stake (its size when last
+seen past its acknowledged offset) goes to `logagent_bytes_lost_total{reason="rotated_away"}`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import logging
+import lzma
+import os
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, cast
+
+from logagent import metrics
+from logagent.sources.files.opener import display_name
+from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint_of, identity_key
+from logagent.sources.files.spool import Spool
+
+log = logging.getLogger("logagent.recovery")
+
+COMPRESSED: dict[str, Callable[[str], IO[bytes]]] = {
+    ".gz": lambda p: cast(IO[bytes], gzip.open(p, "rb")), ".bz2": lambda p: bz2.open(p, "rb"),
+    ".xz": lambda p: lzma.open(p, "rb")}
+_ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.gz|\.bz2|\.xz)?$")
+
+
+def compression_of(name: str) -> str:
+    """'.gz', '.bz2', '.xz' for a compressed copy we can read, else ''."""
+    for ext in COMPRESSED:
+        if name.endswith(ext):
+            return ext
+    return ""
+
+
+def is_rotated_name(name: str, base: str) -> bool:
+    """app.log.1, app.log.2.gz, app.log-20261129, app.log-20261129.gz, app.log_1 ... for base app.log."""
+    return name.startswith(base) and name != base and _ROTATED.match(name[len(base):]) is not None
+
+
+@dataclass
+class Generation:
+    """One earlier generation of a path to read before its current file."""
+
+    kind: str  # "file" (found by inode), "spool", "compressed"
+    where: str  # the file's name now, or the spool uid
+    start: int  # the offset to read from
+    mtime: float
+    dev: int
+    ino: int
+    fp: str
+    fp_len: int
+    key: str | None  # its registry key; None for a generation the agent never saw
+    since: float = 0.0
+    then: Generation | None = None  # where to go on past the end of a spool copy
+    alternatives: list[Generation] = field(default_factory=list)  # the same bytes elsewhere, should
+    # opening this one fail (logrotate compresses and unlinks app.log.1 while we look)
+
+
+class FolderIndex:
+    """One listing per folder per recovery pass: 10,000 files in one folder are listed once."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, list[tuple[str, os.stat_result]]] = {}
+        self._inodes: dict[str, dict[tuple[int, int], str]] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}
+
+    def by_inode(self, folder: str) -> dict[tuple[int, int], str]:
+        found = self._inodes.get(folder)
+        if found is None:
+            found = self._inodes[folder] = {(s.st_dev, s.st_ino): p for p, s in self.files(folder)}
+        return found
+
+    def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
+        """The regular files of `folder`. Listed twice and merged: a readdir racing logrotate's
+        renames (app.log.2.gz -> app.log.3.gz ...) can miss a file that moved during the listing."""
+        try:
+            st = os.stat(folder)
+            stamp = (st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            stamp = (0, 0)
+        found = self._folders.get(folder)
+        if found is None or self._stamps.get(folder) != stamp:  # listed again once the folder changes
+            self._stamps[folder] = stamp
+            self._inodes.pop(folder, None)
+            merged: dict[tuple[str, int], tuple[str, os.stat_result]] = {}
+            for _ in range(2):
+                try:
+                    with os.scandir(folder) as it:
+                        for entry in it:
+                            try:
+                                st = entry.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
+                            if stat.S_ISREG(st.st_mode):
+                                merged[(entry.path, st.st_ino)] = (entry.path, st)
+                except OSError:
+                    pass
+            found = self._folders[folder] = list(merged.values())
+        return found
+
+
+def _plain_head(path: str, length: int = FINGERPRINT_BYTES) -> bytes | None:
+    """The first bytes of a plain file (never through a symlink); None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, length, 0)
+    finally:
+        os.close(fd)
+
+
+def _plain_fp(path: str, length: int) -> str | None:
+    head = _plain_head(path, length)
+    return None if head is None else fingerprint_of(head)
+
+
+def _compressed_head(path: str, ext: str) -> bytes | None:
+    try:
+        with COMPRESSED[ext](path) as f:
+            return f.read(FINGERPRINT_BYTES)
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return None
+
+
+def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
+         folders: FolderIndex, owned: set[str] | frozenset[str] = frozenset(),
+         known: list[tuple[str, RegistryEntry]] | None = None,
+         current: tuple[int, int] | None = None) -> list[Generation]:
+    """The earlier generations of `path` to read before its current file, oldest first. `held`:
+    is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
+    answer for (read, or reading, and waiting for Kafka): neither is planned again. `known`: the
+    path's registry entries as they were before its current file was identified; `current`: the
+    (device, inode) of the file a tailer opened at the path (else the path is looked at)."""
+    if known is None:
+        known = registry.entries_for(path)
+    if not known:
+        return []
+    trusted = current is not None  # a tailer opened it and checked its fingerprint against the registry
+    if current is None:
+        try:
+            st = os.stat(path)
+            current = (st.st_dev, st.st_ino)
+        except OSError:
+            current = None
+    # The snapshot's entries under the keys they have now (identifying the current file may have
+    # archived an entry whose inode it reuses); ones dropped meanwhile are gone from the plan.
+    def now_under(key: str, entry: RegistryEntry) -> str | None:
+        live = registry.get(key)
+        if live is not None and live.uid == entry.uid:
+            return key
+        return entry.uid if registry.get(entry.uid) is not None else None
+
+    known = [(k, e) for k, e in ((now_under(k, e), e) for k, e in known) if k is not None]
+    # A file the registry saw only empty has no fingerprint to tell it from a reused inode; nothing
+    # of it was acknowledged, so whatever it holds now is looked for as a generation never seen.
+    sure = [(k, e) for k, e in known if e.fp_len > 0]
+    # Is the file at the path one the agent knew, by a fingerprint? Else files may have been created
+    # and rotated away since (an inode alone proves nothing: rotation frees and reuses them).
+    replaced = current is not None and not any(
+        k == identity_key(*current) and (trusted or _plain_fp(path, e.fp_len) == e.fp) for k, e in sure)
+    todo: list[tuple[str, RegistryEntry]] = []
+    for key, entry in sure:
+        if entry.done or key in owned or entry.uid in owned or held(entry.dev, entry.ino):
+            continue
+        if (entry.dev, entry.ino) == current:
+            if key == identity_key(*current) and (trusted or _plain_fp(path, entry.fp_len) == entry.fp):
+                continue  # still at its path: its own tailer reads it
+            if key == identity_key(*current):
+                registry.archive(entry.dev, entry.ino)  # a new file reused its inode
+            key, replaced = entry.uid, True
+        todo.append((key, entry))
+    if not todo and not replaced:
+        return []  # the common case: the path still holds the file we know, nothing else owed
+    folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    listing = folders.files(folder)
+    by_inode = folders.by_inode(folder)
+    heads: dict[str, bytes | None] = {}
+
+    def compressed_match(entry: RegistryEntry) -> tuple[str, os.stat_result] | None:
+        for p, s in listing:
+            ext = compression_of(p)
+            if ext and is_rotated_name(os.path.basename(p), base):
+                if p not in heads:
+                    heads[p] = _compressed_head(p, ext)
+                head = heads[p]
+                if head is not None and len(head) >= entry.fp_len and \
+                        fingerprint_of(head[: entry.fp_len]) == entry.fp:
+                    return p, s
+        return None
+
+    found: list[Generation] = []
+    for key, entry in todo:
+        gen = _locate(key, entry, by_inode, spool, compressed_match)
+        if gen is not None:
+            found.append(gen)
+        else:
+            at_stake = max(0, entry.size - entry.offset)
+            log.warning("%s: an earlier file of this name (first seen %s, acknowledged to offset %d%s) was "
+                        "rotated away and is gone: not in its folder, the spool or a compressed copy",
+                        display_name(path), _when(entry.since), entry.offset,
+                        f", {at_stake} bytes after it were known" if at_stake else "")
+            metrics.LOST_BYTES.labels("rotated_away").inc(at_stake)
+            registry.mark_done(key)
+    if replaced:
+        found.extend(_unseen(path, known, sure, listing, heads, held, current))
+    log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
+              display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
+              max(e.since for _, e in known), len(listing),
+              [(g.kind, os.path.basename(g.where), g.start) for g in found])
+    found.sort(key=lambda g: (g.mtime, g.since))
+    return found
+
+
+def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[str, RegistryEntry]],
+            listing: list[tuple[str, os.stat_result]], heads: dict[str, bytes | None],
+            held: Callable[[int, int], bool], current: tuple[int, int] | None) -> list[Generation]:
+    """The path holds a file we never saw: the generations created and rotated away meanwhile.
+    One generation can show twice (app.log.1 and the app.log.2.gz being made of it, or one file
+    listed under two names): candidates with the same first bytes are one generation, read from
+    the plain file if it can be opened, else from its compressed copy."""
+    base = os.path.basename(path)
+    newest = max(e.since for _, e in known)
+    fps = {(e.fp, e.fp_len) for _, e in sure}
+    groups: list[tuple[bytes, list[Generation]]] = []  # (first bytes, the candidates that share them)
+    for p, s in listing:
+        name = os.path.basename(p)
+        # A file we know is told by its first bytes below, not by its inode (inodes are reused).
+        if not is_rotated_name(name, base) or (s.st_dev, s.st_ino) == current or s.st_mtime <= newest \
+                or held(s.st_dev, s.st_ino):
+            continue
+        ext = compression_of(name)
+        if ext:
+            head = heads[p] if p in heads else _compressed_head(p, ext)
+            kind = "compressed"
+        else:
+            head = _plain_head(p)
+            kind = "file"
+        if not head or any(n and fingerprint_of(head[:n]) == f for f, n in fps if len(head) >= n):
+            continue  # unreadable or empty, or a copy of a file we know
+        gen = Generation(kind, p, 0, s.st_mtime, s.st_dev, s.st_ino, fingerprint_of(head), len(head), None,
+                         s.st_mtime)
+        # Twins share their first bytes; a shorter head (a copy still being written) is a prefix.
+        for first, gens in groups:
+            n = min(len(first), len(head))
+            if first[:n] == head[:n]:
+                gens.append(gen)
+                break
+        else:
+            groups.append((head, [gen]))
+    out: list[Generation] = []
+    for _, gens in groups:
+        gens.sort(key=lambda g: (g.kind != "file", -g.fp_len))  # a plain file first, the fullest head
+        best = gens[0]
+        best.alternatives = gens[1:]
+        out.append(best)
+    return out
+
+
+def _locate(key: str, entry: RegistryEntry, by_inode: dict[tuple[int, int], str], spool: Spool | None,
+            compressed_match: Callable[[RegistryEntry], tuple[str, os.stat_result] | None]) -> Generation | None:
+    """Where a known generation is now, best first: its file (by inode, fingerprint checked), the
+    spool (going on in a compressed copy past the spool's end), a compressed copy. The others are
+    kept as alternatives in case the first cannot be opened any more."""
+    def gen(kind: str, where: str, mtime: float) -> Generation:
+        return Generation(kind, where, entry.offset, mtime, entry.dev, entry.ino, entry.fp, entry.fp_len, key,
+                          entry.since)
+
+    options: list[Generation] = []
+    name = by_inode.get((entry.dev, entry.ino))
+    if name is not None and _plain_fp(name, entry.fp_len) == entry.fp:
+        options.append(gen("file", name, os.stat(name).st_mtime))
+    packed = compressed_match(entry)
+    spooled = spool.get(entry.uid) if spool is not None else None
+    if spooled is not None and spooled.covered(entry.offset) > entry.offset:
+        first = gen("spool", spooled.uid, spooled.mtime)
+        if packed is not None:
+            first.then = gen("compressed", packed[0], packed[1].st_mtime)
+        options.append(first)
+    if packed is not None:
+        options.append(gen("compressed", packed[0], packed[1].st_mtime))
+    if not options:
+        return None
+    options[0].alternatives = options[1:]
+    return options[0]
+
+
+def _when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "at an unknown time"

@@ -1,0 +1,380 @@
+"""The registry: per file identity, the offset up to which Kafka acknowledged every line.
+
+Stored as JSON under `[agent] data_dir`, written atomically (temp file, fsync,
+rename) every `registry_flush_interval` and at shutdown. A file is identified by
+(device, inode) plus a fingerprint of its first bytes, so a reused inode is not
+taken for the old file. A corrupt registry is set aside, never fatal; a data_dir
+that cannot be written is reported and counted while shipping goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from logagent import metrics
+from logagent.errors import RegistryError
+from logagent.runtime.atomic import write_atomic
+from logagent.sources.files.opener import display_name, from_display, is_raw
+
+log = logging.getLogger("logagent.registry")
+
+FINGERPRINT_BYTES = 1024
+PRUNE_AFTER = 30 * 86400.0
+VERSION = 1
+
+
+def fingerprint_of(head: bytes) -> str:
+    """The hash that identifies a file by its first bytes (`fingerprint` of bytes already read)."""
+    return hashlib.blake2b(head, digest_size=12).hexdigest()
+
+
+def fingerprint(fd: int, length: int = FINGERPRINT_BYTES) -> tuple[str, int]:
+    """(hash, length) of up to `length` first bytes of an open file."""
+    head = os.pread(fd, length, 0)
+    return fingerprint_of(head), len(head)
+
+
+def uid_of(dev: int, ino: int, since: float) -> str:
+    """Unique for a file across inode reuse: names its spool folder and archived registry key."""
+    return f"{dev}-{ino}-{int(since * 1e6)}"
+
+
+@dataclass
+class RegistryEntry:
+    path: str  # the name the file was collected under (its rotated names are found by identity)
+    offset: int  # every byte before it is acknowledged by Kafka
+    dev: int
+    ino: int
+    fp: str
+    fp_len: int
+    updated: float  # wall time of the last change
+    since: float = 0.0  # wall time the agent first saw this file: orders a path's generations
+    done: bool = False  # rotated away, read and acknowledged to its end: nothing left to do
+    size: int = 0  # bytes the agent knew the file had (what is at stake if it vanishes)
+
+    @property
+    def uid(self) -> str:
+        """Unique for the file across inode reuse: names its spool folder and archived key."""
+        return uid_of(self.dev, self.ino, self.since)
+
+
+def _still_there(entry: RegistryEntry) -> bool:
+    """True while the entry's name still points at its file: an idle file is never forgotten."""
+    try:
+        st = os.stat(entry.path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+
+
+def identity_key(dev: int, ino: int) -> str:
+    return f"{dev}:{ino}"
+
+
+KEEP_DONE_PER_PATH = 200  # finished rotated generations remembered per path (their identity is
+# what keeps a rotated copy from being taken for a new file at start)
+
+
+class Registry:
+    """In-memory map of acknowledged offsets, flushed to `<data_dir>/registry.json`."""
+
+    def __init__(self, data_dir: Path, flush_interval: float = 1.0) -> None:
+        self.path = Path(data_dir) / "registry.json"
+        self.flush_interval = flush_interval
+        self._entries: dict[str, RegistryEntry] = {}
+        self._by_path: dict[str, set[str]] = {}  # path -> keys of its entries (its generations)
+        self._done_since_prune = 0
+        self._serialize_cost = 0.0  # seconds the last snapshot took on the loop
+        self._applied: dict[str, float] = {}  # collect entry path -> when it was first applied
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
+        self._version = 0  # counts changes; _saved_version is the last one known to be on disk
+        self._saved_version = 0
+        self._write_lock = asyncio.Lock()  # one background write at a time (they share a temp file)
+
+    def load(self) -> None:
+        """Read the saved offsets; a corrupt file is renamed aside and logged."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            metrics.REGISTRY_ERRORS.inc()
+            log.error("registry %s unreadable (%s); starting without saved offsets", self.path, exc)
+            return
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+                raise ValueError("no 'files' object")
+            now = time.time()
+            self._applied = {str(k): float(v) for k, v in data.get("entries", {}).items()}
+            for key, item in data["files"].items():
+                item = dict(item)
+                if item.pop("raw", False):  # a name that is not UTF-8, saved in its escaped form
+                    item["path"] = from_display(item["path"])
+                entry = RegistryEntry(**item)
+                if now - entry.updated < PRUNE_AFTER or _still_there(entry):
+                    self._put(key, entry)
+            self._prune_done()
+        except (ValueError, TypeError) as exc:
+            metrics.REGISTRY_ERRORS.inc()
+            aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
+            try:
+                self.path.rename(aside)
+                where = f"moved to {aside}"
+            except OSError as rename_exc:
+                where = f"could not be moved aside: {rename_exc}"
+            log.error("registry %s is corrupt (%s); %s; starting without saved offsets", self.path, exc, where)
+            self._entries.clear()
+            self._by_path.clear()
+            self._applied.clear()
+
+    def entry_applied(self, pattern: str) -> bool:
+        """Record that a collect entry runs; True when it already ran before (a restart).
+
+        `start = end` applies only to an entry's first application: after a restart,
+        a file that appeared while the agent was down is read from its beginning.
+        """
+        seen = pattern in self._applied
+        if not seen:
+            self._applied[pattern] = time.time()
+            self._changed()
+        return seen
+
+    def entry_removed(self, pattern: str) -> None:
+        if self._applied.pop(pattern, None) is not None:
+            self._changed()
+
+    def lookup(self, dev: int, ino: int) -> RegistryEntry | None:
+        return self._entries.get(identity_key(dev, ino))
+
+    def get(self, key: str) -> RegistryEntry | None:
+        return self._entries.get(key)
+
+    def update(self, dev: int, ino: int, path: str, offset: int, fp: str, fp_len: int,
+               key: str | None = None, size: int | None = None) -> str:
+        """Record that every byte before `offset` of this file is acknowledged; returns its key
+        (`key`: an archived entry's, see `archive`)."""
+        key = key or identity_key(dev, ino)
+        entry = self._entries.get(key)
+        now = time.time()
+        if entry is None:
+            self._put(key, RegistryEntry(path, offset, dev, ino, fp, fp_len, now, since=now,
+                                         size=max(offset, size or 0)))
+        else:
+            entry.offset, entry.fp, entry.fp_len = offset, fp, fp_len
+            entry.updated = now
+            if size is not None:
+                entry.size = max(entry.size, size)
+        self._changed()
+        return key
+
+    def archive(self, dev: int, ino: int) -> None:
+        """A new file took over this inode while the old one still has work (unread bytes kept in a
+        rotated copy or the spool): keep the old entry under its uid, out of the new one's way."""
+        key = identity_key(dev, ino)
+        entry = self._drop(key)
+        if entry is not None:
+            if not entry.done:
+                self._put(entry.uid, entry)
+            self._changed()
+
+    def remember_content(self, dev: int, ino: int, path: str, fp: str, fp_len: int) -> None:
+        """A file was truncated and rewritten (copytruncate): what it held before is remembered as a
+        finished generation, so that its rotated copy (app.log.1) is never taken for a file the
+        agent has not read."""
+        if fp_len == 0:
+            return
+        now = time.time()
+        entry = RegistryEntry(path, 0, dev, ino, fp, fp_len, now, since=now, done=True)
+        self._put(f"{entry.uid}:{fp}", entry)
+        self._changed()
+
+    def mark_done(self, key: str) -> None:
+        """The file was rotated away and is acknowledged to its end."""
+        entry = self._entries.get(key)
+        if entry is not None and not entry.done:
+            entry.done = True
+            entry.updated = time.time()
+            self._done_since_prune += 1
+            if self._done_since_prune >= KEEP_DONE_PER_PATH:
+                self._done_since_prune = 0
+                self._prune_done()
+            if key != identity_key(entry.dev, entry.ino):
+                self._drop(key)  # an archived entry has no file left to recognise
+            self._changed()
+
+    def entries_for(self, path: str) -> list[tuple[str, RegistryEntry]]:
+        """(key, entry) of every file collected under `path`: its generations."""
+        return [(k, self._entries[k]) for k in self._by_path.get(path, ())]
+
+    def live_uids(self) -> set[str]:
+        """The uids of files not done yet: the ones whose spool copies may still be needed."""
+        return {e.uid for e in self._entries.values() if not e.done}
+
+    def paths(self) -> list[str]:
+        """Every path with files in the registry."""
+        return list(self._by_path)
+
+    def forget(self, dev: int, ino: int) -> None:
+        if self._drop(identity_key(dev, ino)) is not None:
+            self._changed()
+
+    def _put(self, key: str, entry: RegistryEntry) -> None:
+        old = self._entries.get(key)
+        if old is not None and old.path != entry.path:
+            self._drop(key)
+        self._entries[key] = entry
+        self._by_path.setdefault(entry.path, set()).add(key)
+
+    def _drop(self, key: str) -> RegistryEntry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            keys = self._by_path.get(entry.path)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_path[entry.path]
+        return entry
+
+    def _prune_done(self) -> None:
+        """Keep the newest KEEP_DONE_PER_PATH finished generations of each path."""
+        done: dict[str, list[tuple[float, str]]] = {}
+        for key, e in self._entries.items():
+            if e.done:
+                done.setdefault(e.path, []).append((e.since, key))
+        for keys in done.values():
+            if len(keys) > KEEP_DONE_PER_PATH:
+                for _, key in sorted(keys)[: len(keys) - KEEP_DONE_PER_PATH]:
+                    self._drop(key)
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self._version += 1
+
+    def entries(self) -> dict[str, RegistryEntry]:
+        return dict(self._entries)
+
+    def _serialize(self) -> bytes:
+        # Runs every flush interval on the loop: with 10,000 files dataclasses.asdict + json
+        # cost ~10 % of a core here; dict literals + orjson a fraction of that.
+        files: dict[str, dict[str, object]] = {}
+        for k, e in self._entries.items():
+            item: dict[str, object] = {"path": e.path, "offset": e.offset, "dev": e.dev, "ino": e.ino,
+                                       "fp": e.fp, "fp_len": e.fp_len, "updated": e.updated,
+                                       "since": e.since, "size": e.size}
+            if e.done:
+                item["done"] = True
+            if is_raw(e.path):  # JSON holds no lone surrogates: the lossless escaped form instead
+                item["path"], item["raw"] = display_name(e.path), True
+            files[k] = item
+        return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
+
+    def _write(self, payload: bytes) -> None:
+        """Write atomically; raises RegistryError."""
+        try:
+            write_atomic(self.path, payload)
+        except OSError as exc:
+            metrics.REGISTRY_ERRORS.inc()
+            raise RegistryError(f"cannot write registry {self.path}: {exc.strerror or exc}") from exc
+
+    def save(self) -> None:
+        """Write the registry now; raises RegistryError."""
+        version, payload = self._snapshot()
+        try:
+            self._write(payload)
+        except RegistryError:
+            self._written(version, False)
+            raise
+        self._written(version, True)
+
+    def _snapshot(self) -> tuple[int, bytes]:
+        """What is in memory now, for one write: (its version, the payload). The write's outcome
+        goes back through _written()."""
+        self._dirty = False
+        started = time.perf_counter()
+        payload = self._serialize()
+        self._serialize_cost = time.perf_counter() - started
+        return self._version, payload
+
+    def _written(self, version: int, ok: bool) -> bool:
+        """Record a write's outcome: on disk up to `version`, or still to be written."""
+        if ok:
+            self._saved_version = max(self._saved_version, version)
+        else:
+            self._dirty = True
+        return ok
+
+    def _write_logged(self, payload: bytes) -> bool:
+        """Write, logging (once per distinct problem) instead of raising."""
+        try:
+            self._write(payload)
+        except RegistryError as exc:
+            if str(exc) != self._last_error:
+                log.error("%s; shipping continues, offsets are kept in memory", exc)
+                self._last_error = str(exc)
+            return False
+        if self._last_error:
+            log.info("registry %s writable again", self.path)
+            self._last_error = ""
+        return True
+
+    def flush(self) -> bool:
+        """Save if anything changed; False when it could not be written."""
+        if not self._dirty:
+            return True
+        version, payload = self._snapshot()
+        return self._written(version, self._write_logged(payload))
+
+    async def persist(self) -> None:
+        """Return once every change made before this call is on disk, writing now (in a thread)
+        if the last write did not cover it; calls made meanwhile share one write. A failed write
+        is logged, not raised: shipping goes on with the offsets in memory, as with the flush."""
+        wanted = self._version
+        async with self._write_lock:
+            if self._saved_version < wanted:
+                await self._write_now()
+
+    async def _write_now(self) -> None:
+        """Serialise on the loop (entries change there), write in a thread; hold _write_lock."""
+        version, payload = self._snapshot()
+        self._written(version, await asyncio.to_thread(self._write_logged, payload))
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="registry-flush")
+
+    def spacing(self) -> float:
+        """Seconds between writes while offsets move. A kill -9 re-sends what Kafka acknowledged
+        since the last write, so writes come every quarter of registry_flush_interval; but never
+        more often than 100 times the cost of serialising the registry (10,000 files: ~5 ms), so
+        many files are not paid for with a loop busy writing."""
+        return min(self.flush_interval, max(self.flush_interval / 4, 100 * self._serialize_cost))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.spacing())
+            if self._dirty:
+                async with self._write_lock:
+                    await self._write_now()
+
+    async def stop(self) -> None:
+        """Stop the periodic flush and write a last time; safe to call twice."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.flush()

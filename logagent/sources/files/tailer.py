@@ -1,0 +1,822 @@
+"""One tailer per file: read new bytes in chunks, ship lines, follow rotation like `tail -F`.
+
+Two layers:
+- `Shipper`: what every reader of a file's bytes shares: bytes at file offsets become
+  lines (LineSplitter, multiline), lines become messages (MessageFormat), messages go on
+  the queue as batches (waiting when it is full: the file is the buffer), and Kafka's
+  acknowledgements move the registry offset in order (AckTracker).
+- `FileTailer`: a live file opened by name. It is bound to a file identity (device,
+  inode, fingerprint), not to a name. It reads to the end whenever it is woken (inotify or
+  the stat tick). When the name it was opened under points elsewhere (rename or delete), it
+  reads its file until it stops growing for `rotate_wait`, sends the held partial line,
+  closes and ends; the entry's runner then opens the new file under that name.
+
+Every open goes through opener.open_checked (the descriptor is judged against
+allowed_paths), and one file is read by one tailer only, whatever names lead to it
+(`Claims`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from logagent import metrics
+from logagent.errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
+from logagent.pipeline.batch import Batch, error_text
+from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.acks import Ack, AckTracker
+from logagent.sources.files.budget import FdBudget, stat_tick
+from logagent.sources.files.entry import path_allowed
+from logagent.sources.files.lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encoding, utc_timestamp
+from logagent.sources.files.multiline import Aggregator, MultilineSpec
+from logagent.sources.files.opener import display_name, open_checked, open_error_reason
+from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
+from logagent.sources.files.spool import Spool, SpoolFile
+
+__all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
+           "stat_tick"]
+
+log = logging.getLogger("logagent.tailer")
+
+RETRY_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SPOOL_GRACE = 0.5  # seconds a rotated file's in-flight bytes get to be acknowledged before they are spooled
+SPOOL_GRACE_BYTES = 1024 * 1024  # ... when no more than this is owed and Kafka acknowledged within 1 s
+
+
+@dataclass
+class Route:
+    """Where a file's lines go; replaced in place to retarget without re-reading."""
+
+    topic: str
+    module: str = ""
+    fields: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a file's bytes become events: its encoding and optional multiline joining.
+    Changing these restarts the file's tailer (from its acknowledged offset)."""
+
+    encoding: str = "utf-8"
+    multiline: MultilineSpec | None = None
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    ip: str
+    host: str
+    max_line_bytes: int = 1024 * 1024
+    read_buffer_bytes: int = 256 * 1024
+    stat_interval: float = 1.0
+    rotate_wait: float = 2.0
+    close_inactive: float = 300.0
+
+
+class Claims:
+    """One tailer per file (device, inode), whatever names lead to it: a symlink alias, a
+    second glob, a folder reached twice. The first tailer to open a file holds it."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[tuple[int, int], Shipper] = {}
+
+    def claim(self, key: tuple[int, int], tailer: Shipper) -> Shipper | None:
+        """Take the file for `tailer`; the holder when another live tailer has it."""
+        holder = self._by_id.get(key)
+        if holder is not None and holder is not tailer and not holder.finished:
+            return holder
+        self._by_id[key] = tailer
+        return None
+
+    def holder(self, key: tuple[int, int]) -> Shipper | None:
+        holder = self._by_id.get(key)
+        return None if holder is None or holder.finished else holder
+
+    def release(self, tailer: Shipper) -> None:
+        key = (tailer.dev, tailer.ino)
+        if self._by_id.get(key) is tailer:
+            del self._by_id[key]
+
+
+@dataclass(kw_only=True)
+class TailContext:
+    """What every tailer shares: options, the queue, the registry, descriptors, claims and the
+    allow-list (replaced in place on SIGHUP, so running tailers see the new one)."""
+
+    opts: TailOptions
+    queue: BatchQueue
+    registry: Registry
+    budget: FdBudget
+    allowed_paths: tuple[str, ...]
+    claims: Claims = field(default_factory=Claims)
+    spool: Spool | None = None  # where rotated-away bytes Kafka does not have yet are kept
+    owned: set[str] = field(default_factory=set)  # registry keys a tailer of this process answers for
+
+    def allowed(self, real_path: str) -> bool:
+        return path_allowed(real_path, self.allowed_paths)
+
+
+class _NoGauge:
+    def set(self, value: float) -> None:
+        pass
+
+
+class Shipper:
+    """Bytes at file offsets -> lines -> messages -> batches; acknowledgements in order."""
+
+    def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None = None) -> None:
+        self.path = path  # the name as the OS takes it
+        self.name = display_name(path)  # the name as messages, keys, labels and logs show it
+        self.origin = path  # the collect entry this file belongs to (set by the runner)
+        self.ctx = ctx
+        self.opts = ctx.opts
+        self.spec = spec or SourceSpec()
+        self.announce = True  # log the start at INFO (the runner turns it off past its first files)
+        self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
+        self._queue = ctx.queue
+        self._registry = ctx.registry
+        self.route = route
+        self.dev = self.ino = 0
+        self.fp, self.fp_len = "", 0
+        self.read_pos = 0
+        self.acks = AckTracker()
+        self.reg_key = ""  # this file's key in the registry
+        self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
+        self.after: Shipper | None = None  # the earlier generation of this path, read first
+        self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
+        self.complete = False  # read to its end (not merely stopped): only then can it be done
+        self._spooled: SpoolFile | None = None
+        self._splitter = LineSplitter(self.opts.max_line_bytes)
+        self._events: Aggregator | None = None
+        self._wake = asyncio.Event()
+        self._failures = 0
+        self.finished = False
+        self._key = f"{self.opts.ip}:{self.name}".encode()
+        self._label = metrics.path_label(self.name)
+        self._lines = metrics.LINES_READ.labels(self._label)
+        self._bytes = metrics.BYTES_READ.labels(self._label)
+        self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
+        self._replaced_logged = -1e9
+        self._replaced_since_log = 0
+        # A gauge shared by many files would say nothing: files past the label cap have none.
+        own = self._label != metrics.OTHER_PATHS
+        self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
+        self._held = metrics.PARTIAL_LINE_BYTES.labels(self._label) if own else _NoGauge()
+        self._format = self._make_format(route)
+
+    # ---- offsets
+
+    @property
+    def acked(self) -> int:
+        """Every byte before this offset is acknowledged by Kafka."""
+        return self.acks.acked
+
+    @property
+    def generation(self) -> int:
+        return self.acks.generation
+
+    @property
+    def unacked(self) -> int:
+        """Batches in flight."""
+        return self.acks.pending
+
+    @property
+    def resume_offset(self) -> int:
+        """Where a restart must begin: never inside a line, nor inside a multiline event."""
+        pending = self._events.pending_start if self._events is not None else None
+        return self._splitter.resume_offset if pending is None else pending
+
+    # ---- routing and decoding
+
+    def _make_format(self, route: Route) -> MessageFormat:
+        return MessageFormat(self.opts.ip, self.opts.host, self.name, route.module, route.fields,
+                             self.encoding or "utf-8")
+
+    def retarget(self, route: Route) -> None:
+        """New topic/module/fields for the lines not read yet; nothing is re-read."""
+        self.route = route
+        self._format = self._make_format(route)
+
+    def _resolve_encoding(self, head: bytes) -> None:
+        """Pick the codec (a UTF-16/32 BOM decides the byte order) and build the line machinery."""
+        self.encoding = resolve_encoding(self.spec.encoding, head)
+        self._splitter = LineSplitter(self.opts.max_line_bytes, self.encoding)
+        self._splitter.reset(self.read_pos)
+        if self.spec.multiline is not None:
+            self._events = Aggregator(self.spec.multiline, self.encoding, self.opts.max_line_bytes)
+        self._format = self._make_format(self.route)
+
+    # ---- bytes to batches
+
+    async def _ship_chunk(self, data: bytes, offset: int) -> None:
+        """Lines completed by `data` (at file offset `offset`) onto the queue."""
+        self._bytes.inc(len(data))
+        values = self._messages(data, offset)
+        self._held.set(self._splitter.pending)
+        if values:
+            await self._enqueue(values)
+        else:
+            await asyncio.sleep(0)  # a long line without newline must not starve the loop
+
+    def _messages(self, data: bytes, offset: int) -> list[bytes]:
+        """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        if self._events is None:
+            held = self._splitter.held
+            fast = self._splitter.feed_plain(data, offset)
+            if fast is not None:
+                start, parts = fast
+                if not parts:
+                    return []
+                plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
+                values = self._format.build_plain(start, parts, utc_timestamp(), plain)
+                self._count_replaced(start)
+                return values
+        lines = self._splitter.feed(data, offset)
+        if lines and self._events is not None:
+            lines = self._events.push(lines)
+        return self._build(lines) if lines else []
+
+    def _build(self, lines: list[Line]) -> list[bytes]:
+        truncated = sum(1 for line in lines if line[2])
+        if truncated:
+            metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
+            log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
+                        self.name, truncated, lines[0][0])
+        values = self._format.build(lines, utc_timestamp())
+        self._count_replaced(lines[0][0])
+        return values
+
+    def _count_replaced(self, offset: int) -> None:
+        """Count lines whose bytes were invalid in the encoding; say so (at most once a minute)."""
+        n = self._format.replaced
+        if not n:
+            return
+        self._decode_errors.inc(n)
+        self._replaced_since_log += n
+        now = time.monotonic()
+        if now - self._replaced_logged >= 60.0:
+            log.warning("%s: %d line(s) had bytes that are not valid %s (binary content?), shipped with "
+                        "U+FFFD in their place; first near offset %d", self.name, self._replaced_since_log,
+                        self.encoding, offset)
+            self._replaced_logged, self._replaced_since_log = now, 0
+
+    async def _ship(self, lines: list[Line]) -> None:
+        await self._enqueue(self._build(lines))
+
+    async def _enqueue(self, values: list[bytes]) -> None:
+        """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
+        self._lines.inc(len(values))
+        batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.acks.generation)
+        self.acks.sent(batch)
+        self._unacked.set(self.read_pos - self.acks.acked)
+        await self._queue.put(batch)
+
+    async def _flush_held(self) -> None:
+        """The file will not grow: send the held partial line and a pending multiline event."""
+        last = self._splitter.flush()
+        if self._events is not None:
+            last = self._events.push(last) + self._events.flush()
+        self._held.set(0)
+        if last:
+            await self._ship(last)
+
+    # ---- acknowledgements
+
+    def batch_done(self, batch: Batch) -> None:
+        """Called on the loop when Kafka answered for every message of the batch."""
+        outcome = self.acks.done(batch)
+        if outcome is Ack.FAILED:
+            text = error_text(batch.error)
+            log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
+                      self.name, batch.topic, self.acked, text, self.acked)
+            self.wake()
+        elif outcome is Ack.MOVED:
+            self._failures = 0
+            self._acked_at = time.monotonic()
+            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                                  key=self.reg_key or None, size=self.read_pos)
+            self._unacked.set(max(0, self.read_pos - self.acked))
+            if self._spooled is not None and self.ctx.spool is not None:
+                self.ctx.spool.release(self._spooled.uid, self.acked)
+
+    async def _rewind_after_failure(self) -> None:
+        delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
+        self._failures += 1
+        await asyncio.sleep(delay)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Drop what is in flight and read again from the acknowledged offset."""
+        self.read_pos = self.acks.rewind()
+        self._splitter.reset(self.read_pos)
+        if self._events is not None:
+            self._events.reset()
+
+    def _done_if_acknowledged(self) -> bool:
+        """An earlier file of its path read to its end and acknowledged to its end: its registry
+        entry is done (a restart looks for it no more) and its spool copy is deleted."""
+        if not (self.complete and self.reg_key and self.acks.pending == 0 and self.acks.failed is None
+                and self.acked >= self.read_pos):
+            return False
+        entry = self._registry.get(self.reg_key)
+        self._registry.mark_done(self.reg_key)
+        self.ctx.owned.discard(self.reg_key)
+        uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
+        if self.ctx.spool is not None and uid:
+            self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too
+        self._spooled = None
+        return True
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Read until this file is done (or the task is cancelled)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop for good: close what is open, let the next file of the path go on."""
+        raise NotImplementedError
+
+
+class FileTailer(Shipper):
+    """Tails one file identity opened under `path`; see the module docstring."""
+
+    def __init__(self, path: str, route: Route, ctx: TailContext, start_at_end: bool = False,
+                 on_rotated: Callable[[FileTailer], None] | None = None,
+                 spec: SourceSpec | None = None) -> None:
+        super().__init__(path, route, ctx, spec)
+        self._budget = ctx.budget
+        self._start_at_end = start_at_end
+        self._on_rotated = on_rotated or (lambda tailer: None)
+        self.fd: int | None = None
+        self.rotated = False
+        self._last_growth = time.monotonic()
+        self._closed_idle = False
+        self._decided = False  # where to start was decided but may not be on disk yet
+        self._spooled_to = 0  # the spool holds this file's bytes up to here
+        self._protecting: asyncio.Future[None] | None = None
+        self._protect_again = False
+
+    # ---- open / close
+
+    @property
+    def evictable(self) -> bool:
+        """Caught up with a file that still has its name: safe to close and reopen later."""
+        if self.fd is None or self.rotated or self._splitter.pending:
+            return False
+        try:
+            return os.fstat(self.fd).st_size == self.read_pos
+        except OSError:
+            return False
+
+    def open(self, at: str | None = None) -> None:
+        """Open the file under `path`, or under `at`, a new name of the same file (the first
+        time: identify it, claim it and find where to start).
+
+        Raises SourceError (NotAllowed when the opened file lies outside allowed_paths,
+        AlreadyCollected when another tailer reads it). When all `max_open_files` descriptors
+        are busy and none is idle, a new file is identified through a short-lived descriptor
+        and left parked (no descriptor): the stat tick wakes it and it reopens when a slot frees.
+        """
+        name = at or self.path
+        reopening = self.dev != 0
+        have_slot = self._budget.acquire(self)
+        if not have_slot and reopening:
+            return  # still parked; the next tick tries again
+        try:
+            # A name found by inode must be the file itself, never a symlink planted there.
+            fd, st = open_checked(name, self.ctx.allowed, nofollow=at is not None)
+        except SourceError as exc:
+            self._budget.release(self)
+            # A refusal is counted under the entry: the name may lead somewhere outside.
+            label = metrics.path_label(display_name(self.origin)) if isinstance(exc, NotAllowed) else self._label
+            metrics.FILE_ERRORS.labels(label, exc.reason).inc()
+            raise
+        if reopening and ((st.st_dev, st.st_ino) != (self.dev, self.ino)
+                          or (at is not None and self.fp_len == 0)  # found by inode, nothing to check it by
+                          or fingerprint(fd, self.fp_len)[0] != self.fp):
+            # Another file under the name, or the inode reused by a new file while we had it closed.
+            os.close(fd)
+            self._budget.release(self)
+            raise FileReplaced(f"{display_name(name)}: replaced while closed")
+        if not reopening:
+            holder = self.ctx.claims.claim((st.st_dev, st.st_ino), self)
+            if holder is not None:
+                os.close(fd)
+                self._budget.release(self)
+                raise AlreadyCollected(f"{self.name} is the same file as {holder.name} (entry "
+                                       f"{display_name(holder.origin)!r}), which is collected already; "
+                                       "it is not read twice", holder)
+        self.fd = fd
+        self._closed_idle = False
+        if not reopening:
+            self._identify(fd, st)
+        if not have_slot:
+            os.close(fd)
+            self.fd = None
+            self._closed_idle = True
+            log.debug("%s parked: all max_open_files descriptors busy", self.name)
+
+    def _identify(self, fd: int, st: os.stat_result) -> None:
+        """A file seen for the first time: its identity, and the offset to start from."""
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.fp, self.fp_len = fingerprint(fd)
+        saved = self._registry.lookup(st.st_dev, st.st_ino)
+        self._decided = True  # a new decision, unless the registry had one
+        if saved is not None and fingerprint(fd, saved.fp_len)[0] != saved.fp:
+            self._registry.archive(st.st_dev, st.st_ino)  # a reused inode: the old file may still be owed
+            saved = None
+        if saved is not None:
+            start = saved.offset if saved.offset <= st.st_size else 0
+            how = f"saved offset {saved.offset}" + ("" if start == saved.offset else ", file is shorter: from 0")
+            self._decided = False
+        elif self._start_at_end:
+            start = self._last_line_end(fd, st.st_size)
+            how = "start=end"
+        else:
+            start = 0
+            how = "beginning"
+        self.read_pos = self.acks.rewind(start)
+        self._splitter.reset(start)
+        if st.st_size > 0:
+            self._resolve_encoding(os.pread(fd, 4, 0))
+        # Saved at once (run() persists it before reading), so a restart before the first ack
+        # does not re-decide where to start.
+        self.reg_key = self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len,
+                                             size=st.st_size)
+        self.ctx.owned.add(self.reg_key)
+        log.log(logging.INFO if self.announce else logging.DEBUG,
+                "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
+
+    @staticmethod
+    def _last_line_end(fd: int, size: int) -> int:
+        """The offset after the last newline, so start=end never begins mid-line."""
+        if size == 0:
+            return 0
+        look = min(size, 64 * 1024)
+        tail = os.pread(fd, look, size - look)
+        nl = tail.rfind(b"\n")
+        return size - look + nl + 1 if nl >= 0 else size
+
+    def close_idle(self, why: str) -> None:
+        """Close the descriptor but keep identity and offsets; reopened when the file changes."""
+        if self.fd is None:
+            return
+        log.debug("closing %s (%s)", self.name, why)
+        self._close_fd()
+        self._closed_idle = True
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = None
+                self._budget.release(self)
+
+    def close(self) -> None:
+        """Close the descriptor for good (the entry was removed or the agent stops)."""
+        self._close_fd()
+        self.finished = True
+        self.reading_done.set()
+        self.ctx.claims.release(self)
+        if not self.rotated:
+            self.ctx.owned.discard(self.reg_key)  # a rotated file stays ours until Kafka has it all
+        self._unacked.set(0)
+        self._held.set(0)
+
+    # ---- the spool: a rotated-away file's unacknowledged bytes, kept where a restart finds them
+
+    @property
+    def owes(self) -> bool:
+        """Rotated away with bytes Kafka has not acknowledged, not yet all in the spool."""
+        if not self.rotated or self.fd is None or self.ctx.spool is None:
+            return False
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError:
+            return False
+        return size > max(self.acked, self._spooled_to)
+
+    def _schedule_protect(self) -> None:
+        if not self.owes:
+            return
+        if self._protecting is not None and not self._protecting.done():
+            self._protect_again = True
+            return
+        self._protecting = asyncio.ensure_future(self.protect())
+
+    def _keeping_up(self) -> bool:
+        """Kafka acknowledged this file within the last second and what is owed is little: it is in
+        flight, and will be acknowledged in milliseconds."""
+        if self.fd is None or time.monotonic() - self._acked_at > 1.0:
+            return False
+        try:
+            return os.fstat(self.fd).st_size - self.acked <= SPOOL_GRACE_BYTES
+        except OSError:
+            return False
+
+    async def protect(self) -> None:
+        """Copy what Kafka has not acknowledged of this rotated-away file into the spool (from a
+        duplicate of the descriptor, so closing ours meanwhile is safe); again while it grows.
+
+        While Kafka keeps up, what a rotation leaves owed is in flight: give it SPOOL_GRACE seconds
+        to be acknowledged before copying, so that rotation under a healthy Kafka writes nothing.
+        (The file is renamed, not gone: only a kill -9 in those instants together with its deletion
+        without a compressed copy before the restart could lose those lines.)"""
+        deadline = time.monotonic() + SPOOL_GRACE
+        while self.owes and self._keeping_up() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        spool = self.ctx.spool
+        while spool is not None and self.owes and self.fd is not None:
+            self._protect_again = False
+            if self._spooled is None:
+                entry = self._registry.get(self.reg_key)
+                since = entry.since if entry is not None else time.time()
+                uid = uid_of(self.dev, self.ino, since)
+                self._spooled = spool.get(uid) or SpoolFile(uid, spool.root / uid, self.path, self.dev, self.ino,
+                                                            self.fp, self.fp_len, since, time.time())
+            fd = os.dup(self.fd)
+            try:
+                end = os.fstat(fd).st_size
+                start = max(self.acked, self._spooled_to)
+                kept = await spool.copy(self._spooled, fd, start, end)
+            finally:
+                os.close(fd)
+            # What the spool refused is counted once; it is still read through the descriptor.
+            self._spooled_to = end if kept < end else kept
+            if not self._protect_again:
+                break
+
+    def batch_done(self, batch: Batch) -> None:
+        super().batch_done(batch)
+        if self.finished:
+            self._done_if_acknowledged()
+
+    # ---- the loop
+
+    @property
+    def last_growth(self) -> float:
+        """time.monotonic() of the last read that found new bytes (or of opening the file)."""
+        return self._last_growth
+
+    async def run(self) -> None:
+        """Read until stopped or until the rotated-away file is finished.
+
+        The task sleeps until woken: by inotify, or by the manager's stat tick when
+        `needs_attention()` says so. Only a timer of its own (a renamed file's
+        rotate_wait, a pending multiline event's timeout) wakes it otherwise, so
+        a thousand idle files cost one cheap tick a second, not a thousand timers.
+        """
+        if self.fd is None and not self._closed_idle:
+            self.open()
+        if self._decided and self.after is None:
+            # Where to start was decided now, not read from the registry: make the decision (and
+            # the entry's first application) durable before anything is read, or a crash before
+            # the next periodic flush would decide again at restart, past lines never sent. (A file
+            # that follows a rotated one starts at 0 under an entry applied long ago: a restart
+            # decides the same, and finds it by name if it is rotated away meanwhile; its start is
+            # not held up behind the disk.)
+            await self._registry.persist()
+        self._decided = False
+        if self.after is not None:
+            # The earlier file of this path first: per path, lines go out in the order written.
+            # Meanwhile this file stays open (an unlink cannot take it) and is watched for rotation.
+            await self.after.reading_done.wait()
+            self.after = None
+        while not self.finished:
+            self._wake.clear()  # before reading: a wake-up during the read is not lost
+            if self.acks.failed is not None:
+                await self._rewind_after_failure()
+            if self.fd is None and self._maybe_reopen():
+                break
+            if self.fd is not None:
+                await self._read_to_end()
+                self.check_name()
+                if self.rotated:
+                    self._schedule_protect()
+                    # Read to its end since the rename: the next file of the path may start. Only what
+                    # the application still writes here before it reopens (within rotate_wait) can
+                    # now come after the next file's first lines.
+                    self.reading_done.set()
+            now = time.monotonic()
+            timeout: float | None = None
+            if self.rotated and self.fd is not None:
+                if now - self._last_growth >= self.opts.rotate_wait:
+                    await self._finish_rotated()
+                    return
+                timeout = self.opts.stat_interval
+            elif (self.fd is not None and self._splitter.pending == 0
+                  and now - self._last_growth >= self.opts.close_inactive):
+                self.close_idle(f"inactive for {self.opts.close_inactive:.0f}s")
+            if self._events is not None and self._events.pending_start is not None:
+                if self._events.due(now):
+                    await self._ship(self._events.flush())  # no continuation came: send the event
+                else:
+                    due_in = self._events.last_line + self._events.spec.timeout - now
+                    timeout = due_in if timeout is None else min(timeout, due_in)
+            if timeout is None:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(0.01, timeout))
+                except TimeoutError:
+                    pass
+        self.reading_done.set()
+
+    def needs_attention(self) -> bool:
+        """The stat tick's cheap check (no task switch): has anything changed that inotify
+        may not have told us about? Growth, truncation, a rename or delete, an idle close due.
+        A rename is acted on here at once: a tailer waiting for room in the queue (Kafka down)
+        cannot notice it, and the next file under the name must be opened before it is gone."""
+        if self.finished:
+            return False
+        try:
+            st = os.fstat(self.fd) if self.fd is not None else None
+        except OSError:
+            return True
+        unknown = False  # the name could not be looked at (not: is gone): no rename is decided on it
+        try:
+            named: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        except OSError:
+            named, unknown = None, True
+        if st is not None and not self.rotated and not unknown and self._moved(named, st):
+            self._rotated_now()
+        if self.after is not None and self.fd is not None:
+            self._refresh_fingerprint()  # waiting behind an earlier file: keep its identity sure
+        if self.rotated:
+            self._schedule_protect()
+        if self.acks.failed is not None:
+            return False
+        if st is not None:
+            if st.st_size != self.read_pos or st.st_nlink == 0:
+                return True
+            if self._splitter.pending == 0 and \
+                    time.monotonic() - self._last_growth >= self.opts.close_inactive:
+                return True
+        if named is None or (named.st_dev, named.st_ino) != (self.dev, self.ino):
+            return True
+        return self.fd is None and named.st_size != self.read_pos
+
+    async def _read_to_end(self) -> None:
+        fd = self.fd
+        assert fd is not None
+        size = os.fstat(fd).st_size
+        if size < self.read_pos:
+            await self._start_over(fd, f"was truncated (size {size} < offset {self.read_pos}): copytruncate?")
+        elif size > self.read_pos > 0 and self.fp_len and fingerprint(fd, self.fp_len)[0] != self.fp:
+            # Truncated and at once written past the old offset: only its first bytes tell.
+            await self._start_over(fd, "was truncated and written again (its first bytes changed)")
+        bufsize = self.opts.read_buffer_bytes
+        while True:
+            try:
+                data = os.pread(fd, bufsize, self.read_pos)
+            except OSError as exc:
+                metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
+                raise SourceError(f"{self.name}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
+            if not data:
+                return
+            if not self.encoding:
+                self._resolve_encoding(os.pread(fd, 4, 0))
+            offset = self.read_pos
+            self.read_pos += len(data)
+            self._last_growth = time.monotonic()
+            self._budget.touch(self)
+            if self.fp_len < FINGERPRINT_BYTES:
+                # The fingerprint grows with the file up to FINGERPRINT_BYTES: the more of the
+                # head it covers, the surer a reused inode, a rewrite or a compressed copy is told
+                # apart. The registry hears of it now, not at the next acknowledgement.
+                self.fp, self.fp_len = fingerprint(fd, min(self.read_pos, FINGERPRINT_BYTES))
+                self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                                      key=self.reg_key or None)
+            await self._ship_chunk(data, offset)
+            if len(data) < bufsize:
+                return
+
+    async def _start_over(self, fd: int, why: str) -> None:
+        """The file was rewritten from the start under us: read it again from offset 0. What is
+        in flight from the old content is still delivered, but no longer moves the offset."""
+        log.warning("%s %s; reading it again from offset 0", self.name, why)
+        metrics.ROTATIONS.labels(self._label, "truncate").inc()
+        if self._events is not None and self._events.pending_start is not None:
+            await self._ship(self._events.flush())
+        self.read_pos = self.acks.rewind(0)
+        self._splitter.reset(0)
+        if self._events is not None:
+            self._events.reset()
+        self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
+        self.fp, self.fp_len = fingerprint(fd)
+        self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
+
+    def _refresh_fingerprint(self) -> None:
+        """A file not read yet (it waits for the earlier file of its path) grows its fingerprint
+        as it fills, so a restart can tell it from another file that reuses its inode."""
+        if self.fp_len >= FINGERPRINT_BYTES or self.fd is None:
+            return
+        fp, fp_len = fingerprint(self.fd)
+        if fp_len > self.fp_len:
+            self.fp, self.fp_len = fp, fp_len
+            self._registry.update(self.dev, self.ino, self.path, self.acked, fp, fp_len, key=self.reg_key or None)
+
+    def check_name(self) -> None:
+        """Notice when `path` no longer names our file (renamed, deleted, replaced). Cheap (one
+        stat) and callable any time: by the read loop, the stat tick and inotify events."""
+        if self.rotated or self.finished or self.dev == 0:
+            return
+        try:
+            named: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        except OSError:
+            return
+        if self._moved(named, os.fstat(self.fd) if self.fd is not None else None):
+            self._rotated_now()
+
+    def _moved(self, named: os.stat_result | None, st: os.stat_result | None) -> bool:
+        """The path names another file, or none, or our file (`st`) has no name left."""
+        if named is None or (named.st_dev, named.st_ino) != (self.dev, self.ino):
+            return True
+        return st is not None and st.st_nlink == 0
+
+    def _rotated_now(self) -> None:
+        self.rotated = True
+        self._last_growth = time.monotonic()
+        # The registry gets its fingerprint as it is now, before a recovery pass looks for
+        # copies of it: a compressed copy of this file is then known for what it is.
+        self._refresh_fingerprint()
+        metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
+        log.info("%s was renamed or deleted; reading the old file to its end", self.name)
+        self._on_rotated(self)
+        self._schedule_protect()
+
+    def _maybe_reopen(self) -> bool:
+        """After close_idle (or while parked): reopen when the same file changed. When the name
+        now points elsewhere, follow the file to where rotation renamed it and read it to its end.
+        True when the tailer is finished (deleted, or replaced, while closed: nothing left to read)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        try:
+            if st is None or (st.st_dev, st.st_ino) != (self.dev, self.ino):
+                raise FileReplaced(f"{self.name}: renamed or replaced while closed")
+            if st.st_size != self.read_pos:
+                self.open()
+        except FileReplaced:
+            moved = self._open_moved()
+            if moved is None:
+                return False  # found, but every descriptor is busy: the next tick tries again
+            self.rotated = True
+            self.finished = not moved
+            if moved:
+                self._last_growth = time.monotonic()
+                metrics.ROTATIONS.labels(self._label, "rename_or_delete").inc()
+            self._on_rotated(self)
+        except SourceError as exc:
+            log.debug("reopen deferred: %s", exc)
+        return self.finished
+
+    def _open_moved(self) -> bool | None:
+        """The file was renamed while the agent held no descriptor on it: look for its inode in
+        its folder, where rename rotation leaves it (app.log -> app.log.1), and reopen it there,
+        so what was written before (or after) the rename is still read.
+        True: reopened; False: not there (deleted, moved elsewhere, or another file with a reused
+        inode); None: found, but every descriptor is busy."""
+        try:
+            with os.scandir(os.path.dirname(self.path) or ".") as entries:
+                found = next((e.path for e in entries if e.inode() == self.ino), None)
+        except OSError:
+            return False
+        if found is None:
+            return False
+        try:
+            self.open(at=found)
+        except SourceError:  # gone meanwhile, another file with a reused inode, or refused
+            return False
+        if self.fd is None:
+            return None
+        if os.fstat(self.fd).st_size < self.read_pos:  # truncated after the rename: nothing to add
+            self._close_fd()
+            return False
+        log.info("%s was renamed to %s while closed; reading it to its end from offset %d",
+                 self.name, display_name(found), self.read_pos)
+        return True
+
+    async def _finish_rotated(self) -> None:
+        await self._flush_held()
+        if self.owes:
+            await self.protect()  # until Kafka has it, the spool is its only copy once we close
+        log.info("finished rotated file %s at offset %d", self.name, self.read_pos)
+        self._close_fd()
+        self.finished = self.complete = True
+        self.reading_done.set()
+        self.ctx.claims.release(self)
+        self._done_if_acknowledged()
