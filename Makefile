@@ -38,7 +38,7 @@ test: setup
 ## Unit tests only: no servers, no venvs built, nothing installed (tests marked `installs`, the
 ## packaging checks that pip-install tools or replay the image's install, run in `make test`).
 unit: $(STAMP)
-	$(BIN)/python -m pytest --ignore=tests/integration --ignore=tests/faults -m "not installs" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/kit tests/packaging -m "not installs" $(PYTEST_ARGS)
 
 ## Type check (mypy --strict on logagent/) and lint (ruff on logagent tests bench devstack);
 ## both run, and the target fails when either finds something. Settings: pyproject.toml.

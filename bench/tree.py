@@ -21,7 +21,7 @@ def load_kit(root: Path) -> SimpleNamespace:
         return SimpleNamespace(**{name: getattr(kit, name) for name in NAMES})
     except ImportError:  # a tree from before the test kit (e.g. the landed code, to compare)
         support = importlib.import_module("tests.support")
-        helpers = importlib.import_module("tests.faults.helpers")
+        helpers = importlib.import_module("tests.integration.faults.helpers")
         return SimpleNamespace(**{name: getattr(support, name, None) or getattr(helpers, name) for name in NAMES})
 
 

@@ -1,4 +1,5 @@
-"""The test kit: the one home of what the tests share (fixtures stay in tests/conftest.py).
+"""The test kit: the one home of what the tests share (the stack's fixtures are in
+tests/integration/conftest.py).
 
 - waiting: `wait_until` (from a thread), `eventually` (from an `async def` test; pytest-asyncio
   runs those, in auto mode: no hand-rolled `asyncio.run` helpers)

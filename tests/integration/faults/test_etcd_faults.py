@@ -13,8 +13,8 @@ import pytest
 from devstack.stack import EtcdServer
 from logagent.config.settings import EtcdSettings
 from logagent.control.etcd_client import connect
-from tests.faults.conftest import shown_logs
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.integration.faults.conftest import shown_logs
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.kit import (
     KafkaReader,
     LineWriter,

@@ -1,9 +1,9 @@
 """Fixtures of the fault-injection suite.
 
-The real stack comes from the session fixtures of tests/conftest.py (`kafka`,
-`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), shared with tests/integration. On top:
-a `results` collector whose rows are written to tests/faults/RESULTS.md at the end of a session that ran every
-scenario (a partial run, by -k, -x or a file name, writes its table to
+The real stack comes from the session fixtures of tests/integration/conftest.py (`kafka`,
+`kafka_server`, `etcd`, `etcd_server`, `make_agent`, ...), shared with the other integration tests.
+On top: a `results` collector whose rows are written to tests/integration/faults/RESULTS.md at the end
+of a session that ran every scenario (a partial run, by -k, -x or a file name, writes its table to
 $TMPDIR/logagent-faults-RESULTS.partial.md instead), and a world-readable scratch
 folder for agents that run as nobody.
 
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import UnprivilegedAgent
+from tests.integration.faults.helpers import UnprivilegedAgent
 from tests.kit import AgentProcess
 
 # The stack's session fixtures (kafka, kafka_server, etcd, etcd_server, make_agent, logdir, agents, ...)
-# and the log-tail hook come from tests/conftest.py, shared with tests/integration: one broker per run.
+# and the log-tail hook come from tests/integration/conftest.py: one broker per run.
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 SCENARIO_ORDER = ("test_restarts", "test_kafka_faults", "test_etcd_faults", "test_logrotate", "test_data_dir",
@@ -178,8 +178,8 @@ def start_as_nobody(world_tmp: Path, agents: list[AgentProcess]):  # type: ignor
 @contextlib.contextmanager
 def shown_logs(*paths: Path) -> Iterator[None]:
     """Logs of a test's own servers, whose tails a failing test shows beside the session's
-    (tests/conftest.py's list), for the block."""
-    from tests import conftest
+    (tests/integration/conftest.py's list), for the block."""
+    from tests.integration import conftest
 
     conftest._SERVER_LOGS.extend(paths)
     try:

@@ -35,7 +35,7 @@ from logagent import __version__
 from logagent.config.settings import _SCHEMA, PASSTHROUGH, env_name, load
 from tests.kit import http_get
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 HEALTHCHECK = REPO / "deploy" / "docker" / "healthcheck.py"
 HEALTHCHECK_IN_IMAGE = "/opt/logagent/healthcheck.py"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.test_logrotate import Rotator, logrotate_binary
+from tests.integration.faults.test_logrotate import Rotator, logrotate_binary
 from tests.kit import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until
 from tests.kit.delivery import tally, tally_delivered
 from tests.kit.kafka import read_all

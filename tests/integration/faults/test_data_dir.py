@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_runtime
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_runtime
 from tests.kit import (
     KafkaReader,
     LineWriter,

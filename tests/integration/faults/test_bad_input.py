@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from logagent.config.settings import AgentSettings
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_ids, nobody_runtime
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_ids, nobody_runtime
 from tests.kit import (
     AgentProcess,
     KafkaReader,

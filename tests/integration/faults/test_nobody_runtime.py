@@ -1,4 +1,4 @@
-"""The runtime from which the fault suite runs the agent as nobody (tests/faults/helpers.py) works
+"""The runtime from which the fault suite runs the agent as nobody (tests/integration/faults/helpers.py) works
 wherever the clone lives: nobody imports the agent from a world-readable copy, never from the
 checkout, with the system's interpreter or with a copy of the venv's own (issue 15)."""
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.faults.helpers import NobodyRuntime, _copy_interpreter, nobody_ids, nobody_runtime
+from tests.integration.faults.helpers import NobodyRuntime, _copy_interpreter, nobody_ids, nobody_runtime
 from tests.kit import ROOT
 
 PROBE = ("import os, sys, logagent.agent, confluent_kafka, psutil; "

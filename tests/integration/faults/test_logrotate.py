@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.kit import LineWriter, new_topic, tally_delivered
 
 RATE = 2000

@@ -6,7 +6,7 @@ import os
 import random
 import time
 
-from tests.faults.helpers import FLUSH_INTERVAL, RSS_LIMIT_MB, PeakTracker
+from tests.integration.faults.helpers import FLUSH_INTERVAL, RSS_LIMIT_MB, PeakTracker
 from tests.kit import tally_delivered
 
 RATE = 2000  # lines per second

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack.stack import KafkaCluster
-from tests.faults.conftest import shown_logs
-from tests.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.integration.faults.conftest import shown_logs
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.kit import KafkaReader, LineWriter, new_topic, read_all, running, tally, tally_delivered, wait_until
 
 DOWN_SECONDS = 30

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from logagent import __version__
-from tests.test_config import SECRET_PROPERTIES
+from tests.unit.config.test_settings import SECRET_PROPERTIES
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
