@@ -34,8 +34,9 @@ if str(ROOT) not in sys.path:
 
 from report import Section, Target  # noqa: E402
 
+from devstack.agentproc import AgentProcess, render_config  # noqa: E402
+from devstack.promtext import metric_sum  # noqa: E402
 from devstack.stack import listen_port  # noqa: E402 - needs ROOT on sys.path
-from tests.kit import AgentProcess, metric_sum, render_config  # noqa: E402
 
 PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
 metric = metric_sum  # metric(samples, name, **labels): the sum of a scrape's matching series

@@ -1,5 +1,5 @@
-"""For the side-by-side scripts (entries_idle.py, kill9_dups.py): the test kit of the tree to measure
-(this one, or a checkout of an older commit, whose tests had tests/support.py instead), and a scratch
+"""For the side-by-side scripts (entries_idle.py, kill9_dups.py): the harness of the tree to measure
+(this one, or a checkout of an older commit, whose harness was still in tests/kit), and a scratch
 folder of logs."""
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ NAMES = ("AgentProcess", "KafkaReader", "LineWriter", "new_topic", "write_config
 
 
 def load_kit(root: Path) -> SimpleNamespace:
-    """The kit's helpers, imported from `root`'s tests (the agent they start is `root`'s too)."""
+    """The harness's helpers, imported from `root` (the agent they start is `root`'s too)."""
     sys.path.insert(0, str(root))
+    modules = ("devstack.agentproc", "devstack.kafkaread", "devstack.delivery")
     try:
-        kit = importlib.import_module("tests.kit")
-        return SimpleNamespace(**{name: getattr(kit, name) for name in NAMES})
-    except ImportError:  # a tree from before the test kit (e.g. the landed code, to compare)
-        support = importlib.import_module("tests.support")
-        helpers = importlib.import_module("tests.integration.faults.helpers")
-        return SimpleNamespace(**{name: getattr(support, name, None) or getattr(helpers, name) for name in NAMES})
+        found = [importlib.import_module(name) for name in modules]
+    except ImportError:  # an older tree, whose harness lived in its test kit
+        found = [importlib.import_module("tests.kit")]
+    return SimpleNamespace(**{name: next(getattr(m, name) for m in found if hasattr(m, name)) for name in NAMES})
 
 
 def scratch_logs() -> tuple[Path, Path]:

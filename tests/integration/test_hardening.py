@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from devstack.kafkaread import read_topic
 from tests.kit import KafkaReader, new_topic, wait_until
-from tests.kit.kafka import read_topic
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2

@@ -1,25 +1,29 @@
 """The test kit: the one home of what the tests share (the stack's fixtures are in
 tests/integration/conftest.py).
 
-- waiting: `wait_until` (from a thread), `eventually` (from an `async def` test; pytest-asyncio
-  runs those, in auto mode: no hand-rolled `asyncio.run` helpers)
-- agent: `AgentProcess` (the agent as a real process), `write_config`, `render_config`, `http_get`
-- metrics: `parse_metrics` and `metric_sum`, the one /metrics parser (bench/ uses it too)
-- kafka: `KafkaReader` (`.data()`: the lines), `new_topic`, `read_topic`, `read_all`, `wait_delivered`
-- delivery: `LineWriter`, `tally`/`Tally`, `tally_delivered`, `check_delivery`
+From devstack/, the harness the tests share with bench/ (bench/ never imports tests/):
+- devstack.waiting: `wait_until` (from a thread), `eventually` (from an `async def` test;
+  pytest-asyncio runs those, in auto mode: no hand-rolled `asyncio.run` helpers)
+- devstack.agentproc: `AgentProcess` (the agent as a real process), `write_config`, `render_config`,
+  `http_get`
+- devstack.promtext: `parse_metrics` and `metric_sum`, the one /metrics parser
+- devstack.kafkaread: `KafkaReader` (`.data()`: the lines), `new_topic`, `read_topic`, `read_all`,
+  `wait_delivered`
+- devstack.delivery: `LineWriter`, `tally`/`Tally`, `tally_delivered`, `check_delivery`
+Here, for the tests only:
 - servers: `start_or_fail`, `running` (started for a block, always stopped), `make_certs`
 - fakes: `RecordingAgent`, what a control plane drives
 
 Import from `tests.kit`; the modules are how it is arranged, not an interface.
 """
 
-from tests.kit.agent import ROOT, AgentProcess, http_get, render_config, write_config
-from tests.kit.delivery import LineWriter, Tally, check_delivery, tally, tally_delivered
+from devstack.agentproc import ROOT, AgentProcess, http_get, render_config, write_config
+from devstack.delivery import LineWriter, Tally, check_delivery, tally, tally_delivered
+from devstack.kafkaread import KafkaReader, new_topic, read_all, read_topic, wait_delivered
+from devstack.promtext import metric_sum, parse_metrics, split_sample
+from devstack.waiting import eventually, wait_until
 from tests.kit.fakes import RecordingAgent
-from tests.kit.kafka import KafkaReader, new_topic, read_all, read_topic, wait_delivered
-from tests.kit.metrics import metric_sum, parse_metrics, split_sample
 from tests.kit.servers import make_certs, running, start_or_fail
-from tests.kit.waiting import eventually, wait_until
 
 __all__ = [
     "ROOT", "AgentProcess", "KafkaReader", "LineWriter", "RecordingAgent", "Tally", "check_delivery", "eventually",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.delivery import tally, tally_delivered
+from devstack.kafkaread import read_all
 from tests.integration.faults.test_logrotate import Rotator, logrotate_binary
 from tests.kit import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until
-from tests.kit.delivery import tally, tally_delivered
-from tests.kit.kafka import read_all
 
 FAST = {"agent": {"shutdown_timeout": "3", "registry_flush_interval": "0.5"}}
 

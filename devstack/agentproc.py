@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from devstack.promtext import metric_sum, parse_metrics
 from devstack.stack import listen_port, tail
-from tests.kit.metrics import metric_sum, parse_metrics
-from tests.kit.waiting import wait_until
+from devstack.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # Loopback only: an http_proxy variable must not route requests to the agent elsewhere
 # (urllib's default opener would send http://127.0.0.1/... to the proxy).

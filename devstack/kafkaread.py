@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.kit.waiting import wait_until
+from devstack.waiting import wait_until
 
 
 def new_topic(prefix: str = "t") -> str:

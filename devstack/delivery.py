@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.kit.kafka import KafkaReader, read_all
+from devstack.kafkaread import KafkaReader, read_all
 
 
 class LineWriter:
