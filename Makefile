@@ -40,13 +40,15 @@ test: setup
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit tests/kit tests/packaging -m "not installs" $(PYTEST_ARGS)
 
-## Type check (mypy --strict on logagent/) and lint (ruff on logagent tests bench devstack);
-## both run, and the target fails when either finds something. Settings: pyproject.toml.
+## Type check (mypy --strict on logagent/), lint (ruff on logagent tests bench devstack) and the
+## import layers (lint-imports: folders import downwards only, see CONTRIBUTING.md); all run, and
+## the target fails when any finds something. Settings: pyproject.toml.
 .PHONY: lint
 lint: $(STAMP)
 	@status=0; \
 	$(BIN)/mypy logagent || status=1; \
 	$(BIN)/ruff check logagent tests bench devstack || status=1; \
+	$(BIN)/lint-imports || status=1; \
 	exit $$status
 
 ## Print what `make run` ships to Kafka (run in a second terminal), each topic from its

@@ -449,8 +449,9 @@ def produce_only_main(spec: dict[str, Any]) -> int:
     Prints seconds and CPU from Producer creation to the last delivery report."""
     from confluent_kafka import Producer
 
+    from logagent.pipeline.message import MessageFormat, json_plain, utc_timestamp
     from logagent.sinks.kafka.sink import PRODUCER_DEFAULTS
-    from logagent.sources.files.lines import LineSplitter, MessageFormat, json_plain, utc_timestamp
+    from logagent.sources.files.lines import LineSplitter
 
     path = spec["path"]
     data = Path(path).read_bytes()

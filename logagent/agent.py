@@ -25,6 +25,7 @@ from logagent.control.static import Control, StaticControl
 from logagent.errors import ConfigError, LogagentError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
+from logagent.runtime.logs import setup_logging
 from logagent.runtime.signals import SignalRelay
 from logagent.runtime.status import StatusServer
 from logagent.runtime.systemd import sd_notify
@@ -136,8 +137,6 @@ class Agent:
         self.settings = merged = merge(old, new)
         a = merged.agent
         if a.log_format != old.agent.log_format:
-            from logagent.cli.main import setup_logging
-
             setup_logging(a.log_level, a.log_format)
         logging.getLogger().setLevel(a.log_level)
         self.manager.ctx.allowed_paths = a.allowed_paths

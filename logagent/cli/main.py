@@ -7,38 +7,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from logagent import __version__
 from logagent.config.settings import Settings, load
 from logagent.errors import ConfigError, LogagentError
+from logagent.runtime.logs import setup_logging
 
 DEFAULT_CONFIG = "/etc/logagent/config.ini"
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) +
-               f".{int(record.msecs):03d}Z", "level": record.levelname, "logger": record.name,
-               "message": record.getMessage()}
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def setup_logging(level: str, fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 def _load(path: str | None) -> Settings:

@@ -34,8 +34,8 @@ from logagent.config.settings import KafkaSettings, redact
 from logagent.errors import KafkaError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
+from logagent.pipeline.message import fit_message
 from logagent.sinks.kafka.limits import MessageLimits, usable
-from logagent.sources.files.lines import fit_message
 
 log = logging.getLogger("logagent.producer")
 

@@ -20,13 +20,13 @@ from typing import Any
 
 from logagent.config.values import MAX_VALUE_BYTES, check_topic, decode_json_value, orjson_problem, show
 from logagent.errors import CollectConfigError
+from logagent.pipeline.message import RESERVED_FIELDS
 from logagent.sources.files.lines import newline_of, resolve_encoding
 from logagent.sources.files.multiline import MultilineSpec, parse_multiline
 
 __all__ = ["MAX_VALUE_BYTES", "CollectEntry", "dump_entries", "glob_regex", "normalise_path",
            "parse_collect_value", "parse_entry", "path_allowed"]
 
-RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "timestamp", "module", "truncated"})
 TEXT_NEWLINES = (b"\n", b"\n\x00", b"\x00\n", b"\n\x00\x00\x00", b"\x00\x00\x00\n")
 
 

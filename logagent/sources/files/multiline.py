@@ -19,7 +19,7 @@ from typing import Any
 
 from logagent.config.values import orjson_problem, show
 from logagent.errors import CollectConfigError
-from logagent.sources.files.lines import Line
+from logagent.pipeline.message import Line
 
 PRESETS = ("java", "python", "go")
 # Java: indented frames, "at ...", "... 12 more", "Caused by: ...".

@@ -30,10 +30,11 @@ from logagent import metrics
 from logagent.errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
 from logagent.pipeline.batch import Batch, error_text
 from logagent.pipeline.buffer import BatchQueue
+from logagent.pipeline.message import Line, MessageFormat, json_plain, utc_timestamp
 from logagent.sources.files.acks import Ack, AckTracker
 from logagent.sources.files.budget import FdBudget, stat_tick
 from logagent.sources.files.entry import path_allowed
-from logagent.sources.files.lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encoding, utc_timestamp
+from logagent.sources.files.lines import LineSplitter, resolve_encoding
 from logagent.sources.files.multiline import Aggregator, MultilineSpec
 from logagent.sources.files.opener import display_name, open_checked, open_error_reason
 from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
 from logagent.config.values import decode_json
 from logagent.errors import CollectConfigError, ConfigError
+from logagent.pipeline.message import MessageFormat
 from logagent.sources.files.entry import dump_entries, parse_collect_value
-from logagent.sources.files.lines import MessageFormat
 
 CK = "/logagent/10.0.0.5/collect_log/config"
 SK = "/logagent/10.0.0.5/collect_sysinfo/config"

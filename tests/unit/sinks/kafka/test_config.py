@@ -30,7 +30,7 @@ def test_repeat_filter_lets_a_message_through_once_per_interval():
 def test_fit_message_cuts_data_to_the_limit_and_flags_it():
     import orjson
 
-    from logagent.sources.files.lines import MessageFormat, fit_message
+    from logagent.pipeline.message import MessageFormat, fit_message
 
     fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/app.log", "web")
     [value] = fmt.build([(7, "é\x01".encode() * 50_000, False)], b"2026-11-29T00:00:00.000000Z")

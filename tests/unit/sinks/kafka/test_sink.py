@@ -17,8 +17,8 @@ from logagent import metrics
 from logagent.config.settings import KafkaSettings
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
+from logagent.pipeline.message import MessageFormat
 from logagent.sinks.kafka.sink import KafkaSink
-from logagent.sources.files.lines import MessageFormat
 from tests.kit import eventually
 
 

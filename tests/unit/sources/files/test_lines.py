@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from logagent.sources.files.lines import LineSplitter, MessageFormat
+from logagent.pipeline.message import MessageFormat
+from logagent.sources.files.lines import LineSplitter
 
 
 def test_splits_lines_with_offsets_and_holds_partial():
@@ -66,7 +67,7 @@ def test_message_format_invalid_utf8_nul_quotes_and_truncated():
 
 
 def test_fast_path_gives_the_same_messages_as_the_general_path():
-    from logagent.sources.files.lines import json_plain
+    from logagent.pipeline.message import json_plain
 
     fmt = MessageFormat("1.2.3.4", "h%s", "/var/log/100%.log", "m", {"k": "v"})
     chunks = [b"plain one\nplain tw", b"o\nwith \"quote\" and \\ and \xc3\xa9\n", b"tab\there\n"]

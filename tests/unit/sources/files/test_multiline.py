@@ -7,7 +7,8 @@ import time
 import pytest
 
 from logagent.errors import CollectConfigError
-from logagent.sources.files.lines import LineSplitter, MessageFormat, resolve_encoding
+from logagent.pipeline.message import MessageFormat
+from logagent.sources.files.lines import LineSplitter, resolve_encoding
 from logagent.sources.files.multiline import Aggregator, MultilineSpec, parse_multiline
 
 

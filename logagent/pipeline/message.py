@@ -1,0 +1,125 @@
+"""The Kafka message of a log line: its JSON shape, built fast, and cut to fit a topic's limit.
+
+`MessageFormat` turns a file's lines into the messages of docs/messages.md without building a
+dict per line (everything constant per file is pre-encoded). `RESERVED_FIELDS` are its keys,
+which an entry's `fields` may not set. `fit_message` is the sink's way back: a message too large
+for its topic has its `data` cut and `"truncated": true` set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+Line = tuple[int, bytes, bool]  # (offset of the line's start, its bytes without "\n", truncated)
+RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "timestamp", "module", "truncated"})
+
+
+def utc_timestamp() -> bytes:
+    """Now as ISO 8601 UTC with microseconds and a Z, e.g. 2026-11-25T14:00:00.123456Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+# Printable ASCII but `"` and `\`, and the newline (never inside a line): bytes a JSON string holds as they are.
+_JSON_SAFE = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\') + b"\n"
+
+
+def json_plain(data: bytes) -> bool:
+    """True when every UTF-8 line in `data` is its own JSON string body (ASCII, nothing to escape).
+    translate() deletes the safe bytes in one C pass: anything left needs the slow path."""
+    return not data.translate(None, _JSON_SAFE)
+
+
+class MessageFormat:
+    """Pre-encodes everything constant per file so a message is one `%` formatting."""
+
+    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced")
+
+    def __init__(self, ip: str, host: str, path: str, module: str = "",
+                 fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
+        self.encoding = encoding
+        self.replaced = 0  # lines of the last build that had bytes invalid in the encoding
+        head = b'{"ip":' + orjson.dumps(ip) + b',"data":'
+        mid = b',"host":' + orjson.dumps(host) + b',"path":' + orjson.dumps(path) + b',"offset":'
+        tail = b""
+        if module:
+            tail += b',"module":' + orjson.dumps(module)
+        if fields:
+            tail += b"," + orjson.dumps(dict(fields))[1:-1]
+
+        def template(data: bytes, end: bytes) -> bytes:
+            # %-formatting fills data, offset and timestamp; `%` in the constant parts is escaped.
+            return head.replace(b"%", b"%%") + data + mid.replace(b"%", b"%%") + b"%d%s" + \
+                (tail + end).replace(b"%", b"%%")
+
+        self._plain = template(b'"%s"', b"}")  # data that needs no escaping
+        self._quoted = template(b"%s", b"}")  # data already a JSON string
+        self._quoted_trunc = template(b"%s", b',"truncated":true}')
+
+    def build_plain(self, start: int, lines: list[bytes], timestamp: bytes, plain: bool) -> list[bytes]:
+        """Messages for consecutive complete lines from `start` (LineSplitter.feed_plain's output).
+        With `plain` (json_plain said so for their bytes) the line goes between quotes as it is."""
+        ts = b',"timestamp":"' + timestamp + b'"'
+        out: list[bytes] = []
+        append = out.append
+        off = start
+        self.replaced = 0
+        if plain:
+            fmt = self._plain
+            for line in lines:
+                append(fmt % (line, off, ts))
+                off += len(line) + 1
+        else:
+            fmt, dumps = self._quoted, orjson.dumps
+            texts = self._decode(lines)
+            for line, text in zip(lines, texts, strict=True):
+                append(fmt % (dumps(text), off, ts))
+                off += len(line) + 1
+        return out
+
+    def _decode(self, lines: list[bytes]) -> list[str]:
+        """Lines as text; bytes invalid in the encoding become U+FFFD, counted in `replaced`."""
+        encoding = self.encoding
+        texts = [line.decode(encoding, "replace") for line in lines]
+        self.replaced = sum(1 for text in texts if "\ufffd" in text)
+        return texts
+
+    def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
+        """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""
+        ts = b',"timestamp":"' + timestamp + b'"'
+        fmt, fmt_trunc, dumps = self._quoted, self._quoted_trunc, orjson.dumps
+        texts = self._decode([line for _, line, _ in lines])
+        if lines[0][0] == 0 and texts[0].startswith("\ufeff"):
+            texts[0] = texts[0].lstrip("\ufeff")  # a byte-order mark is not data
+        return [(fmt_trunc if trunc else fmt) % (dumps(text), off, ts)
+                for (off, _, trunc), text in zip(lines, texts, strict=True)]
+
+
+
+def fit_message(value: bytes, limit: int) -> tuple[bytes, str] | None:
+    """A log message cut to at most `limit` bytes: its `data` shortened and `"truncated": true`
+    set; returns (message, its path). None when it is not a log message, or does not fit even
+    with empty data. Rare (only messages above the broker's limit), so it may parse the JSON.
+
+    Removing one character removes at least one byte of JSON (escapes remove up to six), so
+    cutting the excess in characters fits in one or two rounds."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), str):
+        return None
+    data: str = doc["data"]
+    doc["truncated"] = True
+    while True:
+        out = orjson.dumps(doc)
+        excess = len(out) - limit
+        if excess <= 0:
+            return out, str(doc.get("path", ""))
+        if not data:
+            return None
+        data = data[: max(0, len(data) - excess)]
+        doc["data"] = data
