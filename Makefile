@@ -40,14 +40,14 @@ test: setup
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit tests/kit tests/packaging -m "not installs" $(PYTEST_ARGS)
 
-## Type check (mypy --strict on logagent/), lint (ruff on logagent tests bench devstack) and the
+## Type check (mypy --strict on logagent/), lint (ruff on logagent tests bench devstack deploy) and the
 ## import layers (lint-imports: folders import downwards only, see CONTRIBUTING.md); all run, and
 ## the target fails when any finds something. Settings: pyproject.toml.
 .PHONY: lint
 lint: $(STAMP)
 	@status=0; \
 	$(BIN)/mypy logagent || status=1; \
-	$(BIN)/ruff check logagent tests bench devstack || status=1; \
+	$(BIN)/ruff check logagent tests bench devstack deploy || status=1; \
 	$(BIN)/lint-imports || status=1; \
 	exit $$status
 
@@ -70,11 +70,11 @@ bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 ## The sidecar image logagent:<version>, with no registry and no network in the build: a base made
-## with debootstrap from Debian's packages and a wheelhouse made here (devstack/image.py; starts
+## with debootstrap from Debian's packages and a wheelhouse made here (deploy/docker/image.py; starts
 ## dockerd when none runs). BASE_IMAGE=python:3.11-slim builds on that image instead.
 .PHONY: image
 image: $(STAMP)
-	$(BIN)/python -m devstack.image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+	$(BIN)/python -m deploy.docker.image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
 clean:
 	rm -rf $(VENV) .stack build *.egg-info

@@ -1,6 +1,6 @@
 """The sidecar image, built and run for real with a Docker engine, next to the suite's broker.
 
-The engine, the Debian-made base image and the wheelhouse come from devstack/image.py
+The engine, the Debian-made base image and the wheelhouse come from deploy/docker/image.py
 (`make image` does the same): docker.io and debootstrap are installed when missing and
 dockerd is started when none answers (and stopped again at the end). Under CI an engine
 that does not start fails the run; elsewhere the tests are skipped with the reason.
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from devstack import image as dimage
+from deploy.docker import image as dimage
 from devstack.stack import listen_port
 from tests.kit import ROOT, KafkaReader, check_delivery, http_get, metric_sum, new_topic, parse_metrics, wait_until
 

@@ -271,8 +271,8 @@ def test_dockerignore_lets_the_copied_files_through(stages: list[list[tuple[str,
 
 
 def test_make_image_context_is_what_dockerignore_allows() -> None:
-    """devstack/image.py streams the context itself: the same files Docker would send, no more."""
-    from devstack.image import IMAGE_LABEL, context_files
+    """deploy/docker/image.py streams the context itself: the same files Docker would send, no more."""
+    from deploy.docker.image import IMAGE_LABEL, context_files
 
     # make image prunes old layers by this label: every stage carries it.
     assert all(("LABEL", IMAGE_LABEL) in stage for stage in parse_dockerfile(DOCKERFILE.read_text()))

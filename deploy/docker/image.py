@@ -22,7 +22,7 @@ Four steps, each cached so that a second build costs seconds:
 
 Used as a library by tests/integration/test_image.py, and as a command:
 
-    python -m devstack.image [--tag logagent:0.1.0] [--base python:3.11-slim]
+    python -m deploy.docker.image [--tag logagent:0.1.0] [--base python:3.11-slim]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pathlib import Path
 
 from devstack.stack import tail
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 
 SUITE = "bookworm"  # its python3 is 3.11, the Python of python:3.11-slim
@@ -446,7 +446,7 @@ def make_image(tag: str, base: str | None = None, log_dir: Path | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.image", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deploy.docker.image", description=__doc__.split("\n\n")[0])
     from logagent import __version__
 
     parser.add_argument("--tag", default=f"logagent:{__version__}")
