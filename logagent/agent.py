@@ -21,7 +21,9 @@ from logagent import metrics
 from logagent.config.reload import diff as settings_diff
 from logagent.config.reload import ini_name, merge
 from logagent.config.settings import Settings, describe, load
-from logagent.control.static import Control, StaticControl
+from logagent.control.base import Control
+from logagent.control.etcd import EtcdControl
+from logagent.control.static import StaticControl
 from logagent.errors import ConfigError, LogagentError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
@@ -68,8 +70,6 @@ class Agent:
         self.kafka_probe = KafkaProbe(self.sink)
         self.control: Control
         if settings.etcd.address:
-            from logagent.control.etcd import EtcdControl  # only then: it pulls in the etcd client library
-
             self.control = EtcdControl(settings, self)
         else:
             self.control = StaticControl(settings, self)

@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,9 +29,12 @@ from typing import Any, Protocol
 from logagent import metrics
 from logagent.config.settings import EtcdSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
+from logagent.control.base import Target
 from logagent.control.etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
 from logagent.errors import CollectConfigError, ConfigError, EtcdError
 from logagent.runtime.atomic import write_atomic
+from logagent.runtime.backoff import Backoff
+from logagent.runtime.supervise import spawn
 from logagent.sources.files.entry import CollectEntry, dump_entries, parse_collect_value
 
 log = logging.getLogger("logagent.etcd")
@@ -42,24 +44,6 @@ SAVED_VERSION = 1
 
 
 # ---------------------------------------------------------------------------- pure logic
-
-class Backoff:
-    """Exponential delays with jitter: first, first*2, ... up to cap."""
-
-    def __init__(self, first: float = 0.5, cap: float = 5.0, jitter: float = 0.2,
-                 rand: Callable[[], float] = random.random) -> None:
-        self.first, self.cap, self.jitter, self._rand = first, cap, jitter, rand
-        self._failures = 0
-
-    def next(self) -> float:
-        base = min(self.cap, self.first * 2.0 ** min(self._failures, 30))
-        self._failures += 1
-        # Jitter spreads a fleet's reconnects after an etcd outage.
-        return base * (1 - self.jitter + 2 * self.jitter * self._rand())
-
-    def reset(self) -> None:
-        self._failures = 0
-
 
 @dataclass
 class Change:
@@ -243,14 +227,6 @@ class SavedConfig:
 
 # ---------------------------------------------------------------------------- the control loop
 
-class Target(Protocol):
-    """What the control plane drives (the Agent)."""
-
-    async def apply_collect(self, entries: list[CollectEntry]) -> None: ...
-
-    def apply_sysinfo(self, settings: SysinfoSettings) -> None: ...
-
-
 class Connection(Protocol):
     """The part of EtcdClient the control loop uses (tests give a fake)."""
 
@@ -278,7 +254,7 @@ class EtcdControl:
         collect_key, sysinfo_key = settings.etcd.keys_for(settings.ip)
         self.tracker = ConfigTracker(collect_key, sysinfo_key, settings.agent.allowed_paths, settings.sysinfo)
         self.saved = SavedConfig(settings.agent.data_dir)
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(first=0.5, cap=5.0)
         self.connected = False
         self._client: Connection | None = None
         self._gen = 0  # bumped per connection: watch items of an older one are stale
@@ -314,8 +290,13 @@ class EtcdControl:
             reason = f"etcd {','.join(self.settings.etcd.address)} did not answer within {self.timeout:g}s"
             self._lost(reason, quiet=True)
             await self._apply_saved(reason)
-        self._task = asyncio.create_task(self._run(opening), name="etcd-control")
-        self._task.add_done_callback(self._task_done)
+        pending = [opening]  # the first run waits for the open under way; a restart opens anew
+
+        def run() -> Awaitable[None]:
+            first, pending[0] = pending[0], None
+            return self._run(first)
+
+        self._task = spawn("etcd control", "etcd", run)
 
     async def reload(self, settings: Settings) -> None:
         """config.ini was re-read (SIGHUP): judge the etcd values again against the new
@@ -570,10 +551,3 @@ class EtcdControl:
                         self.tracker.sysinfo_key, self.saved.path, restored.revision)
             self.tracker.adopt_sysinfo(restored.sysinfo, restored.override)
             self.agent.apply_sysinfo(restored.sysinfo)
-
-    @staticmethod
-    def _task_done(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            metrics.TASK_CRASHES.labels("etcd").inc()
-            log.critical("etcd control task died; the configuration in force stays",
-                         exc_info=task.exception())

@@ -1,8 +1,8 @@
 """The control plane without etcd: `[collect] files` and `[sysinfo]` of config.ini.
 
-`Control` is what the agent asks of a control plane; `EtcdControl` (etcd_watch.py) is
-one, `StaticControl` here is the other. The agent picks one at start-up ([etcd] address
-set or not) and then only starts it, hands it a re-read config.ini on SIGHUP, and stops it.
+One of the two control planes (control/base.py's `Control`; the other is control/etcd.py's
+`EtcdControl`). The agent picks one at start-up ([etcd] address set or not) and then only
+starts it, hands it a re-read config.ini on SIGHUP, and stops it.
 
 The refusal rules of `[collect] files`:
 - a value refused as a whole (not a JSON array, too large, too deep) keeps the entries in
@@ -16,32 +16,16 @@ The refusal rules of `[collect] files`:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
 
 from logagent import metrics
 from logagent.config.settings import Settings
+from logagent.control.base import Target
 from logagent.errors import CollectConfigError
 from logagent.sources.files.entry import CollectEntry, parse_collect_value
-
-if TYPE_CHECKING:  # not at run time: etcd_watch pulls in the etcd client library
-    from logagent.control.etcd import Target
 
 log = logging.getLogger("logagent.control")
 
 LABEL = "[collect] files"  # the config_errors label of refused values and entries
-
-
-class Control(Protocol):
-    """A control plane as the agent drives it."""
-
-    async def start(self) -> None:
-        """Apply the first configuration (the agent is not ready before it is judged)."""
-
-    async def reload(self, settings: Settings) -> None:
-        """config.ini was re-read (SIGHUP): apply what the new settings change."""
-
-    async def stop(self) -> None:
-        """Stop watching; idempotent."""
 
 
 class StaticControl:

@@ -12,20 +12,19 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from logagent import metrics
+from logagent.runtime.backoff import Backoff
 
 log = logging.getLogger("logagent.supervise")
-
-BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]],
                      before_restart: Callable[[], None] | None = None,
-                     expected: tuple[type[BaseException], ...] = ()) -> None:
+                     expected: tuple[type[BaseException], ...] = (), backoff: Backoff | None = None) -> None:
     """Run factory() until it returns; on an unexpected exception log, count, back off, restart.
 
     Exceptions of the `expected` types end the task with a one-line log instead.
     """
-    failures = 0
+    backoff = backoff or Backoff()
     while True:
         try:
             await factory()
@@ -36,11 +35,10 @@ async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]
             log.warning("%s stopped: %s", name, exc)
             return
         except Exception:
-            delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
-            failures += 1
+            delay = backoff.next()
             metrics.TASK_CRASHES.labels(kind).inc()
             log.exception("%s crashed (failure %d); restarting in %.1fs from its last acknowledged state",
-                          name, failures, delay)
+                          name, backoff.failures, delay)
             await asyncio.sleep(delay)
             if before_restart is not None:
                 before_restart()
@@ -49,9 +47,10 @@ async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]
 def spawn(name: str, kind: str, factory: Callable[[], Awaitable[None]],
           before_restart: Callable[[], None] | None = None,
           expected: tuple[type[BaseException], ...] = (),
-          on_done: Callable[[asyncio.Task[None]], None] | None = None) -> asyncio.Task[None]:
+          on_done: Callable[[asyncio.Task[None]], None] | None = None,
+          backoff: Backoff | None = None) -> asyncio.Task[None]:
     """Create a supervised task; its result is always retrieved."""
-    task = asyncio.create_task(supervised(name, kind, factory, before_restart, expected), name=name)
+    task = asyncio.create_task(supervised(name, kind, factory, before_restart, expected, backoff), name=name)
 
     def done(t: asyncio.Task[None]) -> None:
         if not t.cancelled() and t.exception() is not None:  # only if supervision itself failed

@@ -22,8 +22,9 @@ import pytest
 from devstack.stack import EtcdServer, etcd_binary, free_port
 from logagent.cli.checks import check_etcd
 from logagent.config.settings import AgentSettings, EtcdSettings, Settings, detect_ip, load
-from logagent.control.etcd import SAVED_NAME, Backoff, EtcdControl
+from logagent.control.etcd import SAVED_NAME, EtcdControl
 from logagent.control.etcd_client import EtcdClient, connect
+from logagent.runtime.backoff import Backoff
 from tests.kit import (
     ROOT,
     AgentProcess,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from logagent.runtime.supervise import spawn
+
 EVERY = 5.0  # seconds between two probes
 TIMEOUT = 2.0  # short: a metadata request runs in a thread that cannot be cancelled, and shutdown waits for it
 
@@ -30,7 +32,7 @@ class KafkaProbe:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="kafka-probe")
+            self._task = spawn("kafka probe", "kafka_probe", self._run)
 
     async def stop(self) -> None:
         """Cancel the loop. A metadata request under way goes on in its thread (threads cannot

@@ -31,6 +31,7 @@ from logagent.errors import AlreadyCollected, FileReplaced, NotAllowed, SourceEr
 from logagent.pipeline.batch import Batch, error_text
 from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import Line, MessageFormat, json_plain, utc_timestamp
+from logagent.runtime.backoff import Backoff
 from logagent.sources.files.acks import Ack, AckTracker
 from logagent.sources.files.budget import FdBudget, stat_tick
 from logagent.sources.files.entry import path_allowed
@@ -45,7 +46,6 @@ __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec",
 
 log = logging.getLogger("logagent.tailer")
 
-RETRY_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 SPOOL_GRACE = 0.5  # seconds a rotated file's in-flight bytes get to be acknowledged before they are spooled
 SPOOL_GRACE_BYTES = 1024 * 1024  # ... when no more than this is owed and Kafka acknowledged within 1 s
 
@@ -155,7 +155,7 @@ class Shipper:
         self._splitter = LineSplitter(self.opts.max_line_bytes)
         self._events: Aggregator | None = None
         self._wake = asyncio.Event()
-        self._failures = 0
+        self.retry = Backoff()  # after Kafka refused a batch: the wait before reading it again
         self.finished = False
         self._key = f"{self.opts.ip}:{self.name}".encode()
         self._label = metrics.path_label(self.name)
@@ -297,7 +297,7 @@ class Shipper:
                       self.name, batch.topic, self.acked, text, self.acked)
             self.wake()
         elif outcome is Ack.MOVED:
-            self._failures = 0
+            self.retry.reset()
             self._acked_at = time.monotonic()
             self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
                                   key=self.reg_key or None, size=self.read_pos)
@@ -306,9 +306,7 @@ class Shipper:
                 self.ctx.spool.release(self._spooled.uid, self.acked)
 
     async def _rewind_after_failure(self) -> None:
-        delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
-        self._failures += 1
-        await asyncio.sleep(delay)
+        await self.retry.sleep()
         self.rewind()
 
     def rewind(self) -> None:

@@ -31,7 +31,8 @@ import orjson
 import psutil
 
 from logagent.config.sysinfo import SysinfoSettings as SysinfoSettings  # re-exported (agent.py imports it here)
-from logagent.metrics import SYSINFO_DROPPED, SYSINFO_ERRORS, SYSINFO_SAMPLES, TASK_CRASHES
+from logagent.metrics import SYSINFO_DROPPED, SYSINFO_ERRORS, SYSINFO_SAMPLES
+from logagent.runtime.supervise import spawn
 from logagent.sources.host.influx import encode_line
 
 log = logging.getLogger("logagent.sysinfo")
@@ -423,8 +424,7 @@ class SysinfoReporter:
         if self._task is not None and not self._task.done():
             return
         self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="sysinfo-reporter")
-        self._task.add_done_callback(self._task_done)
+        self._task = spawn("sysinfo reporter", "sysinfo", self._run)
 
     async def stop(self) -> None:
         """Cancel the task and wait until it has ended; a no-op when not running."""
@@ -514,10 +514,3 @@ class SysinfoReporter:
                 SYSINFO_SAMPLES.labels(measurement=measurement).inc()
             else:  # queue full: metrics give way to log lines
                 SYSINFO_DROPPED.inc()
-
-    @staticmethod
-    def _task_done(task: asyncio.Task[None]) -> None:
-        # The loop catches everything; this is the last net so nothing ends silently.
-        if not task.cancelled() and task.exception() is not None:
-            TASK_CRASHES.labels(task="sysinfo").inc()
-            log.error("sysinfo reporter task died", exc_info=task.exception())

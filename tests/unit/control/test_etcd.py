@@ -19,7 +19,6 @@ from logagent.config.settings import AgentSettings, EtcdSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
 from logagent.control.etcd import (
     SAVED_NAME,
-    Backoff,
     ConfigTracker,
     EtcdControl,
     SavedConfig,
@@ -32,6 +31,7 @@ from logagent.control.etcd_client import (
     describe_error,
 )
 from logagent.errors import ConfigError, EtcdError
+from logagent.runtime.backoff import Backoff
 from logagent.sources.files.entry import MAX_VALUE_BYTES, CollectEntry
 from tests.kit import RecordingAgent, eventually
 
@@ -203,18 +203,6 @@ def test_saved_config_is_checked_against_the_allow_list_again(tmp_path: Path) ->
     assert restored is not None
     assert [e.path for e in restored.collect] == ["/var/log/a.log"]
     assert len(restored.errors) == 1 and "allowed_paths" in restored.errors[0]
-
-
-# ---------------------------------------------------------------------------- Backoff
-
-def test_backoff_grows_to_the_cap_with_jitter() -> None:
-    b = Backoff(first=0.5, cap=4, jitter=0.2, rand=lambda: 0.5)
-    assert [b.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    b.reset()
-    assert b.next() == 0.5
-    low = Backoff(first=1, jitter=0.2, rand=lambda: 0.0).next()
-    high = Backoff(first=1, jitter=0.2, rand=lambda: 1.0).next()
-    assert (low, high) == (pytest.approx(0.8), pytest.approx(1.2))
 
 
 def test_describe_error_uses_the_hidden_grpc_error() -> None:

@@ -10,11 +10,11 @@ import pytest
 from logagent import metrics
 from logagent.errors import SourceError
 from logagent.runtime import supervise
+from logagent.runtime.backoff import Backoff
 
 
 async def test_crash_is_logged_counted_and_restarted(monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture):
-    monkeypatch.setattr(supervise, "BACKOFF", (0.01,))
     caplog.set_level(logging.ERROR, logger="logagent.supervise")
     calls: list[int] = []
     restarts: list[int] = []
@@ -25,7 +25,8 @@ async def test_crash_is_logged_counted_and_restarted(monkeypatch: pytest.MonkeyP
             raise RuntimeError("boom")
 
     before = metrics.TASK_CRASHES.labels("test")._value.get()
-    task = supervise.spawn("flaky", "test", flaky, before_restart=lambda: restarts.append(1))
+    task = supervise.spawn("flaky", "test", flaky, before_restart=lambda: restarts.append(1),
+                          backoff=Backoff(first=0.01, cap=0.01))
     await asyncio.wait_for(task, 2)
     assert metrics.TASK_CRASHES.labels("test")._value.get() - before == 2
     assert len(calls) == 3 and len(restarts) == 2

@@ -19,6 +19,7 @@ import pytest
 from logagent.errors import SourceError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
+from logagent.runtime.backoff import Backoff
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.tailer import Claims, FdBudget, FileTailer, Route, TailContext, TailOptions, stat_tick
 from tests.kit import eventually
@@ -125,11 +126,9 @@ async def test_offset_moves_only_when_every_earlier_batch_is_acknowledged(harnes
 
 async def test_failed_batch_rewinds_to_the_acknowledged_offset(harness: Callable[..., Harness],
                                                                monkeypatch: pytest.MonkeyPatch):
-    import logagent.sources.files.tailer as tailer_mod
-
-    monkeypatch.setattr(tailer_mod, "RETRY_BACKOFF", (0.01,))
     h = harness()
     log, t, _ = h.follow("a.log", "keep\n")
+    t.retry = Backoff(first=0.01, cap=0.01)
     [b1] = await h.batches()
     h.ack(b1)
     with open(log, "a") as f:
