@@ -21,6 +21,7 @@ from logagent import metrics
 from logagent.config.reload import diff as settings_diff
 from logagent.config.reload import ini_name, merge
 from logagent.config.settings import Settings, describe, load
+from logagent.config.values import split_host_port
 from logagent.control.base import Control
 from logagent.control.etcd import EtcdControl
 from logagent.control.static import StaticControl
@@ -66,7 +67,7 @@ class Agent:
             budget=FdBudget(descriptor_budget(a.max_open_files)), spool=Spool(a.data_dir, a.spool_max_bytes),
             watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
-        self.http = StatusServer(a.http_listen, self.readiness) if a.http_listen else None
+        self.http = StatusServer(*split_host_port(a.http_listen), self.readiness) if a.http_listen else None
         self.kafka_probe = KafkaProbe(self.sink)
         self.control: Control
         if settings.etcd.address:

@@ -14,12 +14,10 @@ import os
 
 from logagent.config.settings import KafkaSettings, Settings
 from logagent.config.sysinfo import parse_sysinfo_value
-from logagent.config.values import show
+from logagent.config.values import has_glob, show
 from logagent.control.etcd_client import connect
 from logagent.errors import CollectConfigError, ConfigError, EtcdError
 from logagent.sources.files.entry import CollectEntry, parse_collect_value, path_allowed
-
-GLOB_CHARS = "*?["
 
 
 def check_kafka(settings: KafkaSettings, timeout: float = 5.0) -> tuple[bool, str]:
@@ -47,7 +45,7 @@ def _fixed_prefix(path: str) -> tuple[str, str]:
     """(the leading folders without glob characters, the rest): `/a/b/*.log` is (`/a/b`, `*.log`)."""
     parts = path.split("/")[1:]
     for index, part in enumerate(parts):
-        if any(ch in part for ch in GLOB_CHARS):
+        if has_glob(part):
             return "/" + "/".join(parts[:index]), "/".join(parts[index:])
     return path, ""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from logagent.config.sysinfo import SysinfoSettings
-from logagent.config.values import decode_json
+from logagent.config.values import decode_json, split_host_port
 from logagent.errors import ConfigError
 
 DEFAULT_PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
@@ -124,13 +124,8 @@ def _seconds(raw: str) -> float:
     return value
 
 
-_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
-
-
 def _hostport(raw: str) -> str:
-    match = _HOSTPORT.match(raw.strip())
-    if not match or not 0 < int(match.group(2)) < 65536:
-        raise ValueError("host:port with a port from 1 to 65535")
+    split_host_port(raw)
     return raw.strip()
 
 

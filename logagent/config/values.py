@@ -6,6 +6,8 @@
 - ``topic_problem``: Kafka's own rule for topic names, and no internal topics.
 - ``orjson_problem``: whether a value can go through orjson, which builds every message.
 - ``show``: a bad value, short, on one line, safe for any decoded value.
+- ``split_host_port``: `host:port` (or `[v6]:port`) of every address setting.
+- ``has_glob``: whether a path or one of its parts is a glob pattern.
 
 Nothing here imports psutil, prometheus_client or the Kafka client, so config.py and the
 CLI can use it cheaply.
@@ -39,6 +41,8 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 TOPIC_RULE = "letters, digits, '.', '_', '-'; 1 to 249 characters; not '.' or '..'"
 
 SHOW_CHARS = 200
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+GLOB_CHARS = "*?["
 _repr = reprlib.Repr()
 _repr.maxstring = SHOW_CHARS
 _repr.maxother = SHOW_CHARS
@@ -172,3 +176,17 @@ def decode_json_value(value: bytes | str, key: str, error: type[ConfigError] = C
         return decode_json(value)
     except ValueError as exc:
         raise error(f"{key}: {exc}") from None
+
+
+def split_host_port(raw: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`, host kept in its brackets) into (host, port); ValueError naming
+    the rule when it is not one, or the port is not 1 to 65535."""
+    match = _HOSTPORT.match(raw.strip())
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError("host:port with a port from 1 to 65535")
+    return match.group(1), int(match.group(2))
+
+
+def has_glob(text: str) -> bool:
+    """True when `text` (a path or one of its parts) holds a glob character: `*`, `?` or `[`."""
+    return any(ch in text for ch in GLOB_CHARS)

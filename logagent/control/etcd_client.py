@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logagent.config.settings import EtcdSettings
+from logagent.config.values import split_host_port
 from logagent.errors import ConfigError, EtcdError
 
 # Keepalive pings find a dead etcd (no RST, e.g. a partition) within ~15 s; etcd's
@@ -90,10 +91,10 @@ def describe_error(exc: BaseException) -> str:
 
 def split_endpoint(address: str) -> tuple[str, int]:
     """'host:port' (or '[v6]:port') into host and port."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"[etcd] address {address!r}: expected host:port")
-    return host, int(port)
+    try:
+        return split_host_port(address)
+    except ValueError as exc:
+        raise ConfigError(f"[etcd] address {address!r}: expected {exc}") from None
 
 
 def _read(path: str, what: str) -> bytes:

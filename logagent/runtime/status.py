@@ -40,12 +40,11 @@ def _reason(exc: OSError) -> str:
 
 
 class StatusServer:
-    """Serves /metrics, /healthz and /readyz on `listen` (host:port)."""
+    """Serves /metrics, /healthz and /readyz on host:port (`[agent] http_listen`, split by the config)."""
 
-    def __init__(self, listen: str, ready: ReadyCheck) -> None:
-        self.listen = listen
-        host, port = listen.rsplit(":", 1)
-        self.host, self.port = host.strip("[]"), int(port)
+    def __init__(self, host: str, port: int, ready: ReadyCheck) -> None:
+        self.host, self.port = host.strip("[]"), port
+        self.listen = f"{host}:{port}"
         self._ready = ready
         self._server: asyncio.base_events.Server | None = None
         self._rendering: asyncio.Future[bytes] | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from logagent.config.values import MAX_VALUE_BYTES, check_topic, decode_json_value, orjson_problem, show
+from logagent.config.values import MAX_VALUE_BYTES, check_topic, decode_json_value, has_glob, orjson_problem, show
 from logagent.errors import CollectConfigError
 from logagent.pipeline.message import RESERVED_FIELDS
 from logagent.sources.files.lines import newline_of, resolve_encoding
@@ -44,7 +44,7 @@ class CollectEntry:
 
     @property
     def is_glob(self) -> bool:
-        return any(ch in self.path for ch in "*?[")
+        return has_glob(self.path)
 
     def same_reading(self, other: CollectEntry) -> bool:
         """True when the files are read the same way (path, encoding, multiline): a change of

@@ -24,14 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from logagent.config.values import has_glob
+
 MAX_DEPTH = 16
 MAX_DIRS = 10_000
 DEADLINE = 10.0
-_MAGIC = re.compile(r"[*?[]")
-
-
-def has_magic(text: str) -> bool:
-    return _MAGIC.search(text) is not None
 
 
 def literal_base(pattern: str) -> str:
@@ -39,7 +36,7 @@ def literal_base(pattern: str) -> str:
     parts = pattern.split("/")
     fixed: list[str] = []
     for part in parts[:-1]:
-        if has_magic(part):
+        if has_glob(part):
             break
         fixed.append(part)
     return "/".join(fixed) or "/"
@@ -86,7 +83,7 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
     if not may_hold(real_base):
         result.problem = "its folder resolves outside [agent] allowed_paths"
         return result
-    matchers = [re.compile(fnmatch.translate(c)).match if has_magic(c) and c != "**" else None for c in comps]
+    matchers = [re.compile(fnmatch.translate(c)).match if has_glob(c) and c != "**" else None for c in comps]
     kept: list[_Last] = []  # a heap: the max_files smallest paths seen, the largest on top
     seen: set[str] = set()
     visited: set[tuple[int, int, int]] = set()

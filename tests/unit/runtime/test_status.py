@@ -51,7 +51,7 @@ class LoopErrors:
 async def test_endpoints():
     state = {"ready": False}
 
-    server = StatusServer("127.0.0.1:0", lambda: (state["ready"], "ready" if state["ready"] else "not ready: x"))
+    server = StatusServer("127.0.0.1", 0, lambda: (state["ready"], "ready" if state["ready"] else "not ready: x"))
     await server.start()
     port = server.port
     status, text = await asyncio.to_thread(_get, port, "/metrics")
@@ -71,7 +71,7 @@ async def test_huge_header_gets_431_quietly(caplog):
     caplog.set_level(logging.DEBUG)
 
     errors = LoopErrors(asyncio.get_running_loop())
-    server = StatusServer("127.0.0.1:0", lambda: (True, "ready"))
+    server = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
     await server.start()
     big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
     for half_close in (False, True, True):  # a client that waits, and ones that end their side
@@ -88,9 +88,9 @@ async def test_huge_header_gets_431_quietly(caplog):
 
 
 async def test_port_taken_is_one_error_naming_the_key_and_address():
-    first = StatusServer("127.0.0.1:0", lambda: (True, "ready"))
+    first = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
     await first.start()
-    second = StatusServer(f"127.0.0.1:{first.port}", lambda: (True, "ready"))
+    second = StatusServer("127.0.0.1", first.port, lambda: (True, "ready"))
     with pytest.raises(LogagentError) as caught:
         await second.start()
     await first.stop()
@@ -131,7 +131,7 @@ async def test_metrics_render_off_the_loop(slow_collector):
     """A render that takes 0.5 s must not stall the loop: a ticker keeps ticking and /healthz
     answers at once meanwhile (the old code ran generate_latest() on the loop: a 0.5 s stall)."""
 
-    server = StatusServer("127.0.0.1:0", lambda: (True, "ready"))
+    server = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
     await server.start()
     gaps: list[float] = []
     stop = asyncio.Event()
@@ -164,7 +164,7 @@ async def test_concurrent_scrapes_share_renders_and_all_get_the_full_text(slow_c
     """Ten scrapes at once: all 200 with the whole text, in about one render's time, using one
     render thread at a time (not ten threads of the default executor)."""
 
-    server = StatusServer("127.0.0.1:0", lambda: (True, "ready"))
+    server = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
     await server.start()
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(10) as clients:
@@ -189,7 +189,7 @@ async def test_metrics_answer_while_the_default_executor_is_busy():
     loop.set_default_executor(busy)
     release = threading.Event()
     blocked = loop.run_in_executor(None, release.wait, 10)  # the one default thread is taken
-    server = StatusServer("127.0.0.1:0", lambda: (True, "ready"))
+    server = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
     await server.start()
     with ThreadPoolExecutor(1) as client:
         status, text = await loop.run_in_executor(client, _get, server.port, "/metrics")
@@ -203,7 +203,7 @@ async def test_render_in_a_thread_while_the_loop_adds_series():
     """The render thread reads the registry while the loop creates new labelled series (new files
     appear): every render succeeds and shows a consistent text."""
     counter = Counter("logagent_test_concurrent_series", "series created during renders", ["path"])
-    server = StatusServer("127.0.0.1:0", lambda: (True, "ready"))
+    server = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
     done = asyncio.Event()
 
     async def grow() -> None:
