@@ -193,7 +193,7 @@ def _json_text(raw: str) -> str:
     return raw
 
 
-# section -> key -> (parser, attribute name)
+# section -> key -> parser (the raw string to the value; the key is the settings attribute's name)
 _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "kafka": {"address": lambda r: ",".join(_addresses(False)(r)), "chan_size": _int(1)},
     "etcd": {"address": _addresses(True), "timeout": _seconds, "collect_log_key": _text,

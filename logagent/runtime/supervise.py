@@ -1,8 +1,10 @@
 """Supervised tasks: a crash is logged with its traceback, counted, and restarted with backoff.
 
 No task dies silently ("Task exception was never retrieved") and none takes the
-others down. Components decide what is fatal by passing `restart=False` and an
-`on_fatal` callback (the producer does; tailers and the reporter do not).
+others down. `expected` errors (a file that cannot be opened) end a task with one line
+instead of a restart; `before_restart` resets a component to its last acknowledged state;
+`on_done` hears of the end of a task (a tailer's runner, to let the next file start).
+Retry delays come from runtime/backoff.py.
 """
 
 from __future__ import annotations
