@@ -22,7 +22,7 @@ DEFAULT_CONFIG = "/etc/logagent/config.ini"
 
 
 # JSON leaves DEL, C1 controls and U+2028/U+2029 in strings as they are; some readers split
-# lines on them (U+0085 and U+2028 among them). `\\uXXXX` is the same string to a JSON reader.
+# lines on them (U+0085 and U+2028 among them). `\uXXXX` is the same string to a JSON reader.
 _JSON_UNSAFE = {c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
 
 
