@@ -16,18 +16,40 @@ from collections.abc import Sequence
 from . import __version__
 from .config import Settings, load
 from .errors import ConfigError, LogagentError
+from .opener import escape_controls
 
 DEFAULT_CONFIG = "/etc/logagent/config.ini"
 
 
+# JSON leaves DEL, C1 controls and U+2028/U+2029 in strings as they are; some readers split
+# lines on them (U+0085 and U+2028 among them). `\uXXXX` is the same string to a JSON reader.
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, one line per record whatever the message holds.
+
+    Control characters in the message text are escaped (opener.escape_controls): names are
+    escaped where they are logged (opener.display_name), and this is the second wall, so no
+    text that reaches a message (a file name, a server's error) can start a line that looks
+    like a record of its own. The lines of a traceback after it are the traceback's."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)  # set by format() for this call
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the message escaped as TextFormatter escapes it, and no
+    character a line splitter could break on left in any field (see _JSON_UNSAFE)."""
+
     def format(self, record: logging.LogRecord) -> str:
         out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) +
                f".{int(record.msecs):03d}Z", "level": record.levelname, "logger": record.name,
-               "message": record.getMessage()}
+               "message": escape_controls(record.getMessage())}
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False).translate(_JSON_UNSAFE)
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -35,7 +57,7 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -75,7 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         ok, detail = check_collect_files(settings)
         results.append((ok, "collect", detail))
     for ok, name, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        # One line per part: names in it are display names already; a server's text may not be.
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {escape_controls(detail)}")
     return 0 if all(ok for ok, _, _ in results) else 1
 
 
@@ -116,10 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"logagent: config error: {exc}", file=sys.stderr)
+        print(f"logagent: config error: {escape_controls(str(exc))}", file=sys.stderr)
         return 2
     except LogagentError as exc:
-        print(f"logagent: {exc}", file=sys.stderr)
+        print(f"logagent: {escape_controls(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .opener import display_name
 from .sysinfo_config import SysinfoSettings
 from .values import decode_json
 
@@ -266,7 +267,7 @@ def _read_file(path: Path | None) -> tuple[configparser.ConfigParser, str]:
     parser = _CaseSensitiveParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=False)
     if path is None:
         return parser, "<defaults>"
-    source = str(path)
+    source = display_name(str(path))  # in every message about the file: one line, whatever its name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

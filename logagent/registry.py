@@ -23,7 +23,7 @@ import orjson
 from . import metrics
 from .atomic import write_atomic
 from .errors import RegistryError
-from .opener import display_name, from_display, is_raw
+from .opener import from_display, is_raw, wire_name
 
 log = logging.getLogger("logagent.registry")
 
@@ -276,7 +276,7 @@ class Registry:
             if e.done:
                 item["done"] = True
             if is_raw(e.path):  # JSON holds no lone surrogates: the lossless escaped form instead
-                item["path"], item["raw"] = display_name(e.path), True
+                item["path"], item["raw"] = wire_name(e.path), True
             files[k] = item
         return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
 

@@ -34,7 +34,7 @@ from .collect import path_allowed
 from .errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
 from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encoding, utc_timestamp
 from .multiline import Aggregator, MultilineSpec
-from .opener import display_name, open_checked, open_error_reason
+from .opener import display_name, open_checked, open_error_reason, wire_name
 from .queue import BatchQueue
 from .registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
 from .spool import Spool, SpoolFile
@@ -131,7 +131,8 @@ class Shipper:
 
     def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None = None) -> None:
         self.path = path  # the name as the OS takes it
-        self.name = display_name(path)  # the name as messages, keys, labels and logs show it
+        self.name = display_name(path)  # the name as logs, labels and status show it (no control character)
+        self.wire = wire_name(path)  # the name as the messages' `path` and key carry it (JSON escapes it)
         self.origin = path  # the collect entry this file belongs to (set by the runner)
         self.ctx = ctx
         self.opts = ctx.opts
@@ -156,7 +157,7 @@ class Shipper:
         self._wake = asyncio.Event()
         self._failures = 0
         self.finished = False
-        self._key = f"{self.opts.ip}:{self.name}".encode()
+        self._key = f"{self.opts.ip}:{self.wire}".encode()
         self._label = metrics.path_label(self.name)
         self._lines = metrics.LINES_READ.labels(self._label)
         self._bytes = metrics.BYTES_READ.labels(self._label)
@@ -194,7 +195,7 @@ class Shipper:
     # ---- routing and decoding
 
     def _make_format(self, route: Route) -> MessageFormat:
-        return MessageFormat(self.opts.ip, self.opts.host, self.name, route.module, route.fields,
+        return MessageFormat(self.opts.ip, self.opts.host, self.wire, route.module, route.fields,
                              self.encoding or "utf-8")
 
     def retarget(self, route: Route) -> None:
