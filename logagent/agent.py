@@ -17,7 +17,6 @@ import asyncio
 import logging
 import signal
 
-from logagent import metrics
 from logagent.config.reload import diff as settings_diff
 from logagent.config.reload import ini_name, merge
 from logagent.config.settings import Settings, describe, load
@@ -28,6 +27,7 @@ from logagent.control.static import StaticControl
 from logagent.errors import ConfigError, LogagentError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
+from logagent.runtime import metrics
 from logagent.runtime.logs import setup_logging
 from logagent.runtime.signals import SignalRelay
 from logagent.runtime.status import StatusServer

@@ -14,6 +14,7 @@ from logagent import __version__
 from logagent.config.settings import Settings, load
 from logagent.errors import ConfigError, LogagentError
 from logagent.runtime.logs import setup_logging
+from logagent.runtime.names import escape_controls
 
 DEFAULT_CONFIG = "/etc/logagent/config.ini"
 
@@ -52,7 +53,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         ok, detail = check_collect_files(settings)
         results.append((ok, "collect", detail))
     for ok, name, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        # One line per part: names in it are display names already; a server's text may not be.
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {escape_controls(detail)}")
     return 0 if all(ok for ok, _, _ in results) else 1
 
 
@@ -93,10 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"logagent: config error: {exc}", file=sys.stderr)
+        print(f"logagent: config error: {escape_controls(str(exc))}", file=sys.stderr)
         return 2
     except LogagentError as exc:
-        print(f"logagent: {exc}", file=sys.stderr)
+        print(f"logagent: {escape_controls(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

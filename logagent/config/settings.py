@@ -26,6 +26,7 @@ from typing import Any
 from logagent.config.sysinfo import SysinfoSettings
 from logagent.config.values import decode_json, split_host_port
 from logagent.errors import ConfigError
+from logagent.runtime.names import display_name
 
 DEFAULT_PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
 
@@ -261,7 +262,7 @@ def _read_file(path: Path | None) -> tuple[configparser.ConfigParser, str]:
     parser = _CaseSensitiveParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=False)
     if path is None:
         return parser, "<defaults>"
-    source = str(path)
+    source = display_name(str(path))  # in every message about the file: one line, whatever its name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from logagent import metrics
 from logagent.config.settings import EtcdSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
 from logagent.control.base import Target
 from logagent.control.etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
 from logagent.errors import CollectConfigError, ConfigError, EtcdError
+from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
 from logagent.runtime.backoff import Backoff
 from logagent.runtime.supervise import spawn

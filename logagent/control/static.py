@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 
-from logagent import metrics
 from logagent.config.settings import Settings
 from logagent.control.base import Target
 from logagent.errors import CollectConfigError
+from logagent.runtime import metrics
 from logagent.sources.files.entry import CollectEntry, parse_collect_value
 
 log = logging.getLogger("logagent.control")

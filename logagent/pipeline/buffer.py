@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from logagent import metrics
 from logagent.pipeline.batch import Batch
+from logagent.runtime import metrics
 
 
 class BatchQueue:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from logagent import metrics
+from logagent.runtime import metrics
 from logagent.runtime.backoff import Backoff
 
 log = logging.getLogger("logagent.supervise")

@@ -1,7 +1,8 @@
 """Hostile names and files, end to end through the real broker (issue 14): a symlink swapped in a
 loop never ships a file outside allowed_paths, a symlink loop under `**` stops nothing, a name that is
-not UTF-8 is collected, one file under several names is shipped once, and what lies outside is never
-named in /metrics or the log."""
+not UTF-8 is collected, a name with control characters forges no line of the agent's log (issue 20
+item 5), one file under several names is shipped once, and what lies outside is never named in
+/metrics or the log."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from devstack.kafkaread import read_topic
-from tests.kit import KafkaReader, new_topic, wait_until
+from tests.kit import KafkaReader, new_topic, parse_metrics, split_sample, wait_until
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -130,6 +133,64 @@ def test_a_name_that_is_not_utf8_is_collected_and_the_rest_runs(make_agent, kafk
     with KafkaReader(kafka, topic) as reader:
         reader.read(3, timeout=30)
     assert agent.stop() == 0
+
+
+FORGED_PREFIX = "2026-12-06 00:00:00,000 CRITICAL logagent.agent:"
+# A newline starts a forged record for any reader; U+2028 and NEL for readers that split on them
+# (Python's str.splitlines among them); CR and ESC rewrite a terminal line.
+FORGING_NAME = (f"x\n{FORGED_PREFIX} FORGED-NL\u2028{FORGED_PREFIX} FORGED-LS\x85{FORGED_PREFIX} FORGED-NEL"
+                "\r\x1b[2K.log")
+SHOWN_NAME = (f"x\\x0a{FORGED_PREFIX} FORGED-NL\\xe2\\x80\\xa8{FORGED_PREFIX} FORGED-LS\\xc2\\x85{FORGED_PREFIX} "
+              "FORGED-NEL\\x0d\\x1b[2K.log")
+CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]]
+
+
+def _log_messages(text: str, fmt: str) -> list[str]:
+    """The agent's log as a reader that splits lines on every line break sees it: the text lines,
+    or the `message` of each JSON line (a line that is no JSON object is kept as it is: a piece of
+    a record cut in two)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line) if fmt == "json" else None
+        except ValueError:
+            doc = None
+        out.append(doc["message"] if isinstance(doc, dict) and "message" in doc else line)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_name_with_control_characters_forges_no_log_line(make_agent, kafka, logdir, fmt):
+    topic = new_topic("forge")
+    folder = logdir / "forge"
+    folder.mkdir()
+    name = f"{folder}/{FORGING_NAME}"
+    lines = [f"forged-name line {i}" for i in range(20)]
+    with open(name, "w") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+    agent = make_agent(files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}],
+                       extra={"agent": {"log_format": fmt}})
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(len(lines), timeout=30)
+        reader.settle(quiet=1.0)
+        got = [(json.loads(m.value()), m.key()) for m in reader.messages]
+    assert [v["data"] for v, _ in got] == lines
+    assert all(v["path"] == name and key == f"127.0.0.1:{name}".encode() for v, key in got), got[0]
+    status, body = agent.get("/metrics")
+    assert status == 200
+    labels = [value for key in parse_metrics(body) for value in split_sample(key)[1].values()]
+    assert f"{folder}/{SHOWN_NAME}" in labels
+    bad = [value for value in labels if any(ch in value for ch in CONTROLS)]
+    assert not bad, f"metric labels with control characters: {bad[:2]}"
+    os.unlink(name)  # and the name is logged once more, as the tailer follows the deletion
+    shown = f"{folder}/{SHOWN_NAME}"
+    wait_until(lambda: any(f"finished rotated file {shown}" in m for m in _log_messages(agent.log_text(), fmt)),
+               timeout=20, what="the deletion logged with the escaped name")
+    assert agent.stop() == 0
+    messages = _log_messages(agent.log_text(), fmt)
+    assert any(f"tailing {shown} from offset 0" in m for m in messages)
+    forged = [m for m in messages if m.startswith(FORGED_PREFIX) or ("FORGED" in m and shown not in m)]
+    assert not forged, f"forged log lines: {forged[:3]}"
 
 
 def test_one_file_under_several_names_is_shipped_once(make_agent, kafka, logdir):

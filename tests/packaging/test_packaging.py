@@ -640,7 +640,7 @@ def test_readme_names_only_real_metrics_and_keys() -> None:
     """Docs that drift: every logagent_* metric and LOGAGENT_* variable the README names exists."""
     from prometheus_client import Counter
 
-    from logagent import metrics
+    from logagent.runtime import metrics
 
     readme = (REPO / "README.md").read_text()
     assert "make run" in readme and "make test" in readme

@@ -29,12 +29,13 @@ from typing import Any
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Producer
 
-from logagent import metrics
 from logagent.config.settings import KafkaSettings, redact
 from logagent.errors import KafkaError
-from logagent.pipeline.batch import Batch
+from logagent.pipeline.batch import Batch, BatchOwner
 from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import fit_message
+from logagent.runtime import metrics
+from logagent.runtime.names import display_name
 from logagent.sinks.kafka.limits import MessageLimits, usable
 
 log = logging.getLogger("logagent.producer")
@@ -197,7 +198,8 @@ class KafkaSink:
         self._in_producer += n  # counted before any await: a stop's drain must wait for this batch
         self._idle.clear()
         if n and max(map(len, values)) > (fit := await self._fit_for(topic, key)):
-            values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit) or v for v in values]
+            values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit, batch.owner) or v
+                                    for v in values]
         while i < n:
             try:
                 for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
@@ -228,13 +230,16 @@ class KafkaSink:
             limit = await asyncio.to_thread(self._limits.lookup, topic)
         return usable(limit, len(key or b""))
 
-    def _cut(self, topic: str, value: bytes, fit: int) -> bytes | None:
+    def _cut(self, topic: str, value: bytes, fit: int, owner: BatchOwner | None = None) -> bytes | None:
         """A message cut to `fit` bytes (counted and logged); None when it cannot be cut (not a
         log message: metrics are small; or nothing left to cut)."""
         cut = fit_message(value, fit)
         if cut is None:
             return None
         out, path = cut
+        # `path` is the message's (wire) form; the file's own display form when its tailer is known.
+        shown = getattr(owner, "name", None)  # a tailer's; BatchOwner does not promise one
+        path = shown if isinstance(shown, str) else display_name(path)
         metrics.LINES_TRUNCATED.labels(metrics.path_label(path)).inc()
         now = time.monotonic()
         if now - self._cut_logged.get(topic, -1e9) >= 60.0:
@@ -275,7 +280,7 @@ class KafkaSink:
         assert self._limits is not None and self._producer is not None
         self._limits.forget(batch.topic)
         fit = await self._fit_for(batch.topic, batch.key)
-        smaller = self._cut(batch.topic, value, fit) if len(value) > fit else None
+        smaller = self._cut(batch.topic, value, fit, batch.owner) if len(value) > fit else None
         if smaller is None:
             # The message fits the topic: the record batch around it did not. librdkafka's batches
             # (batch.size, 1 MB by default) must fit the topic's max.message.bytes.

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from logagent import metrics
+from logagent.runtime import metrics
 
 log = logging.getLogger("logagent.budget")
 

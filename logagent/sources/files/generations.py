@@ -12,10 +12,11 @@ import logging
 import os
 from typing import IO, Protocol
 
-from logagent import metrics
 from logagent.errors import SourceError
 from logagent.pipeline.batch import Batch
-from logagent.sources.files.opener import display_name, open_checked
+from logagent.runtime import metrics
+from logagent.runtime.names import display_name
+from logagent.sources.files.opener import open_checked
 from logagent.sources.files.recovery import COMPRESSED, Generation, compression_of
 from logagent.sources.files.spool import SpoolFile
 from logagent.sources.files.tailer import Route, Shipper, SourceSpec, TailContext

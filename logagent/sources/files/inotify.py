@@ -21,6 +21,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from logagent.runtime.names import display_name
+
 log = logging.getLogger("logagent.watcher")
 
 Listener = Callable[[str], None]  # called on the loop with the path an event named
@@ -87,9 +89,9 @@ class FileWatcher:
                 self._warned.add(folder)
                 if exc.errno == errno.ENOSPC:
                     log.warning("inotify watch limit reached (raise fs.inotify.max_user_watches); "
-                                "%s is polled every stat_interval instead", folder)
+                                "%s is polled every stat_interval instead", display_name(folder))
                 else:
-                    log.warning("cannot watch %s (%s); polling it instead", folder, exc.strerror or exc)
+                    log.warning("cannot watch %s (%s); polling it instead", display_name(folder), exc.strerror or exc)
             return False
 
     def unsubscribe(self, folder: str, listener: Listener) -> None:

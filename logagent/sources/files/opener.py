@@ -7,57 +7,23 @@ kernel reports for it (`/proc/self/fd/N`) must lie inside `[agent] allowed_paths
 otherwise it is closed unread. Every open of a collected file goes through
 `open_checked` (start, reopen after an idle close, a rotated file found by inode, a
 rotated copy found at start).
-
-File names are bytes on Linux; a name that is not valid UTF-8 reaches Python as a `str`
-with surrogate escapes, which JSON, Prometheus and the registry cannot carry.
-`display_name` gives the form shown in messages, keys, labels and logs: the name as it is
-when it is valid UTF-8; otherwise each backslash doubled and each byte that is not UTF-8
-written `\\xNN` (lossless: `from_display` turns it back).
+How a name is shown (and carried in JSON) is runtime/names.py's.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Callable
 
 from logagent.errors import NotAllowed, SourceError
+from logagent.runtime.names import display_name
 
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _DELETED = " (deleted)"
 
 Allowed = Callable[[str], bool]  # is this resolved path inside [agent] allowed_paths?
-
-
-def display_name(path: str) -> str:
-    """The name as messages, keys, metric labels and logs show it (see the module docstring)."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-
-
-def is_raw(path: str) -> bool:
-    """True when the name is not valid UTF-8 (its display form is escaped)."""
-    try:
-        path.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
-
-
-def from_display(shown: str) -> str:
-    """The file name behind an escaped display form (for a name that `is_raw`)."""
-    raw = _ESCAPE.sub(lambda m: b"\\" if m.group(1) == b"\\" else bytes([int(m.group(1)[1:], 16)]),
-                      shown.encode("utf-8"))
-    return os.fsdecode(raw)
 
 
 def open_error_reason(exc: OSError) -> str:

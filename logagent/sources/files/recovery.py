@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, cast
 
-from logagent import metrics
-from logagent.sources.files.opener import display_name
+from logagent.runtime import metrics
+from logagent.runtime.names import display_name
 from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint_of, identity_key
 from logagent.sources.files.spool import Spool
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import orjson
 
-from logagent import metrics
 from logagent.errors import RegistryError
+from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
-from logagent.sources.files.opener import display_name, from_display, is_raw
+from logagent.runtime.names import from_display, is_raw, wire_name
 
 log = logging.getLogger("logagent.registry")
 
@@ -276,7 +276,7 @@ class Registry:
             if e.done:
                 item["done"] = True
             if is_raw(e.path):  # JSON holds no lone surrogates: the lossless escaped form instead
-                item["path"], item["raw"] = display_name(e.path), True
+                item["path"], item["raw"] = wire_name(e.path), True
             files[k] = item
         return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from logagent import metrics
-from logagent.sources.files.opener import display_name, from_display, is_raw
+from logagent.runtime import metrics
+from logagent.runtime.names import display_name, from_display, is_raw, wire_name
 
 log = logging.getLogger("logagent.spool")
 
@@ -226,7 +226,7 @@ class Spool:
         return Segment(start, pos, final)
 
     def _write_meta(self, spooled: SpoolFile) -> None:
-        meta = {"path": display_name(spooled.path), "raw": is_raw(spooled.path), "dev": spooled.dev,
+        meta = {"path": wire_name(spooled.path), "raw": is_raw(spooled.path), "dev": spooled.dev,
                 "ino": spooled.ino, "fp": spooled.fp, "fp_len": spooled.fp_len, "since": spooled.since,
                 "mtime": spooled.mtime}
         tmp = spooled.folder / "meta.json.tmp"

@@ -26,18 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from logagent import metrics
 from logagent.errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
 from logagent.pipeline.batch import Batch, error_text
 from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import Line, MessageFormat, json_plain, utc_timestamp
+from logagent.runtime import metrics
 from logagent.runtime.backoff import Backoff
+from logagent.runtime.names import display_name, wire_name
 from logagent.sources.files.acks import Ack, AckTracker
 from logagent.sources.files.budget import FdBudget, stat_tick
 from logagent.sources.files.entry import path_allowed
 from logagent.sources.files.lines import LineSplitter, resolve_encoding
 from logagent.sources.files.multiline import Aggregator, MultilineSpec
-from logagent.sources.files.opener import display_name, open_checked, open_error_reason
+from logagent.sources.files.opener import open_checked, open_error_reason
 from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
 from logagent.sources.files.spool import Spool, SpoolFile
 
@@ -132,7 +133,8 @@ class Shipper:
 
     def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None = None) -> None:
         self.path = path  # the name as the OS takes it
-        self.name = display_name(path)  # the name as messages, keys, labels and logs show it
+        self.name = display_name(path)  # the name as logs, labels and status show it (no control character)
+        self.wire = wire_name(path)  # the name as the messages' `path` and key carry it (JSON escapes it)
         self.origin = path  # the collect entry this file belongs to (set by the runner)
         self.ctx = ctx
         self.opts = ctx.opts
@@ -157,7 +159,7 @@ class Shipper:
         self._wake = asyncio.Event()
         self.retry = Backoff()  # after Kafka refused a batch: the wait before reading it again
         self.finished = False
-        self._key = f"{self.opts.ip}:{self.name}".encode()
+        self._key = f"{self.opts.ip}:{self.wire}".encode()
         self._label = metrics.path_label(self.name)
         self._lines = metrics.LINES_READ.labels(self._label)
         self._bytes = metrics.BYTES_READ.labels(self._label)
@@ -195,7 +197,7 @@ class Shipper:
     # ---- routing and decoding
 
     def _make_format(self, route: Route) -> MessageFormat:
-        return MessageFormat(self.opts.ip, self.opts.host, self.name, route.module, route.fields,
+        return MessageFormat(self.opts.ip, self.opts.host, self.wire, route.module, route.fields,
                              self.encoding or "utf-8")
 
     def retarget(self, route: Route) -> None:

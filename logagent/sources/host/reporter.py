@@ -31,7 +31,7 @@ import orjson
 import psutil
 
 from logagent.config.sysinfo import SysinfoSettings as SysinfoSettings  # re-exported (agent.py imports it here)
-from logagent.metrics import SYSINFO_DROPPED, SYSINFO_ERRORS, SYSINFO_SAMPLES
+from logagent.runtime.metrics import SYSINFO_DROPPED, SYSINFO_ERRORS, SYSINFO_SAMPLES
 from logagent.runtime.supervise import spawn
 from logagent.sources.host.influx import encode_line
 

@@ -202,6 +202,6 @@ def test_validating_config_and_values_imports_no_sampler_metrics_or_etcd_watch()
             "logagent.control.etcd_client\n"
             "heavy = ('psutil', 'prometheus_client', 'confluent_kafka', 'grpc', 'pyetcd')\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in "
-            "('logagent.control.etcd', 'logagent.sources.host.reporter', 'logagent.metrics')))")
+            "('logagent.control.etcd', 'logagent.sources.host.reporter', 'logagent.runtime.metrics')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from logagent import metrics
 from logagent.config.settings import AgentSettings, EtcdSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
 from logagent.control.etcd import (
@@ -31,6 +30,7 @@ from logagent.control.etcd_client import (
     describe_error,
 )
 from logagent.errors import ConfigError, EtcdError
+from logagent.runtime import metrics
 from logagent.runtime.backoff import Backoff
 from logagent.sources.files.entry import MAX_VALUE_BYTES, CollectEntry
 from tests.kit import RecordingAgent, eventually

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
 
-import logagent.metrics  # noqa: F401  (registers the agent's metrics that /metrics must show)
+import logagent.runtime.metrics  # noqa: F401  (registers the agent's metrics that /metrics must show)
 from logagent.errors import LogagentError
 from logagent.runtime.status import StatusServer
 from tests.kit import http_get

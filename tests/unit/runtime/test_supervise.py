@@ -7,9 +7,8 @@ import logging
 
 import pytest
 
-from logagent import metrics
 from logagent.errors import SourceError
-from logagent.runtime import supervise
+from logagent.runtime import metrics, supervise
 from logagent.runtime.backoff import Backoff
 
 

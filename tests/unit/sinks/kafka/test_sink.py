@@ -13,11 +13,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from logagent import metrics
 from logagent.config.settings import KafkaSettings
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import MessageFormat
+from logagent.runtime import metrics
 from logagent.sinks.kafka.sink import KafkaSink
 from tests.kit import eventually
 
@@ -193,3 +193,29 @@ async def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one
     resent = [json.loads(m.value()) for m in rig.producer.delivered[1:]]
     assert sum(1 for d in resent if d.get("truncated")) == 1 and len(resent) == 4
     assert await rig.sink.stop(5) is True
+
+
+async def test_a_cut_line_names_its_file_escaped_in_the_log_and_the_label(caplog: Any) -> None:
+    # Issue 20 item 5: the cut message's `path` is the name itself (a newline in it); the log line and
+    # the label show it escaped, and the same label as the file's tailer when the batch has one.
+    rig = Rig(limit=3000)
+    await rig.sink.start()
+    name = "/var/log/x\n2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED.log"
+    shown = "/var/log/x\\x0a2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED.log"
+    big = MessageFormat("127.0.0.1", "h", name).build([(0, b"x" * 10_000, False)], b"2026-11-29T00:00:00Z")[0]
+    owner = Owner()
+    before = metrics.LINES_TRUNCATED.labels(shown)._value.get()
+    with caplog.at_level("WARNING", "logagent.producer"):
+        await rig.queue.put(Batch("t-cut-name", b"k", [big], end_offset=1, owner=owner))
+        await eventually(lambda: len(owner.done) == 1, timeout=5.0)
+    assert json.loads(rig.producer.delivered[0].value())["path"] == name
+    assert f"a line of {shown} (a " in caplog.text and FORGED_LINE not in caplog.text
+    assert metrics.LINES_TRUNCATED.labels(shown)._value.get() == before + 1
+    owner.name = "/var/log/its tailer's label"  # type: ignore[attr-defined]
+    await rig.queue.put(Batch("t-cut-name", b"k", [big], end_offset=2, owner=owner))
+    await eventually(lambda: len(owner.done) == 2, timeout=5.0)
+    assert metrics.LINES_TRUNCATED.labels("/var/log/its tailer's label")._value.get() == 1
+    assert await rig.sink.stop(5) is True
+
+
+FORGED_LINE = "\n2026-12-06 00:00:00,000 CRITICAL"

@@ -1,4 +1,4 @@
-"""opener: the descriptor is judged, not the name; names that are not UTF-8 get a lossless display form."""
+"""opener: the descriptor is judged, not the name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from logagent.errors import NotAllowed, SourceError
-from logagent.sources.files.opener import display_name, from_display, is_raw, open_checked
+from logagent.sources.files.opener import open_checked
 
 
 def allow(tmp: Path):  # type: ignore[no-untyped-def]
@@ -61,15 +61,3 @@ def test_only_regular_files(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "in" / "fifo.log")
     with pytest.raises(SourceError, match="not a regular file"):
         open_checked(str(tmp_path / "in" / "fifo.log"), allow(tmp_path))
-
-
-@pytest.mark.parametrize("raw", [b"/var/log/\xff.log", b"/var/log/a\\b\xfe\\x41.log", b"/var/log/plain.log"])
-def test_display_name_is_lossless(raw: bytes) -> None:
-    name = os.fsdecode(raw)
-    shown = display_name(name)
-    shown.encode("utf-8")  # always valid UTF-8: JSON, labels and logs carry it
-    if is_raw(name):
-        assert from_display(shown) == name
-        assert "\\x" in shown
-    else:
-        assert shown == name

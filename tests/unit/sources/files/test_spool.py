@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from logagent import metrics
+from logagent.runtime import metrics
 from logagent.sources.files.spool import Spool, SpoolFile
 
 

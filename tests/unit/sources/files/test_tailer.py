@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -322,7 +323,7 @@ async def test_invalid_bytes_are_replaced_counted_and_logged(harness: Callable[.
                                                              caplog: pytest.LogCaptureFixture):
     import logging
 
-    from logagent import metrics
+    from logagent.runtime import metrics
 
     counter = metrics.DECODE_ERRORS.labels(metrics.path_label(str(tmp_path / "bin.log")))
     before = counter._value.get()
@@ -414,7 +415,7 @@ async def test_a_symlink_swapped_in_after_the_check_is_refused_on_the_descriptor
 
 
 async def test_a_held_partial_line_is_shown_in_a_metric(harness: Callable[..., Harness]):
-    from logagent import metrics
+    from logagent.runtime import metrics
 
     h = harness()
     log, _, _ = h.follow("p.log", "done\nno newline yet")
@@ -446,3 +447,35 @@ async def test_a_name_that_is_not_utf8_is_shipped_escaped_and_saved(harness: Cal
     saved.load()
     entry = saved.lookup(t.dev, t.ino)
     assert entry is not None and entry.path == name and entry.offset == len("bad name\n")
+
+
+async def test_a_name_with_control_characters_is_shipped_as_it_is_and_shown_escaped(
+        harness: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    # Issue 20 item 5: `path` and the key carry the name itself (JSON escapes it); logs and labels
+    # show it escaped, one line.
+    h = harness()
+    name = f"{tmp_path}/x\n2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED\x1b\u2028.log"
+    with open(name, "w") as f:
+        f.write("forged name\n")
+    t = h.tailer(Path(name))
+    t.open()
+    h.run(t)
+    [batch] = await h.batches()
+    msg = json.loads(batch.values[0])
+    assert msg["path"] == name and msg["data"] == "forged name"
+    assert batch.key == f"127.0.0.1:{name}".encode()  # what it was before: a key needing no escaping is unchanged
+    shown = f"{tmp_path}/x\\x0a2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED\\x1b\\xe2\\x80\\xa8.log"
+    assert t.name == shown
+    from logagent.runtime import metrics
+
+    caplog.set_level(logging.INFO, "logagent.tailer")
+    os.unlink(name)
+    t.check_name()
+    assert f"{shown} was renamed or deleted" in caplog.text
+    assert metrics.LINES_READ.labels(shown)._value.get() == 1
+    h.ack(batch)
+    h.registry.save()
+    saved = Registry(tmp_path / "data")
+    saved.load()
+    entry = saved.lookup(t.dev, t.ino)
+    assert entry is not None and entry.path == name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from logagent.runtime.names import escape_controls
+
 LINES_READ = Counter("logagent_lines_read", "Lines read from a file", ["path"])
 BYTES_READ = Counter("logagent_bytes_read", "Bytes read from a file", ["path"])
 DECODE_ERRORS = Counter("logagent_decode_errors", "Lines with bytes invalid in the file's encoding "
@@ -59,7 +61,10 @@ _labelled_paths: set[str] = set()
 
 
 def path_label(path: str) -> str:
-    """The `path` label value for per-file metrics."""
+    """The `path` label value for per-file metrics, given the name's display form
+    (opener.display_name). Control characters are escaped once more in case a raw name comes
+    here: a label is scraped into dashboards and alerts, and must stay one line."""
+    path = escape_controls(path)
     if path in _labelled_paths:
         return path
     if len(_labelled_paths) < MAX_PATH_SERIES:
