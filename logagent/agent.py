@@ -20,6 +20,7 @@ import signal
 from logagent.config.reload import diff as settings_diff
 from logagent.config.reload import ini_name, merge
 from logagent.config.settings import Settings, describe, load
+from logagent.config.sysinfo import SysinfoSettings
 from logagent.config.values import split_host_port
 from logagent.control.base import Control
 from logagent.control.etcd import EtcdControl
@@ -41,7 +42,7 @@ from logagent.sources.files.manager import ManagerContext, TailerManager
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.spool import Spool
 from logagent.sources.files.tailer import TailOptions
-from logagent.sources.host.reporter import SysinfoReporter, SysinfoSettings
+from logagent.sources.host.reporter import SysinfoReporter
 
 log = logging.getLogger("logagent.agent")
 
