@@ -6,16 +6,12 @@ import math
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from logagent.config.sysinfo import SysinfoSettings
 from logagent.errors import ConfigError
 
 IP, HOST = "10.0.0.5", "web-1"
 
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # ---------------------------------------------------------------------------- settings

@@ -5,15 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from prometheus_client import REGISTRY
 
 from logagent.sources.host.rates import CounterRates, CpuTracker, compute_rates, cpu_percentages
 
 IP, HOST = "10.0.0.5", "web-1"
 
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # ---------------------------------------------------------------------------- rate math
