@@ -7,7 +7,7 @@
 - ``orjson_problem``: whether a value can go through orjson, which builds every message.
 - ``show``: a bad value, short, on one line, safe for any decoded value.
 
-Nothing here imports psutil, prometheus_client or the Kafka client, so config.py and the
+Nothing here imports psutil, prometheus_client or the Kafka client, so settings.py and the
 CLI can use it cheaply.
 """
 

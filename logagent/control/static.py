@@ -1,6 +1,6 @@
 """The control plane without etcd: `[collect] files` and `[sysinfo]` of config.ini.
 
-`Control` is what the agent asks of a control plane; `EtcdControl` (etcd_watch.py) is
+`Control` is what the agent asks of a control plane; `EtcdControl` (control/etcd.py) is
 one, `StaticControl` here is the other. The agent picks one at start-up ([etcd] address
 set or not) and then only starts it, hands it a re-read config.ini on SIGHUP, and stops it.
 
@@ -23,7 +23,7 @@ from logagent.config.settings import Settings
 from logagent.errors import CollectConfigError
 from logagent.sources.files.entry import CollectEntry, parse_collect_value
 
-if TYPE_CHECKING:  # not at run time: etcd_watch pulls in the etcd client library
+if TYPE_CHECKING:  # only a type: the static control plane needs nothing of the etcd one at run time
     from logagent.control.etcd import Target
 
 log = logging.getLogger("logagent.control")

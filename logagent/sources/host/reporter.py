@@ -2,7 +2,7 @@
 
 Pieces, top to bottom:
 
-- ``SysinfoSettings`` (in sysinfo_config.py, re-exported here): the ``[sysinfo]`` section /
+- ``SysinfoSettings`` (in config/sysinfo.py, re-exported here): the ``[sysinfo]`` section /
   ``collect_sysinfo`` etcd value, validated without importing psutil.
 - ``compute_rates``, ``CounterRates``, ``cpu_percentages``, ``CpuTracker``, ``disk_fields``:
   pure math over counter readings; unit tests drive them with fake numbers.
