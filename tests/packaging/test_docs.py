@@ -10,7 +10,7 @@ names it:
   devstack/, deploy/ and bench/;
 - every relative link of README.md, CONTRIBUTING.md and docs/*.md (and of bench/README.md and the
   results files) leads to a file that exists, and its #anchor to a heading of that file;
-- no user-facing doc cites an issue number.
+- no user-facing doc cites an issue number, and README.md stays a short front door.
 """
 
 from __future__ import annotations
@@ -246,3 +246,11 @@ def test_docs_cite_no_issue_numbers() -> None:
     for path in doc_files():
         found = re.findall(r"\bissues? \d+", path.read_text(), re.I)
         assert not found, f"{path.relative_to(REPO)} cites {found}"
+
+
+def test_readme_is_a_front_door() -> None:
+    """The README: the two commands, links to the rest, and short (the rest lives in docs/)."""
+    readme = (REPO / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    assert "docs/README.md" in readme and "CONTRIBUTING.md" in readme
+    assert len(readme.splitlines()) < 200, "README.md is the front door: move details to docs/"

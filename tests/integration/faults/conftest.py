@@ -39,7 +39,8 @@ _COLLECTED: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "faults: fault-injection scenario against the real stack (tests/integration/faults)")
+    config.addinivalue_line("markers",
+                            "faults: fault-injection scenario against the real stack (tests/integration/faults)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
