@@ -10,10 +10,10 @@
 #
 # Configuration: /etc/logagent/config.ini is the repository's config.ini (every key has
 # a default); override any key with LOGAGENT_<SECTION>_<KEY> environment variables, or
-# mount your own file over /etc/logagent/config.ini. See README.md, "Run as a sidecar".
+# mount your own file over /etc/logagent/config.ini. See docs/deploy-container.md.
 #
 # BASE_IMAGE: any image with Python 3.11 as python3 and the venv module. `make image`
-# passes one made with debootstrap from Debian bookworm's packages (devstack/image.py).
+# passes one made with debootstrap from Debian bookworm's packages (deploy/docker/image.py).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build

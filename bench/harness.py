@@ -1,7 +1,7 @@
 """The benchmark's harness: the broker's admin and consumer, the agent, kcat and writer processes,
 the data files and the samplers (issue 7).
 
-The agent process is tests.kit's AgentProcess, the one the tests run; BenchAgent adds
+The agent process is devstack.agentproc's AgentProcess, the one the tests run; BenchAgent adds
 what only the benchmark needs: reaping with os.wait4 for the CPU the run used, a start-up wait
 that raises BenchError (a failed scenario is reported and the others still run), setsid and a
 raised RLIMIT_NOFILE, and an environment without the caller's LOGAGENT_* overrides.

@@ -188,7 +188,7 @@ def render(ctx: Results, info: dict[str, str], command: str, started: Any, total
     """The whole RESULTS.md of a run (`started`: a datetime), with the `kept` hand-written sections."""
     a = ctx.args
     parts = ["# logagent benchmark results", "",
-             "Written by `bench/bench.py` (issue 7). Regenerate with `make bench` (about 6-7 minutes); "
+             "Written by `bench/bench.py`. Regenerate with `make bench` (about 6-7 minutes); "
              "`make bench BENCH_ARGS=--quick` is a smoke run, `BENCH_ARGS='--only latency'` runs one scenario.",
              "",
              f"- **Date:** {started.strftime('%Y-%m-%d %H:%M:%S %Z')}",
@@ -199,7 +199,7 @@ def render(ctx: Results, info: dict[str, str], command: str, started: Any, total
              f"as the agent, the writer and this script; loopback only.",
              "", "## Machine", "", md_table(["", ""], [[k, v] for k, v in info.items()]), ""]
     if ctx.targets:
-        parts += ["## Targets", "", targets_table(ctx.targets, "target (issue 7)"), ""]
+        parts += ["## Targets", "", targets_table(ctx.targets, "target"), ""]
     for s in ctx.sections:
         parts += [f"## {s.title}", "", s.body, "", f"_({s.seconds:.0f} s)_", ""]
     parts += ["## Method notes", "",

@@ -1,9 +1,10 @@
 """The agent: wires sources, the bounded queue, the Kafka sink and the control plane.
 
-The parts live in their own modules: the descriptor budget in budget.py, the control
-plane in etcd_watch.py (EtcdControl) or static_control.py ([collect] files), the Kafka
-probe behind /readyz in kafka_probe.py, sd_notify in systemd.py. What stays here is the
-wiring, the start and stop order, and SIGHUP (re-read config.ini, hand it to each part).
+The parts live in their own modules: the descriptor budget in sources/files/budget.py, the
+control plane in control/etcd.py (EtcdControl) or control/static.py ([collect] files), the
+Kafka probe behind /readyz in sinks/kafka/probe.py, sd_notify in runtime/systemd.py. What
+stays here is the wiring, the start and stop order, and SIGHUP (re-read config.ini, hand it
+to each part).
 
 Start order: HTTP (first: a taken port stops us before anything is touched), registry,
 sink, watcher, tailers (from etcd or [collect] files), sysinfo reporter. Stop order, as

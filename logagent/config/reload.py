@@ -3,7 +3,7 @@
 The fields are walked generically (``dataclasses.fields``, into every nested settings dataclass),
 so a field added to Settings or to one of its sections is seen by the diff without touching this
 file. Each leaf must be listed in exactly one of LIVE, RESTART_ONLY or NOT_SETTINGS;
-tests/test_reload_diff.py fails for a leaf in none, so a new key cannot be forgotten. At run time
+tests/unit/config/test_reload.py fails for a leaf in none, so a new key cannot be forgotten. At run time
 an unlisted leaf that changed is reported as restart-only: never dropped without a word.
 """
 

@@ -1,6 +1,6 @@
 """The sysinfo settings: ``[sysinfo]`` in config.ini and the ``collect_sysinfo`` etcd value.
 
-Kept apart from sysinfo.py (the psutil sampler and the reporter) so that config.py, the
+Kept apart from sources/host/reporter.py (the psutil sampler and the reporter) so that settings.py, the
 etcd control plane and the CLI validate a value without importing psutil or
 prometheus_client.
 """

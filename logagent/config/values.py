@@ -9,7 +9,7 @@
 - ``split_host_port``: `host:port` (or `[v6]:port`) of every address setting.
 - ``has_glob``: whether a path or one of its parts is a glob pattern.
 
-Nothing here imports psutil, prometheus_client or the Kafka client, so config.py and the
+Nothing here imports psutil, prometheus_client or the Kafka client, so settings.py and the
 CLI can use it cheaply.
 """
 

@@ -4,7 +4,7 @@ Pieces, top to bottom:
 
 - ``Backoff``, ``ConfigTracker``, ``SavedConfig``: pure logic and the last-good-config
   file; unit tests drive them without etcd. The values themselves are parsed by
-  collect.parse_collect_value and sysinfo_config.parse_sysinfo_value.
+  sources/files/entry.parse_collect_value and config/sysinfo.parse_sysinfo_value.
 - ``EtcdControl``: the asyncio side. ``start()`` reads both keys and applies them, then
   watches from the revision read + 1 (nothing between read and watch is missed). When
   etcd does not answer within ``[etcd] timeout`` it starts from the configuration saved

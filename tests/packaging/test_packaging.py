@@ -632,30 +632,3 @@ def test_kubernetes_sidecar_shape(tools: Path) -> None:
     assert str(sc.get("runAsGroup", pod_sc.get("runAsGroup"))) == image_gid
     # Kubernetes waits long enough for the drain before SIGKILL.
     assert spec["terminationGracePeriodSeconds"] >= _shipped_config().agent.shutdown_timeout + 10
-
-
-# ---------------------------------------------------------------------------- README
-
-def test_readme_names_only_real_metrics_and_keys() -> None:
-    """Docs that drift: every logagent_* metric and LOGAGENT_* variable the README names exists."""
-    from prometheus_client import Counter
-
-    from logagent.runtime import metrics
-
-    readme = (REPO / "README.md").read_text()
-    assert "make run" in readme and "make test" in readme
-    names: set[str] = set()
-    for obj in vars(metrics).values():
-        name = getattr(obj, "_name", None)
-        if isinstance(name, str):
-            names.add(name)
-            if isinstance(obj, Counter):
-                names.add(name + "_total")
-    for metric in set(re.findall(r"\blogagent_[a-z_]+[a-z]\b", readme)):
-        assert metric in names, f"README names metric {metric}, which metrics.py does not define"
-    known = _known_env_names()
-    passthrough = env_name(PASSTHROUGH, "")
-    for var in set(re.findall(r"\bLOGAGENT_[A-Z0-9_]+[A-Z0-9]\b", readme)):
-        if var.startswith(("LOGAGENT_TEST_", passthrough)):
-            continue
-        assert var in known, f"README names {var}, which is no config key's variable"

@@ -4,7 +4,7 @@
 removed ones stop (their files close, their saved offsets stay), and an entry
 whose topic, module or fields changed is retargeted in place. Each entry has an
 `EntryRunner` that finds its files (a path, or a glob expanded off the event loop by
-globber.expand), starts a tailer per file and replaces a rotated file's tailer with
+globs.expand), starts a tailer per file and replaces a rotated file's tailer with
 one for the new file under the same name.
 
 Two timers serve every entry, however many there are: the stat tick (budget.stat_tick)

@@ -29,7 +29,7 @@ from logagent.config.sysinfo import SysinfoSettings
 from logagent.runtime.metrics import SYSINFO_DROPPED, SYSINFO_SAMPLES
 from logagent.runtime.supervise import spawn
 from logagent.sources.host.influx import encode_line
-from logagent.sources.host.sampler import HostSampler, ErrorLog
+from logagent.sources.host.sampler import ErrorLog, HostSampler
 
 log = logging.getLogger("logagent.sysinfo")
 

@@ -39,7 +39,8 @@ _COLLECTED: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "faults: fault-injection scenario against the real stack (tests/faults)")
+    config.addinivalue_line("markers",
+                            "faults: fault-injection scenario against the real stack (tests/integration/faults)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -106,13 +107,14 @@ class Results:
             body.append("| " + " | ".join(cells) + f" | {_OUTCOMES.get(nodeid, 'not finished')} |")
         took = time.time() - self.started
         return "\n".join([
-            "# Fault-injection results (tests/faults)",
+            "# Fault-injection results (tests/integration/faults)",
             "",
             (f"Written by the suite at the end of its run on {time.strftime('%Y-%m-%d %H:%M:%S')} "
              f"({took / 60:.1f} min for {len({n for n, _ in self.rows})} scenarios, 2-core machine). "
              "Delivered counts the Kafka messages that carry a written line, duplicates included; "
              "Missing is a line written and never delivered; Duplicated is a line delivered more than once "
-             "(extra copies). Peak RSS is the agent's VmHWM, the highest over its restarts."),
+             "(extra copies). Peak RSS is the agent's VmHWM, the highest over its restarts. What the numbers mean: "
+             "[docs/delivery.md](../../../docs/delivery.md#what-the-fault-injection-results-show)."),
             "",
             *head,
             *body,
@@ -128,7 +130,7 @@ def _results_session() -> Iterator[Results]:
     if len(finished) < len(_COLLECTED):
         _PARTIAL.append(f"stopped after {len(finished)} of {len(_COLLECTED)} scenarios")
     if results.rows:
-        # Only a run of the whole suite replaces the table that the README quotes.
+        # Only a run of the whole suite replaces the table that the docs link to.
         path = RESULTS_PATH if not _PARTIAL else Path(tempfile.gettempdir()) / "logagent-faults-RESULTS.partial.md"
         path.write_text(results.markdown())
         print(f"\nfault-injection results table: {path}" + (f" ({_PARTIAL[0]})" if _PARTIAL else ""))

@@ -111,7 +111,7 @@ def test_etcd_down_30s_under_load_then_config_change(make_agent, kafka, etcd, et
 def test_topic_change_that_drops_start_resends_nothing(make_agent, kafka, etcd, logdir, tmp_path, results):
     """An entry whose topic changes and whose `start` is dropped (beginning -> the default, end): `start`
     only decides where a file without a saved offset begins, so the running file must be retargeted in
-    place, with nothing re-read (DESIGN.md, data flow). Batches are kept in flight (linger.ms 1500) when
+    place, with nothing re-read (docs/etcd-keys.md). Batches are kept in flight (linger.ms 1500) when
     the change arrives, so re-reading them would show as duplicates."""
     ip = unique_ip()
     log = logdir / "app.log"

@@ -193,8 +193,8 @@ def test_a_file_that_is_not_ini_is_named_by_line_never_by_content(tmp_path: Path
 
 
 def test_validating_config_and_values_imports_no_sampler_metrics_or_etcd_watch():
-    # config.py, the CLI's validators and checks must not pull psutil, prometheus_client or the
-    # Kafka/etcd clients (issue 17 step 3), and etcd_client no longer imports etcd_watch (a cycle).
+    # config/settings.py, the CLI's validators and checks must not pull psutil, prometheus_client or the
+    # Kafka/etcd clients (issue 17 step 3), and etcd_client no longer imports control/etcd.py (a cycle).
     import subprocess
     import sys
 

@@ -1,4 +1,4 @@
-"""globber: bounded glob expansion that ends on symlink loops and never lists outside allowed_paths."""
+"""globs: bounded glob expansion that ends on symlink loops and never lists outside allowed_paths."""
 
 from __future__ import annotations
 
