@@ -450,7 +450,7 @@ def produce_only_main(spec: dict[str, Any]) -> int:
     from confluent_kafka import Producer
 
     from logagent.pipeline.message import MessageFormat, json_plain, utc_timestamp
-    from logagent.sinks.kafka.sink import PRODUCER_DEFAULTS
+    from logagent.sinks.kafka.config import PRODUCER_DEFAULTS
     from logagent.sources.files.lines import LineSplitter
 
     path = spec["path"]

@@ -131,7 +131,7 @@ def machine_info(kafka_version: str, kcat_version: str) -> dict[str, str]:
 
 def agent_producer_defaults() -> str:
     try:
-        from logagent.sinks.kafka.sink import PRODUCER_DEFAULTS
+        from logagent.sinks.kafka.config import PRODUCER_DEFAULTS
 
         keys = ("linger.ms", "batch.num.messages", "batch.size", "queue.buffering.max.messages",
                 "queue.buffering.max.kbytes")

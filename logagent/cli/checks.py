@@ -24,7 +24,7 @@ def check_kafka(settings: KafkaSettings, timeout: float = 5.0) -> tuple[bool, st
     """One metadata request to the brokers: (ok, one-line description)."""
     from confluent_kafka import KafkaException, Producer
 
-    from logagent.sinks.kafka.sink import producer_config
+    from logagent.sinks.kafka.config import producer_config
 
     conf = producer_config(settings)
     conf.pop("error_cb", None)

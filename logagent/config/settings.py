@@ -28,14 +28,12 @@ from logagent.config.values import decode_json, split_host_port
 from logagent.errors import ConfigError
 from logagent.runtime.names import display_name
 
-DEFAULT_PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
-
 
 @dataclass(frozen=True)
 class KafkaSettings:
     address: str = "127.0.0.1:9092"
     chan_size: int = 10000
-    producer: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRODUCER))
+    producer: Mapping[str, str] = field(default_factory=dict)  # the operator's keys; defaults: sinks/kafka/config.py
 
 
 @dataclass(frozen=True)
@@ -326,7 +324,7 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
             except ValueError as exc:
                 raise ConfigError(f"{where} = {raw!r}: expected {exc}") from None
 
-    producer = dict(DEFAULT_PRODUCER)
+    producer: dict[str, str] = {}
     if parser.has_section(PASSTHROUGH):
         producer.update((k, unquote(v)) for k, v in parser.items(PASSTHROUGH))
     prefix = env_name(PASSTHROUGH, "")
@@ -400,7 +398,8 @@ def describe(settings: Settings) -> list[str]:
     """One line per effective setting, secrets redacted, for the start-up log."""
     lines = [f"kafka.address={settings.kafka.address} chan_size={settings.kafka.chan_size}"]
     producer = sorted(settings.kafka.producer.items())
-    lines.append("kafka.producer " + " ".join(f"{k}={redact(k, v)}" for k, v in producer))
+    lines.append("kafka.producer " + (" ".join(f"{k}={redact(k, v)}" for k, v in producer)
+                                      or "(the agent's defaults: the producer logs its values when it starts)"))
     e = settings.etcd
     lines.append(f"etcd.address={','.join(e.address) or '(none: using [collect] files)'} "
                  f"collect_log_key={e.keys_for(settings.ip)[0]} collect_sysinfo_key={e.keys_for(settings.ip)[1]} "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue as stdqueue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,83 +35,11 @@ from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import fit_message
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
+from logagent.sinks.kafka.config import producer_config
 from logagent.sinks.kafka.limits import MessageLimits, usable
+from logagent.sinks.kafka.log import LibrdkafkaLog
 
 log = logging.getLogger("logagent.producer")
-
-
-class RepeatFilter(logging.Filter):
-    """Lets the same message (numbers aside) through once per `interval` seconds.
-
-    librdkafka reports every failed reconnect; with the broker down that would be
-    ten lines a second in the journal.
-    """
-
-    def __init__(self, interval: float = 30.0) -> None:
-        super().__init__()
-        self.interval = interval
-        self._last: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = re.sub(r"\d+", "#", record.getMessage())[:300]
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            return False
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = now
-        return True
-
-
-class SettlingFilter(logging.Filter):
-    """librdkafka's complaints that resolve themselves on a broker that is still starting
-    ("Failed to acquire idempotence PID ... Coordinator load in progress") are INFO during the
-    first `grace` seconds of a producer; past that they keep their WARNING."""
-
-    TRANSIENT = ("Coordinator load in progress", "Failed to acquire idempotence PID",
-                 "COORDINATOR_LOAD_IN_PROGRESS")
-
-    def __init__(self, grace: float = 60.0) -> None:
-        super().__init__()
-        self.grace = grace
-        self.started = time.monotonic()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and time.monotonic() - self.started < self.grace \
-                and any(t in record.getMessage() for t in self.TRANSIENT):
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-rdkafka_log = logging.getLogger("logagent.librdkafka")
-rdkafka_log.addFilter(RepeatFilter())
-settling = SettlingFilter()
-rdkafka_log.addFilter(settling)
-
-# Defaults under [kafka.producer]; the operator's keys win.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable.idempotence": "true",
-    "compression.type": "lz4",
-    "message.timeout.ms": "0",  # never expire a message: Kafka down means wait, not drop
-    "linger.ms": "20",
-    "batch.num.messages": "10000",
-    "queue.buffering.max.messages": "20000",
-    "queue.buffering.max.kbytes": "8192",  # bounds RSS (measured: 64 MiB here meant ~200 MB peak RSS)
-    "socket.keepalive.enable": "true",
-    # A max_line_bytes line grows when JSON-escaped; compression usually brings it under the
-    # broker's own limit, which is the one that counts.
-    "message.max.bytes": "16777216",
-}
-
-
-def producer_config(settings: KafkaSettings) -> dict[str, Any]:
-    """librdkafka configuration: our defaults, then [kafka.producer], then the bootstrap address."""
-    conf: dict[str, Any] = dict(PRODUCER_DEFAULTS)
-    conf.update(settings.producer)
-    conf["bootstrap.servers"] = settings.address
-    return conf
 
 
 class KafkaSink:
@@ -156,7 +83,7 @@ class KafkaSink:
         self._loop = asyncio.get_running_loop()
         conf = producer_config(self._settings)
         conf["error_cb"] = self._on_error
-        conf["logger"] = rdkafka_log  # through our handlers and format, repeats filtered
+        conf["logger"] = LibrdkafkaLog()  # through our handlers and format, repeats filtered
         try:
             self._producer = self._producer_factory(conf)
         except KafkaException as exc:
@@ -164,7 +91,6 @@ class KafkaSink:
                              retriable=False) from exc
         shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k not in ("error_cb", "logger"))
         log.info("kafka producer started: %s", shown)
-        settling.started = time.monotonic()
         self._limits = self._limits_factory(conf)
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)

@@ -19,7 +19,7 @@ def _ini(tmp_path: Path, text: str) -> Path:
 def test_empty_file_gives_every_default(tmp_path: Path):
     s = load(_ini(tmp_path, ""), environ={})
     assert s.kafka.address == "127.0.0.1:9092" and s.kafka.chan_size == 10000
-    assert s.kafka.producer == {"acks": "all", "enable.idempotence": "true", "compression.type": "lz4"}
+    assert s.kafka.producer == {}  # the operator's keys only; the agent's defaults are the sink's
     assert s.etcd.address == ("127.0.0.1:2379",)
     assert s.etcd.collect_log_key == "/logagent/%s/collect_log/config"
     assert s.agent.allowed_paths == ("/var/log/**",)

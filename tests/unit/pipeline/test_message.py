@@ -1,0 +1,43 @@
+"""The Kafka message of a log line: its JSON, and fit_message cutting it to a topic's limit."""
+
+from __future__ import annotations
+
+import json
+
+from logagent.pipeline.message import MessageFormat
+
+
+def test_message_format_matches_design():
+    fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/app.log", "web", {"env": "prod"})
+    [raw] = fmt.build([(1048576, b"GET /x 200", False)], b"2026-11-25T14:00:00.123456Z")
+    msg = json.loads(raw)
+    assert msg == {"ip": "10.0.0.5", "data": "GET /x 200", "host": "web-1", "path": "/var/log/app.log",
+                   "offset": 1048576, "timestamp": "2026-11-25T14:00:00.123456Z", "module": "web",
+                   "env": "prod"}
+    assert list(msg)[:2] == ["ip", "data"]
+
+
+def test_message_format_invalid_utf8_nul_quotes_and_truncated():
+    fmt = MessageFormat("1.2.3.4", "h", '/p "q"')
+    raws = fmt.build([(0, b'bad \xff "x" \x00 \\', False), (9, b"cut", True)], b"T")
+    first, second = (json.loads(r) for r in raws)
+    assert first["data"] == 'bad \ufffd "x" \x00 \\'
+    assert "module" not in first and "truncated" not in first
+    assert second["truncated"] is True and second["path"] == '/p "q"'
+
+
+
+def test_fit_message_cuts_data_to_the_limit_and_flags_it():
+    import orjson
+
+    from logagent.pipeline.message import MessageFormat, fit_message
+
+    fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/app.log", "web")
+    [value] = fmt.build([(7, "é\x01".encode() * 50_000, False)], b"2026-11-29T00:00:00.000000Z")
+    for limit in (300_000, 100_000, 2_000, 300):
+        out, path = fit_message(value, limit)
+        doc = orjson.loads(out)
+        assert len(out) <= limit and doc["truncated"] is True and path == "/var/log/app.log"
+        assert doc["offset"] == 7 and doc["module"] == "web" and "é\x01".startswith(doc["data"][:2])
+    assert fit_message(value, 100) is None  # not even the envelope fits
+    assert fit_message(b"cpu,host=a usage=1 1", 10) is None  # not a log message: left alone
