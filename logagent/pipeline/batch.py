@@ -26,10 +26,10 @@ class Batch:
     """Messages for one topic and key, with the file offset they reach."""
 
     __slots__ = ("topic", "key", "values", "count", "end_offset", "owner", "generation", "remaining",
-                 "error", "nbytes")
+                 "error")
 
     def __init__(self, topic: str, key: bytes | None, values: list[bytes], end_offset: int = 0,
-                 owner: BatchOwner | None = None, generation: int = 0, nbytes: int = 0) -> None:
+                 owner: BatchOwner | None = None, generation: int = 0) -> None:
         self.topic = topic
         self.key = key
         self.values = values
@@ -39,7 +39,6 @@ class Batch:
         self.generation = generation
         self.remaining = len(values)
         self.error: object | None = None
-        self.nbytes = nbytes
 
     def __len__(self) -> int:
         return self.count
