@@ -5,6 +5,8 @@ to the event loop with one `call_soon_threadsafe` per burst, so a file written
 20,000 times a second costs the loop one wake-up per burst, not one per write.
 A folder that cannot be watched (missing, or the inotify limit) is simply not
 watched: the tailers' stat tick and the runners' scans keep everything moving.
+A watched folder that is deleted loses its watch (watchdog stops watching it); the
+next subscribe watches the folder again.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class _Handler(FileSystemEventHandler):
         dest = getattr(event, "dest_path", "")
         if dest:
             paths.append(dest)
-        self._watcher._from_thread([os.fsdecode(p) for p in paths])
+        gone = event.event_type == "deleted" and event.is_directory
+        self._watcher._from_thread([os.fsdecode(p) for p in paths], gone)
 
 
 class FileWatcher:
@@ -50,6 +53,7 @@ class FileWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._pending: set[str] = set()
+        self._gone: set[str] = set()  # deleted folders: a watch on one of them is dead
         self._scheduled = False
         self._listeners: dict[str, list[Listener]] = defaultdict(list)
         self._watches: dict[str, ObservedWatch] = {}
@@ -73,12 +77,16 @@ class FileWatcher:
         self._watches.clear()
 
     def subscribe(self, folder: str, listener: Listener) -> bool:
-        """Call listener(path) for events in `folder`; True when the folder is watched."""
+        """Call listener(path) for events in `folder` until `unsubscribe`, and return True; or
+        return False, keeping nothing, when the folder cannot be watched now (the caller polls)."""
         folder = os.path.normpath(folder)
+        if folder not in self._watches and not self._watch(folder):
+            return False
         if listener not in self._listeners[folder]:
             self._listeners[folder].append(listener)
-        if folder in self._watches:
-            return True
+        return True
+
+    def _watch(self, folder: str) -> bool:
         if self._observer is None or not os.path.isdir(folder):
             return False
         try:
@@ -103,16 +111,21 @@ class FileWatcher:
             listeners.remove(listener)
         if not listeners:
             del self._listeners[folder]
-            watch = self._watches.pop(folder, None)
-            if watch is not None and self._observer is not None:
-                try:
-                    self._observer.unschedule(watch)
-                except (KeyError, OSError):
-                    pass
+            self._unwatch(folder)
 
-    def _from_thread(self, paths: list[str]) -> None:
+    def _unwatch(self, folder: str) -> None:
+        watch = self._watches.pop(folder, None)
+        if watch is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError):
+                pass
+
+    def _from_thread(self, paths: list[str], gone: bool = False) -> None:
         with self._lock:
             self._pending.update(paths)
+            if gone:
+                self._gone.update(paths)
             if self._scheduled or self._loop is None:
                 return
             self._scheduled = True
@@ -124,7 +137,10 @@ class FileWatcher:
     def _dispatch(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, set()
+            gone, self._gone = self._gone, set()
             self._scheduled = False
+        for folder in gone:
+            self._unwatch(folder)  # its listeners stay: the next subscribe watches it again
         for path in pending:
             folder = os.path.dirname(path)
             for listener in list(self._listeners.get(folder, ())):

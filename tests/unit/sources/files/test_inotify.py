@@ -1,0 +1,334 @@
+"""FileWatcher with the real watchdog observer on folders in tmp_path: events reach the listeners of
+their folder, on the event loop; renames name both paths; unsubscribe; a folder that cannot be
+watched (missing, the inotify watch limit) keeps nothing and is said once; start and stop are safe
+twice and leave no thread. The watch limit is reached by failing inotify_add_watch with ENOSPC
+under watchdog, so that watchdog's own error path runs."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from watchdog.observers import inotify_c
+
+from logagent.sources.files.inotify import FileWatcher
+from tests.kit import eventually
+
+WAIT = 5.0  # seconds an event may take through watchdog's threads on a loaded machine
+
+
+class Heard:
+    """A listener: the paths it was called with, and whether every call came on the loop's thread."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.off_loop = 0
+        self._loop_thread = threading.get_ident()
+
+    def __call__(self, path: str) -> None:
+        self.paths.append(path)
+        if threading.get_ident() != self._loop_thread:
+            self.off_loop += 1
+
+    def __contains__(self, path: object) -> bool:
+        return str(path) in self.paths
+
+
+async def heard(listener: Heard, *paths: Path) -> None:
+    await eventually(lambda: all(p in listener for p in paths), timeout=WAIT, what=f"events for {paths}")
+
+
+def touch(path: Path, text: str = "line\n") -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def new_threads(before: set[int]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()
+            and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))]
+
+
+def inotify_watches() -> int:
+    """The inotify watches this process holds, as the kernel counts them."""
+    count = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                count += sum(line.startswith("inotify wd:") for line in f)
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+@pytest.fixture
+async def watcher() -> AsyncIterator[FileWatcher]:
+    w = FileWatcher()
+    await w.start()
+    try:
+        yield w
+    finally:
+        await asyncio.wait_for(w.stop(), 10)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Callable[[str], Path]:
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        return path
+    return make
+
+
+# ---- events and their listeners
+
+
+async def test_events_reach_their_folders_listeners_on_the_loop(watcher: FileWatcher,
+                                                                 folders: Callable[[str], Path]):
+    a, b = folders("a"), folders("b")
+    in_a, in_b = Heard(), Heard()
+    assert watcher.subscribe(str(a), in_a)
+    assert watcher.subscribe(str(b) + "/", in_b)  # the same folder however it is spelled
+    touch(a / "x.log")
+    await heard(in_a, a / "x.log")
+    touch(b / "y.log")
+    await heard(in_b, b / "y.log")
+    assert a / "x.log" not in in_b and b / "y.log" not in in_a
+    assert in_a.off_loop == 0 and in_b.off_loop == 0
+
+
+async def test_a_rename_names_both_paths(watcher: FileWatcher, folders: Callable[[str], Path]):
+    """Rotation: the tailer of the old name and the scan for the new one both hear of it."""
+    a = folders("a")
+    (a / "app.log").write_text("one\n")
+    listener = Heard()
+    watcher.subscribe(str(a), listener)
+    os.rename(a / "app.log", a / "app.log.1")
+    await heard(listener, a / "app.log", a / "app.log.1")
+
+
+async def test_a_move_to_another_watched_folder_reaches_both(watcher: FileWatcher,
+                                                             folders: Callable[[str], Path]):
+    a, old = folders("a"), folders("old")
+    (a / "app.log").write_text("one\n")
+    in_a, in_old = Heard(), Heard()
+    watcher.subscribe(str(a), in_a)
+    watcher.subscribe(str(old), in_old)
+    os.rename(a / "app.log", old / "app.log")
+    await heard(in_a, a / "app.log")
+    await heard(in_old, old / "app.log")
+
+
+async def test_the_deletion_of_a_watched_folder_reaches_its_listeners(watcher: FileWatcher,
+                                                                      folders: Callable[[str], Path]):
+    a = folders("a")
+    listener = Heard()
+    watcher.subscribe(str(a), listener)
+    a.rmdir()
+    await heard(listener, a)
+
+
+async def test_a_folder_deleted_and_created_again_is_watched_again(watcher: FileWatcher,
+                                                                   folders: Callable[[str], Path]):
+    a = folders("a")
+    first = Heard()
+    watcher.subscribe(str(a), first)
+    a.rmdir()
+    await heard(first, a)
+    a.mkdir()
+    again = Heard()
+    assert watcher.subscribe(str(a), again)
+    touch(a / "x.log")
+    await heard(again, a / "x.log")
+
+
+async def test_every_event_of_successive_bursts_is_delivered(watcher: FileWatcher,
+                                                             folders: Callable[[str], Path]):
+    a = folders("a")
+    listener = Heard()
+    watcher.subscribe(str(a), listener)
+    for burst in range(3):
+        paths = [a / f"{burst}-{i}.log" for i in range(50)]
+        for path in paths:
+            touch(path)
+        await heard(listener, *paths)
+
+
+# ---- subscribe and unsubscribe
+
+
+async def test_a_listener_subscribed_twice_is_called_once_per_event(watcher: FileWatcher,
+                                                                    folders: Callable[[str], Path]):
+    a = folders("a")
+    twice, once = Heard(), Heard()
+    watcher.subscribe(str(a), twice)
+    watcher.subscribe(str(a), twice)
+    watcher.subscribe(str(a), once)
+    touch(a / "x.log")
+    await heard(once, a / "x.log")
+    assert twice.paths == once.paths  # listeners of one folder are called in the same pass
+
+
+async def test_an_unsubscribed_listener_hears_nothing_more(watcher: FileWatcher, folders: Callable[[str], Path]):
+    a = folders("a")
+    gone, stays = Heard(), Heard()
+    watcher.subscribe(str(a), gone)
+    watcher.subscribe(str(a), stays)
+    watcher.unsubscribe(str(a), gone)
+    watcher.unsubscribe(str(a), Heard())  # never subscribed: nothing happens
+    touch(a / "x.log")
+    await heard(stays, a / "x.log")
+    assert gone.paths == []
+
+
+async def test_the_last_unsubscribe_of_a_folder_gives_its_inotify_watch_back(watcher: FileWatcher,
+                                                                             folders: Callable[[str], Path]):
+    """Watches are a per-user limit (fs.inotify.max_user_watches) shared with every other program."""
+    a = folders("a")
+    before = inotify_watches()
+    first, second = Heard(), Heard()
+    watcher.subscribe(str(a), first)
+    watcher.subscribe(str(a), second)
+    assert inotify_watches() == before + 1
+    watcher.unsubscribe(str(a), first)
+    assert inotify_watches() == before + 1
+    watcher.unsubscribe(str(a), second)
+    await eventually(lambda: inotify_watches() == before, timeout=WAIT, what="the watch to be removed")
+
+
+async def test_a_folder_unsubscribed_by_all_can_be_subscribed_again(watcher: FileWatcher,
+                                                                    folders: Callable[[str], Path]):
+    a = folders("a")
+    first = Heard()
+    watcher.subscribe(str(a), first)
+    watcher.unsubscribe(str(a), first)
+    watcher.unsubscribe(str(a), first)  # twice: nothing happens
+    again = Heard()
+    assert watcher.subscribe(str(a), again)
+    touch(a / "x.log")
+    await heard(again, a / "x.log")
+    assert first.paths == []
+
+
+async def test_a_missing_folder_is_not_watched_and_keeps_no_listener(watcher: FileWatcher, tmp_path: Path):
+    """subscribe() == False: the caller polls the folder and keeps nothing to unsubscribe; a listener
+    kept anyway would be called (and held) after its runner stopped."""
+    later = tmp_path / "later"
+    early = Heard()
+    assert not watcher.subscribe(str(later), early)
+    later.mkdir()
+    now = Heard()
+    assert watcher.subscribe(str(later), now)
+    touch(later / "x.log")
+    await heard(now, later / "x.log")
+    assert early.paths == []
+
+
+# ---- the inotify watch limit
+
+
+@pytest.fixture
+def watch_limit(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Folders (added to the returned set) for which inotify_add_watch fails as at the
+    fs.inotify.max_user_watches limit; watchdog turns that errno into its OSError."""
+    full: set[str] = set()
+    real = inotify_c.inotify_add_watch
+
+    def add_watch(fd: int, path: bytes, mask: int) -> int:
+        if os.fsdecode(path) in full:
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+        return real(fd, path, mask)
+
+    monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    return full
+
+
+async def test_the_watch_limit_is_one_clear_warning_per_folder_and_the_rest_goes_on(
+        watcher: FileWatcher, folders: Callable[[str], Path], watch_limit: set[str],
+        caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="logagent.watcher")
+    a, b, ok = folders("a"), folders("b"), folders("ok")
+    watch_limit.update({str(a), str(b)})
+    for _ in range(3):  # every scan asks again
+        assert not watcher.subscribe(str(a), Heard())
+    assert not watcher.subscribe(str(b), Heard())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert all("inotify watch limit reached" in w and "fs.inotify.max_user_watches" in w for w in warnings)
+    assert str(a) in warnings[0] and str(b) in warnings[1]
+    # Other folders are still watched.
+    listener = Heard()
+    assert watcher.subscribe(str(ok), listener)
+    touch(ok / "x.log")
+    await heard(listener, ok / "x.log")
+    # Watches freed: the next subscribe watches the folder.
+    watch_limit.clear()
+    later = Heard()
+    assert watcher.subscribe(str(a), later)
+    touch(a / "x.log")
+    await heard(later, a / "x.log")
+
+
+async def test_another_watch_error_is_one_warning_too(watcher: FileWatcher, folders: Callable[[str], Path],
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="logagent.watcher")
+    a = folders("a")
+
+    def add_watch(fd: int, path: bytes, mask: int) -> int:
+        ctypes.set_errno(errno.ENOMEM)
+        return -1
+
+    monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    assert not watcher.subscribe(str(a), Heard())
+    assert not watcher.subscribe(str(a), Heard())
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert f"cannot watch {a}" in warning and "polling it instead" in warning
+
+
+# ---- start and stop
+
+
+async def test_start_and_stop_are_safe_twice_and_leave_no_thread(folders: Callable[[str], Path]):
+    before = {t.ident for t in threading.enumerate() if t.ident is not None}
+    watches = inotify_watches()
+    w = FileWatcher()
+    await w.stop()  # never started
+    await w.start()
+    await w.start()  # one observer, not two
+    listener = Heard()
+    a, b = folders("a"), folders("b")
+    assert w.subscribe(str(a), listener) and w.subscribe(str(b), listener)
+    touch(a / "x.log")
+    await heard(listener, a / "x.log")
+    assert new_threads(before)
+    await asyncio.wait_for(w.stop(), 10)
+    assert new_threads(before) == []  # stopped and joined when stop() returns
+    assert inotify_watches() == watches
+    await w.stop()
+
+
+async def test_nothing_is_watched_before_start_or_after_stop_and_a_restart_watches_again(
+        folders: Callable[[str], Path]):
+    a = folders("a")
+    w = FileWatcher()
+    assert not w.subscribe(str(a), Heard())
+    await w.start()
+    assert w.subscribe(str(a), Heard())
+    await asyncio.wait_for(w.stop(), 10)
+    assert not w.subscribe(str(a), Heard())
+    await w.start()
+    try:
+        listener = Heard()
+        assert w.subscribe(str(a), listener)
+        touch(a / "x.log")
+        await heard(listener, a / "x.log")
+    finally:
+        await asyncio.wait_for(w.stop(), 10)
