@@ -45,3 +45,20 @@ async def test_cancel_and_wait_ends_every_task():
     tasks = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
     await supervise.cancel_and_wait(tasks)
     assert all(t.cancelled() for t in tasks)
+
+
+async def test_a_run_longer_than_the_cap_resets_the_backoff(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.ERROR, logger="logagent.supervise")
+    backoff = Backoff(first=0.1, cap=0.3, jitter=0)
+    runs: list[float] = []
+
+    async def crashes_late_then_early() -> None:
+        runs.append(1)
+        if len(runs) == 3:
+            await asyncio.sleep(0.35)  # longer than the cap: a recovery, then a crash
+        if len(runs) < 4:
+            raise RuntimeError("boom")
+
+    await asyncio.wait_for(supervise.spawn("late", "test", crashes_late_then_early, backoff=backoff), 2)
+    delays = [float(r.getMessage().rsplit("restarting in ", 1)[1].split("s", 1)[0]) for r in caplog.records]
+    assert delays == [0.1, 0.2, 0.1], delays
