@@ -130,3 +130,31 @@ def test_a_churning_glob_delivers_every_file_and_keeps_the_registry_bounded(make
     assert peak_saved <= files / 3, f"registry.json held up to {peak_saved} entries for {files} files"
     assert 0 < peak_gauge <= files / 3, f"logagent_registry_entries reached {peak_gauge} for {files} files"
     assert agent.stop() == 0
+
+
+def test_registry_max_entries_keeps_live_files_warns_once_and_reloads_live(make_agent, kafka, logdir):
+    """The cap never drops a file with unacknowledged bytes: 150 live files over a cap of 100 are all
+    shipped and kept, with one WARNING; a SIGHUP applies a new cap without a restart."""
+    import signal
+
+    topic = new_topic("cap")
+    folder = logdir / "many"
+    folder.mkdir()
+    for i in range(150):
+        (folder / f"f{i:03d}.log").write_text(f"file {i}\n")
+    agent = make_agent(files=[{"path": str(folder / "*.log"), "topic": topic, "start": "beginning"}],
+                       extra={"agent": {"registry_max_entries": "100"}})
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(150, timeout=60)
+        reader.settle(quiet=1.0)
+        assert sorted(reader.data()) == sorted(f"file {i}" for i in range(150))
+    wait_until(lambda: agent.metric("logagent_registry_entries") == 150, timeout=10, what="150 entries")
+    assert agent.log_text().count("more than [agent] registry_max_entries = 100") == 1
+    agent.config.write_text(agent.config.read_text().replace("registry_max_entries = 100",
+                                                             "registry_max_entries = 1000"))
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in agent.log_text(), timeout=10, what="reload")
+    reloaded = next(line for line in agent.log_text().splitlines() if "configuration reloaded" in line)
+    assert "[agent] registry_max_entries" in reloaded and "next restart" not in agent.log_text()
+    assert agent.metric("logagent_registry_pruned_total", reason="cap") == 0
+    assert agent.stop() == 0
