@@ -156,6 +156,12 @@ class EntryRunner:
             self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
             del self._errors[pattern]
+        # The problems of files no longer matched (deleted, renamed away) are forgotten: in a folder
+        # where files with new names come and go, each one that vanished before it could be opened
+        # would otherwise stay here for ever (issue 20 item 6).
+        matched = set(found.paths)
+        for key in [k for k in self._errors if k != pattern and k not in matched]:
+            del self._errors[key]
         return [p for p in found.paths if p not in self.tailers], stamp
 
     def wants_scan(self) -> bool:

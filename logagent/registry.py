@@ -41,7 +41,7 @@ log = logging.getLogger("logagent.registry")
 FINGERPRINT_BYTES = 1024
 PRUNE_AFTER = 30 * 86400.0
 VERSION = 1
-DEFAULT_MAX_ENTRIES = 50_000  # [agent] registry_max_entries: ~12 MB of JSON, ~25 ms to serialise
+DEFAULT_MAX_ENTRIES = 50_000  # [agent] registry_max_entries: ~10 MB of JSON, ~50 ms to serialise on 2 cores
 
 
 def fingerprint_of(head: bytes) -> str:
