@@ -2,7 +2,8 @@
 created at RATE a second, each gets LINES lines and is deleted a second later (per-job logs, a
 pod's log under Kubernetes). Every SAMPLE seconds: the registry's entries (registry.json as last
 written, and the logagent_registry_entries gauge where the tree has it), registry.json's size, the
-agent's RSS and CPU. At the end, how many files' lines all reached Kafka. Runs the agent of the
+folders in the spool, the agent's RSS and CPU. At the end, how many files' lines all reached Kafka,
+and the agent's ERROR lines. Runs the agent of the
 tree given (a checkout of an older commit too, to compare), on the broker of LOGAGENT_TEST_KAFKA,
 or on one it starts (devstack) and stops:
 
@@ -51,6 +52,13 @@ def registry_state(data_dir: Path) -> tuple[int, int]:
     return len(json.loads(raw)["files"]), len(raw)
 
 
+def spool_folders(data_dir: Path) -> int:
+    try:
+        return sum(1 for _ in (data_dir / "spool").iterdir())
+    except FileNotFoundError:
+        return 0
+
+
 def proc_sample(pid: int) -> tuple[float, int]:
     """(CPU seconds so far, VmRSS in KiB) of the agent."""
     fields = open(f"/proc/{pid}/stat").read().split(")")[1].split()
@@ -80,9 +88,10 @@ def main() -> int:
         pid = agent.proc.pid
         print(f"tree {root}, {files} files at {rate:.0f}/s, {LINES} lines each, deleted {LIFETIME:.0f} s after "
               f"creation; agent pid {pid}, scratch {tmp}")
-        print(f"{'t (s)':>6} {'files':>7} {'entries':>7} {'gauge':>6} {'json KiB':>8} {'RSS MiB':>7} {'CPU %':>6}")
+        print(f"{'t (s)':>6} {'files':>7} {'entries':>7} {'gauge':>6} {'json KiB':>8} {'spool':>6} {'RSS MiB':>7} "
+              f"{'CPU %':>6}")
         live: deque[tuple[float, Path]] = deque()
-        samples: list[tuple[float, int, int, float, int, int, float]] = []
+        samples: list[tuple[float, int, int, float, int, int, float, int]] = []
         t0 = time.monotonic()
         cpu0, _ = proc_sample(pid)
         last_t, last_cpu = t0, cpu0
@@ -96,9 +105,10 @@ def main() -> int:
             cpu, rss = proc_sample(pid)
             load = 100 * (cpu - last_cpu) / (now - last_t)
             last_t, last_cpu = now, cpu
-            samples.append((now - t0, created, entries, gauge, size, rss, load))
-            print(f"{now - t0:6.0f} {created:7d} {entries:7d} {gauge:6.0f} {size / 1024:8.1f} {rss / 1024:7.1f} "
-                  f"{load:6.1f}", flush=True)
+            spooled = spool_folders(data_dir)
+            samples.append((now - t0, created, entries, gauge, size, rss, load, spooled))
+            print(f"{now - t0:6.0f} {created:7d} {entries:7d} {gauge:6.0f} {size / 1024:8.1f} {spooled:6d} "
+                  f"{rss / 1024:7.1f} {load:6.1f}", flush=True)
 
         next_sample = t0 + SAMPLE
         while created < files or live:
@@ -131,12 +141,14 @@ def main() -> int:
                 per_file[path] = per_file.get(path, 0) + 1
         whole = sum(1 for n in per_file.values() if n >= LINES)
         agent.stop(timeout=60)
+        errors = sum(" ERROR " in line for line in agent.log_text().splitlines())
         peak = max(s[2] for s in samples)
         print(f"\n{files} files in {elapsed:.0f} s: {whole} delivered whole ({len(reader.messages)} messages for "
               f"{files * LINES} lines); registry entries peak {peak}, last {samples[-1][2]}; registry.json peak "
               f"{max(s[4] for s in samples) / 1024:.1f} KiB; RSS {samples[0][5] / 1024:.0f} MiB at the first sample, "
               f"{max(s[5] for s in samples) / 1024:.0f} peak, {samples[-1][5] / 1024:.0f} last; agent CPU "
-              f"{100 * (cpu_end - cpu0) / elapsed:.0f} % of a core on average")
+              f"{100 * (cpu_end - cpu0) / elapsed:.0f} % of a core on average; spool folders peak "
+              f"{max(s[7] for s in samples)}, last {samples[-1][7]}; {errors} ERROR lines in the agent's log")
     return 0
 
 
