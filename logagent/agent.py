@@ -27,6 +27,7 @@ from .http import StatusServer
 from .kafka_probe import KafkaProbe
 from .manager import ManagerContext, TailerManager
 from .producer import KafkaSink
+from .prune import sweep_forever
 from .queue import BatchQueue
 from .registry import Registry
 from .reload import diff as settings_diff
@@ -34,6 +35,7 @@ from .reload import ini_name, merge
 from .signals import SignalRelay
 from .spool import Spool
 from .static_control import Control, StaticControl
+from .supervise import cancel_and_wait, spawn
 from .sysinfo import SysinfoReporter, SysinfoSettings
 from .systemd import sd_notify
 from .tailer import TailOptions
@@ -50,7 +52,8 @@ class Agent:
         self.config_path = config_path
         a = settings.agent
         self.queue = BatchQueue(settings.kafka.chan_size)
-        self.registry = Registry(a.data_dir, a.registry_flush_interval)
+        self.registry = Registry(a.data_dir, a.registry_flush_interval, a.registry_max_entries)
+        self._prune_task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
         self.sink = KafkaSink(settings.kafka, self.queue, on_fatal=self._on_fatal)
@@ -141,6 +144,8 @@ class Agent:
             setup_logging(a.log_level, a.log_format)
         logging.getLogger().setLevel(a.log_level)
         self.manager.ctx.allowed_paths = a.allowed_paths
+        if a.registry_max_entries != old.agent.registry_max_entries:
+            self.registry.set_max_entries(a.registry_max_entries)
         await self.control.reload(merged)
         applied = ", ".join(ini_name(leaf) for leaf in change.live) or "no live setting changed"
         log.info("SIGHUP: configuration reloaded from %s (%s)", self.config_path, applied)
@@ -205,6 +210,8 @@ class Agent:
         self.kafka_probe.start()
         await self.watcher.start()
         await self.registry.start()
+        owned = self.manager.ctx.owned
+        self._prune_task = spawn("registry prune", "registry", lambda: sweep_forever(self.registry, owned.__contains__))
         if self.http is not None:
             await self.http.start()  # already listening when run() started it; idempotent
         await self.control.start()
@@ -222,6 +229,8 @@ class Agent:
             await asyncio.to_thread(self.manager.ctx.spool.close)
         clean = await self.sink.stop(timeout)
         await self.kafka_probe.stop()
+        if self._prune_task is not None:
+            await cancel_and_wait([self._prune_task])
         await self.registry.stop()
         await self.watcher.stop()
         if self.http is not None:
