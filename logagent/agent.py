@@ -33,6 +33,7 @@ from logagent.runtime import metrics
 from logagent.runtime.logs import setup_logging
 from logagent.runtime.signals import SignalRelay
 from logagent.runtime.status import StatusServer
+from logagent.runtime.supervise import cancel_and_wait, spawn
 from logagent.runtime.systemd import sd_notify
 from logagent.sinks.kafka.probe import KafkaProbe
 from logagent.sinks.kafka.sink import KafkaSink
@@ -40,6 +41,7 @@ from logagent.sources.files.budget import FdBudget, descriptor_budget
 from logagent.sources.files.entry import CollectEntry
 from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.manager import ManagerContext, TailerManager
+from logagent.sources.files.prune import sweep_forever
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.spool import Spool
 from logagent.sources.files.tailer import TailOptions
@@ -56,7 +58,8 @@ class Agent:
         self.config_path = config_path
         a = settings.agent
         self.queue = BatchQueue(settings.kafka.chan_size)
-        self.registry = Registry(a.data_dir, a.registry_flush_interval)
+        self.registry = Registry(a.data_dir, a.registry_flush_interval, a.registry_max_entries)
+        self._prune_task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
         self.sink = KafkaSink(settings.kafka, self.queue, on_fatal=self._on_fatal)
@@ -143,6 +146,8 @@ class Agent:
             setup_logging(a.log_level, a.log_format)
         logging.getLogger().setLevel(a.log_level)
         self.manager.ctx.allowed_paths = a.allowed_paths
+        if a.registry_max_entries != old.agent.registry_max_entries:
+            self.registry.set_max_entries(a.registry_max_entries)
         await self.control.reload(merged)
         applied = ", ".join(ini_name(leaf) for leaf in change.live) or "no live setting changed"
         log.info("SIGHUP: configuration reloaded from %s (%s)", self.config_path, applied)
@@ -207,6 +212,8 @@ class Agent:
         self.kafka_probe.start()
         await self.watcher.start()
         await self.registry.start()
+        owned = self.manager.ctx.owned
+        self._prune_task = spawn("registry prune", "registry", lambda: sweep_forever(self.registry, owned.__contains__))
         if self.http is not None:
             await self.http.start()  # already listening when run() started it; idempotent
         await self.control.start()
@@ -224,6 +231,8 @@ class Agent:
             await asyncio.to_thread(self.manager.ctx.spool.close)
         clean = await self.sink.stop(timeout)
         await self.kafka_probe.stop()
+        if self._prune_task is not None:
+            await cancel_and_wait([self._prune_task])
         await self.registry.stop()
         await self.watcher.stop()
         if self.http is not None:

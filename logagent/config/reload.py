@@ -26,6 +26,7 @@ LIVE = frozenset({
     "agent.log_format",       # the root handler's formatter (cheap, no handler reopened)
     "agent.allowed_paths",    # entries are judged again, tailers outside stop
     "agent.shutdown_timeout",  # read when the stop begins
+    "agent.registry_max_entries",  # Registry.set_max_entries (trims at once if over the new cap)
     "collect_files",          # the manager diffs the entries (running files keep their place)
     "sysinfo.enabled", "sysinfo.topic", "sysinfo.interval", "sysinfo.format",  # the reporter's update()
 })

@@ -70,6 +70,7 @@ class AgentSettings:
     scan_interval: float = 2.0
     rotate_wait: float = 2.0
     registry_flush_interval: float = 1.0
+    registry_max_entries: int = 50_000  # files in the registry; over it, the oldest finished go
     shutdown_timeout: float = 30.0
     spool_max_bytes: int = 1024 * 1024 * 1024  # rotated-away bytes Kafka does not have yet, kept on disk
 
@@ -203,7 +204,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
               "log_format": _choice("text", "json"), "http_listen": _listen,
               "max_line_bytes": _int(64), "read_buffer_bytes": _int(4096), "max_open_files": _int(8),
               "close_inactive": _seconds, "stat_interval": _seconds, "scan_interval": _seconds,
-              "rotate_wait": _seconds, "registry_flush_interval": _seconds,
+              "rotate_wait": _seconds, "registry_flush_interval": _seconds, "registry_max_entries": _int(100),
               "shutdown_timeout": _seconds, "spool_max_bytes": _int(0)},
     "collect": {"files": _json_text},
     "sysinfo": {"enabled": _text, "topic": _text, "interval": _text, "format": _text},

@@ -52,6 +52,9 @@ ETCD_UP = Gauge("logagent_etcd_up", "1 while the etcd watch is established")
 
 TASK_CRASHES = Counter("logagent_task_crashes", "Unexpected exceptions in supervised tasks", ["task"])
 REGISTRY_ERRORS = Counter("logagent_registry_errors", "Failures reading or writing the offset registry")
+REGISTRY_ENTRIES = Gauge("logagent_registry_entries", "Files in the offset registry (live, and finished ones kept "
+                         "so that their rotated copies are not read again)")
+REGISTRY_PRUNED = Counter("logagent_registry_pruned", "Finished files forgotten by the registry", ["reason"])
 
 # Per-file series are capped so /metrics stays small with 10,000 collected files: the first
 # MAX_PATH_SERIES paths get their own label, later ones share OTHER_PATHS.

@@ -156,6 +156,12 @@ class EntryRunner:
             self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
             del self._errors[pattern]
+        # The problems of files no longer matched (deleted, renamed away) are forgotten: in a folder
+        # where files with new names come and go, each one that vanished before it could be opened
+        # would otherwise stay here for ever (issue 20 item 6).
+        matched = set(found.paths)
+        for key in [k for k in self._errors if k != pattern and k not in matched]:
+            del self._errors[key]
         return [p for p in found.paths if p not in self.tailers], stamp
 
     def wants_scan(self) -> bool:
@@ -237,7 +243,13 @@ class EntryRunner:
         except NotAllowed as exc:
             self._report(path, f"{exc} (entry {display_name(self.entry.path)!r})", exc.reason, count=False)
         except SourceError as exc:
-            self._report(path, str(exc), exc.reason, count=False)
+            if exc.reason == "missing" and (path in self._last or history):
+                # Deleted after a walk listed it, and after its own tailer saw it go (it drains the
+                # file, or did: the registry has it). A walk that raced the deletion, not a problem:
+                # in a churning folder this was an ERROR for a third of the files, all delivered.
+                log.debug("%s: gone since the glob listed it; read by its own tailer", shown)
+            else:
+                self._report(path, str(exc), exc.reason, count=False)
         current = (tailer.dev, tailer.ino) if opened and tailer.dev else None
         for copy in self._recover(path, spec, history, current):
             self._run(copy)  # owed lines of earlier files go out whatever becomes of this one

@@ -5,6 +5,17 @@ rename) every `registry_flush_interval` and at shutdown. A file is identified by
 (device, inode) plus a fingerprint of its first bytes, so a reused inode is not
 taken for the old file. A corrupt registry is set aside, never fatal; a data_dir
 that cannot be written is reported and counted while shipping goes on.
+
+Bounded. An entry is *live* until its file is read and acknowledged to its end after it left
+its name (rotated away, deleted); then it is *finished* (`done`), kept only so that nothing on
+disk is taken for a file never seen (logagent/prune.py has the rule that forgets finished
+entries nothing on disk can be confused with). Finished entries also go: beyond the newest
+KEEP_DONE_PER_PATH of a path; at load, 30 days (PRUNE_AFTER) after their last change if their
+file is not at its name; and, oldest first, when the registry holds more than
+`[agent] registry_max_entries` (trimmed to 10 % under it, so that a trim is not paid for at
+every new file). A live entry is never pruned: when live entries alone exceed the cap, a
+WARNING says so once and they are kept. Every pruned entry is counted in
+`logagent_registry_pruned_total{reason}`; `logagent_registry_entries` is the entry count.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ log = logging.getLogger("logagent.registry")
 FINGERPRINT_BYTES = 1024
 PRUNE_AFTER = 30 * 86400.0
 VERSION = 1
+DEFAULT_MAX_ENTRIES = 50_000  # [agent] registry_max_entries: ~10 MB of JSON, ~50 ms to serialise on 2 cores
 
 
 def fingerprint_of(head: bytes) -> str:
@@ -87,9 +99,13 @@ KEEP_DONE_PER_PATH = 200  # finished rotated generations remembered per path (th
 class Registry:
     """In-memory map of acknowledged offsets, flushed to `<data_dir>/registry.json`."""
 
-    def __init__(self, data_dir: Path, flush_interval: float = 1.0) -> None:
+    def __init__(self, data_dir: Path, flush_interval: float = 1.0, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.path = Path(data_dir) / "registry.json"
         self.flush_interval = flush_interval
+        self.max_entries = max_entries
+        self._trim_above = max_entries  # the count past which _changed() trims (see _trim)
+        self._over_warned = False  # live entries alone exceed the cap, and it was said
+        self._fresh_done: set[str] = set()  # keys finished since the last take_fresh(): to sweep
         self._entries: dict[str, RegistryEntry] = {}
         self._by_path: dict[str, set[str]] = {}  # path -> keys of its entries (its generations)
         self._done_since_prune = 0
@@ -125,7 +141,13 @@ class Registry:
                 entry = RegistryEntry(**item)
                 if now - entry.updated < PRUNE_AFTER or _still_there(entry):
                     self._put(key, entry)
+                else:
+                    metrics.REGISTRY_PRUNED.labels("expired").inc()
+            self._fresh_done.update(k for k, e in self._entries.items() if e.done)
             self._prune_done()
+            if len(self._entries) > self.max_entries:
+                self._trim()
+            metrics.REGISTRY_ENTRIES.set(len(self._entries))
         except (ValueError, TypeError) as exc:
             metrics.REGISTRY_ERRORS.inc()
             aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
@@ -138,6 +160,7 @@ class Registry:
             self._entries.clear()
             self._by_path.clear()
             self._applied.clear()
+            self._fresh_done.clear()
 
     def entry_applied(self, pattern: str) -> bool:
         """Record that a collect entry runs; True when it already ran before (a restart).
@@ -198,6 +221,7 @@ class Registry:
         now = time.time()
         entry = RegistryEntry(path, 0, dev, ino, fp, fp_len, now, since=now, done=True)
         self._put(f"{entry.uid}:{fp}", entry)
+        self._fresh_done.add(f"{entry.uid}:{fp}")
         self._changed()
 
     def mark_done(self, key: str) -> None:
@@ -212,6 +236,8 @@ class Registry:
                 self._prune_done()
             if key != identity_key(entry.dev, entry.ino):
                 self._drop(key)  # an archived entry has no file left to recognise
+            else:
+                self._fresh_done.add(key)
             self._changed()
 
     def entries_for(self, path: str) -> list[tuple[str, RegistryEntry]]:
@@ -257,10 +283,70 @@ class Registry:
             if len(keys) > KEEP_DONE_PER_PATH:
                 for _, key in sorted(keys)[: len(keys) - KEEP_DONE_PER_PATH]:
                     self._drop(key)
+                    metrics.REGISTRY_PRUNED.labels("per_path").inc()
+
+    # ---- the bound (module docstring; the rule for finished entries is in logagent/prune.py)
+
+    def set_max_entries(self, max_entries: int) -> None:
+        """`[agent] registry_max_entries`, at start or on SIGHUP: trims now if over it."""
+        self.max_entries = self._trim_above = max_entries
+        self._over_warned = False
+        if len(self._entries) > max_entries:
+            self._trim()
+            self._changed()
+
+    def _trim(self) -> None:
+        """Over max_entries: drop the oldest finished entries (by their last change) until the
+        count is 10 % under it. When live entries alone are over it, they stay: say so once, and
+        look again only after 10 % more entries (not at every change)."""
+        target = self.max_entries - self.max_entries // 10
+        excess = len(self._entries) - target
+        if excess > 0:
+            oldest = sorted((e.updated, k) for k, e in self._entries.items() if e.done)[:excess]
+            for _, key in oldest:
+                self._drop(key)
+            metrics.REGISTRY_PRUNED.labels("cap").inc(len(oldest))
+        if len(self._entries) <= self.max_entries:
+            self._trim_above = self.max_entries
+            self._over_warned = False
+            return
+        self._trim_above = len(self._entries) + max(1, self.max_entries // 10)
+        if not self._over_warned:
+            self._over_warned = True
+            log.warning("the registry holds %d files not finished yet, more than [agent] registry_max_entries "
+                        "= %d: they are all kept (an entry with unacknowledged bytes is never dropped); raise "
+                        "the setting if this many files are collected", len(self._entries), self.max_entries)
+
+    def take_fresh(self) -> set[str]:
+        """The keys that became finished since the last call (what a prune sweep looks at)."""
+        fresh, self._fresh_done = self._fresh_done, set()
+        return fresh
+
+    def finished(self, keys: set[str] | None = None) -> list[tuple[str, RegistryEntry]]:
+        """(key, entry) of the finished entries, all or those among `keys` still there."""
+        if keys is None:
+            return [(k, e) for k, e in self._entries.items() if e.done]
+        return [(k, e) for k in keys if (e := self._entries.get(k)) is not None and e.done]
+
+    def prune(self, found: list[tuple[str, str, float]], reason: str) -> int:
+        """Drop finished entries a sweep found obsolete: (key, uid, updated) as the sweep saw them;
+        one that changed since (or is live again, or is another file's now) stays. Returns how many."""
+        dropped = 0
+        for key, uid, updated in found:
+            entry = self._entries.get(key)
+            if entry is not None and entry.done and entry.uid == uid and entry.updated == updated:
+                self._drop(key)
+                dropped += 1
+        if dropped:
+            metrics.REGISTRY_PRUNED.labels(reason).inc(dropped)
+            self._changed()
+        return dropped
 
     def _changed(self) -> None:
         self._dirty = True
         self._version += 1
+        if len(self._entries) > self._trim_above:
+            self._trim()
 
     def entries(self) -> dict[str, RegistryEntry]:
         return dict(self._entries)
@@ -302,6 +388,7 @@ class Registry:
         """What is in memory now, for one write: (its version, the payload). The write's outcome
         goes back through _written()."""
         self._dirty = False
+        metrics.REGISTRY_ENTRIES.set(len(self._entries))
         started = time.perf_counter()
         payload = self._serialize()
         self._serialize_cost = time.perf_counter() - started

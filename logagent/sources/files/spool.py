@@ -68,6 +68,7 @@ class SpoolFile:
     since: float
     mtime: float = 0.0  # the file's last change as the last copy saw it (orders generations)
     segments: list[Segment] = field(default_factory=list)
+    dropped: bool = False  # acknowledged to its end: a copy still being written is deleted, not kept
 
     @property
     def nbytes(self) -> int:
@@ -102,6 +103,7 @@ class Spool:
         self._reserved = 0
         self._refused_logged = -1e9
         self._locks: dict[str, asyncio.Lock] = {}
+        self._writing: dict[str, SpoolFile] = {}  # files whose copy is being written (not in `files` yet)
         self._executor: ThreadPoolExecutor | None = None
 
     async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
@@ -185,6 +187,7 @@ class Spool:
             if keep_end <= start:
                 return start
             self._reserved += keep_end - start
+            self._writing[spooled.uid] = spooled
             try:
                 segment = await self._in_thread(self._write, spooled, fd, start, keep_end)
             except OSError as exc:
@@ -194,6 +197,12 @@ class Spool:
                 return start
             finally:
                 self._reserved -= keep_end - start
+                self._writing.pop(spooled.uid, None)
+            if spooled.dropped:
+                # Kafka acknowledged the file to its end while this segment was written (drop() found
+                # nothing registered yet): kept, it would stay on disk and here until the next start.
+                await self._in_thread(shutil.rmtree, spooled.folder, True)
+                return keep_end
             spooled.segments.append(segment)
             self.files[spooled.uid] = spooled
             self._used += segment.end - segment.start
@@ -267,10 +276,15 @@ class Spool:
         self._gauges()
 
     def drop(self, uid: str) -> None:
-        """The file is acknowledged to its end: its folder goes."""
+        """The file is acknowledged to its end: its folder goes (a copy being written for it now
+        deletes what it wrote when it ends)."""
+        writing = self._writing.get(uid)
+        if writing is not None:
+            writing.dropped = True
         spooled = self.files.pop(uid, None)
         if spooled is None:
             return
+        spooled.dropped = True
         self._used -= spooled.nbytes
         self._locks.pop(uid, None)
         shutil.rmtree(spooled.folder, ignore_errors=True)
