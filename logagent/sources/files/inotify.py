@@ -86,6 +86,10 @@ class FileWatcher:
             self._listeners[folder].append(listener)
         return True
 
+    def watching(self, folder: str) -> bool:
+        """True while `folder` has a watch (a folder deleted since has none: subscribe again)."""
+        return os.path.normpath(folder) in self._watches
+
     def _watch(self, folder: str) -> bool:
         if self._observer is None or not os.path.isdir(folder):
             return False

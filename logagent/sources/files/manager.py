@@ -319,7 +319,11 @@ class EntryRunner:
         self.request_scan()
 
     def _watch(self, folder: str) -> None:
-        if folder and folder not in self._folders and self.ctx.watcher.subscribe(folder, self._on_event):
+        """Subscribe to `folder`'s events; again when the folder was deleted and made anew (its
+        watch went with it). Checked on every scan and open: O(1) while the watch stands."""
+        if not folder or (folder in self._folders and self.ctx.watcher.watching(folder)):
+            return
+        if self.ctx.watcher.subscribe(folder, self._on_event):
             self._folders.add(folder)
 
     def _on_event(self, path: str) -> None:

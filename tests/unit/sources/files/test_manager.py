@@ -1,4 +1,4 @@
-"""Per-file state outside the registry must not outlive the files either (issue 20 item 6): a glob
+"""The entry runner: per-file state outside the registry must not outlive the files (a glob
 folder where files with new names come and go leaves nothing behind per file."""
 
 from __future__ import annotations
@@ -79,6 +79,30 @@ async def test_a_match_gone_since_the_walk_is_no_error_when_its_own_tailer_saw_i
         assert runner._start_tailer(str(logs / "never-seen.log"), False) is False
         assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == \
             [f"{logs}/never-seen.log: cannot open: No such file or directory"]
+    finally:
+        await runner.stop()
+        await watcher.stop()
+
+
+async def test_a_folder_deleted_and_made_anew_is_watched_again(tmp_path: Path):
+    """The runner remembered a folder as watched for ever: once it was deleted (its inotify watch
+    went with it) and made anew, its files were only polled (every stat_interval), not woken."""
+    folder = tmp_path / "logs" / "app"
+    folder.mkdir(parents=True)
+    watcher = FileWatcher()
+    await watcher.start()
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
+                         registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
+    runner = EntryRunner(CollectEntry(str(folder / "app.log"), "t"), ctx)
+    try:
+        await runner.scan()
+        assert watcher.watching(str(folder))
+        folder.rmdir()
+        await eventually(lambda: not watcher.watching(str(folder)), what="the watch gone with its folder")
+        folder.mkdir()
+        await runner.scan()
+        assert watcher.watching(str(folder))
     finally:
         await runner.stop()
         await watcher.stop()
