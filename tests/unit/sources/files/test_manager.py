@@ -1,5 +1,6 @@
 """The entry runner: per-file state outside the registry must not outlive the files (a glob
-folder where files with new names come and go leaves nothing behind per file."""
+folder where files with new names come and go leaves nothing behind per file), and its folders stay
+watched."""
 
 from __future__ import annotations
 
