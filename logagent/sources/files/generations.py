@@ -3,7 +3,13 @@ compressed copy (see recovery.plan). A `CopyTailer` reads it from its acknowledg
 its end, under the path it was collected under (same `path` in the messages, same key,
 so the same partition and order), after the generation before it and before the next.
 When Kafka has acknowledged it to its end, its registry entry is marked done and its
-spool copy deleted."""
+spool copy deleted.
+
+Each generation moves an entry of its own. A (device, inode) key names a file only while that
+file exists: one read from the spool or a compressed copy is gone, and its inode number may be
+given to a new file (the live one, or a rotated one never seen), so its entry is moved under its
+uid (Registry.archive); one never seen takes its (device, inode) key only once an entry of an
+earlier file with that number is out of the way. Two files' offsets never share an entry."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.sources.files.opener import open_checked
 from logagent.sources.files.recovery import COMPRESSED, Generation, compression_of
+from logagent.sources.files.registry import identity_key, uid_of
 from logagent.sources.files.spool import SpoolFile
 from logagent.sources.files.tailer import Route, Shipper, SourceSpec, TailContext
 
@@ -85,10 +92,33 @@ class CopyTailer(Shipper):
         self._sources: list[tuple[str, Source]] = []
         self._claimed = False
         if gen.key is None:  # never seen: from now on the registry knows it
+            self._registry.archive(gen.dev, gen.ino)  # an earlier file's entry, on a reused inode number
             self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len)
         else:
-            self.reg_key = gen.key
+            self.reg_key = self._key_now(gen)
         ctx.owned.add(self.reg_key)  # no other recovery pass of this process plans it again
+        if gen.kind != "file":
+            self._leave_identity()
+
+    def _key_now(self, gen: Generation) -> str:
+        """A known generation's key: the planned one, or its uid if its entry was archived since."""
+        assert gen.key is not None
+        entry = self._registry.get(gen.key)
+        uid = uid_of(gen.dev, gen.ino, gen.since)
+        if (entry is None or entry.uid != uid) and self._registry.get(uid) is not None:
+            return uid
+        return gen.key
+
+    def _leave_identity(self) -> None:
+        """Read from the spool or a compressed copy: the file is gone and its inode number free for
+        another file, so the entry moves under its uid (not after the other file has taken it)."""
+        entry = self._registry.get(self.reg_key)
+        if self.reg_key != identity_key(self.dev, self.ino) or entry is None or entry.done:
+            return
+        self.ctx.owned.discard(self.reg_key)
+        self._registry.archive(self.dev, self.ino)
+        self.reg_key = entry.uid
+        self.ctx.owned.add(self.reg_key)
 
     def open(self) -> None:
         """Open the generation's sources, or those of an alternative holding the same bytes (the
@@ -105,6 +135,8 @@ class CopyTailer(Shipper):
                     log.info("%s: %s is gone; reading its copy %s instead", self.name,
                              display_name(self.gen.where), display_name(option.where))
                     self.gen = option
+                    if option.kind != "file":
+                        self._leave_identity()
                 return
             except SourceError:
                 self._close_sources()

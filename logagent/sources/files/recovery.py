@@ -42,7 +42,9 @@ log = logging.getLogger("logagent.recovery")
 COMPRESSED: dict[str, Callable[[str], IO[bytes]]] = {
     ".gz": lambda p: cast(IO[bytes], gzip.open(p, "rb")), ".bz2": lambda p: bz2.open(p, "rb"),
     ".xz": lambda p: lzma.open(p, "rb")}
-_ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.gz|\.bz2|\.xz)?$")
+# `.backup`: logrotate's create found the path re-created by the application after its rename and
+# moved that file to `<name>-YYYYMMDDHH.backup` (3.21 createOutputFile): one more generation.
+_ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.backup)?(\.gz|\.bz2|\.xz)?$")
 
 
 def compression_of(name: str) -> str:
@@ -54,7 +56,8 @@ def compression_of(name: str) -> str:
 
 
 def is_rotated_name(name: str, base: str) -> bool:
-    """app.log.1, app.log.2.gz, app.log-20261129, app.log-20261129.gz, app.log_1 ... for base app.log."""
+    """app.log.1, app.log.2.gz, app.log-20261129, app.log-20261129.gz, app.log_1,
+    app.log-2026120603.backup ... for base app.log."""
     return name.startswith(base) and name != base and _ROTATED.match(name[len(base):]) is not None
 
 

@@ -111,12 +111,14 @@ class Registry:
         self._done_since_prune = 0
         self._serialize_cost = 0.0  # seconds the last snapshot took on the loop
         self._applied: dict[str, float] = {}  # collect entry path -> when it was first applied
-        self._dirty = False
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
-        self._version = 0  # counts changes; _saved_version is the last one known to be on disk
+        # Counts changes; _saved_version is the last one known to be on disk. "Anything to write" is
+        # decided by these, never by a flag cleared when a snapshot is taken: a write that never
+        # happened (cut off by a stop) must leave the registry still to be written.
+        self._version = 0
         self._saved_version = 0
-        self._write_lock = asyncio.Lock()  # one background write at a time (they share a temp file)
+        self._write_lock = asyncio.Lock()  # one write at a time, held until it has ended (they share a temp file)
 
     def load(self) -> None:
         """Read the saved offsets; a corrupt file is renamed aside and logged."""
@@ -343,10 +345,14 @@ class Registry:
         return dropped
 
     def _changed(self) -> None:
-        self._dirty = True
         self._version += 1
         if len(self._entries) > self._trim_above:
             self._trim()
+
+    @property
+    def dirty(self) -> bool:
+        """Changes are in memory that no write has put on disk yet."""
+        return self._saved_version < self._version
 
     def entries(self) -> dict[str, RegistryEntry]:
         return dict(self._entries)
@@ -387,7 +393,6 @@ class Registry:
     def _snapshot(self) -> tuple[int, bytes]:
         """What is in memory now, for one write: (its version, the payload). The write's outcome
         goes back through _written()."""
-        self._dirty = False
         metrics.REGISTRY_ENTRIES.set(len(self._entries))
         started = time.perf_counter()
         payload = self._serialize()
@@ -395,11 +400,9 @@ class Registry:
         return self._version, payload
 
     def _written(self, version: int, ok: bool) -> bool:
-        """Record a write's outcome: on disk up to `version`, or still to be written."""
+        """Record a write's outcome: on disk up to `version` (else it stays to be written)."""
         if ok:
             self._saved_version = max(self._saved_version, version)
-        else:
-            self._dirty = True
         return ok
 
     def _write_logged(self, payload: bytes) -> bool:
@@ -417,8 +420,9 @@ class Registry:
         return True
 
     def flush(self) -> bool:
-        """Save if anything changed; False when it could not be written."""
-        if not self._dirty:
+        """Save if anything changed; False when it could not be written. Not while a background
+        write may run (they share a temp file): stop() takes the write lock for its last one."""
+        if not self.dirty:
             return True
         version, payload = self._snapshot()
         return self._written(version, self._write_logged(payload))
@@ -433,9 +437,24 @@ class Registry:
                 await self._write_now()
 
     async def _write_now(self) -> None:
-        """Serialise on the loop (entries change there), write in a thread; hold _write_lock."""
+        """Serialise on the loop (entries change there), write in a thread; hold _write_lock.
+
+        A caller cancelled meanwhile (the agent stopping) does not cut the write off: cancelling the
+        thread's future would skip a write that has not begun, and one under way would go on after
+        the lock is released, racing the next write on the temp file (an older snapshot could be
+        renamed over a newer one). The lock is held until the write has ended and its outcome is
+        recorded; then the cancellation goes on."""
         version, payload = self._snapshot()
-        self._written(version, await asyncio.to_thread(self._write_logged, payload))
+        write = asyncio.ensure_future(asyncio.to_thread(self._write_logged, payload))
+        cancelled = False
+        while not write.done():
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                cancelled = True
+        self._written(version, write.result())
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def start(self) -> None:
         if self._task is None:
@@ -451,17 +470,19 @@ class Registry:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.spacing())
-            if self._dirty:
+            if self.dirty:
                 async with self._write_lock:
                     await self._write_now()
 
     async def stop(self) -> None:
-        """Stop the periodic flush and write a last time; safe to call twice."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self.flush()
+        """Stop the periodic flush and write a last time; safe to call twice. A write under way
+        ends first, and the last write follows it: what is on disk afterwards is the newest state."""
+        async with self._write_lock:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+                self._task = None
+            self.flush()

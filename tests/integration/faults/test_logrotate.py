@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -41,14 +42,22 @@ def logrotate_binary() -> str:
     pytest.skip(MISSING_LOGROTATE)
 
 
+# logrotate's `create` found the file re-created by the writer between its rename and its create,
+# and kept that file as <name>-YYYYMMDDHH.backup (3.21 createOutputFile; exit status 0). The race is
+# the application's, not a failure: the .backup file is one more generation the agent delivers.
+CREATE_RACE = re.compile(r"^error: destination (.+) already exists, renaming to \1-\d{10}\.backup$")
+
+
 class Rotator:
-    """Runs `logrotate -f` every `interval` seconds from a thread (what cron would run, only faster)."""
+    """Runs `logrotate -f` every `interval` seconds from a thread (what cron would run, only faster).
+    `errors`: runs that failed; `races`: runs whose create lost the race to the writer (CREATE_RACE)."""
 
     def __init__(self, binary: str, conf: Path, state: Path, interval: float = 1.0) -> None:
         self.cmd = [binary, "-f", "-s", str(state), str(conf)]
         self.interval = interval
         self.runs = 0
         self.errors: list[str] = []
+        self.races: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="logrotate", daemon=True)
 
@@ -56,7 +65,10 @@ class Rotator:
         while not self._stop.is_set():
             proc = subprocess.run(self.cmd, capture_output=True, text=True, check=False)
             self.runs += 1
-            if proc.returncode != 0 or proc.stderr.strip():
+            said = proc.stderr.strip().splitlines()
+            races = [line for line in said if CREATE_RACE.match(line)]
+            self.races += races
+            if proc.returncode != 0 or len(races) < len(said):
                 self.errors.append(proc.stderr.strip()[-500:])
             self._stop.wait(self.interval)
 
@@ -115,6 +127,8 @@ def test_logrotate_every_second_under_load(mode, make_agent, kafka, logdir, tmp_
     truncations = agent.metric("logagent_rotations_total", kind="truncate")
     renames = agent.metric("logagent_rotations_total", kind="rename_or_delete")
     notes = f"{rotator.runs} rotations; agent counted {renames:.0f} renames, {truncations:.0f} truncations"
+    if rotator.races:
+        notes += f"; {len(rotator.races)} create(s) raced by the writer (app.log-<date>.backup)"
     if mode == "create":
         results.add_tally(f"logrotate create + compress + delaycompress, forced every 1 s, {RATE} lines/s", t,
                           peak.peak, notes=notes)

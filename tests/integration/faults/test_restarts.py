@@ -6,8 +6,11 @@ import os
 import random
 import time
 
+from devstack.delivery import tally
+from devstack.kafkaread import read_all
 from tests.integration.faults.helpers import FLUSH_INTERVAL, RSS_LIMIT_MB, PeakTracker
-from tests.kit import tally_delivered
+from tests.integration.faults.test_data_dir import registry_offset
+from tests.kit import AgentProcess, KafkaReader, new_topic, tally_delivered, wait_until
 
 RATE = 2000  # lines per second
 
@@ -100,4 +103,50 @@ def test_kill9_duplicates_stay_under_a_second_of_traffic(loaded_agent, kafka, re
                       notes=f"{per_kill:.2f} s of traffic sent again per kill")
     assert not t.missing, t.describe()
     assert per_kill <= 1.0, f"{per_kill:.2f} s of traffic per kill: {t.describe()}"
+    assert agent.stop() == 0
+
+
+def test_sigterm_while_a_long_linger_holds_the_lines_sends_nothing_twice(make_agent, agents, kafka, logdir, tmp_path,
+                                                                         results):
+    """Issue 20 item 4: librdkafka holds each batch for 2 s (linger.ms), so the lines of every round are
+    read and not yet acknowledged when SIGTERM comes: the stop's drain gets their acknowledgements and
+    must put them on disk before it exits. One stop in five re-sent its 2,000 lines at the next start:
+    the periodic registry write that had taken the last acknowledgements was cancelled before its
+    thread began it, and the last write found nothing left to write (tests/test_registry.py has the
+    race itself)."""
+    rounds, per_round = 10, 2000
+    topic = new_topic("linger")
+    log = logdir / "app.log"
+    log.touch()
+    data_dir = tmp_path / "data"
+    agent = make_agent(files=[{"path": str(log), "topic": topic}], data_dir=data_dir,
+                       extra={"kafka.producer": {"linger.ms": "2000"}})
+    expected: list[str] = []
+    short: list[str] = []  # rounds whose clean stop left the registry short of what Kafka had
+    drained = 0  # stops that had read lines to drain (the case under test)
+    for r in range(rounds):
+        lines = [f"r{r:02d} {i:06d}" for i in range(per_round)]
+        with open(log, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+        expected += lines
+        wait_until(lambda a=agent: a.metric("logagent_lines_read_total") >= per_round, timeout=30,
+                   what=f"round {r}: the agent reading its lines")
+        drained += agent.metric("logagent_messages_delivered_total") < per_round
+        logged = len(agent.log_text())
+        assert agent.stop() == 0
+        said = agent.log_text()[logged:]
+        assert "stopped" in said and "unacknowledged" not in said, said[-2000:]
+        if (saved := registry_offset(data_dir)) != log.stat().st_size:
+            short.append(f"round {r}: registry at {saved} of {log.stat().st_size} bytes after a clean stop")
+        agent = AgentProcess(agent.config, agent.log_path)
+        agents.append(agent)
+        agent.start()
+    with KafkaReader(kafka, topic) as reader:
+        read_all(reader, len(expected), timeout=60, quiet=3.0, last=expected[-1])
+        t = tally(expected, reader.data())
+    results.add_tally(f"SIGTERM x{rounds} with linger.ms 2000: every stop drains {per_round} read lines", t, 0.0,
+                      notes=f"{drained} of {rounds} stops had lines to drain")
+    assert not t.missing and not t.unexpected, t.describe()
+    assert t.duplicated == 0 and not short, f"{t.describe()}; {short}"
+    assert drained >= rounds // 2, f"only {drained} of {rounds} stops had read lines to drain: the test proves little"
     assert agent.stop() == 0

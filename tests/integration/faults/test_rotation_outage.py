@@ -4,7 +4,11 @@ scenario reads Kafka back line by line: nothing may be missing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,6 +79,83 @@ def test_rotated_while_the_agent_is_stopped(make_agent, agents, kafka, logdir, r
     assert again.stop() == 0
 
 
+def _create_racing_the_writer(log: Path, keep: int, name: str, start: int, count: int) -> tuple[list[str], Path]:
+    """logrotate `create` losing the race to the application, as logrotate 3.21 handles it
+    (createOutputFile): app.log is renamed to app.log.1, the application re-creates app.log and
+    writes to it, logrotate's create (O_EXCL) finds it there, renames it to
+    app.log-YYYYMMDDHH.backup and creates app.log again, empty. The lines written in between are in
+    the .backup file only. Returns them and the .backup path."""
+    _shift(log, keep)
+    lines = _lines(log, name, start, count)  # the application, between the rename and the create
+    backup = log.with_name(f"{log.name}-{time.strftime('%Y%m%d%H')}.backup")
+    os.rename(log, backup)
+    os.close(os.open(log, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    return lines, backup
+
+
+@contextlib.contextmanager
+def _frozen(agent: AgentProcess) -> Iterator[None]:
+    """The agent stopped (SIGSTOP) for the block, as a loaded machine can hold it: whatever the
+    block does to its files, it sees only the outcome."""
+    assert agent.proc is not None
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("agent_state", ["running", "stopped", "kafka_down"])
+def test_a_file_created_between_logrotates_rename_and_create_is_delivered(make_agent, agents, kafka, kafka_server,
+                                                                          logdir, results, agent_state):
+    """Issue 20 item 4: the writer re-created app.log between logrotate's rename and its create, so
+    logrotate renamed that file to app.log-<date>.backup. It is one more generation of the path: its
+    lines are delivered, in order between the renamed file's and the new file's, once each; with the
+    agent running (held while the race happens, so it never sees the file under the path), stopped
+    (a clean stop, started again after), or running with Kafka down."""
+    if agent_state == "kafka_down":
+        _needs_own_broker(kafka_server)
+    topic = new_topic(f"backup-{agent_state}")
+    log = logdir / "app.log"
+    log.write_text("")
+    agent = make_agent(files=[{"path": str(log), "topic": topic}], extra=FAST)
+    expected = _lines(log, "first", 0, 100)
+    with KafkaReader(kafka, topic) as reader:
+        read_all(reader, len(expected), timeout=30, last=expected[-1])
+    expected += _lines(log, "first", 100, 100)  # read, perhaps not acknowledged, when the race comes
+    outage = contextlib.ExitStack()
+    if agent_state == "kafka_down":
+        kafka_server.stop()
+        outage.callback(kafka_server.start)
+    with outage:
+        if agent_state == "stopped":
+            assert agent.stop() == 0
+            raced, backup = _create_racing_the_writer(log, 3, "raced", 0, 100)
+        else:
+            with _frozen(agent):
+                raced, backup = _create_racing_the_writer(log, 3, "raced", 0, 100)
+        expected += raced
+        expected += _lines(log, "after", 0, 100)
+        if agent_state == "stopped":
+            agent = _restart(agents, agent, wait_ready=True)
+        elif agent_state == "kafka_down":
+            # The outage lasts until the agent has read every generation (or gave up on one: the tally
+            # below tells which lines), so it found them while Kafka was down.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: agent.metric("logagent_lines_read_total") >= len(expected), timeout=20,
+                           what="the agent reading every file of the path")
+    with KafkaReader(kafka, topic) as reader:
+        read_all(reader, len(expected), timeout=90, last=expected[-1])
+        got = reader.data()
+    t = tally(expected, got)
+    results.add_tally(f"logrotate create raced by the writer (app.log-<date>.backup), agent {agent_state}", t, 0.0)
+    assert backup.exists() and backup.stat().st_size > 0
+    assert not t.missing and not t.unexpected, t.describe()
+    assert t.duplicated == 0, t.describe()
+    assert list(dict.fromkeys(got)) == expected, "per path, the generations' lines come in the order written"
+    assert agent.stop() == 0
+
+
 def _logrotate_conf(folder: Path, log: Path, *options: str) -> tuple[Path, Path]:
     conf = folder / "logrotate.conf"
     conf.write_text(f"{log} {{\n" + "".join(f"    {o}\n" for o in options) + "}\n")
@@ -116,7 +197,8 @@ def test_kafka_down_rotation_and_kills_together_lose_nothing(make_agent, agents,
     t = tally_delivered(kafka, topic, writer, timeout=120)
     results.add_tally("Kafka down 20 s + logrotate create/compress/delaycompress every 1 s + "
                       "SIGKILL x2 and SIGTERM inside the outage, 2000 lines/s", t, 0.0,
-                      notes=f"{rotator.runs} rotations")
+                      notes=f"{rotator.runs} rotations, {len(rotator.races)} create(s) raced by the writer "
+                            "(app.log-<date>.backup)")
     assert rotator.runs >= 20 and not rotator.errors, rotator.errors[:3]
     assert not t.missing, t.describe()
     assert not t.unexpected, t.describe()

@@ -28,10 +28,31 @@ def _plan(reg: Registry, log: Path, spool: Spool | None = None, owned: set[str] 
 
 
 def test_rotated_names() -> None:
-    for name in ("app.log.1", "app.log.2.gz", "app.log-20261129", "app.log-20261129.xz", "app.log_3"):
+    for name in ("app.log.1", "app.log.2.gz", "app.log-20261129", "app.log-20261129.xz", "app.log_3",
+                 "app.log-2026120603.backup"):  # the last: logrotate's create found app.log re-created
         assert is_rotated_name(name, "app.log"), name
-    for name in ("app.log", "app.logger", "app.log.old", "other.log.1", "app.log-error"):
+    for name in ("app.log", "app.logger", "app.log.old", "other.log.1", "app.log-error", "app.log.backup",
+                 "app.log-error.backup", "app.log-2026120603.backup.old"):
         assert not is_rotated_name(name, "app.log"), name
+
+
+def test_the_file_logrotate_renames_to_backup_is_a_generation(tmp_path: Path) -> None:
+    """The writer re-created app.log between logrotate's rename and its create; logrotate renamed
+    that file to app.log-<YYYYMMDDHH>.backup and created app.log again (logrotate 3.21,
+    createOutputFile). Found while stopped, between the renamed file and the new one."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("known\n")
+    _known(reg, log, 6)
+    time.sleep(0.01)
+    log.rename(tmp_path / "app.log.1")
+    log.write_text("written between the rename and the create\n")
+    log.rename(tmp_path / "app.log-2026120603.backup")
+    time.sleep(0.01)
+    log.write_text("the new file\n")
+    gens = _plan(reg, log)
+    assert [(g.kind, os.path.basename(g.where), g.start) for g in gens] == [
+        ("file", "app.log.1", 6), ("file", "app.log-2026120603.backup", 0)]
 
 
 def test_a_file_renamed_while_stopped_is_found_by_inode(tmp_path: Path) -> None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from logagent.errors import RegistryError
+from logagent.runtime.atomic import write_atomic
 from logagent.sources.files.registry import Registry, fingerprint
+from tests.kit import eventually
 
 
 def test_roundtrip(tmp_path: Path):
@@ -42,7 +47,7 @@ def test_unwritable_dir_raises_registry_error_and_flush_reports(tmp_path: Path):
     with pytest.raises(RegistryError):
         r.save()
     assert r.flush() is False
-    assert r._dirty  # kept for the next try
+    assert r.dirty  # kept for the next try
 
 
 def test_fingerprint_of_small_and_large_files(tmp_path: Path):
@@ -114,3 +119,101 @@ def test_writes_come_every_quarter_interval_unless_serialising_is_costly(tmp_pat
     assert reg.spacing() == 0.5
     reg._serialize_cost = 1.0
     assert reg.spacing() == 1.0  # never less often than registry_flush_interval
+
+
+def _saved_offset(folder: Path, ino: int = 2) -> int | None:
+    saved = Registry(folder)
+    saved.load()
+    entry = saved.lookup(1, ino)
+    return None if entry is None else entry.offset
+
+
+async def _stop_while_held(reg: Registry, release: Callable[[], None]) -> None:
+    """Call reg.stop() while a write is held up; give it the time to finish without that write
+    (what a stop that loses it does), then let the write go and wait for the stop."""
+    stopping = asyncio.create_task(reg.stop())
+    await asyncio.wait({stopping}, timeout=0.3)
+    release()
+    await asyncio.wait_for(stopping, 10)
+
+
+async def test_stop_keeps_a_periodic_write_that_waits_for_its_thread(tmp_path: Path):
+    """Issue 20 item 4: a clean stop re-sent 2,000 lines. The periodic flush had taken its snapshot
+    (the last acknowledgements) and queued the write for a thread; stop() cancelled the flush task,
+    which cancelled the queued write before it began, and its last write found nothing 'dirty'.
+    Here the loop's threads are busy (as on a loaded machine) when stop() comes."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(pool)
+    gate = threading.Event()
+    busy = loop.run_in_executor(None, gate.wait)  # the one worker is taken
+    reg = Registry(tmp_path, flush_interval=0.04)
+    reg.update(1, 2, "/var/log/a.log", 10, "fp", 2)
+    reg.save()
+    snapshots: list[int] = []
+    real = reg._serialize
+    reg._serialize = lambda: snapshots.append(reg._version) or real()  # type: ignore[method-assign]
+    await reg.start()
+    reg.update(1, 2, "/var/log/a.log", 20, "fp", 2)  # acknowledged during the drain
+    await eventually(lambda: snapshots, timeout=5)  # the flush took it and queued its write
+    await _stop_while_held(reg, gate.set)
+    await busy
+    pool.shutdown(wait=True)
+    assert _saved_offset(tmp_path) == 20
+
+
+class HeldWrite:
+    """The registry's first write is held in its thread (before its temp file is opened) until
+    `gate` is set; `held` is set when it waits, `ended` once it is on disk."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.gate, self.held, self.ended = threading.Event(), threading.Event(), threading.Event()
+        self.calls = 0
+        monkeypatch.setattr("logagent.sources.files.registry.write_atomic", self._write)
+
+    def _write(self, path: Path, payload: bytes) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            write_atomic(path, payload)
+            return
+        self.held.set()
+        self.gate.wait(10)
+        write_atomic(path, payload)
+        self.ended.set()
+
+
+async def test_a_write_under_way_at_stop_never_lands_after_the_last_one(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """All writes share one temp file: a periodic write still running in its thread when stop()
+    writes the last snapshot must end first, or its older snapshot is renamed over the newer one."""
+    reg = Registry(tmp_path, flush_interval=0.04)
+    reg.update(1, 2, "/var/log/a.log", 10, "fp", 2)
+    reg.save()
+    first = HeldWrite(monkeypatch)
+    await reg.start()
+    reg.update(1, 2, "/var/log/a.log", 20, "fp", 2)
+    await eventually(first.held.is_set, timeout=5)
+    reg.update(1, 2, "/var/log/a.log", 30, "fp", 2)  # after the periodic snapshot
+    await _stop_while_held(reg, first.gate.set)
+    await eventually(first.ended.is_set, timeout=5)  # the held write is done, wherever it landed
+    assert _saved_offset(tmp_path) == 30
+
+
+async def test_a_cancelled_persist_holds_the_lock_until_its_write_ended(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """A tailer cancelled (the agent stopping) while its persist() writes: the write goes on in its
+    thread, so the lock is not given up before it ended, or stop()'s last write could be overtaken."""
+    reg = Registry(tmp_path)
+    reg.update(1, 2, "/var/log/a.log", 10, "fp", 2)
+    reg.save()
+    first = HeldWrite(monkeypatch)
+    reg.update(1, 2, "/var/log/a.log", 20, "fp", 2)
+    persisting = asyncio.create_task(reg.persist())
+    await eventually(first.held.is_set, timeout=5)
+    persisting.cancel()
+    reg.update(1, 2, "/var/log/a.log", 30, "fp", 2)
+    await _stop_while_held(reg, first.gate.set)
+    with pytest.raises(asyncio.CancelledError):
+        await persisting
+    await eventually(first.ended.is_set, timeout=5)
+    assert _saved_offset(tmp_path) == 30

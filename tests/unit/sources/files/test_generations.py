@@ -1,0 +1,144 @@
+"""CopyTailer: earlier generations of a path read from their file, the spool or a compressed copy,
+each under a registry entry of its own (the offsets of two files never mix)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from logagent.pipeline.batch import Batch
+from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.generations import CopyTailer
+from logagent.sources.files.recovery import FolderIndex, Generation, plan
+from logagent.sources.files.registry import Registry, fingerprint_of, uid_of
+from logagent.sources.files.spool import Spool, SpoolFile
+from logagent.sources.files.tailer import FdBudget, Route, TailContext, TailOptions
+
+OPTS = TailOptions(ip="127.0.0.1", host="h")
+
+
+def _plan(reg: Registry, spool: Spool, log: Path, ctx: TailContext | None = None) -> list[Generation]:
+    held = (lambda dev, ino: ctx.claims.holder((dev, ino)) is not None) if ctx is not None else (lambda d, i: False)
+    return plan(str(log), reg, spool, held, FolderIndex(), ctx.owned if ctx is not None else set())
+
+
+def _spool_known(reg: Registry, spool: Spool, tmp: Path, log: Path, dev: int, ino: int, content: bytes) -> str:
+    """A known generation of `log` (device, inode) whose file is gone and whose bytes are all in
+    the spool: what a rotated file that was compressed and unlinked during an outage leaves."""
+    key = reg.update(dev, ino, str(log), 0, fingerprint_of(content[:1024]), min(len(content), 1024),
+                     size=len(content))
+    entry = reg.get(key)
+    assert entry is not None
+    source = tmp / "source"
+    source.write_bytes(content)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        asyncio.run(spool.copy(SpoolFile(entry.uid, spool.root / entry.uid, str(log), dev, ino, entry.fp,
+                                         entry.fp_len, entry.since, time.time()), fd, 0, len(content)))
+    finally:
+        os.close(fd)
+    source.unlink()
+    return key
+
+
+def test_a_generation_never_seen_on_a_reused_inode_gets_an_entry_of_its_own(tmp_path: Path) -> None:
+    """Issue 20 item 4 (found by the compound fault test, 1,440 lines lost): an earlier file X, known
+    and read from the spool (its file compressed and unlinked), and a file Y never seen that got X's
+    freed inode number, both planned at one start. Y's CopyTailer registered itself under the
+    (device, inode) key that X's entry held: one entry for two files (Y's fingerprint, X's spool
+    copy), so the next start read one of them and lost the other."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    reg, spool = Registry(tmp_path / "data"), Spool(tmp_path / "data", 1 << 20)
+    y = logs / "app.log.1"
+    y_content = b"".join(b"Y line %04d\n" % i for i in range(100))
+    y.write_bytes(y_content)
+    st = y.stat()
+    x_content = b"".join(b"X line %04d\n" % i for i in range(100))
+    x_key = _spool_known(reg, spool, tmp_path, log, st.st_dev, st.st_ino, x_content)  # Y reuses X's inode
+    later = time.time() + 1
+    os.utime(y, (later, later))  # written after X was first seen
+    log.write_text("current\n")
+    ctx = TailContext(opts=OPTS, queue=BatchQueue(100000), registry=reg, budget=FdBudget(16),
+                      allowed_paths=(f"{logs}/**",), spool=spool)
+
+    gens = _plan(reg, spool, log, ctx)
+    assert [(g.kind, g.key) for g in gens] == [("spool", x_key), ("file", None)]
+    copies: list[CopyTailer] = []
+    for gen in gens:  # as EntryRunner._recover makes them
+        copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
+        copies[-1].open()
+    try:
+        # The agent is killed now (nothing acknowledged): the next start must find both files again.
+        reg.save()
+        again = Registry(tmp_path / "data")
+        again.load()
+        found = _plan(again, spool, log)
+        assert sorted((g.kind, g.fp) for g in found) == sorted(
+            [("spool", fingerprint_of(x_content[:1024])), ("file", fingerprint_of(y_content[:1024]))])
+        assert [e.fp for e in again.entries().values() if e.uid == uid_of(st.st_dev, st.st_ino, gens[0].since)] \
+            == [fingerprint_of(x_content[:1024])], "X's entry keeps X's fingerprint"
+    finally:
+        for copy in copies:
+            copy.close()
+        spool.close()
+
+
+@pytest.mark.parametrize("never_seen_first", [False, True])
+async def test_each_generation_on_a_reused_inode_moves_its_own_offset(tmp_path: Path, never_seen_first: bool) -> None:
+    """The same two files read and acknowledged: every line once, and once both are done a new start
+    plans nothing (nothing read twice, nothing left), and Y's entry is Y's, done at its end. Also
+    when Y's reader is made first (its registration moves X's entry before X's reader looks it up)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    reg, spool = Registry(tmp_path / "data"), Spool(tmp_path / "data", 1 << 20)
+    y = logs / "app.log.1"
+    y.write_bytes(b"Y\n" * 50)
+    st = y.stat()
+    x_content = b"X\n" * 70
+    await asyncio.to_thread(_spool_known, reg, spool, tmp_path, log, st.st_dev, st.st_ino, x_content)
+    later = time.time() + 1
+    os.utime(y, (later, later))
+    log.write_text("current\n")
+    queue = BatchQueue(100000)
+    ctx = TailContext(opts=OPTS, queue=queue, registry=reg, budget=FdBudget(16), allowed_paths=(f"{logs}/**",),
+                      spool=spool)
+    copies: list[CopyTailer] = []
+    gens = _plan(reg, spool, log, ctx)
+    for gen in reversed(gens) if never_seen_first else gens:
+        copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
+        copies[-1].open()
+    tasks = [asyncio.create_task(c.run()) for c in copies]
+    try:
+        shipped: list[bytes] = []
+        while not all(t.done() for t in tasks):
+            try:
+                batch: Batch = await asyncio.wait_for(queue.get(), 5)
+            except TimeoutError:
+                break
+            shipped += batch.values
+            batch.remaining = 0
+            assert batch.owner is not None
+            batch.owner.batch_done(batch)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert len(shipped) == 120
+        reg.save()
+        again = Registry(tmp_path / "data")
+        again.load()
+        assert _plan(again, spool, log) == []
+        y_entry = again.lookup(st.st_dev, st.st_ino)
+        assert y_entry is not None and (y_entry.fp, y_entry.offset, y_entry.done) == (
+            fingerprint_of(b"Y\n" * 50), 100, True)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for copy in copies:
+            copy.close()
+        spool.close()
