@@ -403,3 +403,53 @@ def test_grown_then_copytruncated_while_stopped(rotations, make_agent, agents, k
                       tallies[-1], 0.0)
     assert agent.metric("logagent_files_lost_total") == 0
     assert agent.stop() == 0
+
+
+def test_what_cannot_be_recovered_at_start_is_said_and_counted(reusing_fs, make_agent, agents, kafka, logdir,
+                                                                tmp_path, results):
+    """Issue 20 item 3, never silent: a.log grown while the agent was down, then deleted, and the new a.log
+    got its inode number; b.log grown, compressed by logrotate, and its .gz cut short (a copy that cannot
+    be read to its end). Each is said at WARNING with its path and counted; the new files are read."""
+    topic = new_topic("unrecoverable")
+    a, b = logdir / "a.log", logdir / "b.log"
+    a.write_text("")
+    b.write_text("")
+    conf, state = _logrotate_conf(tmp_path, b, "create", "compress", "rotate 10", "missingok")
+    agent = make_agent(files=[{"path": str(a), "topic": topic}, {"path": str(b), "topic": topic}], extra=FAST)
+    sent = _lines(a, "a0", 0, 200) + _lines(b, "b0", 0, 200)
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(400, timeout=30)
+    assert agent.stop() == 0
+    a_ino = a.stat().st_ino
+    lost_a = _lines(a, "a0", 200, 100)
+    a.unlink()
+    _take_inode(logdir, a_ino, a)
+    kept = _lines(a, "a1", 0, 50)
+    grown_b = _lines(b, "b0", 200, 5000)
+    _logrotate(logrotate_binary(), conf, state)
+    [gz] = list(logdir.glob("b.log.1.gz"))
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])  # cut short: the start decompresses, the end not
+    kept += _lines(b, "b1", 0, 50)
+    again = _restart(agents, agent, wait_ready=True)
+    with KafkaReader(kafka, topic) as reader:
+        read_all(reader, len(sent) + len(kept), timeout=60, last=kept[-1])
+        got = reader.data()
+    t = tally(sent + kept, got)
+    assert not t.missing and t.duplicated == 0, t.describe()
+    a_got = [line for line in got if line in set(lost_a)]
+    assert a_got == [], "a.log's old lines are in no file any more"
+    b_got = [line for line in got if line in set(grown_b)]
+    assert 0 < len(b_got) < len(grown_b) and b_got == grown_b[: len(b_got)], \
+        f"b.log.1.gz is read up to where it was cut: {len(b_got)} of {len(grown_b)}"
+    wait_until(lambda: again.metric("logagent_files_lost_total", reason="unreadable_copy") == 1, timeout=10,
+               what="the cut copy counted")
+    assert again.metric("logagent_files_lost_total", reason="rotated_away") == 1
+    assert again.metric("logagent_bytes_lost_total", reason="rotated_away") == 0  # all it knew was acknowledged
+    warnings = [line for line in again.log_text().splitlines() if " WARNING " in line]
+    assert any(str(a) in w and "is gone" in w for w in warnings), warnings
+    assert any(str(b) in w and "cannot be read" in w for w in warnings), warnings
+    results.add("a.log grown while stopped then deleted (inode reused); b.log grown, compressed, its .gz cut short",
+                written=len(sent) + len(kept) + len(lost_a) + len(grown_b), delivered=len(got),
+                missing=len(lost_a) + len(grown_b) - len(b_got), duplicated=t.duplicated,
+                notes="both said at WARNING with the path and counted in logagent_files_lost_total")
+    assert again.stop() == 0
