@@ -178,6 +178,32 @@ def _compressed_head(path: str, ext: str) -> bytes | None:
     return out
 
 
+def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, int]) -> str | None:
+    """The copy of what the file at `path` held before it was truncated (copytruncate copies, then
+    truncates): a rotated name in its folder whose first `fp_len` bytes (decompressed, for a compressed
+    copy) have the fingerprint `fp`. The newest plain copy longer than `past` bytes, else the newest
+    compressed one (logrotate without delaycompress compresses it at once); None when there is none.
+    `exclude`: the (device, inode) of the truncated file itself."""
+    if fp_len == 0:
+        return None
+    folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    rotated = [(p, s) for p, s in FolderIndex().files(folder)
+               if (s.st_dev, s.st_ino) != exclude and is_rotated_name(os.path.basename(p), base)]
+    for packed in (False, True):  # plain first: no decompressing when the copy is still plain
+        found = []
+        for p, s in rotated:
+            ext = compression_of(p)
+            if bool(ext) != packed or (not ext and s.st_size <= past):
+                continue
+            head = _compressed_head(p, ext) if ext else _plain_head(p, fp_len)
+            if head is not None and len(head) >= fp_len and fingerprint_of(head[:fp_len]) == fp:
+                found.append((s.st_mtime, p))
+        if found:
+            return max(found)[1]
+    return None
+
+
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
          folders: FolderIndex, owned: set[str] | frozenset[str] = frozenset(),
          known: list[tuple[str, RegistryEntry]] | None = None,

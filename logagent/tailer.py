@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import lzma
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,7 @@ from .lines import Line, LineSplitter, MessageFormat, json_plain, resolve_encodi
 from .multiline import Aggregator, MultilineSpec
 from .opener import display_name, open_checked, open_error_reason
 from .queue import BatchQueue
+from .recovery import compression_of, find_copy
 from .registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
 from .spool import Spool, SpoolFile
 
@@ -706,6 +709,7 @@ class FileTailer(Shipper):
         in flight from the old content is still delivered, but no longer moves the offset."""
         log.warning("%s %s; reading it again from offset 0", self.name, why)
         metrics.ROTATIONS.labels(self._label, "truncate").inc()
+        await self._read_copy()
         if self._events is not None and self._events.pending_start is not None:
             await self._ship(self._events.flush())
         self.read_pos = self.acks.rewind(0)
@@ -715,6 +719,45 @@ class FileTailer(Shipper):
         self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
         self.fp, self.fp_len = fingerprint(fd)
         self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
+
+    async def _read_copy(self) -> None:
+        """copytruncate copied the file before it truncated it: what this tailer had not read yet of the
+        old content is in that copy (recovery.find_copy). It is read from this tailer's offset to its
+        end, so only what the application wrote between the copy and the truncate is in no file. A copy
+        that cannot be read is said and counted (logagent_files_lost_total{reason="unreadable_copy"})."""
+        from .copies import CompressedSource, FdSource, Source  # copies builds on this module
+
+        where = await asyncio.to_thread(find_copy, self.path, self.fp, self.fp_len, self.read_pos,
+                                        (self.dev, self.ino))
+        if where is None:
+            return
+        start = self.read_pos
+        source: Source | None = None
+        try:
+            fd, _ = open_checked(where, self.ctx.allowed, nofollow=True)  # judged like any file
+            if compression_of(where):
+                os.close(fd)
+                source = CompressedSource(where)
+            elif fingerprint(fd, self.fp_len)[0] != self.fp:
+                os.close(fd)
+                return  # replaced since it was found
+            else:
+                source = FdSource(fd)
+            while data := await asyncio.to_thread(source.read, self.opts.read_buffer_bytes, self.read_pos):
+                offset = self.read_pos
+                self.read_pos += len(data)
+                await self._ship_chunk(data, offset)
+        except (SourceError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            log.warning("%s: its copy %s cannot be read from offset %d (%s): the lines it holds from there "
+                        "are not shipped", self.name, display_name(where), self.read_pos, exc)
+            metrics.FILES_LOST.labels("unreadable_copy").inc()
+        finally:
+            if source is not None:
+                source.close()
+        # A last line without its newline stays held: _start_over drops it as before (its end, if the
+        # application wrote one, is at the start of the new content).
+        log.info("%s: read %d bytes it had not read yet of its old content from its copy %s", self.name,
+                 self.read_pos - start, display_name(where))
 
     def _refresh_fingerprint(self) -> None:
         """A file not read yet (it waits for the earlier file of its path) grows its fingerprint

@@ -7,6 +7,7 @@ proven in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -377,6 +378,45 @@ async def test_truncated_and_at_once_written_past_the_old_offset_is_read_from_ze
     for b in batches:
         h.ack(b)
     assert t.acked == len("rewritten 1\nrewritten 2\n")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_copytruncate_reads_what_was_not_read_yet_from_the_copy(harness: Callable[..., Harness],
+                                                                      compressed: bool):
+    """Grown, copied to app.log.1 (or app.log.1.gz: compressed at once), truncated and written again
+    before the tailer looked: the lines it had not read are read from the copy, then the new content from
+    0; nothing twice."""
+    import gzip
+    import shutil
+
+    h = harness()
+    first = "".join(f"old {i:04d}\n" for i in range(100))
+    log, t, _ = h.follow("app.log", first)
+    got = await h.batches()
+    while sum(len(b.values) for b in got) < 100:
+        got += await h.batches()
+    assert data(got) == first.splitlines()
+    grown = "".join(f"unread {i:04d}\n" for i in range(50))
+    copy = log.with_name("app.log.1.gz" if compressed else "app.log.1")
+    # No await from here to the reads below: the tailer cannot look in between.
+    with open(log, "a") as f:
+        f.write(grown)
+    if compressed:
+        copy.write_bytes(gzip.compress(log.read_bytes()))
+    else:
+        shutil.copy(log, copy)
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write("new 1\nnew 2\n")
+    later: list[Batch] = []
+    with contextlib.suppress(TimeoutError):
+        while len(data(later)) < 52:
+            later += await h.batches(timeout=3.0)
+    assert data(later) == grown.splitlines() + ["new 1", "new 2"]
+    assert [json.loads(later[-1].values[-1])["offset"]] == [len("new 1\n")]
+    for b in got + later:
+        h.ack(b)
+    assert t.acked == len("new 1\nnew 2\n")
 
 
 async def test_one_file_under_two_names_is_read_once(harness: Callable[..., Harness], tmp_path: Path):
