@@ -712,6 +712,12 @@ class FileTailer(Shipper):
         await self._read_copy()
         if self._events is not None and self._events.pending_start is not None:
             await self._ship(self._events.flush())
+        if self._splitter.pending:
+            # The old content ended inside a line: the start of a line whose end, if it was ever written,
+            # is in no file (or starts the new content). Not shipped as a line; said and counted.
+            log.warning("%s: the last %d bytes before the truncate were a line without its end; dropped",
+                        self.name, self._splitter.pending)
+            metrics.LOST_BYTES.labels("truncated_line").inc(self._splitter.pending)
         self.read_pos = self.acks.rewind(0)
         self._splitter.reset(0)
         if self._events is not None:

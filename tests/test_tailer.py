@@ -225,6 +225,26 @@ async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
     assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
 
 
+async def test_a_line_cut_by_a_truncate_is_counted(harness: Callable[..., Harness],
+                                                   caplog: pytest.LogCaptureFixture):
+    from prometheus_client import REGISTRY
+
+    def lost() -> float:
+        return REGISTRY.get_sample_value("logagent_bytes_lost_total", {"reason": "truncated_line"}) or 0.0
+
+    h = harness()
+    log, _, _ = h.follow("a.log", "first line\nhalf a li")
+    assert data(await h.batches()) == ["first line"]
+    before = lost()
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write("new\n")
+    assert data(await h.batches()) == ["new"]
+    assert lost() == before + len("half a li")
+    assert any("a.log" in r.getMessage() and r.levelname == "WARNING" and "without its end" in r.getMessage()
+               for r in caplog.records)
+
+
 async def test_start_at_end_begins_after_the_last_complete_line(harness: Callable[..., Harness], tmp_path: Path):
     h = harness()
     log = tmp_path / "a.log"
