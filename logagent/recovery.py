@@ -277,12 +277,12 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
         plain: list[tuple[str, str, os.stat_result]] = []
         packed: list[tuple[str, str, os.stat_result]] = []
         for p, s in listing:
-            if (s.st_dev, s.st_ino) in ((entry.dev, entry.ino), current) or \
-                    not is_rotated_name(os.path.basename(p), base):
-                continue  # the file itself is found by its inode, not as a copy
-            ext = compression_of(p)
-            if not ext and s.st_size < max(entry.offset, entry.fp_len):
+            if (s.st_dev, s.st_ino) == current or not is_rotated_name(os.path.basename(p), base):
                 continue
+            ext = compression_of(p)
+            if not ext and ((s.st_dev, s.st_ino) == (entry.dev, entry.ino) or s.st_size < max(entry.offset,
+                                                                                            entry.fp_len)):
+                continue  # the file itself (found by its inode, not as a copy), or too short to go on
             head = head_of(p)
             if head is not None and len(head) >= entry.fp_len and fingerprint_of(head[: entry.fp_len]) == entry.fp:
                 (packed if ext else plain).append(("compressed" if ext else "copy", p, s))

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from logagent.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
-from logagent.registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint, identity_key
+from logagent.registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint, fingerprint_of, identity_key
 from logagent.spool import Spool, SpoolFile
 
 
@@ -332,3 +332,20 @@ def test_a_generation_read_from_a_copy_leaves_its_inode_to_the_next_file(tmp_pat
     [gen] = _plan(reg, log)
     assert gen.kind == "compressed" and gen.key != key and reg.get(key) is None
     assert gen.key is not None and reg.get(gen.key) is not None
+
+
+def test_a_compressed_generation_never_seen_is_found_again_after_a_crash(tmp_path: Path) -> None:
+    """Read as a generation never seen, a compressed copy is registered under its own inode; after a
+    kill -9 in the middle, the next start goes on in it from the saved offset."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("current\n")
+    content = _lines("unseen", 200)
+    gz = tmp_path / "app.log.1.gz"
+    gz.write_bytes(gzip.compress(content))
+    st = gz.stat()
+    fp = fingerprint_of(content[:FINGERPRINT_BYTES])
+    reg.update(st.st_dev, st.st_ino, str(log), 700, fp, FINGERPRINT_BYTES)  # what CopyTailer did, then died
+    _known(reg, log, 8)
+    [gen] = _plan(reg, log)
+    assert (gen.kind, gen.where, gen.start) == ("compressed", str(gz), 700)
