@@ -14,14 +14,15 @@ import logging
 import lzma
 import os
 import zlib
+from collections.abc import Callable
 from typing import IO, Protocol
 
 from . import metrics
 from .batch import Batch
-from .errors import SourceError
+from .errors import NotAllowed, SourceError
 from .opener import display_name, open_checked
 from .recovery import COMPRESSED, Generation, compression_of
-from .registry import fingerprint
+from .registry import fingerprint_of
 from .spool import SpoolFile
 from .tailer import Route, Shipper, SourceSpec, TailContext
 
@@ -61,8 +62,11 @@ class CompressedSource:
     """A gzip/bz2/xz copy read at offsets of the original (seeking decompresses up to there). A copy
     cut short or corrupt gives what decompresses before the damage, and then raises."""
 
-    def __init__(self, path: str) -> None:
-        self._f: IO[bytes] = COMPRESSED[compression_of(path)](path)
+    def __init__(self, fd: int, ext: str) -> None:
+        """Reads the copy open on `fd` (owned from now on), compressed as its extension `ext` says."""
+        os.lseek(fd, 0, os.SEEK_SET)  # from its start, whatever read the descriptor (or a dup of it) before
+        self._raw = os.fdopen(fd, "rb")
+        self._f: IO[bytes] = COMPRESSED[ext](self._raw)
         self._pos = 0
         self._damage: Exception | None = None  # met after the bytes the last read returned
 
@@ -88,7 +92,60 @@ class CompressedSource:
         return b"".join(parts)
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        finally:
+            self._raw.close()
+
+
+def open_copy(gen: Generation, allowed: Callable[[str], bool]) -> tuple[int, os.stat_result]:
+    """Open the file of a generation ("file", "copy", "compressed") by its identity: under its name, or
+    under the name rotation gave it since it was found (logrotate renumbers app.log.2.gz to app.log.3.gz,
+    renames app.log.1 to app.log.2, while the agent starts: a name alone could be another generation's).
+    Its first bytes (decompressed, for a compressed copy) must still be the generation's. Raises
+    SourceError when it is gone or changed."""
+    def at(name: str) -> tuple[int, os.stat_result] | None:
+        try:
+            fd, st = open_checked(name, allowed, nofollow=True)  # judged like any file
+        except NotAllowed:
+            raise
+        except SourceError:
+            return None
+        if (st.st_dev, st.st_ino) == (gen.dev, gen.ino):
+            return fd, st
+        os.close(fd)
+        return None
+
+    opened = at(gen.where)
+    if opened is None:
+        try:
+            with os.scandir(os.path.dirname(gen.where) or ".") as entries:
+                moved = next((e.path for e in entries if e.inode() == gen.ino), None)
+        except OSError:
+            moved = None
+        opened = at(moved) if moved is not None else None
+        if opened is None:
+            raise SourceError(f"{display_name(gen.where)}: gone or replaced since it was found")
+    fd, st = opened
+    try:
+        ext = compression_of(gen.where) if gen.kind == "compressed" else ""
+        if ext:
+            probe = CompressedSource(os.dup(fd), ext)
+            try:
+                head = probe.read(gen.fp_len, 0)
+            finally:
+                probe.close()
+        else:
+            head = os.pread(fd, gen.fp_len, 0)
+        if fingerprint_of(head) != gen.fp:
+            raise SourceError(f"{display_name(gen.where)}: its first bytes changed since it was found")
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        os.close(fd)
+        raise SourceError(f"{display_name(gen.where)}: cannot read: {exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 class CopyTailer(Shipper):
@@ -135,10 +192,7 @@ class CopyTailer(Shipper):
 
     def _open(self, gen: Generation) -> Source:
         if gen.kind in ("file", "copy"):
-            fd, st = open_checked(gen.where, self.ctx.allowed, nofollow=True)
-            if (st.st_dev, st.st_ino) != (gen.dev, gen.ino) or fingerprint(fd, gen.fp_len)[0] != gen.fp:
-                os.close(fd)
-                raise SourceError(f"{display_name(gen.where)}: replaced meanwhile")
+            fd, st = open_copy(gen, self.ctx.allowed)
             if self.ctx.claims.claim((st.st_dev, st.st_ino), self) is not None:
                 os.close(fd)
                 raise SourceError(f"{display_name(gen.where)}: read by another tailer already")
@@ -149,11 +203,10 @@ class CopyTailer(Shipper):
             if spooled is None:
                 raise SourceError(f"{self.name}: its spool copy is gone")
             return SpoolSource(spooled)
+        fd, _ = open_copy(gen, self.ctx.allowed)
         try:
-            fd, _ = open_checked(gen.where, self.ctx.allowed, nofollow=True)  # judged like any file
-            os.close(fd)
-            return CompressedSource(gen.where)
-        except OSError as exc:
+            return CompressedSource(fd, compression_of(gen.where))
+        except (OSError, ValueError) as exc:
             raise SourceError(f"{display_name(gen.where)}: cannot open: {exc}") from exc
 
     def describe(self) -> str:

@@ -52,9 +52,9 @@ from .spool import Spool
 
 log = logging.getLogger("logagent.recovery")
 
-COMPRESSED: dict[str, Callable[[str], IO[bytes]]] = {
-    ".gz": lambda p: cast(IO[bytes], gzip.open(p, "rb")), ".bz2": lambda p: bz2.open(p, "rb"),
-    ".xz": lambda p: lzma.open(p, "rb")}
+COMPRESSED: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {  # readers over an open file, by extension
+    ".gz": lambda f: cast(IO[bytes], gzip.GzipFile(fileobj=f, mode="rb")), ".bz2": lambda f: bz2.BZ2File(f, "rb"),
+    ".xz": lambda f: lzma.LZMAFile(f, "rb")}
 _DECOMPRESSORS: dict[str, Callable[[], zlib._Decompress | bz2.BZ2Decompressor | lzma.LZMADecompressor]] = {
     ".gz": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), ".bz2": bz2.BZ2Decompressor,
     ".xz": lzma.LZMADecompressor}
@@ -82,7 +82,7 @@ class Generation:
     where: str  # the file's name now, or the spool uid
     start: int  # the offset to read from
     mtime: float
-    dev: int  # of the file read ("file", "copy"), else of the generation
+    dev: int  # of the file read (its copy, for "copy" and "compressed"); of the generation for "spool"
     ino: int
     fp: str
     fp_len: int
@@ -402,8 +402,7 @@ def _locate(key: str, entry: RegistryEntry, by_inode: dict[tuple[int, int], str]
             options.append(gen("file", name, os.stat(name).st_mtime))
         except OSError:
             pass  # gone since the listing: a copy, if any, below
-    copies = [gen(kind, p, s.st_mtime, (s.st_dev, s.st_ino) if kind == "copy" else (entry.dev, entry.ino))
-              for kind, p, s in copies_of(entry)]
+    copies = [gen(kind, p, s.st_mtime, (s.st_dev, s.st_ino)) for kind, p, s in copies_of(entry)]
     spooled = spool.get(entry.uid) if spool is not None else None
     if spooled is not None and spooled.covered(entry.offset) > entry.offset:
         first = gen("spool", spooled.uid, spooled.mtime)

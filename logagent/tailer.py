@@ -39,7 +39,7 @@ from .multiline import Aggregator, MultilineSpec
 from .opener import display_name, open_checked, open_error_reason
 from .queue import BatchQueue
 from .recovery import compression_of, find_copy
-from .registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
+from .registry import FINGERPRINT_BYTES, Registry, fingerprint, fingerprint_of, uid_of
 from .spool import Spool, SpoolFile
 
 __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
@@ -741,14 +741,10 @@ class FileTailer(Shipper):
         source: Source | None = None
         try:
             fd, _ = open_checked(where, self.ctx.allowed, nofollow=True)  # judged like any file
-            if compression_of(where):
-                os.close(fd)
-                source = CompressedSource(where)
-            elif fingerprint(fd, self.fp_len)[0] != self.fp:
-                os.close(fd)
-                return  # replaced since it was found
-            else:
-                source = FdSource(fd)
+            ext = compression_of(where)
+            source = CompressedSource(fd, ext) if ext else FdSource(fd)
+            if fingerprint_of(await asyncio.to_thread(source.read, self.fp_len, 0)) != self.fp:
+                return  # renamed or replaced since it was found: not that copy any more
             while data := await asyncio.to_thread(source.read, self.opts.read_buffer_bytes, self.read_pos):
                 offset = self.read_pos
                 self.read_pos += len(data)

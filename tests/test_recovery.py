@@ -17,7 +17,9 @@ from prometheus_client import REGISTRY
 
 from logagent.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
 from logagent.registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint, fingerprint_of, identity_key
+from logagent.queue import BatchQueue
 from logagent.spool import Spool, SpoolFile
+from logagent.tailer import FdBudget, Route, TailContext, TailOptions
 
 
 def _known(reg: Registry, path: Path, offset: int) -> str:
@@ -349,3 +351,38 @@ def test_a_compressed_generation_never_seen_is_found_again_after_a_crash(tmp_pat
     _known(reg, log, 8)
     [gen] = _plan(reg, log)
     assert (gen.kind, gen.where, gen.start) == ("compressed", str(gz), 700)
+
+
+def test_a_copy_renumbered_while_the_agent_starts_is_opened_by_its_identity(tmp_path: Path) -> None:
+    """logrotate renames app.log.2.gz to app.log.3.gz (and makes a new app.log.2.gz) between the plan
+    and the open: the name now holds another generation; the copy is opened where its inode went."""
+    from logagent.copies import CopyTailer
+    from logagent.errors import SourceError
+
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("known\n")
+    _known(reg, log, 6)
+    log.unlink()
+    time.sleep(0.01)
+    older, newer = _lines("older", 100), _lines("newer", 100)
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(older))
+    log.write_text("current\n")
+    [gen] = _plan(reg, log)
+    assert gen.where.endswith("app.log.2.gz")
+    (tmp_path / "app.log.2.gz").rename(tmp_path / "app.log.3.gz")
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(newer))
+    copy = CopyTailer(str(log), Route("t"), _context(reg, tmp_path), None, gen)
+    copy.open()
+    try:
+        assert copy._sources[0][1].read(1 << 20, 0) == older
+    finally:
+        copy.close()
+    (tmp_path / "app.log.3.gz").unlink()
+    with pytest.raises(SourceError):
+        CopyTailer(str(log), Route("t"), _context(reg, tmp_path), None, gen).open()
+
+
+def _context(reg: Registry, tmp_path: Path) -> TailContext:
+    return TailContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=reg,
+                       budget=FdBudget(16), allowed_paths=(f"{tmp_path}/**",))
