@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from logagent.queue import BatchQueue
 from logagent.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
 from logagent.registry import FINGERPRINT_BYTES, Registry, RegistryEntry, fingerprint, fingerprint_of, identity_key
-from logagent.queue import BatchQueue
 from logagent.spool import Spool, SpoolFile
 from logagent.tailer import FdBudget, Route, TailContext, TailOptions
 
