@@ -612,6 +612,8 @@ class FileTailer(Shipper):
             timeout: float | None = None
             if self.rotated and self.fd is not None:
                 if now - self._last_growth >= self.opts.rotate_wait:
+                    if self._grew():
+                        continue  # it grew while this tailer waited (for room in the queue): read that first
                     await self._finish_rotated()
                     return
                 timeout = self.opts.stat_interval
@@ -632,6 +634,13 @@ class FileTailer(Shipper):
                 except TimeoutError:
                     pass
         self.reading_done.set()
+
+    def _grew(self) -> bool:
+        """The open file holds bytes past what was read."""
+        try:
+            return self.fd is not None and os.fstat(self.fd).st_size > self.read_pos
+        except OSError:
+            return False
 
     def needs_attention(self) -> bool:
         """The stat tick's cheap check (no task switch): has anything changed that inotify

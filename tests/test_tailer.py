@@ -439,6 +439,30 @@ async def test_copytruncate_reads_what_was_not_read_yet_from_the_copy(harness: C
     assert t.acked == len("new 1\nnew 2\n")
 
 
+async def test_a_rotated_file_that_grew_while_its_tailer_waited_for_the_queue_is_read_to_its_end(
+        harness: Callable[..., Harness], tmp_path: Path):
+    """Kafka down, the queue full: the tailer waits in put() while its file is renamed and written to
+    past rotate_wait. When the put returns, what was written meanwhile is read before the file is
+    finished (it was finished at once, and those lines lost, when its spool copy was dropped with it)."""
+    h = harness()
+    h.queue = BatchQueue(1)
+    log, t, _ = h.follow("a.log", "one\n")
+    await eventually(lambda: h.queue.depth == 1)  # "one" fills the queue; nobody takes it yet
+    with open(log, "a") as f:
+        f.write("two\n")
+    await eventually(lambda: t.read_pos == 8)  # read: its put() waits for room
+    log.rename(tmp_path / "a.log.1")
+    await eventually(lambda: t.rotated)
+    with open(tmp_path / "a.log.1", "a") as f:
+        f.write("three\n")  # the application's last write before it reopens its log
+    await eventually(lambda: time.monotonic() - t.last_growth >= OPTS.rotate_wait + 0.1, timeout=5)
+    got: list[Batch] = []
+    with contextlib.suppress(TimeoutError):
+        while data(got)[-1:] != ["three"]:
+            got += await h.batches(timeout=2.0)
+    assert data(got) == ["one", "two", "three"]
+
+
 async def test_one_file_under_two_names_is_read_once(harness: Callable[..., Harness], tmp_path: Path):
     from logagent.errors import AlreadyCollected
 

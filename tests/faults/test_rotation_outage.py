@@ -138,7 +138,15 @@ def test_compress_without_delaycompress_during_an_outage_then_a_restart(make_age
     writer = LineWriter(log, "gzip", rate=1000).start()
     try:
         time.sleep(2)
+        # Everything written so far acknowledged before the broker stops: a batch in flight at the stop
+        # may be written by the broker without its acknowledgement reaching the agent, and is then sent
+        # again after the restart (at least once, as the README says); that is not what is tested here.
+        before = writer.pause()
+        with KafkaReader(kafka, topic) as reader:
+            reader.read(before, timeout=30)
+        wait_until(lambda: agent.metric("logagent_unacked_bytes") == 0, timeout=10, what="every ack in")
         kafka_server.stop()
+        writer.resume()
         try:
             rotator = Rotator(logrotate_binary(), conf, state).start()
             time.sleep(8)
@@ -155,7 +163,7 @@ def test_compress_without_delaycompress_during_an_outage_then_a_restart(make_age
     results.add_tally("logrotate compress without delaycompress every 1 s while Kafka is down, then "
                       "SIGTERM and restart, 1000 lines/s", t, 0.0, notes=f"{rotator.runs} rotations")
     assert not t.missing and not t.unexpected, t.describe()
-    assert t.duplicated == 0, t.describe()  # nothing was acknowledged before the stop: nothing twice
+    assert t.duplicated == 0, t.describe()  # nothing was in flight at the broker's stop: nothing twice
     assert agent.stop() == 0
 
 
