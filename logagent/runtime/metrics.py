@@ -28,8 +28,14 @@ SPOOL_REFUSED_BYTES = Counter("logagent_spool_refused_bytes", "Bytes of rotated-
                               "not keep (lost if the agent stops before Kafka takes them)")
 SPOOL_REFUSED_LINES = Counter("logagent_spool_refused_lines", "Lines of rotated-away files the full spool could "
                               "not keep (lost if the agent stops before Kafka takes them)")
-LOST_BYTES = Counter("logagent_bytes_lost", "Bytes known to be lost: a file rotated away and gone (not found by "
-                     "identity, not in the spool, not in a compressed copy) before Kafka had them", ["reason"])
+LOST_BYTES = Counter("logagent_bytes_lost", "Bytes known to be lost, where their number is known: the part of a "
+                     "rotated-away file the agent knew of but Kafka did not have, when the file is found nowhere "
+                     "(rotated_away), its copy cannot be read (unreadable_copy) or ends short of it "
+                     "(incomplete_copy)", ["reason"])
+FILES_LOST = Counter("logagent_files_lost", "Earlier files of a collected path whose lines may be lost, counted at "
+                     "the start that finds it: a known file found nowhere (rotated_away: not by inode, not in the "
+                     "spool, not in a copy; it may have held lines written after the agent stopped), a rotated "
+                     "copy that cannot be opened, decompressed or read to its end (unreadable_copy)", ["reason"])
 RECOVERED_FILES = Counter("logagent_rotated_files_recovered", "Rotated-away files found again and read to their "
                           "end (at start, or after generations were missed)", ["source"])
 

@@ -1,9 +1,11 @@
 """Reading an earlier generation of a path: a rotated file found again, its spool copy, or a
-compressed copy (see recovery.plan). A `CopyTailer` reads it from its acknowledged offset to
-its end, under the path it was collected under (same `path` in the messages, same key,
-so the same partition and order), after the generation before it and before the next.
-When Kafka has acknowledged it to its end, its registry entry is marked done and its
-spool copy deleted.
+plain or compressed copy (see recovery.plan). A `CopyTailer` reads it from its acknowledged
+offset to its end, under the path it was collected under (same `path` in the messages, same
+key, so the same partition and order), after the generation before it and before the next.
+When Kafka has acknowledged it to its end, its registry entry is marked done (and kept: a copy
+read once is known by its first bytes and never read again) and its spool copy deleted. A
+generation that cannot be read, or whose copy ends before the bytes the agent knew it had, is
+said at WARNING and counted (`logagent_files_lost_total`, `logagent_bytes_lost_total`).
 
 Each generation moves an entry of its own. A (device, inode) key names a file only while that
 file exists: one read from the spool or a compressed copy is gone, and its inode number may be
@@ -15,16 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import lzma
 import os
+import zlib
+from collections.abc import Callable
 from typing import IO, Protocol
 
-from logagent.errors import SourceError
+from logagent.errors import NotAllowed, SourceError
 from logagent.pipeline.batch import Batch
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.sources.files.opener import open_checked
 from logagent.sources.files.recovery import COMPRESSED, Generation, compression_of
-from logagent.sources.files.registry import identity_key, uid_of
+from logagent.sources.files.registry import fingerprint_of, identity_key, uid_of
 from logagent.sources.files.spool import SpoolFile
 from logagent.sources.files.tailer import Route, Shipper, SourceSpec, TailContext
 
@@ -61,21 +66,93 @@ class SpoolSource:
 
 
 class CompressedSource:
-    """A gzip/bz2/xz copy read at offsets of the original (seeking decompresses up to there)."""
+    """A gzip/bz2/xz copy read at offsets of the original (seeking decompresses up to there). A copy
+    cut short or corrupt gives what decompresses before the damage, and then raises."""
 
-    def __init__(self, path: str) -> None:
-        self._f: IO[bytes] = COMPRESSED[compression_of(path)](path)
+    def __init__(self, fd: int, ext: str) -> None:
+        """Reads the copy open on `fd` (owned from now on), compressed as its extension `ext` says."""
+        os.lseek(fd, 0, os.SEEK_SET)  # from its start, whatever read the descriptor (or a dup of it) before
+        self._raw = os.fdopen(fd, "rb")
+        self._f: IO[bytes] = COMPRESSED[ext](self._raw)
         self._pos = 0
+        self._damage: Exception | None = None  # met after the bytes the last read returned
 
     def read(self, size: int, offset: int) -> bytes:
+        if self._damage is not None and offset == self._pos:
+            raise self._damage
         if offset != self._pos:
             self._f.seek(offset)
-        data = self._f.read(size)
-        self._pos = offset + len(data)
-        return data
+        parts: list[bytes] = []
+        got = 0
+        try:
+            while got < size:
+                chunk = self._f.read1(size - got)  # type: ignore[attr-defined]  # GzipFile, BZ2File, LZMAFile
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            if not parts:
+                raise
+            self._damage = exc
+        self._pos = offset + got
+        return b"".join(parts)
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        finally:
+            self._raw.close()
+
+
+def open_copy(gen: Generation, allowed: Callable[[str], bool]) -> tuple[int, os.stat_result]:
+    """Open the file of a generation ("file", "copy", "compressed") by its identity: under its name, or
+    under the name rotation gave it since it was found (logrotate renumbers app.log.2.gz to app.log.3.gz,
+    renames app.log.1 to app.log.2, while the agent starts: a name alone could be another generation's).
+    Its first bytes (decompressed, for a compressed copy) must still be the generation's. Raises
+    SourceError when it is gone or changed."""
+    def at(name: str) -> tuple[int, os.stat_result] | None:
+        try:
+            fd, st = open_checked(name, allowed, nofollow=True)  # judged like any file
+        except NotAllowed:
+            raise
+        except SourceError:
+            return None
+        if (st.st_dev, st.st_ino) == (gen.dev, gen.ino):
+            return fd, st
+        os.close(fd)
+        return None
+
+    opened = at(gen.where)
+    if opened is None:
+        try:
+            with os.scandir(os.path.dirname(gen.where) or ".") as entries:
+                moved = next((e.path for e in entries if e.inode() == gen.ino), None)
+        except OSError:
+            moved = None
+        opened = at(moved) if moved is not None else None
+        if opened is None:
+            raise SourceError(f"{display_name(gen.where)}: gone or replaced since it was found")
+    fd, st = opened
+    try:
+        ext = compression_of(gen.where) if gen.kind == "compressed" else ""
+        if ext:
+            probe = CompressedSource(os.dup(fd), ext)
+            try:
+                head = probe.read(gen.fp_len, 0)
+            finally:
+                probe.close()
+        else:
+            head = os.pread(fd, gen.fp_len, 0)
+        if fingerprint_of(head) != gen.fp:
+            raise SourceError(f"{display_name(gen.where)}: its first bytes changed since it was found")
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        os.close(fd)
+        raise SourceError(f"{display_name(gen.where)}: cannot read: {exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 class CopyTailer(Shipper):
@@ -92,7 +169,8 @@ class CopyTailer(Shipper):
         self._sources: list[tuple[str, Source]] = []
         self._claimed = False
         if gen.key is None:  # never seen: from now on the registry knows it
-            self._registry.archive(gen.dev, gen.ino)  # an earlier file's entry, on a reused inode number
+            if self._registry.lookup(gen.dev, gen.ino) is not None:
+                self._registry.archive(gen.dev, gen.ino)  # an older file's entry, whose inode number this one got
             self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len)
         else:
             self.reg_key = self._key_now(gen)
@@ -144,11 +222,8 @@ class CopyTailer(Shipper):
                     raise
 
     def _open(self, gen: Generation) -> Source:
-        if gen.kind == "file":
-            fd, st = open_checked(gen.where, self.ctx.allowed, nofollow=True)
-            if (st.st_dev, st.st_ino) != (gen.dev, gen.ino):
-                os.close(fd)
-                raise SourceError(f"{display_name(gen.where)}: replaced meanwhile")
+        if gen.kind in ("file", "copy"):
+            fd, st = open_copy(gen, self.ctx.allowed)
             if self.ctx.claims.claim((st.st_dev, st.st_ino), self) is not None:
                 os.close(fd)
                 raise SourceError(f"{display_name(gen.where)}: read by another tailer already")
@@ -159,11 +234,10 @@ class CopyTailer(Shipper):
             if spooled is None:
                 raise SourceError(f"{self.name}: its spool copy is gone")
             return SpoolSource(spooled)
+        fd, _ = open_copy(gen, self.ctx.allowed)
         try:
-            fd, _ = open_checked(gen.where, self.ctx.allowed, nofollow=True)  # judged like any file
-            os.close(fd)
-            return CompressedSource(gen.where)
-        except OSError as exc:
+            return CompressedSource(fd, compression_of(gen.where))
+        except (OSError, ValueError) as exc:
             raise SourceError(f"{display_name(gen.where)}: cannot open: {exc}") from exc
 
     def describe(self) -> str:
@@ -174,19 +248,28 @@ class CopyTailer(Shipper):
     async def run(self) -> None:
         if self.after is not None:
             await self.after.reading_done.wait()
-        if not self._sources and not self.finished:
-            self.open()
-        log.info("reading %s before its newer lines", self.describe())
-        metrics.RECOVERED_FILES.labels(self.gen.kind).inc()
-        await self._read_all()
+        try:
+            if not self._sources and not self.finished:
+                self.open()
+            log.info("reading %s before its newer lines", self.describe())
+            metrics.RECOVERED_FILES.labels(self.gen.kind).inc()
+            await self._read_all()
+        except SourceError as exc:
+            self.give_up(exc)
+            return
         await self._flush_held()
+        self._check_length()
         self.complete = True
         self.reading_done.set()  # the next generation may start; this one waits for its acks
         while not self._done_if_acknowledged():
             self._wake.clear()
             if self.acks.failed is not None:  # a batch was refused after all: read again from there
                 await self._rewind_after_failure()
-                await self._read_all()
+                try:
+                    await self._read_all()
+                except SourceError as exc:
+                    self.give_up(exc)
+                    return
                 await self._flush_held()
                 continue
             await self._wake.wait()
@@ -205,7 +288,7 @@ class CopyTailer(Shipper):
             try:
                 data = await asyncio.to_thread(source.read, bufsize, self.read_pos) \
                     if isinstance(source, CompressedSource) else source.read(bufsize, self.read_pos)
-            except (OSError, EOFError, ValueError) as exc:
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
                 raise SourceError(f"{self.name}: reading its earlier file failed at offset "
                                   f"{self.read_pos}: {exc}") from exc
             if not data:
@@ -216,6 +299,26 @@ class CopyTailer(Shipper):
             offset = self.read_pos
             self.read_pos += len(data)
             await self._ship_chunk(data, offset)
+
+    def give_up(self, exc: SourceError) -> None:
+        """This generation cannot be read (to its end): said at WARNING with the path and counted. Its
+        registry entry stays as it is: the next start tries again (and counts again if it fails)."""
+        at_stake = max(0, self.gen.size - self.read_pos)
+        log.warning("%s: an earlier file of this name cannot be read from offset %d (%s); its lines from there "
+                    "are not shipped%s; the next start tries again", self.name, self.read_pos, exc,
+                    f" ({at_stake} bytes known)" if at_stake else "")
+        metrics.FILES_LOST.labels("unreadable_copy").inc()
+        metrics.LOST_BYTES.labels("unreadable_copy").inc(at_stake)
+        self.close()
+
+    def _check_length(self) -> None:
+        """Read to its end: a copy that ends before the size the agent knew the file had lacks the rest
+        (a spool that was full, a copy cut short). Said and counted, never silent."""
+        if self.gen.size > self.read_pos:
+            log.warning("%s: its earlier file ends at offset %d in %s, but the agent knew it had %d bytes: "
+                        "%d bytes are lost", self.name, self.read_pos, self.describe(), self.gen.size,
+                        self.gen.size - self.read_pos)
+            metrics.LOST_BYTES.labels("incomplete_copy").inc(self.gen.size - self.read_pos)
 
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)

@@ -282,8 +282,7 @@ class EntryRunner:
             try:
                 copy.open()
             except SourceError as exc:
-                log.warning("%s: cannot read an earlier file (%s)", display_name(path), exc)
-                copy.close()
+                copy.give_up(exc)
                 continue
             self._last[path] = copy
             self.draining.add(copy)

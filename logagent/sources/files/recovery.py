@@ -6,28 +6,41 @@ lines, oldest first, and where each one is now:
 
 - a file the registry knows (by device and inode, its fingerprint checked) that is no
   longer at the path and not finished: found in the path's folder under any name
-  (app.log.1, app.log-20261129), or in the spool, or as a compressed copy
-  (app.log.2.gz, .bz2, .xz) whose decompressed first bytes match its fingerprint;
+  (app.log.1, app.log-20261129), or in the spool, or as a copy whose first bytes match its
+  fingerprint: plain (copytruncate's app.log.1, which goes on past the saved offset) or
+  compressed (app.log.2.gz, .bz2, .xz, matched on its decompressed first bytes). Its inode
+  number proves nothing once the file is gone: rotation frees inodes and a new file (even
+  the one now at the path) gets the same number, so a known file not at its inode any more
+  is kept under its uid (`Registry.archive`), and a tailer holding that inode number is
+  taken for this file only while the entry was not archived;
 - when the path now holds a file the registry does not know (it was replaced), the
   rotated copies in its folder (`<name><sep><digits...>`, plain or compressed) that the
   agent never saw and that were written after the newest generation it knew was first
   seen: they were created and rotated away while the agent was down, or while it was
-  stuck behind a Kafka outage. A copytruncate rotation keeps the path's file, so its
-  copies are never taken for new generations (they would be read twice).
+  stuck behind a Kafka outage. Copies of a file the agent knows (copytruncate keeps the
+  path's file, compression copies a rotated one) are told by their first bytes and never
+  taken for new generations (they would be read twice); a copy once read stays known as
+  finished in the registry.
 
-A known file found nowhere is reported: how many bytes were at stake (its size when last
-seen past its acknowledged offset) goes to `logagent_bytes_lost_total{reason="rotated_away"}`.
+Never silent: a known file found nowhere, whose lines written while the agent was down
+are lost, is logged at WARNING with its path and counted in `logagent_files_lost_total
+{reason="rotated_away"}`, with the bytes the agent knew it had past its acknowledged offset
+in `logagent_bytes_lost_total{reason="rotated_away"}`; so is a file the registry saw only
+empty (it has no fingerprint to be found by) that is gone from its folder. A rotated copy
+that cannot be read is logged and counted (`reason="unreadable_copy"`).
 """
 
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import logging
 import lzma
 import os
 import re
 import stat
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, cast
@@ -39,9 +52,12 @@ from logagent.sources.files.spool import Spool
 
 log = logging.getLogger("logagent.recovery")
 
-COMPRESSED: dict[str, Callable[[str], IO[bytes]]] = {
-    ".gz": lambda p: cast(IO[bytes], gzip.open(p, "rb")), ".bz2": lambda p: bz2.open(p, "rb"),
-    ".xz": lambda p: lzma.open(p, "rb")}
+COMPRESSED: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {  # readers over an open file, by extension
+    ".gz": lambda f: cast(IO[bytes], gzip.GzipFile(fileobj=f, mode="rb")), ".bz2": lambda f: bz2.BZ2File(f, "rb"),
+    ".xz": lambda f: lzma.LZMAFile(f, "rb")}
+_DECOMPRESSORS: dict[str, Callable[[], zlib._Decompress | bz2.BZ2Decompressor | lzma.LZMADecompressor]] = {
+    ".gz": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), ".bz2": bz2.BZ2Decompressor,
+    ".xz": lzma.LZMADecompressor}
 # `.backup`: logrotate's create found the path re-created by the application after its rename and
 # moved that file to `<name>-YYYYMMDDHH.backup` (3.21 createOutputFile): one more generation.
 _ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.backup)?(\.gz|\.bz2|\.xz)?$")
@@ -65,16 +81,17 @@ def is_rotated_name(name: str, base: str) -> bool:
 class Generation:
     """One earlier generation of a path to read before its current file."""
 
-    kind: str  # "file" (found by inode), "spool", "compressed"
+    kind: str  # "file" (found by inode), "copy" (a plain copy found by fingerprint), "spool", "compressed"
     where: str  # the file's name now, or the spool uid
     start: int  # the offset to read from
     mtime: float
-    dev: int
+    dev: int  # of the file read (its copy, for "copy" and "compressed"); of the generation for "spool"
     ino: int
     fp: str
     fp_len: int
     key: str | None  # its registry key; None for a generation the agent never saw
     since: float = 0.0
+    size: int = 0  # bytes the agent knew the generation had: a copy that ends before lost the rest
     then: Generation | None = None  # where to go on past the end of a spool copy
     alternatives: list[Generation] = field(default_factory=list)  # the same bytes elsewhere, should
     # opening this one fail (logrotate compresses and unlinks app.log.1 while we look)
@@ -141,11 +158,53 @@ def _plain_fp(path: str, length: int) -> str | None:
 
 
 def _compressed_head(path: str, ext: str) -> bytes | None:
+    """Up to FINGERPRINT_BYTES first decompressed bytes of a copy: fewer when that is all it holds yet
+    (a copy still being written); None when it cannot be opened or is not in its format. Decompressed
+    step by step, never more than needed (a small copy can expand to gigabytes)."""
     try:
-        with COMPRESSED[ext](path) as f:
-            return f.read(FINGERPRINT_BYTES)
-    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    out = b""
+    dec = _DECOMPRESSORS[ext]()
+    try:
+        with os.fdopen(fd, "rb") as f:
+            while len(out) < FINGERPRINT_BYTES:
+                chunk = f.read(16384)
+                if not chunk:
+                    break
+                out += dec.decompress(chunk, FINGERPRINT_BYTES - len(out))
+                if getattr(dec, "eof", False):
+                    break
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
+        return None
+    return out
+
+
+def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, int]) -> str | None:
+    """The copy of what the file at `path` held before it was truncated (copytruncate copies, then
+    truncates): a rotated name in its folder whose first `fp_len` bytes (decompressed, for a compressed
+    copy) have the fingerprint `fp`. The newest plain copy longer than `past` bytes, else the newest
+    compressed one (logrotate without delaycompress compresses it at once); None when there is none.
+    `exclude`: the (device, inode) of the truncated file itself."""
+    if fp_len == 0:
+        return None
+    folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    rotated = [(p, s) for p, s in FolderIndex().files(folder)
+               if (s.st_dev, s.st_ino) != exclude and is_rotated_name(os.path.basename(p), base)]
+    for packed in (False, True):  # plain first: no decompressing when the copy is still plain
+        found = []
+        for p, s in rotated:
+            ext = compression_of(p)
+            if bool(ext) != packed or (not ext and s.st_size <= past):
+                continue
+            head = _compressed_head(p, ext) if ext else _plain_head(p, fp_len)
+            if head is not None and len(head) >= fp_len and fingerprint_of(head[:fp_len]) == fp:
+                found.append((s.st_mtime, p))
+        if found:
+            return max(found)[1]
+    return None
 
 
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
@@ -186,16 +245,22 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
         k == identity_key(*current) and (trusted or _plain_fp(path, e.fp_len) == e.fp) for k, e in sure)
     todo: list[tuple[str, RegistryEntry]] = []
     for key, entry in sure:
-        if entry.done or key in owned or entry.uid in owned or held(entry.dev, entry.ino):
+        if entry.done or key in owned or entry.uid in owned:
             continue
+        archived = key != identity_key(entry.dev, entry.ino)  # another file took its inode number
         if (entry.dev, entry.ino) == current:
-            if key == identity_key(*current) and (trusted or _plain_fp(path, entry.fp_len) == entry.fp):
+            if not archived and (trusted or _plain_fp(path, entry.fp_len) == entry.fp):
                 continue  # still at its path: its own tailer reads it
-            if key == identity_key(*current):
+            if not archived:
                 registry.archive(entry.dev, entry.ino)  # a new file reused its inode
             key, replaced = entry.uid, True
+        elif not archived and held(entry.dev, entry.ino):
+            continue  # a tailer of this process reads it (the holder of an archived entry's inode is another file)
         todo.append((key, entry))
-    if not todo and not replaced:
+    # Seen only empty, not finished, not the path's file: if it is gone it may have had lines (said below).
+    blank = [(k, e) for k, e in known if e.fp_len == 0 and not e.done and k not in owned and e.uid not in owned
+             and (e.dev, e.ino) != current and not held(e.dev, e.ino)]
+    if not todo and not replaced and not blank:
         return []  # the common case: the path still holds the file we know, nothing else owed
     folder = os.path.dirname(path) or "."
     base = os.path.basename(path)
@@ -203,33 +268,51 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     by_inode = folders.by_inode(folder)
     heads: dict[str, bytes | None] = {}
 
-    def compressed_match(entry: RegistryEntry) -> tuple[str, os.stat_result] | None:
-        for p, s in listing:
+    def head_of(p: str) -> bytes | None:
+        if p not in heads:
             ext = compression_of(p)
-            if ext and is_rotated_name(os.path.basename(p), base):
-                if p not in heads:
-                    heads[p] = _compressed_head(p, ext)
-                head = heads[p]
-                if head is not None and len(head) >= entry.fp_len and \
-                        fingerprint_of(head[: entry.fp_len]) == entry.fp:
-                    return p, s
-        return None
+            heads[p] = _compressed_head(p, ext) if ext else _plain_head(p)
+        return heads[p]
+
+    def copies_of(entry: RegistryEntry) -> list[tuple[str, str, os.stat_result]]:
+        """(kind, name, stat) of the rotated copies whose first bytes are the entry's: plain ones
+        (copytruncate's, long enough to go on past its offset; the longest first), then compressed."""
+        plain: list[tuple[str, str, os.stat_result]] = []
+        packed: list[tuple[str, str, os.stat_result]] = []
+        for p, s in listing:
+            if (s.st_dev, s.st_ino) == current or not is_rotated_name(os.path.basename(p), base):
+                continue
+            ext = compression_of(p)
+            if not ext and ((s.st_dev, s.st_ino) == (entry.dev, entry.ino) or s.st_size < max(entry.offset,
+                                                                                            entry.fp_len)):
+                continue  # the file itself (found by its inode, not as a copy), or too short to go on
+            head = head_of(p)
+            if head is not None and len(head) >= entry.fp_len and fingerprint_of(head[: entry.fp_len]) == entry.fp:
+                (packed if ext else plain).append(("compressed" if ext else "copy", p, s))
+        plain.sort(key=lambda c: -c[2].st_size)
+        return plain + packed
 
     found: list[Generation] = []
     for key, entry in todo:
-        gen = _locate(key, entry, by_inode, spool, compressed_match)
-        if gen is not None:
-            found.append(gen)
-        else:
-            at_stake = max(0, entry.size - entry.offset)
-            log.warning("%s: an earlier file of this name (first seen %s, acknowledged to offset %d%s) was "
-                        "rotated away and is gone: not in its folder, the spool or a compressed copy",
-                        display_name(path), _when(entry.since), entry.offset,
-                        f", {at_stake} bytes after it were known" if at_stake else "")
-            metrics.LOST_BYTES.labels("rotated_away").inc(at_stake)
+        gen = _locate(key, entry, by_inode, spool, copies_of)
+        if gen is None:
+            unreadable = [os.path.basename(p) for p, _ in listing
+                          if is_rotated_name(os.path.basename(p), base) and compression_of(p) and head_of(p) is None]
+            _report_lost(path, entry, unreadable)
+            registry.mark_done(key)
+            continue
+        if gen.kind != "file" and key == identity_key(entry.dev, entry.ino):
+            # Not at its inode any more: its entry moves out of the way of the next file given that
+            # inode number, which a tailer may open (and identify) while this generation is read.
+            registry.archive(entry.dev, entry.ino)
+            _rekey(gen, entry.uid)
+        found.append(gen)
+    for key, entry in blank:
+        if (entry.dev, entry.ino) not in by_inode:
+            _report_lost(path, entry, [])
             registry.mark_done(key)
     if replaced:
-        found.extend(_unseen(path, known, sure, listing, heads, held, current))
+        found.extend(_unseen(path, known, sure, listing, head_of, held, current))
     log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
               max(e.since for _, e in known), len(listing),
@@ -238,8 +321,30 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     return found
 
 
+def _rekey(gen: Generation, key: str) -> None:
+    """The generation, what follows it and its alternatives under registry key `key`."""
+    gen.key = key
+    for other in (gen.then, *gen.alternatives):
+        if other is not None:
+            _rekey(other, key)
+
+
+def _report_lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> None:
+    """A known file found nowhere: said at WARNING with the path, counted (the bytes where known)."""
+    at_stake = max(0, entry.size - entry.offset)
+    known = f"; {at_stake} bytes after that offset were known and are lost" if at_stake else ""
+    what = "first seen" if entry.fp_len else "seen only empty, first"
+    hint = f"; rotated copies that could not be read: {', '.join(display_name(n) for n in unreadable)}" \
+        if unreadable else ""
+    log.warning("%s: an earlier file of this name (%s %s, acknowledged to offset %d) is gone: not in its folder, the "
+                "spool or a copy; lines written to it after the agent stopped are lost%s%s", display_name(path),
+                what, _when(entry.since), entry.offset, known, hint)
+    metrics.FILES_LOST.labels("rotated_away").inc()
+    metrics.LOST_BYTES.labels("rotated_away").inc(at_stake)
+
+
 def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[str, RegistryEntry]],
-            listing: list[tuple[str, os.stat_result]], heads: dict[str, bytes | None],
+            listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
             held: Callable[[int, int], bool], current: tuple[int, int] | None) -> list[Generation]:
     """The path holds a file we never saw: the generations created and rotated away meanwhile.
     One generation can show twice (app.log.1 and the app.log.2.gz being made of it, or one file
@@ -255,15 +360,16 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
         if not is_rotated_name(name, base) or (s.st_dev, s.st_ino) == current or s.st_mtime <= newest \
                 or held(s.st_dev, s.st_ino):
             continue
-        ext = compression_of(name)
-        if ext:
-            head = heads[p] if p in heads else _compressed_head(p, ext)
-            kind = "compressed"
-        else:
-            head = _plain_head(p)
-            kind = "file"
+        kind = "compressed" if compression_of(name) else "file"
+        head = head_of(p)
+        if head is None:
+            log.warning("%s: %s, rotated while the agent was not reading, cannot be read (%s): its lines are lost",
+                        display_name(path), display_name(p), "not a readable " + kind if kind == "compressed"
+                        else "cannot be opened")
+            metrics.FILES_LOST.labels("unreadable_copy").inc()
+            continue
         if not head or any(n and fingerprint_of(head[:n]) == f for f, n in fps if len(head) >= n):
-            continue  # unreadable or empty, or a copy of a file we know
+            continue  # empty, or a copy of a file we know
         gen = Generation(kind, p, 0, s.st_mtime, s.st_dev, s.st_ino, fingerprint_of(head), len(head), None,
                          s.st_mtime)
         # Twins share their first bytes; a shorter head (a copy still being written) is a prefix.
@@ -284,27 +390,29 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
 
 
 def _locate(key: str, entry: RegistryEntry, by_inode: dict[tuple[int, int], str], spool: Spool | None,
-            compressed_match: Callable[[RegistryEntry], tuple[str, os.stat_result] | None]) -> Generation | None:
+            copies_of: Callable[[RegistryEntry], list[tuple[str, str, os.stat_result]]]) -> Generation | None:
     """Where a known generation is now, best first: its file (by inode, fingerprint checked), the
-    spool (going on in a compressed copy past the spool's end), a compressed copy. The others are
+    spool (going on in a copy past the spool's end), a copy (plain, then compressed). The others are
     kept as alternatives in case the first cannot be opened any more."""
-    def gen(kind: str, where: str, mtime: float) -> Generation:
-        return Generation(kind, where, entry.offset, mtime, entry.dev, entry.ino, entry.fp, entry.fp_len, key,
-                          entry.since)
+    def gen(kind: str, where: str, mtime: float, ids: tuple[int, int] = (entry.dev, entry.ino)) -> Generation:
+        return Generation(kind, where, entry.offset, mtime, ids[0], ids[1], entry.fp, entry.fp_len, key,
+                          entry.since, size=entry.size)
 
     options: list[Generation] = []
     name = by_inode.get((entry.dev, entry.ino))
     if name is not None and _plain_fp(name, entry.fp_len) == entry.fp:
-        options.append(gen("file", name, os.stat(name).st_mtime))
-    packed = compressed_match(entry)
+        try:
+            options.append(gen("file", name, os.stat(name).st_mtime))
+        except OSError:
+            pass  # gone since the listing: a copy, if any, below
+    copies = [gen(kind, p, s.st_mtime, (s.st_dev, s.st_ino)) for kind, p, s in copies_of(entry)]
     spooled = spool.get(entry.uid) if spool is not None else None
     if spooled is not None and spooled.covered(entry.offset) > entry.offset:
         first = gen("spool", spooled.uid, spooled.mtime)
-        if packed is not None:
-            first.then = gen("compressed", packed[0], packed[1].st_mtime)
+        if copies:
+            first.then = dataclasses.replace(copies[0])
         options.append(first)
-    if packed is not None:
-        options.append(gen("compressed", packed[0], packed[1].st_mtime))
+    options.extend(copies)
     if not options:
         return None
     options[0].alternatives = options[1:]

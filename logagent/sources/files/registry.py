@@ -205,19 +205,22 @@ class Registry:
         return key
 
     def archive(self, dev: int, ino: int) -> None:
-        """A new file took over this inode while the old one still has work (unread bytes kept in a
-        rotated copy or the spool): keep the old entry under its uid, out of the new one's way."""
+        """A new file took over this inode: keep the old entry under its uid, out of the new one's way.
+        Unfinished, it still has work (unread bytes in a rotated copy or the spool); finished, its
+        fingerprint tells its copies (app.log.2.gz) from files never read."""
         key = identity_key(dev, ino)
         entry = self._drop(key)
         if entry is not None:
-            if not entry.done:
-                self._put(entry.uid, entry)
+            self._put(entry.uid, entry)
             self._changed()
 
     def remember_content(self, dev: int, ino: int, path: str, fp: str, fp_len: int) -> None:
         """A file was truncated and rewritten (copytruncate): what it held before is remembered as a
         finished generation, so that its rotated copy (app.log.1) is never taken for a file the
         agent has not read."""
+        live = self._entries.get(identity_key(dev, ino))
+        if live is not None:
+            live.size = 0  # the bytes it knew are the finished generation's now, not the new content's
         if fp_len == 0:
             return
         now = time.time()
@@ -236,10 +239,10 @@ class Registry:
             if self._done_since_prune >= KEEP_DONE_PER_PATH:
                 self._done_since_prune = 0
                 self._prune_done()
-            if key != identity_key(entry.dev, entry.ino):
-                self._drop(key)  # an archived entry has no file left to recognise
-            else:
-                self._fresh_done.add(key)
+            # An archived entry is kept too: its file is gone, but its copies (app.log.1 read after a
+            # copytruncate, later app.log.2.gz) are known by its fingerprint and never read again
+            # (until the prune sweep finds no copy of it left).
+            self._fresh_done.add(key)
             self._changed()
 
     def entries_for(self, path: str) -> list[tuple[str, RegistryEntry]]:

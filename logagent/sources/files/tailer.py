@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import lzma
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +41,8 @@ from logagent.sources.files.entry import path_allowed
 from logagent.sources.files.lines import LineSplitter, resolve_encoding
 from logagent.sources.files.multiline import Aggregator, MultilineSpec
 from logagent.sources.files.opener import open_checked, open_error_reason
-from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, fingerprint, uid_of
+from logagent.sources.files.recovery import compression_of, find_copy
+from logagent.sources.files.registry import FINGERPRINT_BYTES, Registry, fingerprint, fingerprint_of, uid_of
 from logagent.sources.files.spool import Spool, SpoolFile
 
 __all__ = ["Claims", "FdBudget", "FileTailer", "Route", "Shipper", "SourceSpec", "TailContext", "TailOptions",
@@ -610,6 +613,8 @@ class FileTailer(Shipper):
             timeout: float | None = None
             if self.rotated and self.fd is not None:
                 if now - self._last_growth >= self.opts.rotate_wait:
+                    if self._grew():
+                        continue  # it grew while this tailer waited (for room in the queue): read that first
                     await self._finish_rotated()
                     return
                 timeout = self.opts.stat_interval
@@ -630,6 +635,13 @@ class FileTailer(Shipper):
                 except TimeoutError:
                     pass
         self.reading_done.set()
+
+    def _grew(self) -> bool:
+        """The open file holds bytes past what was read."""
+        try:
+            return self.fd is not None and os.fstat(self.fd).st_size > self.read_pos
+        except OSError:
+            return False
 
     def needs_attention(self) -> bool:
         """The stat tick's cheap check (no task switch): has anything changed that inotify
@@ -707,8 +719,15 @@ class FileTailer(Shipper):
         in flight from the old content is still delivered, but no longer moves the offset."""
         log.warning("%s %s; reading it again from offset 0", self.name, why)
         metrics.ROTATIONS.labels(self._label, "truncate").inc()
+        await self._read_copy()
         if self._events is not None and self._events.pending_start is not None:
             await self._ship(self._events.flush())
+        if self._splitter.pending:
+            # The old content ended inside a line: the start of a line whose end, if it was ever written,
+            # is in no file (or starts the new content). Not shipped as a line; said and counted.
+            log.warning("%s: the last %d bytes before the truncate were a line without its end; dropped",
+                        self.name, self._splitter.pending)
+            metrics.LOST_BYTES.labels("truncated_line").inc(self._splitter.pending)
         self.read_pos = self.acks.rewind(0)
         self._splitter.reset(0)
         if self._events is not None:
@@ -716,6 +735,45 @@ class FileTailer(Shipper):
         self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
         self.fp, self.fp_len = fingerprint(fd)
         self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
+
+    async def _read_copy(self) -> None:
+        """copytruncate copied the file before it truncated it: what this tailer had not read yet of the
+        old content is in that copy (recovery.find_copy). It is read from this tailer's offset to its
+        end, so only what the application wrote between the copy and the truncate is in no file. A copy
+        that cannot be read is said and counted (logagent_files_lost_total{reason="unreadable_copy"})."""
+        from logagent.sources.files.generations import (  # copies builds on this module
+            CompressedSource,
+            FdSource,
+            Source,
+        )
+
+        where = await asyncio.to_thread(find_copy, self.path, self.fp, self.fp_len, self.read_pos,
+                                        (self.dev, self.ino))
+        if where is None:
+            return
+        start = self.read_pos
+        source: Source | None = None
+        try:
+            fd, _ = open_checked(where, self.ctx.allowed, nofollow=True)  # judged like any file
+            ext = compression_of(where)
+            source = CompressedSource(fd, ext) if ext else FdSource(fd)
+            if fingerprint_of(await asyncio.to_thread(source.read, self.fp_len, 0)) != self.fp:
+                return  # renamed or replaced since it was found: not that copy any more
+            while data := await asyncio.to_thread(source.read, self.opts.read_buffer_bytes, self.read_pos):
+                offset = self.read_pos
+                self.read_pos += len(data)
+                await self._ship_chunk(data, offset)
+        except (SourceError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            log.warning("%s: its copy %s cannot be read from offset %d (%s): the lines it holds from there "
+                        "are not shipped", self.name, display_name(where), self.read_pos, exc)
+            metrics.FILES_LOST.labels("unreadable_copy").inc()
+        finally:
+            if source is not None:
+                source.close()
+        # A last line without its newline stays held: _start_over drops it as before (its end, if the
+        # application wrote one, is at the start of the new content).
+        log.info("%s: read %d bytes it had not read yet of its old content from its copy %s", self.name,
+                 self.read_pos - start, display_name(where))
 
     def _refresh_fingerprint(self) -> None:
         """A file not read yet (it waits for the earlier file of its path) grows its fingerprint

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
+import dataclasses
 import gzip
+import logging
+import lzma
 import os
 import time
 from pathlib import Path
 
-from logagent.sources.files.recovery import FolderIndex, is_rotated_name, plan
-from logagent.sources.files.registry import Registry, fingerprint
+import pytest
+from prometheus_client import REGISTRY
+
+from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
+from logagent.sources.files.registry import (
+    FINGERPRINT_BYTES,
+    Registry,
+    RegistryEntry,
+    fingerprint,
+    fingerprint_of,
+    identity_key,
+)
 from logagent.sources.files.spool import Spool, SpoolFile
+from logagent.sources.files.tailer import FdBudget, Route, TailContext, TailOptions
 
 
 def _known(reg: Registry, path: Path, offset: int) -> str:
@@ -140,3 +156,261 @@ def test_a_copytruncate_copy_is_not_taken_for_a_new_file_when_the_path_is_later_
     log.unlink()  # then delete-and-recreate
     log.write_text("third\n")
     assert _plan(reg, log) == []
+
+
+# ---- issue 20: inode reuse, copytruncate copies, never silent
+
+
+def _metric(name: str, reason: str) -> float:
+    return REGISTRY.get_sample_value(name, {"reason": reason}) or 0.0
+
+
+def _lines(prefix: str, n: int) -> bytes:
+    return b"".join(b"%s %06d\n" % (prefix.encode(), i) for i in range(n))
+
+
+def _open_at_path(reg: Registry, log: Path) -> tuple[int, int]:
+    """What FileTailer._identify does with the file now at the path: an entry whose fingerprint differs
+    is archived (a new file reused its inode), the file gets its own entry. Returns its (dev, ino)."""
+    st = log.stat()
+    saved = reg.lookup(st.st_dev, st.st_ino)
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        fp, fp_len = fingerprint(fd)
+        if saved is not None and fingerprint(fd, saved.fp_len)[0] != saved.fp:
+            reg.archive(st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+    reg.update(st.st_dev, st.st_ino, str(log), 0, fp, fp_len, size=st.st_size)
+    return st.st_dev, st.st_ino
+
+
+def _plan_opened(reg: Registry, log: Path, history: list[tuple[str, RegistryEntry]],
+                 current: tuple[int, int]) -> list[Generation]:
+    """plan() as the runner calls it once a tailer opened the path's file (and holds its inode)."""
+    return plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
+                known=history, current=current)
+
+
+def _history(reg: Registry, log: Path) -> list[tuple[str, RegistryEntry]]:
+    return [(k, dataclasses.replace(e)) for k, e in reg.entries_for(str(log))]
+
+
+def test_the_compressed_copy_is_found_when_the_new_file_got_the_old_inode(tmp_path: Path) -> None:
+    """Issue 20 item 1: the file at the path has the old file's inode number (here: the same inode,
+    rewritten), and a tailer holds it; the old file's compressed copy is still read from its offset."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    old = _lines("old", 200)
+    log.write_bytes(old[:1800])
+    _known(reg, log, 1800)
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(old))  # grown while stopped, then compressed
+    log.write_bytes(b"new file\n")  # the new file, with the old one's inode number
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    [gen] = _plan_opened(reg, log, history, current)
+    assert (gen.kind, os.path.basename(gen.where), gen.start) == ("compressed", "app.log.1.gz", 1800)
+    assert gen.key is not None and reg.get(gen.key) is not None and gen.key != identity_key(*current), \
+        "read under the archived entry, not the new file's"
+
+
+def test_a_copytruncate_copy_goes_on_from_the_saved_offset(tmp_path: Path) -> None:
+    """Issue 20 item 2: app.log.1 holds the known file's first bytes and more than its saved offset:
+    read from that offset, and never again as a file never seen."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    content = _lines("gen0", 300)
+    log.write_bytes(content[:2000])
+    _known(reg, log, 2000)
+    copy = tmp_path / "app.log.1"
+    copy.write_bytes(content)  # grown while stopped, copied ...
+    log.write_bytes(b"")  # ... truncated
+    log.write_bytes(_lines("gen1", 10))  # and written again
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    [gen] = _plan_opened(reg, log, history, current)
+    assert (gen.kind, gen.where, gen.start) == ("copy", str(copy), 2000)
+    assert (gen.dev, gen.ino) == (copy.stat().st_dev, copy.stat().st_ino)
+    # a copy shorter than the saved offset is not the continuation: the file is counted lost instead
+    reg2 = Registry(tmp_path / "data2")
+    log2 = tmp_path / "b.log"
+    log2.write_bytes(content[:2000])
+    _known(reg2, log2, 2000)
+    (tmp_path / "b.log.1").write_bytes(content[:1500])
+    log2.write_bytes(_lines("other", 10))
+    history = _history(reg2, log2)
+    before = _metric("logagent_files_lost_total", "rotated_away")
+    assert _plan_opened(reg2, log2, history, _open_at_path(reg2, log2)) == []
+    assert _metric("logagent_files_lost_total", "rotated_away") == before + 1
+
+
+def test_a_copy_read_once_is_not_read_again_once_renamed_and_compressed(tmp_path: Path) -> None:
+    """Issue 20 item 2: once the copy is read (its archived entry done), a later rotation that compresses
+    it (app.log.1 -> app.log.2.gz, here by a tool that does not keep its mtime) and replaces the path
+    does not make it a file never seen."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    content = _lines("gen0", 300)
+    log.write_bytes(content[:2000])
+    _known(reg, log, 2000)
+    copy = tmp_path / "app.log.1"
+    copy.write_bytes(content)
+    log.write_bytes(_lines("gen1", 10))
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    [gen] = _plan_opened(reg, log, history, current)
+    assert gen.key is not None
+    reg.update(gen.dev, gen.ino, str(log), len(content), gen.fp, gen.fp_len, key=gen.key)
+    reg.mark_done(gen.key)  # what CopyTailer does once Kafka has it to its end
+    time.sleep(0.01)
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(content))  # mtime: now
+    copy.unlink()
+    log.unlink()
+    log.write_bytes(_lines("gen2", 10))  # a new file at the path: files rotated meanwhile are looked for
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    gens = _plan_opened(reg, log, history, current)
+    assert [(g.kind, os.path.basename(g.where), g.start) for g in gens] == [], "the copy was read already"
+
+
+def test_a_known_file_found_nowhere_is_said_and_counted_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 20 item 3: grown while stopped, then deleted, the new file on its inode number: a WARNING with
+    the path, the file counted, the bytes the agent knew of past its offset counted; done, so once."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_bytes(_lines("old", 100))
+    key = _known(reg, log, 500)  # 500 acknowledged of the 1,100 bytes the agent knew
+    log.write_bytes(b"new\n")  # deleted, and the new file got its inode number
+    files, lost = _metric("logagent_files_lost_total", "rotated_away"), _metric("logagent_bytes_lost_total",
+                                                                               "rotated_away")
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
+        assert _plan_opened(reg, log, history, current) == []
+    assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
+    assert _metric("logagent_bytes_lost_total", "rotated_away") == lost + 600
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(log) in record.getMessage() and "offset 500" in record.getMessage(), record.getMessage()
+    archived = [e for k, e in reg.entries_for(str(log)) if k != identity_key(*current)]
+    assert [e.done for e in archived] == [True], "remembered as finished: not counted again"
+    assert key not in [k for k, _ in reg.entries_for(str(log)) if k != identity_key(*current)]
+    assert _plan_opened(reg, log, _history(reg, log), current) == []
+    assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
+
+
+def test_a_file_seen_only_empty_and_gone_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It has no fingerprint to be found by; gone from its folder, it may have had lines: said and counted."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    _known(reg, log, 0)
+    log.unlink()
+    files = _metric("logagent_files_lost_total", "rotated_away")
+    with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
+        assert _plan(reg, log) == []
+    assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
+    assert any(str(log) in r.getMessage() and "seen only empty" in r.getMessage() for r in caplog.records)
+    assert _plan(reg, log) == [] and _metric("logagent_files_lost_total", "rotated_away") == files + 1
+
+
+def test_an_unreadable_rotated_copy_is_said_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("known\n")
+    _known(reg, log, 6)
+    log.unlink()
+    time.sleep(0.01)
+    (tmp_path / "app.log.1.gz").write_bytes(b"this is not gzip at all\n" * 10)
+    log.write_text("current\n")
+    before = _metric("logagent_files_lost_total", "unreadable_copy")
+    with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
+        _plan(reg, log)
+    assert _metric("logagent_files_lost_total", "unreadable_copy") == before + 1
+    assert any("app.log.1.gz" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_the_head_of_a_compressed_copy_still_being_written(tmp_path: Path) -> None:
+    """A copy cut short (its compressor still writing) gives the first bytes it has, not None; a small
+    copy that expands to a lot is decompressed no further than the fingerprint."""
+    content = _lines("x", 500)
+    for ext, compress in ((".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)):
+        whole = tmp_path / f"a{ext}"
+        whole.write_bytes(compress(content))
+        assert _compressed_head(str(whole), ext) == content[:FINGERPRINT_BYTES]
+        cut = tmp_path / f"cut{ext}"
+        cut.write_bytes(compress(content)[: len(compress(content)) // 2])
+        head = _compressed_head(str(cut), ext)
+        assert head is not None and content.startswith(head), ext
+        bomb = tmp_path / f"bomb{ext}"
+        bomb.write_bytes(compress(b"\0" * (64 << 20)))
+        assert _compressed_head(str(bomb), ext) == b"\0" * FINGERPRINT_BYTES
+        bad = tmp_path / f"bad{ext}"
+        bad.write_bytes(b"not compressed" * 100)
+        assert _compressed_head(str(bad), ext) is None, ext
+
+
+def test_a_generation_read_from_a_copy_leaves_its_inode_to_the_next_file(tmp_path: Path) -> None:
+    """Found only as a copy (not at its inode), its entry moves under its uid: a tailer that opens a file
+    given that inode number meanwhile must not take (or move) its offset."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    content = _lines("gen0", 100)
+    log.write_bytes(content)
+    key = _known(reg, log, 100)
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(content))
+    log.unlink()
+    [gen] = _plan(reg, log)
+    assert gen.kind == "compressed" and gen.key != key and reg.get(key) is None
+    assert gen.key is not None and reg.get(gen.key) is not None
+
+
+def test_a_compressed_generation_never_seen_is_found_again_after_a_crash(tmp_path: Path) -> None:
+    """Read as a generation never seen, a compressed copy is registered under its own inode; after a
+    kill -9 in the middle, the next start goes on in it from the saved offset."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("current\n")
+    content = _lines("unseen", 200)
+    gz = tmp_path / "app.log.1.gz"
+    gz.write_bytes(gzip.compress(content))
+    st = gz.stat()
+    fp = fingerprint_of(content[:FINGERPRINT_BYTES])
+    reg.update(st.st_dev, st.st_ino, str(log), 700, fp, FINGERPRINT_BYTES)  # what CopyTailer did, then died
+    _known(reg, log, 8)
+    [gen] = _plan(reg, log)
+    assert (gen.kind, gen.where, gen.start) == ("compressed", str(gz), 700)
+
+
+def test_a_copy_renumbered_while_the_agent_starts_is_opened_by_its_identity(tmp_path: Path) -> None:
+    """logrotate renames app.log.2.gz to app.log.3.gz (and makes a new app.log.2.gz) between the plan
+    and the open: the name now holds another generation; the copy is opened where its inode went."""
+    from logagent.errors import SourceError
+    from logagent.sources.files.generations import CopyTailer
+
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("known\n")
+    _known(reg, log, 6)
+    log.unlink()
+    time.sleep(0.01)
+    older, newer = _lines("older", 100), _lines("newer", 100)
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(older))
+    log.write_text("current\n")
+    [gen] = _plan(reg, log)
+    assert gen.where.endswith("app.log.2.gz")
+    (tmp_path / "app.log.2.gz").rename(tmp_path / "app.log.3.gz")
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(newer))
+    copy = CopyTailer(str(log), Route("t"), _context(reg, tmp_path), None, gen)
+    copy.open()
+    try:
+        assert copy._sources[0][1].read(1 << 20, 0) == older
+    finally:
+        copy.close()
+    (tmp_path / "app.log.3.gz").unlink()
+    with pytest.raises(SourceError):
+        CopyTailer(str(log), Route("t"), _context(reg, tmp_path), None, gen).open()
+
+
+def _context(reg: Registry, tmp_path: Path) -> TailContext:
+    return TailContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=reg,
+                       budget=FdBudget(16), allowed_paths=(f"{tmp_path}/**",))

@@ -7,6 +7,7 @@ proven in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -224,6 +225,26 @@ async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
     assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
 
 
+async def test_a_line_cut_by_a_truncate_is_counted(harness: Callable[..., Harness],
+                                                   caplog: pytest.LogCaptureFixture):
+    from prometheus_client import REGISTRY
+
+    def lost() -> float:
+        return REGISTRY.get_sample_value("logagent_bytes_lost_total", {"reason": "truncated_line"}) or 0.0
+
+    h = harness()
+    log, _, _ = h.follow("a.log", "first line\nhalf a li")
+    assert data(await h.batches()) == ["first line"]
+    before = lost()
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write("new\n")
+    assert data(await h.batches()) == ["new"]
+    assert lost() == before + len("half a li")
+    assert any("a.log" in r.getMessage() and r.levelname == "WARNING" and "without its end" in r.getMessage()
+               for r in caplog.records)
+
+
 async def test_start_at_end_begins_after_the_last_complete_line(harness: Callable[..., Harness], tmp_path: Path):
     h = harness()
     log = tmp_path / "a.log"
@@ -377,6 +398,69 @@ async def test_truncated_and_at_once_written_past_the_old_offset_is_read_from_ze
     for b in batches:
         h.ack(b)
     assert t.acked == len("rewritten 1\nrewritten 2\n")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_copytruncate_reads_what_was_not_read_yet_from_the_copy(harness: Callable[..., Harness],
+                                                                      compressed: bool):
+    """Grown, copied to app.log.1 (or app.log.1.gz: compressed at once), truncated and written again
+    before the tailer looked: the lines it had not read are read from the copy, then the new content from
+    0; nothing twice."""
+    import gzip
+    import shutil
+
+    h = harness()
+    first = "".join(f"old {i:04d}\n" for i in range(100))
+    log, t, _ = h.follow("app.log", first)
+    got = await h.batches()
+    while sum(len(b.values) for b in got) < 100:
+        got += await h.batches()
+    assert data(got) == first.splitlines()
+    grown = "".join(f"unread {i:04d}\n" for i in range(50))
+    copy = log.with_name("app.log.1.gz" if compressed else "app.log.1")
+    # No await from here to the reads below: the tailer cannot look in between.
+    with open(log, "a") as f:
+        f.write(grown)
+    if compressed:
+        copy.write_bytes(gzip.compress(log.read_bytes()))
+    else:
+        shutil.copy(log, copy)
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write("new 1\nnew 2\n")
+    later: list[Batch] = []
+    with contextlib.suppress(TimeoutError):
+        while len(data(later)) < 52:
+            later += await h.batches(timeout=3.0)
+    assert data(later) == grown.splitlines() + ["new 1", "new 2"]
+    assert [json.loads(later[-1].values[-1])["offset"]] == [len("new 1\n")]
+    for b in got + later:
+        h.ack(b)
+    assert t.acked == len("new 1\nnew 2\n")
+
+
+async def test_a_rotated_file_that_grew_while_its_tailer_waited_for_the_queue_is_read_to_its_end(
+        harness: Callable[..., Harness], tmp_path: Path):
+    """Kafka down, the queue full: the tailer waits in put() while its file is renamed and written to
+    past rotate_wait. When the put returns, what was written meanwhile is read before the file is
+    finished (it was finished at once, and those lines lost, when its spool copy was dropped with it)."""
+    h = harness()
+    h.queue = BatchQueue(1)
+    log, t, _ = h.follow("a.log", "one\n")
+    await eventually(lambda: h.queue.depth == 1)  # "one" fills the queue; nobody takes it yet
+    with open(log, "a") as f:
+        f.write("two\n")
+    await eventually(lambda: t.read_pos == 8)  # read: its put() waits for room
+    log.rename(tmp_path / "a.log.1")
+    await eventually(lambda: t.rotated)
+    with open(tmp_path / "a.log.1", "a") as f:
+        f.write("three\n")  # the application's last write before it reopens its log
+    await eventually(lambda: time.monotonic() - t.last_growth >= OPTS.rotate_wait + 0.1, timeout=5)
+    got: list[Batch] = []
+    with contextlib.suppress(TimeoutError):
+        while data(got)[-1:] != ["three"]:
+            got += await h.batches(timeout=2.0)
+    assert data(got) == ["one", "two", "three"]
 
 
 async def test_one_file_under_two_names_is_read_once(harness: Callable[..., Harness], tmp_path: Path):
