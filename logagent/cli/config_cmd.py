@@ -1,4 +1,5 @@
-"""`logagent config show|set-collect|set-sysinfo`: read and write a host's etcd keys, validated.
+"""`logagent config show|set-collect|set-sysinfo|set-groups`: read and write a host's (or a group's)
+etcd keys, validated.
 
 A value is validated before anything is written (bad value: exit 2, the error lines on
 stderr, nothing written), the unified diff against the stored value is printed, and
@@ -18,6 +19,7 @@ from logagent.config.settings import Settings, load
 from logagent.config.sysinfo import FIELDS, parse_sysinfo_value
 from logagent.config.values import decode_json, parse_bool
 from logagent.control.etcd_client import connect
+from logagent.control.fleet.keys import FleetKeys, check_name
 from logagent.errors import CollectConfigError, ConfigError
 from logagent.sources.files.entry import parse_collect_value
 
@@ -31,7 +33,8 @@ def add_config_parser(subparsers: Any) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("-c", "--config", default=None, help="config.ini (for [etcd] and [agent])")
-        p.add_argument("--ip", default=None, help="the host whose keys to use (default: [agent] ip)")
+        p.add_argument("--id", "--ip", dest="host_id", default=None,
+                       help="the host whose keys to use (default: [agent] id, which defaults to its ip)")
         p.add_argument("--timeout", type=float, default=None, help="seconds per etcd request "
                                                                    "(default: [etcd] timeout)")
 
@@ -57,6 +60,16 @@ def add_config_parser(subparsers: Any) -> None:
     sysinfo.add_argument("--format", help="json or influx")
     sysinfo.set_defaults(func=cmd_set_sysinfo, _parser=sysinfo)
 
+    groups = sub.add_parser("set-groups", help="assign a host to fleet groups centrally (overrides [agent] groups)",
+                            description="Write <prefix>/config/hosts/<id>/groups: the host takes these groups "
+                                        "instead of its [agent] groups. --clear deletes the key: config.ini's "
+                                        "groups apply again.")
+    common(groups)
+    groups.add_argument("--dry-run", action="store_true", help="validate and show the diff; write nothing")
+    groups.add_argument("groups", nargs="?", help="comma-separated group names ('' for none)")
+    groups.add_argument("--clear", action="store_true", help="delete the assignment")
+    groups.set_defaults(func=cmd_set_groups, _parser=groups)
+
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -64,8 +77,8 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, str]:
     settings = load(args.config)
     if not settings.etcd.address:
         raise ConfigError(f"{settings.source}: [etcd] address is empty: there is no etcd to use")
-    ip = args.ip or settings.ip
-    collect_key, sysinfo_key = settings.etcd.keys_for(ip)
+    host_id = check_name(args.host_id, "host id") if args.host_id else settings.id
+    collect_key, sysinfo_key = settings.etcd.keys_for(host_id)
     return settings, collect_key, sysinfo_key
 
 
@@ -228,4 +241,29 @@ def cmd_set_sysinfo(args: argparse.Namespace) -> int:
                 parse_sysinfo_value(value, key, settings.sysinfo)
             except ConfigError as exc:
                 return _refuse([str(exc)])
+        return _write(args, key, value, stored, client)
+
+
+def cmd_set_groups(args: argparse.Namespace) -> int:
+    if args.clear == (args.groups is not None):
+        args._parser.error("give GROUPS (comma-separated) or --clear")
+    settings, _, _ = _settings(args)
+    host_id = args.host_id or settings.id
+    key = FleetKeys(settings.fleet.prefix).host_groups(host_id)
+    with connect(settings.etcd, _timeout(args, settings)) as client:
+        stored, _ = client.get(key)
+        if args.clear:
+            if stored is None:
+                print(f"{key}: not set")
+            elif args.dry_run:
+                print(f"dry run: {key} not deleted")
+            else:
+                client.delete(key)
+                print(f"deleted {key}: the host's [agent] groups apply again")
+            return 0
+        names = [g.strip() for g in args.groups.split(",") if g.strip()]
+        try:
+            value = json.dumps([check_name(g, "group") for g in dict.fromkeys(names)]).encode()
+        except ConfigError as exc:
+            return _refuse([str(exc)])
         return _write(args, key, value, stored, client)

@@ -251,7 +251,7 @@ class EtcdControl:
         self.agent = agent
         self._connector = connector
         self.timeout = settings.etcd.timeout
-        collect_key, sysinfo_key = settings.etcd.keys_for(settings.ip)
+        collect_key, sysinfo_key = settings.etcd.keys_for(settings.id)
         self.tracker = ConfigTracker(collect_key, sysinfo_key, settings.agent.allowed_paths, settings.sysinfo)
         self.saved = SavedConfig(settings.agent.data_dir)
         self.backoff = backoff or Backoff(first=0.5, cap=5.0)
