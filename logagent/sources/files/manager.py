@@ -348,8 +348,13 @@ class TailerManager:
                     spawn("stat tick", "ticker", lambda: stat_tick(self.tailers, self.ctx.opts.stat_interval)),
                     spawn("scan tick", "ticker", lambda: scan_tick(self.runners, self.ctx.scan_interval))]
             desired = {e.path: e for e in entries}
-            for path in [p for p in self.runners if p not in desired]:
-                await self.runners.pop(path).stop()
+            removed = [p for p in self.runners if p not in desired]
+            # Drained (up to drain_timeout, all at once): what was read is acknowledged before the
+            # files close, so an entry put back soon after (a reverted rollout) resumes from offsets
+            # that send nothing twice.
+            await asyncio.gather(*(self.runners[p].stop(drain=self.ctx.drain_timeout) for p in removed))
+            for path in removed:
+                del self.runners[path]
                 self.ctx.registry.entry_removed(path)
                 log.info("stopped collecting %s", display_name(path))
             for path, entry in desired.items():
