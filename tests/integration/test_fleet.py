@@ -8,7 +8,6 @@ one machine read a shared file: each message says its host's ip, so delivery is 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.kit import KafkaReader, new_topic, wait_until
 from tests.kit.fleet import append, cli_config, entries, fleet_prefix, host_tally, lines_of, logagent, unique
