@@ -30,8 +30,9 @@ from typing import Any, Protocol
 
 from logagent.config.settings import EtcdSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
-from logagent.control.base import Target
+from logagent.control.base import Observed, Target
 from logagent.control.etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
+from logagent.control.fleet.host import FleetHost
 from logagent.control.fleet.keys import FleetKeys
 from logagent.control.tracker import SAVED_VERSION, Change, ConfigTracker, FleetScope, saved_layers
 from logagent.errors import ConfigError, EtcdError
@@ -69,6 +70,15 @@ class SavedConfig:
     def save(self, document: dict[str, Any]) -> None:
         """Write atomically (see atomic.write_atomic); raises OSError."""
         write_atomic(self.path, json.dumps(document, indent=2, ensure_ascii=False).encode())
+
+    def failed_rollouts(self) -> dict[str, str]:
+        """The rollouts this host failed (id -> why), from the saved file; {} when none can be read."""
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return {}
+        failed = doc.get("failed_rollouts") if isinstance(doc, dict) else None
+        return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
 
     def load(self, tracker: ConfigTracker) -> Restored | None:
         """The saved configuration, validated again; None when there is none usable.
@@ -117,6 +127,12 @@ class Connection(Protocol):
 
     def read(self, keys: Sequence[str], prefixes: Sequence[str] = ()) -> Snapshot: ...
 
+    def put(self, key: str, value: bytes | str, lease: int = 0) -> int: ...
+
+    def grant(self, ttl: int) -> int: ...
+
+    def keepalive(self, lease: int) -> int: ...
+
     def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback,
               prefixes: Sequence[str] = ()) -> None: ...
 
@@ -130,7 +146,7 @@ class EtcdControl:
     """Keeps the agent's collect set and sysinfo settings equal to this host's etcd keys."""
 
     def __init__(self, settings: Settings, agent: Target, connector: Connector = connect,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, observer: Observed | None = None) -> None:
         self.settings = settings
         self.agent = agent
         self._connector = connector
@@ -151,6 +167,7 @@ class EtcdControl:
         self._lock = threading.Lock()  # guards _stopped against an open finishing in its thread
         self._stopped = False
         self._down_logged = False
+        self.fleet = FleetHost(settings, self.tracker, observer, self._status_client, self._reconnect, self._reapply)
 
     # ---- lifecycle
 
@@ -159,6 +176,8 @@ class EtcdControl:
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
         metrics.ETCD_UP.set(0)
+        # A canary that failed a rollout never runs it again, across restarts too.
+        self.tracker.failed_rollouts.update(await asyncio.to_thread(self.saved.failed_rollouts))
         first = self._open()
         opening: asyncio.Future[tuple[Connection, Snapshot]] | None = None
         # Bounded: a dead etcd must not hold up the agent; the attempt goes on in the background.
@@ -183,6 +202,7 @@ class EtcdControl:
             return self._run(first)
 
         self._task = spawn("etcd control", "etcd", run)
+        self.fleet.start()
 
     async def reload(self, settings: Settings) -> None:
         """config.ini was re-read (SIGHUP): judge the etcd values again against the new
@@ -197,6 +217,7 @@ class EtcdControl:
             if self._stopped:
                 return
             self._stopped = True
+        await self.fleet.stop()  # first: it writes STOPPED through the connection still open
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -212,6 +233,20 @@ class EtcdControl:
                     await asyncio.to_thread(client.close)
         await self._drop_client()
         metrics.ETCD_UP.set(0)
+
+    # ---- what the fleet part uses
+
+    def _status_client(self) -> Connection | None:
+        return self._client if self.connected else None
+
+    def _reconnect(self, reason: str) -> None:
+        """Drop the connection and open a new one (the watch loop does it, as after a lost watch)."""
+        if self._inbox is not None and self._client is not None:
+            self._inbox.put_nowait((self._gen, WatchLost("status", reason)))
+
+    async def _reapply(self, why: str) -> None:
+        """Merge again and apply what changed (a canary's bake failed: the group's list comes back)."""
+        await self._apply(self.tracker.refresh(), self.tracker.revision, why)
 
     # ---- connecting
 
@@ -368,6 +403,7 @@ class EtcdControl:
         for key in change.refused_keys:
             log.error("%s: value at revision %d refused; the last good configuration stays in force", key, revision)
         applied = False
+        starting, before = self.fleet.starting()
         if change.collect is not None:
             await self.agent.apply_collect(change.collect)
             n = len(change.collect)
@@ -384,6 +420,7 @@ class EtcdControl:
                      else json.dumps(self.tracker.sysinfo_override), revision)
             applied = True
         metrics.CONFIG_REVISION.set(self.tracker.revision)
+        await self.fleet.applied(starting, before)
         if applied:
             await self._save()
 

@@ -43,6 +43,16 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class KeyValue:
+    """One key as a range read returns it; version: how many times it was written since created."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    version: int
+
+
+@dataclass(frozen=True)
 class WatchEvent:
     """One change of a watched key: value None means it was deleted."""
 
@@ -194,11 +204,11 @@ class EtcdClient:
             self._client.get_prefix_response, prefix, **({"revision": revision} if revision else {})))
         return [(bytes(kv.key).decode("utf-8", "replace"), bytes(kv.value), int(kv.mod_revision)) for kv in resp.kvs]
 
-    def read_prefix(self, prefix: str) -> tuple[int, list[tuple[str, bytes, int]]]:
-        """(revision, every (key, value, mod revision) under `prefix`) in one request."""
+    def read_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
+        """(revision, every key under `prefix` with its value, mod revision and version) in one request."""
         resp = self._call(f"read {prefix}*", functools.partial(self._client.get_prefix_response, prefix))
-        return int(resp.header.revision), [(bytes(kv.key).decode("utf-8", "replace"), bytes(kv.value),
-                                            int(kv.mod_revision)) for kv in resp.kvs]
+        return int(resp.header.revision), [KeyValue(bytes(kv.key).decode("utf-8", "replace"), bytes(kv.value),
+                                                    int(kv.mod_revision), int(kv.version)) for kv in resp.kvs]
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """(value or None, revision of the read)."""
@@ -218,10 +228,10 @@ class EtcdClient:
         compare = [client.transactions.mod(key) == mod_revision] if mod_revision else \
             [client.transactions.version(key) == 0]
         ops = [client.transactions.put(key, value)] + [client.transactions.put(k, v) for k, v in also]
-        ok, responses = self._call(f"put {key}", lambda: client.transaction(compare=compare, success=ops, failure=[]))
+        ok, _ = self._call(f"put {key}", lambda: client.transaction(compare=compare, success=ops, failure=[]))
         if not ok:
             return None
-        return int(responses[0].response_put.header.revision) if responses else None
+        return self.read([key]).mod_revisions.get(key)  # pyetcd hides the transaction's own header
 
     def delete(self, key: str) -> bool:
         return bool(self._call(f"delete {key}", lambda: self._client.delete(key)))

@@ -349,6 +349,12 @@ class ConfigTracker:
                 out[group] = good.value
         return out
 
+    def rollouts_known(self) -> bool:
+        """The fleet keys were read from etcd (not only taken from the saved file): which rollouts
+        run is known, so failed ones that ended can be forgotten."""
+        return self.fleet is not None and any(k.startswith(self.fleet.keys.config_prefix) or k in self.keys
+                                              for k in self._judged)
+
     def canary_of(self, group: str) -> Rollout | None:
         """The rollout whose candidate this host runs for `group`, if any."""
         rollout = self.rollouts().get(group)

@@ -16,6 +16,7 @@ from tests.kit.fleet import append, cli_config, entries, fleet_prefix, host_tall
 def test_one_group_write_reconfigures_its_hosts_live_with_host_overrides(make_agent, kafka, etcd, logdir,
                                                                          tmp_path):
     prefix, web, other = fleet_prefix(), unique("web"), unique("db")
+    host_a, host_b, host_c = unique("host-a"), unique("host-b"), unique("host-c")
     cli = cli_config(tmp_path / "cli.ini", etcd, prefix, f"{logdir}/**")
     shared, extra, own_a, own_b, later = (logdir / n for n in ("shared.log", "extra.log", "own-a.log", "own-b.log",
                                                                 "later.log"))
@@ -26,19 +27,19 @@ def test_one_group_write_reconfigures_its_hosts_live_with_host_overrides(make_ag
                     stdin=entries((shared, t_shared), (extra, t_extra)))
     assert done.returncode == 0, done.stderr
     # host b: its own file, shared.log into another topic, extra.log removed
-    done = logagent("config", "set-collect", "-c", str(cli), "--id", "host-b", "-",
+    done = logagent("config", "set-collect", "-c", str(cli), "--id", host_b, "-",
                     stdin=json.dumps([{"path": str(shared), "topic": t_b, "start": "beginning"},
                                       {"path": str(extra), "remove": True},
                                       {"path": str(own_b), "topic": t_own, "start": "beginning"}]))
     assert done.returncode == 0, done.stderr
-    logagent("config", "set-collect", "-c", str(cli), "--id", "host-a", "-", stdin=entries((own_a, t_own)))
+    logagent("config", "set-collect", "-c", str(cli), "--id", host_a, "-", stdin=entries((own_a, t_own)))
     fleet = {"prefix": prefix, "status": "false"}
     a = make_agent(etcd=etcd, ip="127.0.10.1", data_dir=tmp_path / "a",
-                   extra={"agent": {"id": "host-a", "groups": web}, "fleet": fleet})
+                   extra={"agent": {"id": host_a, "groups": web}, "fleet": fleet})
     b = make_agent(etcd=etcd, ip="127.0.10.2", data_dir=tmp_path / "b",
-                   extra={"agent": {"id": "host-b", "groups": f"{other}, {web}"}, "fleet": fleet})
+                   extra={"agent": {"id": host_b, "groups": f"{other}, {web}"}, "fleet": fleet})
     c = make_agent(etcd=etcd, ip="127.0.10.3", data_dir=tmp_path / "c",  # not in the group: untouched
-                   extra={"agent": {"id": "host-c", "groups": other}, "fleet": fleet})
+                   extra={"agent": {"id": host_c, "groups": other}, "fleet": fleet})
     first = [f"s{i}" for i in range(50)]
     append(shared, first)
     append(extra, ["e0", "e1"])
@@ -72,14 +73,14 @@ def test_one_group_write_reconfigures_its_hosts_live_with_host_overrides(make_ag
     assert not any(v["ip"] == "127.0.10.3" for v in values)
 
     # Where each entry of host-b comes from, with the revisions.
-    done = logagent("config", "show", "-c", str(cli), "--effective", "--id", "host-b", "--groups", f"{other},{web}")
+    done = logagent("config", "show", "-c", str(cli), "--effective", "--id", host_b, "--groups", f"{other},{web}")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert f"{shared} -> {t_b}    [host: /logagent/host-b/collect_log/config rev " in out
+    assert f"{shared} -> {t_b}    [host: /logagent/{host_b}/collect_log/config rev " in out
     assert f"replaces group {web}: {prefix}/config/groups/{web}/collect_log rev " in out
     assert f"{later} -> {t_extra}    [group {web}: {prefix}/config/groups/{web}/collect_log rev " in out
-    assert f"removed {extra}    [host: /logagent/host-b/collect_log/config rev " in out
-    effective = json.loads(logagent("config", "show", "-c", str(cli), "--effective", "--id", "host-b",
+    assert f"removed {extra}    [host: /logagent/{host_b}/collect_log/config rev " in out
+    effective = json.loads(logagent("config", "show", "-c", str(cli), "--effective", "--id", host_b,
                                     "--groups", f"{other},{web}", "--json").stdout)
     assert [e["path"] for e in effective["collect"]] == [str(later), str(shared), str(own_b)]
     for agent in (a, b, c):
@@ -96,7 +97,8 @@ def test_a_bad_group_value_is_refused_and_the_last_good_one_keeps_running(make_a
     assert logagent("config", "set-collect", "-c", str(cli), "--group", web, "-",
                     stdin=entries((app, topic))).returncode == 0
     agent = make_agent(etcd=etcd, ip="127.0.11.1", data_dir=tmp_path / "a",
-                       extra={"agent": {"id": "h1", "groups": web}, "fleet": {"prefix": prefix, "status": "false"}})
+                       extra={"agent": {"id": unique("h1"), "groups": web},
+                              "fleet": {"prefix": prefix, "status": "false"}})
     # The CLI refuses a bad value (nothing written); written behind its back, the agent refuses it.
     done = logagent("config", "set-collect", "-c", str(cli), "--group", web, "-", stdin="[{broken")
     assert done.returncode == 2 and "not valid JSON" in done.stderr
@@ -117,3 +119,95 @@ def test_a_bad_group_value_is_refused_and_the_last_good_one_keeps_running(make_a
     assert f"{key}: not valid JSON" in text and "the last good configuration stays in force" in text
     assert f"{key} entry 1 ('/etc/passwd'): path '/etc/passwd' is outside [agent] allowed_paths" in text
     assert agent.stop() == 0
+
+
+# ---------------------------------------------------------------------------- status written back
+
+def statuses(etcd: str, prefix: str, what: str = "status") -> dict[str, tuple[dict, int]]:
+    """Host id -> (its status or seen record, how many times the key was written)."""
+    from logagent.config.settings import EtcdSettings
+    from logagent.control.etcd_client import connect
+
+    with connect(EtcdSettings(address=(etcd,))) as kv:
+        return {item.key.rsplit("/", 1)[1]: (json.loads(item.value), item.version)
+                for item in kv.read_prefix(f"{prefix}/{what}/")[1]}
+
+
+def test_status_is_written_back_under_a_lease_and_a_killed_host_goes_offline_within_the_ttl(
+        make_agent, kafka, etcd, logdir, tmp_path):
+    import time
+
+    prefix, web = fleet_prefix(), unique("web")
+    ha, hb = unique("host-a"), unique("host-b")
+    cli = cli_config(tmp_path / "cli.ini", etcd, prefix, f"{logdir}/**")
+    app, topic = logdir / "app.log", new_topic("app")
+    app.touch()
+    assert logagent("config", "set-collect", "-c", str(cli), "--group", web, "-",
+                    stdin=entries((app, topic))).returncode == 0
+    fleet = {"prefix": prefix, "status_ttl": "4"}
+    a = make_agent(etcd=etcd, ip="127.0.12.1", data_dir=tmp_path / "a",
+                   extra={"agent": {"id": ha, "groups": web}, "fleet": fleet})
+    b = make_agent(etcd=etcd, ip="127.0.12.2", data_dir=tmp_path / "b",
+                   extra={"agent": {"id": hb, "groups": web}, "fleet": fleet})
+    append(app, ["one"])
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(2)  # both hosts shipped it
+    wait_until(lambda: {ha, hb} <= set(statuses(etcd, prefix)), 10, what="both statuses")
+    effective = json.loads(logagent("config", "show", "-c", str(cli), "--effective", "--id", ha,
+                                    "--json").stdout)
+    assert effective["groups_from"] == "its status" and effective["groups"] == [web]
+    group_key = f"{prefix}/config/groups/{web}/collect_log"
+    wait_until(lambda: statuses(etcd, prefix)[ha][0]["delivered"] >= 1, 15, what="the counters written")
+    doc, version = statuses(etcd, prefix)[ha]
+    assert doc["state"] == "APPLIED" and doc["id"] == ha and doc["ip"] == "127.0.12.1"
+    assert doc["config"]["hash"] == effective["hash"] and doc["groups"] == [web]
+    assert doc["config"]["sources"][group_key] == effective["sources"][group_key] > 0
+    assert doc["entries"][str(app)]["files"] == 1 and doc["kafka"]["reachable"] is True
+    assert doc["version"] and doc["started"] and doc["errors"] == []
+
+    # Nothing changes for 11 s (the status interval is 10 s): at most one more write.
+    time.sleep(11)
+    assert statuses(etcd, prefix)[ha][1] - version <= 1
+
+    done = logagent("fleet", "status", "-c", str(cli))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ha in done.stdout and "APPLIED" in done.stdout and "# 2 hosts, 2 ok" in done.stdout
+
+    # kill -9: the status vanishes within the TTL (4 s) of the last keep-alive; fleet status says offline.
+    a.kill()
+    killed = time.monotonic()
+    wait_until(lambda: ha not in statuses(etcd, prefix), 10, what="host a's status to expire")
+    gone_after = time.monotonic() - killed
+    assert gone_after <= 4 + 1.5, f"status outlived the TTL: {gone_after:.1f} s"
+    done = logagent("fleet", "status", "-c", str(cli))
+    assert done.returncode == 1
+    line = next(x for x in done.stdout.splitlines() if x.startswith(ha))
+    assert "offline" in line and effective["hash"] in line
+
+    # A group value with a bad entry: host-b is FAILED with the refusal, and fleet status fails.
+    assert logagent("config", "set-collect", "-c", str(cli), "--group", web, "--dry-run", "-",
+                    stdin=entries((app, topic))).returncode == 0
+    from logagent.config.settings import EtcdSettings
+    from logagent.control.etcd_client import connect
+
+    with connect(EtcdSettings(address=(etcd,))) as kv:
+        kv.put(group_key, entries((app, topic), ("/etc/shadow", topic)))
+    wait_until(lambda: statuses(etcd, prefix)[hb][0]["state"] == "FAILED", 10, what="host b FAILED")
+    assert "/etc/shadow" in statuses(etcd, prefix)[hb][0]["errors"][0]
+    done = logagent("fleet", "status", "-c", str(cli), "--group", web, "--json")
+    assert done.returncode == 1
+    table = {row["id"]: row for row in json.loads(done.stdout)}
+    assert table[hb]["state"] == "FAILED" and table[hb]["desired"] is True
+    assert table[ha]["state"] == "offline" and not table[ha]["desired"]  # the group key moved on
+
+    # A clean stop says STOPPED (and then the seen record says stopped).
+    assert b.stop() == 0
+    last = statuses(etcd, prefix).get(hb)
+    assert last is None or last[0]["state"] == "STOPPED"
+    wait_until(lambda: hb not in statuses(etcd, prefix), 10, what="host b's stopped status to expire")
+    assert statuses(etcd, prefix, "seen")[hb][0]["state"] == "STOPPED"
+    done = logagent("fleet", "status", "-c", str(cli), "--json")
+    assert {row["id"]: row["state"] for row in json.loads(done.stdout)} == {ha: "offline", hb: "stopped"}
+    assert logagent("fleet", "forget", "-c", str(cli), ha).returncode == 0
+    assert ha not in statuses(etcd, prefix, "seen")
+

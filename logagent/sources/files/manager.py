@@ -119,6 +119,24 @@ class EntryRunner:
             self.ctx.watcher.unsubscribe(folder, self._on_event)
         self._folders.clear()
 
+    @property
+    def problems(self) -> list[str]:
+        """The problems of this entry's files (one line each, as logged), until each is solved."""
+        return list(self._errors.values())
+
+    def behind(self) -> int:
+        """Bytes in this entry's open files that Kafka has not acknowledged (a stat per file)."""
+        total = 0
+        for tailer in list(self.tailers.values()) + [t for t in self.draining if isinstance(t, FileTailer)]:
+            if tailer.fd is None and tailer.rotated:
+                continue  # its name is another file's now
+            try:
+                size = os.fstat(tailer.fd).st_size if tailer.fd is not None else os.stat(tailer.path).st_size
+            except OSError:
+                continue
+            total += max(0, size - tailer.acked)
+        return total
+
     def retarget(self, entry: CollectEntry) -> None:
         """New topic/module/fields from the next batch on; files stay open at their offsets."""
         self.entry = entry
