@@ -36,6 +36,10 @@ def add_fleet_parser(subparsers: Any) -> None:
     forget.add_argument("host_id", metavar="ID")
     forget.set_defaults(func=cmd_forget)
 
+    from logagent.cli.rollout_cmd import add_rollout_parser
+
+    add_rollout_parser(sub, common)
+
 
 def common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=None, help="config.ini (for [etcd] and [fleet] prefix)")

@@ -211,3 +211,103 @@ def test_status_is_written_back_under_a_lease_and_a_killed_host_goes_offline_wit
     assert logagent("fleet", "forget", "-c", str(cli), ha).returncode == 0
     assert ha not in statuses(etcd, prefix, "seen")
 
+
+# ---------------------------------------------------------------------------- staged rollout
+
+def rollout_id_choosing(hosts: list[str], percent: float, count: int, stem: str) -> str:
+    """A rollout id whose canaries at `percent` are exactly `count` of `hosts` (the choice is a hash)."""
+    from logagent.control.fleet.rollout import chosen
+
+    return next(f"{stem}-{n}" for n in range(10_000)
+                if sum(chosen(h, f"{stem}-{n}", percent) for h in hosts) == count)
+
+
+def test_a_bad_canary_reverts_by_itself_and_a_good_rollout_reaches_all_hosts_with_nothing_lost(
+        make_agent, kafka, etcd, logdir, tmp_path):
+    from tests.kit import LineWriter
+
+    prefix, web = fleet_prefix(), unique("web")
+    cli = cli_config(tmp_path / "cli.ini", etcd, prefix, f"{logdir}/**")
+    shared, new, typo = logdir / "shared.log", logdir / "new.log", logdir / "shraed.log"
+    t_old, t_new = new_topic("old"), new_topic("new")
+    shared.touch()
+    new.write_text("new 0\nnew 1\n")
+    assert logagent("config", "set-collect", "-c", str(cli), "--group", web, "-",
+                    stdin=entries((shared, t_old))).returncode == 0
+    ids = [unique(f"h{i}") for i in range(4)]
+    agents = {h: make_agent(etcd=etcd, ip=f"127.0.13.{i + 1}", data_dir=tmp_path / h,
+                            extra={"agent": {"id": h, "groups": web}, "fleet": {"prefix": prefix, "status_ttl": "5"}})
+              for i, h in enumerate(ids)}
+    writer = LineWriter(shared, "shared", rate=200).start()
+    try:
+        rollouts_with_a_writer(prefix, web, cli, etcd, kafka, ids, agents, writer, shared, new, typo, t_old, t_new)
+    finally:
+        writer.stop()
+
+
+def rollouts_with_a_writer(prefix, web, cli, etcd, kafka, ids, agents, writer, shared, new, typo, t_old, t_new):
+    """The body of the rollout test, while `writer` appends to shared.log."""
+    from logagent.control.fleet.rollout import chosen
+
+    wait_until(lambda: all(statuses(etcd, prefix).get(h, ({}, 0))[0].get("state") == "APPLIED" for h in ids), 15,
+               what="every host APPLIED")
+
+    def rollout(*args: str, stdin: str | None = None) -> tuple[int, str]:
+        done = logagent("fleet", "rollout", *args, "-c", str(cli), "--group", web, stdin=stdin)
+        return done.returncode, done.stdout + done.stderr
+
+    def report(host: str) -> dict:
+        return (statuses(etcd, prefix).get(host, ({}, 0))[0].get("rollouts") or {}).get(web) or {}
+
+    # 1. A bad candidate (a typo in the path) on one canary: it reverts by itself, the rollout halts.
+    bad = rollout_id_choosing(ids, 25, 1, "bad")
+    canary = next(h for h in ids if chosen(h, bad, 25))
+    code, out = rollout("start", "--canary", "25%", "--bake", "3s", "--id", bad, "-", stdin=entries((typo, t_old)))
+    assert code == 0, out
+    assert f"canaries: {canary}" in out
+    wait_until(lambda: report(canary).get("state") == "FAILED", 30, what="the bad canary FAILED")
+    assert "shraed.log: the new entry found no file" in report(canary)["why"]
+    doc = statuses(etcd, prefix)[canary][0]
+    assert doc["state"] == "FAILED" and doc["entries"][str(shared)]["files"] == 1  # reverted: shared.log is back
+    assert all(report(h) == {} and statuses(etcd, prefix)[h][0]["state"] == "APPLIED" for h in ids if h != canary)
+    code, out = rollout("status")
+    assert code == 1 and "halted: 1 canary failed" in out and f"{canary}: FAILED" in out
+    code, out = rollout("advance")
+    assert code == 1 and "not advanced: halted" in out
+    code, out = rollout("abort")
+    assert code == 0, out
+    wait_until(lambda: statuses(etcd, prefix)[canary][0]["state"] == "APPLIED", 10, what="the canary clean again")
+
+    # 2. A good candidate (shared.log into another topic, and new.log): 25 % -> 100 % -> promoted.
+    good = rollout_id_choosing(ids, 25, 1, "good")
+    first = next(h for h in ids if chosen(h, good, 25))
+    candidate = entries((shared, t_new), (new, t_new))
+    code, out = rollout("start", "--canary", "25%", "--bake", "2s", "--id", good, "-", stdin=candidate)
+    assert code == 0, out
+    wait_until(lambda: report(first).get("state") == "PASSED", 30, what="the first canary PASSED")
+    assert all(report(h) == {} for h in ids if h != first)
+    code, out = rollout("advance")
+    assert code == 0 and "now at 100%" in out, out
+    wait_until(lambda: all(report(h).get("state") == "PASSED" for h in ids), 30, what="every host PASSED")
+    code, out = rollout("advance")
+    assert code == 0 and "promoted rollout" in out, out
+    group_key = f"{prefix}/config/groups/{web}/collect_log"
+    wait_until(lambda: all(statuses(etcd, prefix)[h][0]["config"]["sources"].get(f"{prefix}/config/rollouts/{web}")
+                           and report(h) == {} for h in ids), 15, what="the rollout ended on every host")
+    done = logagent("fleet", "status", "-c", str(cli), "--json")
+    assert done.returncode == 0, done.stdout
+    assert len({row["hash"] for row in json.loads(done.stdout)}) == 1
+    writer.stop()
+    expected = writer.expected()
+    with KafkaReader(kafka, t_old, t_new) as reader:
+        reader.read(len(expected) * len(ids) + 2 * len(ids), timeout=60)
+        reader.settle(quiet=2.0)
+        values = reader.values()
+    for i, h in enumerate(ids):
+        ip = f"127.0.13.{i + 1}"
+        t = host_tally(values, ip, shared, expected)
+        assert not t.missing and t.duplicated == 0 and not t.unexpected, (h, t.describe())
+        assert lines_of(values, ip, new) == ["new 0", "new 1"]
+    assert statuses(etcd, prefix)[ids[0]][0]["config"]["sources"][group_key] > 0
+    for agent in agents.values():
+        assert agent.stop() == 0
