@@ -36,6 +36,17 @@ def add_fleet_parser(subparsers: Any) -> None:
     forget.add_argument("host_id", metavar="ID")
     forget.set_defaults(func=cmd_forget)
 
+    role = sub.add_parser("role", help="print the etcdctl commands that give an agent's etcd user least privilege",
+                          description="Read the config keys (the fleet's config prefix and the host's own two "
+                                      "keys), write nothing but its status and seen keys. --shared: one role for "
+                                      "every agent (it may write any host's status, still no config key).")
+    common(role)
+    who = role.add_mutually_exclusive_group(required=True)
+    who.add_argument("--id", dest="host_id", help="the host the role is for")
+    who.add_argument("--shared", action="store_true", help="one role and user for every agent")
+    role.add_argument("--user", default=None, help="the etcd user name (default: logagent-<id>, or logagent-agent)")
+    role.set_defaults(func=cmd_role)
+
     from logagent.cli.rollout_cmd import add_rollout_parser
 
     add_rollout_parser(sub, common)
@@ -107,4 +118,36 @@ def cmd_forget(args: argparse.Namespace) -> int:
             print(f"{args.host_id} is live (its status key exists): not forgotten")
             return 1
         print(f"deleted {key}" if client.delete(key) else f"{key}: not set")
+    return 0
+
+
+def role_commands(settings: Settings, keys: FleetKeys, host_id: str | None, user: str | None) -> list[str]:
+    """The etcdctl commands for an agent's least-privilege role and user (see cmd_role)."""
+    if host_id is not None:
+        host_id = check_name(host_id, "host id")
+        name = user or f"logagent-{host_id}"
+        own = list(settings.etcd.keys_for(host_id))
+        grants = [f"read --prefix {keys.config_prefix}"] + [f"read {key}" for key in own] + \
+                 [f"readwrite {keys.status(host_id)}", f"readwrite {keys.seen(host_id)}"]
+    else:
+        name = user or "logagent-agent"
+        template = settings.etcd.collect_log_key
+        own_prefix = template.split("%s", 1)[0] if "%s" in template else template
+        grants = [f"read --prefix {keys.config_prefix}", f"read --prefix {own_prefix}",
+                  f"readwrite --prefix {keys.status_prefix}", f"readwrite --prefix {keys.seen_prefix}"]
+    check_name(name, "user")
+    out = [f"etcdctl role add {name}"]
+    out += [f"etcdctl role grant-permission {name} {grant}" for grant in grants]
+    out += [f'etcdctl user add {name} --new-user-password="$ETCD_AGENT_PASSWORD"',
+            f"etcdctl user grant-role {name} {name}"]
+    return out
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    """Print (never run) the commands: an operator with the root user runs them, with the agent's
+    password (its [etcd] password) in ETCD_AGENT_PASSWORD."""
+    settings = load(args.config)
+    for line in role_commands(settings, FleetKeys(settings.fleet.prefix), None if args.shared else args.host_id,
+                              args.user):
+        print(line)
     return 0
