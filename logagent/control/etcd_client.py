@@ -153,6 +153,8 @@ class EtcdClient:
         self._lock = threading.Lock()
         self._closed = False
         self._watcher: Any = None
+        self._keepalive: _KeepAliveStream | None = None
+        self._keepalive_lock = threading.Lock()
         try:
             self._client = pyetcd.MultiEndpointEtcd3Client(
                 endpoints=endpoints, timeout=self.timeout,
@@ -243,9 +245,26 @@ class EtcdClient:
         return int(self._call("lease grant", lambda: self._client.lease(ttl)).id)
 
     def keepalive(self, lease: int) -> int:
-        """Refresh a lease; the TTL left (0: the lease is gone, expired or revoked)."""
-        answers = self._call("lease keepalive", lambda: list(self._client.refresh_lease(lease)))
-        return int(answers[0].TTL) if answers else 0
+        """Refresh a lease; the TTL left (0: the lease is gone, expired or revoked).
+
+        One LeaseKeepAlive stream is kept open and reused, as etcd's own clients do: pyetcd's
+        refresh_lease opens a stream (and a thread) per refresh, which at a thousand hosts per
+        machine (the benchmark) cost more than everything else the control plane does when idle."""
+        if self._closed:
+            raise EtcdError(f"etcd {self.address}: client is closed")
+        with self._keepalive_lock:
+            if self._keepalive is None:
+                try:
+                    self._keepalive = _KeepAliveStream(self._client)
+                except Exception as exc:
+                    raise EtcdError(f"etcd {self.address}: lease keepalive: {describe_error(exc)}") from exc
+            stream = self._keepalive
+            try:
+                return stream.refresh(lease, self.timeout)
+            except Exception as exc:
+                self._keepalive = None
+                stream.close()
+                raise EtcdError(f"etcd {self.address}: lease keepalive: {describe_error(exc)}") from exc
 
     def revoke(self, lease: int) -> None:
         self._call("lease revoke", lambda: self._client.revoke_lease(lease))
@@ -304,6 +323,9 @@ class EtcdClient:
                 return
             self._closed = True
         watcher, self._watcher = self._watcher, None
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None:
+            keepalive.close()
         thread = getattr(watcher, "_callback_thread", None) if watcher is not None else None
         try:
             if watcher is not None:
@@ -319,6 +341,92 @@ class EtcdClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Deadlines:
+    """One thread per process that cancels blocking gRPC reads past their deadline (a keep-alive's
+    answer that never comes), instead of a timer thread per call."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Any]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, call: Any) -> int:
+        import heapq
+
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._due, (deadline, self._seq, call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="etcd-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return self._seq
+
+    def done(self, seq: int) -> None:
+        with self._cond:
+            self._due = [item for item in self._due if item[1] != seq]
+            import heapq
+
+            heapq.heapify(self._due)
+
+    def _run(self) -> None:
+        import heapq
+        import time
+
+        while True:
+            with self._cond:
+                while not self._due:
+                    self._cond.wait()
+                deadline, _, call = self._due[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._due)
+            try:
+                call.cancel()
+            except Exception:  # noqa: BLE001 - a call that ended meanwhile
+                pass
+
+
+_DEADLINES = _Deadlines()
+
+
+class _KeepAliveStream:
+    """One open LeaseKeepAlive stream: a request is queued and its answer read by the caller, with
+    the read cancelled (stream and all) when it takes longer than the timeout."""
+
+    def __init__(self, client: Any) -> None:
+        import queue
+
+        from pyetcd.etcdrpc import LeaseKeepAliveRequest
+
+        self._request_type = LeaseKeepAliveRequest
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._call = client.leasestub.LeaseKeepAlive(iter(self._requests.get, None), metadata=client.metadata)
+
+    def refresh(self, lease: int, timeout: float) -> int:
+        import time
+
+        self._requests.put(self._request_type(ID=lease))
+        seq = _DEADLINES.add(time.monotonic() + timeout, self._call)
+        try:
+            answer = next(self._call)
+        except StopIteration:
+            raise EtcdError("lease keepalive stream ended") from None
+        finally:
+            _DEADLINES.done(seq)
+        return int(answer.TTL)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        try:
+            self._call.cancel()
+        except Exception:  # noqa: BLE001 - closing never fails the caller
+            pass
 
 
 def _failover_worthy(exc: BaseException) -> bool:

@@ -105,6 +105,8 @@ class ConfigTracker:
         self._good: dict[str, Good] = {}
         self._refused: dict[str, list[str]] = {}  # key -> why its value was refused as a whole
         self._entry_errors: dict[str, list[str]] = {}  # key -> its refused entries (the rest applies)
+        self._hash: tuple[tuple[list[CollectEntry], dict[str, Any]], str] | None = None
+        self._sources: dict[str, int] | None = None  # sources(), until the next merge
 
     # ---- what is read and watched
 
@@ -259,6 +261,7 @@ class ConfigTracker:
         return Origin(key, good.revision, f"group {group}"), good.value
 
     def _recompute(self) -> Change:
+        self._sources = None
         problems: list[tuple[str, str]] = []
         refused: list[str] = []
         host = self.fleet.keys.host_groups(self.fleet.host_id) if self.fleet is not None else None
@@ -313,18 +316,20 @@ class ConfigTracker:
 
     def sources(self) -> dict[str, int]:
         """Every key this host's configuration depends on, with the mod revision of the value in
-        force (0: not set, or nothing good of it yet)."""
-        out = {self.collect_key: 0, self.sysinfo_key: 0}
-        if self.fleet is not None:
-            out[self.fleet.keys.host_groups(self.fleet.host_id)] = 0
-            for group in self.groups():
-                for key in (self.fleet.keys.group_collect(group), self.fleet.keys.group_sysinfo(group),
-                            self.fleet.keys.rollout(group)):
-                    out[key] = 0
-        for key in out:
-            good = self._good.get(key)
-            out[key] = good.revision if good is not None else 0
-        return out
+        force (0: not set, or nothing good of it yet). Cached until the next merge."""
+        if self._sources is None:
+            out = {self.collect_key: 0, self.sysinfo_key: 0}
+            if self.fleet is not None:
+                out[self.fleet.keys.host_groups(self.fleet.host_id)] = 0
+                for group in self.groups():
+                    for key in (self.fleet.keys.group_collect(group), self.fleet.keys.group_sysinfo(group),
+                                self.fleet.keys.rollout(group)):
+                        out[key] = 0
+            for key in out:
+                good = self._good.get(key)
+                out[key] = good.revision if good is not None else 0
+            self._sources = out
+        return dict(self._sources)
 
     def problems(self) -> dict[str, list[str]]:
         """Per relevant key, what of its current value is refused (whole value or entries)."""
@@ -336,7 +341,11 @@ class ConfigTracker:
         return out
 
     def config_hash(self) -> str:
-        return config_hash(self.collect or [], self.sysinfo_override)
+        """The hash of the configuration in force (cached: the status asks for it every few seconds)."""
+        key = (list(self.collect or []), dict(self.sysinfo_override or {}))
+        if self._hash is None or self._hash[0] != key:
+            self._hash = (key, config_hash(self.collect or [], self.sysinfo_override))
+        return self._hash[1]
 
     def rollouts(self) -> dict[str, Rollout]:
         """The active rollouts of this host's groups, by group."""
@@ -373,6 +382,7 @@ class ConfigTracker:
         Returns the saved value's own refused entries; ConfigError when it is refused too."""
         parsed, errors = self._parse(key, value)
         self._good[key] = Good(parsed, revision)
+        self._sources = None
         self._entry_errors[key] = errors
         return errors
 
@@ -384,6 +394,7 @@ class ConfigTracker:
         self._raw.clear()
         self._judged.clear()
         self._refused.clear()
+        self._sources = None
         self.collect, self.sysinfo, self.sysinfo_override = collect, sysinfo, override
         self._sysinfo_applied = True
         self.merged = merge_collect([(Origin(self.collect_key, revision, "host"), self._good[self.collect_key].value)])

@@ -38,12 +38,15 @@ class FleetHost:
         self.started = time.time()
         self.rollout_states: dict[str, dict[str, Any]] = {}  # group -> {"id", "state", "why", "since"}
         self.bakes: dict[str, Bake] = {}  # group -> the bake under way
+        self.generation = 0  # moves whenever what inputs() says may have changed
+        self._assignment_key = self.keys.host_groups(settings.id)
         self._reapply = reapply
         self.status: StatusPublisher | None = None
         if settings.fleet.status:
             self.status = StatusPublisher(self.keys.status(settings.id), self.keys.seen(settings.id),
                                           settings.fleet.status_ttl, settings.fleet.status_interval,
-                                          self.inputs, observer, client, reconnect)
+                                          self.inputs, observer, client, reconnect,
+                                          generation=lambda: self.generation)
 
     def start(self) -> None:
         if self.status is not None:
@@ -81,6 +84,11 @@ class FleetHost:
         for group, rollout in (starting or {}).items():
             self._begin(group, rollout, before or {})
         self._note_failed_rollouts()
+        self._changed()
+
+    def _changed(self) -> None:
+        """What the status says may have changed: it looks at once."""
+        self.generation += 1
         if self.status is not None:
             self.status.poke()
 
@@ -107,8 +115,7 @@ class FleetHost:
         if why is None:
             self.rollout_states[group] = {"id": rollout.id, "state": "PASSED", "why": "", "since": time.time()}
             log.info("rollout %s of group %s PASSED its bake here", rollout.id, group)
-            if self.status is not None:
-                self.status.poke()
+            self._changed()
             return
         self.tracker.failed_rollouts[rollout.id] = why
         self.rollout_states[group] = {"id": rollout.id, "state": "FAILED", "why": why, "since": time.time()}
@@ -137,9 +144,9 @@ class FleetHost:
         errors = [line for lines in problems.values() for line in lines]
         failed = [s for s in self.rollout_states.values() if s["state"] == "FAILED"]
         errors += [f"rollout {s['id']}: {s['why']}" for s in failed]
-        assigned = self.keys.host_groups(self.settings.id)
+        sources = t.sources()
         return StatusInputs(
             id=self.settings.id, hostname=self.settings.hostname, ip=self.settings.ip, version=__version__,
             started=self.started, state="FAILED" if errors else "APPLIED", groups=list(t.groups()),
-            groups_from="central" if t.sources().get(assigned) else "config.ini", config_hash=t.config_hash(),
-            revision=t.revision, sources=t.sources(), errors=errors, rollouts=dict(self.rollout_states))
+            groups_from="central" if sources.get(self._assignment_key) else "config.ini",
+            config_hash=t.config_hash(), sources=sources, errors=errors, rollouts=dict(self.rollout_states))

@@ -9,7 +9,7 @@ problems, whether Kafka is reachable, spool bytes, messages delivered.
 It lives under a lease of `[fleet] status_ttl` seconds, kept alive every third of it: a host that
 dies (kill -9, power) has its status vanish when the lease expires. A clean stop writes
 state STOPPED (and lets the lease run out). The seen key is small and lasting, written at start,
-when the state, the configuration or the groups change, and at stop: `fleet status` shows a host
+when the state or the groups change, and at stop: `fleet status` shows a host
 whose status is gone as offline (or stopped), with what it last ran.
 
 Writes: at once (at most one a second) when something material changes (state, configuration,
@@ -43,7 +43,7 @@ MAX_ERROR_CHARS = 300
 MAX_ENTRIES = 200
 MAX_BYTES = 64 * 1024
 MIN_SPACING = 1.0  # seconds between two writes, however much changes
-CHECK_EVERY = 2.0  # seconds between two looks at the agent for a material change
+CHECK_EVERY = 3.0  # seconds between two looks at the agent for a change it made (files found, Kafka lost)
 STOP_TIMEOUT = 3.0  # seconds a clean stop waits to write STOPPED
 
 
@@ -64,7 +64,6 @@ class StatusInputs:
     groups: list[str] = field(default_factory=list)
     groups_from: str = "config.ini"
     config_hash: str = ""
-    revision: int = 0
     sources: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     rollouts: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -83,7 +82,7 @@ def build_status(inputs: StatusInputs, entries: dict[str, EntryHealth], health: 
         "v": STATUS_VERSION, "id": inputs.id, "hostname": inputs.hostname, "ip": inputs.ip,
         "version": inputs.version, "started": iso(inputs.started), "state": inputs.state,
         "groups": inputs.groups, "groups_from": inputs.groups_from,
-        "config": {"hash": inputs.config_hash, "revision": inputs.revision, "sources": inputs.sources},
+        "config": {"hash": inputs.config_hash, "sources": inputs.sources},
         "errors": [_short(e) for e in inputs.errors[:MAX_ERRORS]],
         "errors_more": max(0, len(inputs.errors) - MAX_ERRORS),
         "rollouts": {g: {k: _short(v) if isinstance(v, str) else v for k, v in r.items()}
@@ -127,10 +126,14 @@ def encode(doc: dict[str, Any]) -> bytes:
     return json.dumps(slim, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")[:MAX_BYTES]
 
 
+SEEN_FIELDS = ("id", "hostname", "ip", "version", "started", "state", "groups")
+
+
 def seen_record(doc: dict[str, Any]) -> dict[str, Any]:
-    """The lasting record of a status: who, what it ran, its state, when."""
-    return {k: doc[k] for k in ("id", "hostname", "ip", "version", "started", "state", "groups", "changed")} | {
-        "hash": doc["config"]["hash"], "sources": doc["config"]["sources"], "at": doc["updated"]}
+    """The lasting record of a status: who, its state and groups, the configuration it ran then, when.
+    Rewritten only when one of SEEN_FIELDS changes (not at every configuration change: a thousand
+    hosts, a thousand writes less per group change)."""
+    return {k: doc[k] for k in SEEN_FIELDS} | {"hash": doc["config"]["hash"], "at": doc["updated"]}
 
 
 class StatusClient(Protocol):
@@ -155,11 +158,13 @@ class StatusPublisher:
                  inputs: Callable[[], StatusInputs], observer: Observed | None,
                  client: Callable[[], StatusClient | None], on_broken: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.time, check_every: float = CHECK_EVERY,
-                 min_spacing: float = MIN_SPACING) -> None:
+                 min_spacing: float = MIN_SPACING, generation: Callable[[], int] | None = None) -> None:
         self.key, self.seen_key = key, seen_key
         self.check_every, self.min_spacing = check_every, min_spacing
         self.ttl, self.interval = int(max(3, round(ttl))), interval
         self._inputs, self._observer, self._client, self._on_broken = inputs, observer, client, on_broken
+        self._generation = generation or (lambda: 0)  # moves whenever `inputs()` may have changed
+        self._checked: Any = None  # what the last full look saw (cheap to compare)
         self._clock = clock
         self.lease = 0
         self.writes = 0  # status writes (for the tests and the bench)
@@ -267,10 +272,23 @@ class StatusPublisher:
         self._next_keepalive = time.monotonic() + self.ttl / 3
         self._written_material = self._written_counters = None  # the key is gone with the old lease
 
+    def _signature(self) -> Any:
+        """What a look at the status would depend on, cheaply: when it is the same as at the last
+        look and no counter is due, nothing is built (a thousand idle hosts per machine, the bench)."""
+        entries = self._observer.entry_health(False) if self._observer is not None else {}
+        health = self._observer.health() if self._observer is not None else Health()
+        return (self._generation(), self.lease, [(p, e.files, e.errors, e.error) for p, e in entries.items()],
+                health.kafka_reachable, health.task_crashes)
+
     async def _maybe_write(self, client: StatusClient, now: float) -> None:
-        quick = self._document(behind=False)
-        changed = material(quick) != self._written_material
-        if not changed and now - self._last_counters_write < self.interval:
+        counters_due = now - self._last_counters_write >= self.interval
+        signature = self._signature()
+        if signature == self._checked and not counters_due:
+            return
+        self._checked = signature
+        kept = material(self._document(behind=False))  # the same for the full document: only counters differ
+        changed = kept != self._written_material
+        if not changed and not counters_due:
             return
         if now - self._last_write < self.min_spacing:
             await asyncio.sleep(self.min_spacing - (now - self._last_write))  # bursts coalesce into one write
@@ -278,15 +296,15 @@ class StatusPublisher:
         if changed:
             self._changed = self._clock()
         doc = self._document(behind=True)
-        changed = material(doc) != self._written_material
+        changed = kept != self._written_material
         if not changed and counters(doc) == self._written_counters:
             self._last_counters_write = now  # nothing moved: nothing written
             return
         await asyncio.to_thread(client.put, self.key, encode(doc), self.lease)
         self.writes += 1
         self._last_write = self._last_counters_write = now
-        self._written_material, self._written_counters = material(doc), counters(doc)
-        seen = json.dumps({k: v for k, v in seen_record(doc).items() if k not in ("at", "changed")}, sort_keys=True)
+        self._written_material, self._written_counters = kept, counters(doc)
+        seen = json.dumps([doc[k] for k in SEEN_FIELDS])
         if seen != self._written_seen:
             await asyncio.to_thread(client.put, self.seen_key, json.dumps(seen_record(doc)))
             self._written_seen = seen

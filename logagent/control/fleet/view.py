@@ -7,7 +7,8 @@ configuration came from) and hands it here.
 - A host with only a seen record: `stopped` when it stopped cleanly, else `offline` (its lease
   expired: killed, crashed, cut off).
 - On the desired configuration: every key its configuration came from is at the revision the host
-  applied (a key refused as a whole keeps the host on its last good revision: not desired).
+  applied (a key refused as a whole keeps the host on its last good revision: not desired). A host
+  that is not live is not on it; its row shows the hash it last reported with a state change.
 
 Exit status: 0 when every live host is APPLIED and on the desired configuration and no host is
 offline; 1 otherwise. A cleanly stopped host fails nothing.
@@ -91,9 +92,8 @@ def rows(statuses: Mapping[str, dict[str, Any]], seen: Mapping[str, dict[str, An
             continue
         last = seen[host_id]
         state = "stopped" if last.get("state") == "STOPPED" else "offline"
-        desired, stale = _stale(last.get("sources"), current)
         out.append(HostRow(host_id, state, str(last.get("version", "")), str(last.get("hostname", "")),
-                           list(last.get("groups") or []), str(last.get("hash", "")), desired, stale,
+                           list(last.get("groups") or []), str(last.get("hash", "")), False, [],
                            changed=str(last.get("at", "")), live=False))
     return out
 

@@ -104,6 +104,7 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
+@lru_cache(maxsize=256)
 def _encoding_problem(name: str) -> str | None:
     """Why the tailer could not read a file in codec `name`, or None.
 

@@ -90,7 +90,7 @@ async def test_written_under_a_lease_at_start_then_only_on_change_and_seldom_for
     await eventually(lambda: len(etcd.status_puts()) == 1)
     key, first, lease = etcd.puts[0]
     assert key == KEY and lease in etcd.leases and first["state"] == "APPLIED"
-    assert first["config"] == {"hash": "abc", "revision": 0, "sources": {"/k": 3}}
+    assert first["config"] == {"hash": "abc", "sources": {"/k": 3}}
     assert first["entries"] == {"/var/log/a.log": {"files": 1, "behind": 7, "errors": 0, "error": ""}}
     assert [k for k, _, _ in etcd.puts].count(SEEN) == 1
     await asyncio.sleep(1.0)  # nothing changes: nothing written (the lease is kept alive, not rewritten)
