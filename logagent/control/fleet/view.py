@@ -131,11 +131,13 @@ def table_lines(table: list[HostRow], now: datetime | None = None) -> list[str]:
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in [head, *body]]
     for r in table:
+        said = set()
         for group, rollout in r.rollouts.items():
             if isinstance(rollout, dict):
                 why = f": {rollout.get('why')}" if rollout.get("why") else ""
                 lines.append(f"  {r.id}: rollout {rollout.get('id')} of group {group} {rollout.get('state')}{why}")
-        for error in r.errors[:5]:
+                said.add(f"rollout {rollout.get('id')}: {rollout.get('why')}")
+        for error in [e for e in r.errors if e not in said][:5]:  # a failed rollout is said once, above
             lines.append(f"  {r.id}: {error}")
         if r.live and not r.desired and r.stale:
             lines.append(f"  {r.id}: not on the desired configuration: {', '.join(r.stale[:3])} changed since")
