@@ -148,7 +148,7 @@ class ConfigTracker:
             for key in self._raw:
                 if key not in fresh and any(key.startswith(p) for p in self.prefixes):
                     fresh[key] = None
-        news = []
+        news = False
         for key, value in fresh.items():
             if not self.concerns(key):
                 continue
@@ -156,8 +156,8 @@ class ConfigTracker:
             if known is not None and known[0] == value:
                 continue
             self._raw[key] = (value, 0 if value is None else mods.get(key, revision))
-            news.append(key)
-        change = self._recompute()
+            news = True
+        change = self._recompute() if news else Change()  # nothing new (a re-read): nothing to merge
         if not any(key in self._refused for key in fresh):
             self.revision = max(self.revision, revision)
         return change
@@ -168,8 +168,16 @@ class ConfigTracker:
         self.allowed, self.base_sysinfo = allowed, base_sysinfo
         if groups is not None and self.fleet is not None:
             self.fleet = FleetScope(self.fleet.keys, self.fleet.host_id, groups)
+        # A last good collect value is judged again too (the allow-list may have narrowed): it stays
+        # the fallback of a key whose current value is refused.
+        for key, good in list(self._good.items()):
+            if isinstance(good.value, CollectLayer):
+                try:
+                    layer = parse_collect_layer(json.dumps(good.value.value()), key, allowed)
+                except ConfigError:
+                    layer = CollectLayer()
+                self._good[key] = Good(layer, good.revision)
         self._judged.clear()
-        self._good.clear()
         self._refused.clear()
         self._entry_errors.clear()
         return self._recompute()

@@ -109,3 +109,22 @@ def test_groups_change_on_reload_and_the_saved_form_merges_back_the_same() -> No
 
     again.restore_layers(saved_layers(json.loads(json.dumps(saved))), saved["revision"])
     assert again.collect == t.collect and again.sysinfo == t.sysinfo and again.config_hash() == t.config_hash()
+
+
+def test_a_reload_keeps_the_last_good_value_of_a_key_whose_value_is_refused() -> None:
+    t = tracker()
+    group = value(("/var/log/a.log", "a"), ("/var/log/x/b.log", "b"))
+    t.update_many({CK: None, SK: None, K.group_collect("web"): group}, 5, complete=True)
+    assert t.update(K.group_collect("web"), b"[{broken", 6).refused
+    change = t.rebase(("/var/log/**",), BASE)  # SIGHUP: the broken value is judged again, still refused
+    assert change.collect is None and paths(t.collect) == ["/var/log/a.log", "/var/log/x/b.log"]
+    change = t.rebase(("/var/log/a.log",), BASE)  # narrowed: the last good value is judged again too
+    assert paths(change.collect) == ["/var/log/a.log"]
+
+
+def test_a_read_with_nothing_new_merges_nothing() -> None:
+    t = tracker()
+    values = {CK: None, SK: None, K.group_collect("web"): value(("/var/log/a.log", "a"))}
+    t.update_many(values, 5, complete=True)
+    change = t.update_many(values, 9, complete=True)  # e.g. after a reconnect
+    assert not change.applies and change.problems == [] and t.revision == 9
