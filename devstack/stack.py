@@ -358,15 +358,19 @@ class EtcdServer(_Server):
         self.endpoint = f"127.0.0.1:{self.port}"
         self.extra_args: list[str] = []
 
+    member = "logagent-test"
+
+    def _cluster_args(self) -> list[str]:
+        return ["--initial-cluster", f"{self.member}=http://127.0.0.1:{self.peer_port}"]
+
     def start(self, timeout: float = 30) -> None:
-        cmd = [etcd_binary(), "--name", "logagent-test",
+        cmd = [etcd_binary(), "--name", self.member,
                "--data-dir", str(self.workdir / "data"),
                "--listen-client-urls", f"http://127.0.0.1:{self.port}",
                "--advertise-client-urls", f"http://127.0.0.1:{self.port}",
                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-               "--initial-cluster", f"logagent-test=http://127.0.0.1:{self.peer_port}",
-               "--log-level", "warn", *self.extra_args]
+               *self._cluster_args(), "--log-level", "warn", *self.extra_args]
         env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
         self._spawn(cmd, env=env)
         try:
@@ -385,6 +389,72 @@ class EtcdServer(_Server):
                 return b'"true"' in resp.read()
         except OSError:
             return False
+
+
+class _EtcdMember(EtcdServer):
+    """One member of an EtcdCluster."""
+
+    def __init__(self, workdir: Path, member: str, cluster: EtcdCluster) -> None:
+        super().__init__(workdir)
+        self.member = member
+        self.cluster = cluster
+
+    def _cluster_args(self) -> list[str]:
+        state = "existing" if (self.workdir / "data").exists() else "new"
+        return ["--initial-cluster", self.cluster.initial_cluster, "--initial-cluster-state", state,
+                "--initial-cluster-token", self.cluster.token]
+
+
+class EtcdCluster:
+    """Three (by default) etcd members on 127.0.0.1, one raft group: a member can be killed and
+    started again (same ports, same data) while the other two keep a quorum."""
+
+    name = "etcd-cluster"
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.workdir = workdir
+        self.token = f"logagent-{os.getpid()}-{time.monotonic_ns()}"
+        self.members = [_EtcdMember(workdir / f"etcd{i + 1}", f"etcd{i + 1}", self) for i in range(size)]
+        self.initial_cluster = ",".join(f"{m.member}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        self.endpoints = [m.endpoint for m in self.members]
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [m.log_path for m in self.members]
+
+    def start(self, timeout: float = 60) -> None:
+        """Start every member at once (a new member waits for its peers) and wait until all are healthy."""
+        env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
+        for m in self.members:
+            m._spawn([etcd_binary(), "--name", m.member, "--data-dir", str(m.workdir / "data"),
+                      "--listen-client-urls", f"http://127.0.0.1:{m.port}",
+                      "--advertise-client-urls", f"http://127.0.0.1:{m.port}",
+                      "--listen-peer-urls", f"http://127.0.0.1:{m.peer_port}",
+                      "--initial-advertise-peer-urls", f"http://127.0.0.1:{m.peer_port}",
+                      *m._cluster_args(), "--log-level", "warn"], env=env)
+        try:
+            wait_for(lambda: all(m.alive() and m._healthy() for m in self.members)
+                     or not all(m.alive() for m in self.members), timeout, "etcd cluster health")
+            dead = [m.member for m in self.members if not m.alive()]
+            if dead:
+                raise StackError(f"{', '.join(dead)} exited during start-up")
+        except StackError as exc:
+            logs = "\n".join(f"--- {m.member} log ---\n{m.log_tail(20)}" for m in self.members)
+            self.stop(kill=True)
+            raise StackError(f"{exc}\n{logs}") from None
+
+    def member_at(self, endpoint: str) -> _EtcdMember:
+        return next(m for m in self.members if m.endpoint == endpoint)
+
+    def stop_member(self, member: _EtcdMember, kill: bool = False) -> None:
+        member.stop(kill=kill)
+
+    def start_member(self, member: _EtcdMember, timeout: float = 30) -> None:
+        member.start(timeout)
+
+    def stop(self, kill: bool = False) -> None:
+        for m in self.members:
+            m.stop(kill=kill)
 
 
 class _ClusterNode(KafkaServer):

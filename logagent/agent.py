@@ -23,7 +23,7 @@ from logagent.config.reload import ini_name, merge
 from logagent.config.settings import Settings, describe, load
 from logagent.config.sysinfo import SysinfoSettings
 from logagent.config.values import split_host_port
-from logagent.control.base import Control
+from logagent.control.base import Control, EntryHealth, Health
 from logagent.control.etcd import EtcdControl
 from logagent.control.static import StaticControl
 from logagent.errors import ConfigError, LogagentError
@@ -76,7 +76,7 @@ class Agent:
         self.kafka_probe = KafkaProbe(self.sink)
         self.control: Control
         if settings.etcd.address:
-            self.control = EtcdControl(settings, self)
+            self.control = EtcdControl(settings, self, observer=self)
         else:
             self.control = StaticControl(settings, self)
         self.config_loaded = False
@@ -95,6 +95,24 @@ class Agent:
 
     def apply_sysinfo(self, settings: SysinfoSettings) -> None:
         self.sysinfo.update(settings)
+
+    # ---- what the fleet status reports (control/base.py's Observed)
+
+    def entry_health(self, behind: bool = False) -> dict[str, EntryHealth]:
+        out: dict[str, EntryHealth] = {}
+        for path, runner in self.manager.runners.items():
+            problems = runner.problems
+            out[path] = EntryHealth(files=len(runner.tailers), errors=len(problems),
+                                    error=problems[0] if problems else "", behind=runner.behind() if behind else 0)
+        return out
+
+    def health(self) -> Health:
+        return Health(kafka_reachable=self.sink.connected, spool_bytes=int(metrics.total(metrics.SPOOL_BYTES)),
+                      delivered=int(metrics.total(metrics.DELIVERED)),
+                      task_crashes=int(metrics.total(metrics.TASK_CRASHES)))
+
+    async def topic_problem(self, topic: str) -> str | None:
+        return await asyncio.to_thread(self.sink.topic_problem, topic, 5.0)
 
     # ---- health
 

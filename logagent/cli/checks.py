@@ -95,7 +95,7 @@ def check_collect_files(settings: Settings) -> tuple[bool, str]:
 
 def check_etcd(settings: Settings, timeout: float = 5.0) -> tuple[bool, str]:
     """Reach etcd, read this host's keys, validate their values and their entries' paths."""
-    collect_key, sysinfo_key = settings.etcd.keys_for(settings.ip)
+    collect_key, sysinfo_key = settings.etcd.keys_for(settings.id)
     try:
         with connect(settings.etcd, timeout) as client:
             snap = client.read([collect_key, sysinfo_key])

@@ -1,4 +1,5 @@
-"""`logagent config show|set-collect|set-sysinfo`: read and write a host's etcd keys, validated.
+"""`logagent config show|set-collect|set-sysinfo|set-groups`: read and write a host's (or a group's)
+etcd keys, validated.
 
 A value is validated before anything is written (bad value: exit 2, the error lines on
 stderr, nothing written), the unified diff against the stored value is printed, and
@@ -18,8 +19,9 @@ from logagent.config.settings import Settings, load
 from logagent.config.sysinfo import FIELDS, parse_sysinfo_value
 from logagent.config.values import decode_json, parse_bool
 from logagent.control.etcd_client import connect
+from logagent.control.fleet.keys import FleetKeys, check_name
+from logagent.control.fleet.layers import LayerRefused, parse_collect_layer
 from logagent.errors import CollectConfigError, ConfigError
-from logagent.sources.files.entry import parse_collect_value
 
 EXIT_BAD_VALUE = 2
 
@@ -29,18 +31,28 @@ def add_config_parser(subparsers: Any) -> None:
     config = subparsers.add_parser("config", help="read and write this host's etcd keys, validated")
     sub = config.add_subparsers(dest="config_command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, group: bool = False) -> None:
         p.add_argument("-c", "--config", default=None, help="config.ini (for [etcd] and [agent])")
-        p.add_argument("--ip", default=None, help="the host whose keys to use (default: [agent] ip)")
+        p.add_argument("--id", "--ip", dest="host_id", default=None,
+                       help="the host whose keys to use (default: [agent] id, which defaults to its ip)")
+        if group:
+            p.add_argument("--group", default=None, help="write the fleet group's key instead of a host's "
+                                                         "(<prefix>/config/groups/<group>/...)")
         p.add_argument("--timeout", type=float, default=None, help="seconds per etcd request "
                                                                    "(default: [etcd] timeout)")
 
-    show = sub.add_parser("show", help="print both keys' values")
-    common(show)
+    show = sub.add_parser("show", help="print both keys' values; --effective: the merged configuration")
+    common(show, group=True)
+    show.add_argument("--effective", action="store_true",
+                      help="the host's effective configuration: its groups' entries merged with its own keys, "
+                           "with the origin (key and revision) of each entry")
+    show.add_argument("--groups", default=None, help="with --effective: the host's groups, when neither a "
+                                                     "central assignment nor its status says them")
+    show.add_argument("--json", action="store_true", help="with --effective: as JSON")
     show.set_defaults(func=cmd_show)
 
     collect = sub.add_parser("set-collect", help="validate and write the collect_log key")
-    common(collect)
+    common(collect, group=True)
     collect.add_argument("--dry-run", action="store_true", help="validate and show the diff; write nothing")
     collect.add_argument("file", help="JSON file with the entries, or - for stdin")
     collect.set_defaults(func=cmd_set_collect)
@@ -48,7 +60,7 @@ def add_config_parser(subparsers: Any) -> None:
     sysinfo = sub.add_parser("set-sysinfo", help="validate and write the collect_sysinfo key",
                              description="Give a JSON file (or - for stdin), or fields to change in "
                                          "the stored value.")
-    common(sysinfo)
+    common(sysinfo, group=True)
     sysinfo.add_argument("--dry-run", action="store_true", help="validate and show the diff; write nothing")
     sysinfo.add_argument("file", nargs="?", help="JSON file with the value, or - for stdin")
     sysinfo.add_argument("--interval", help="seconds between samples")
@@ -57,6 +69,16 @@ def add_config_parser(subparsers: Any) -> None:
     sysinfo.add_argument("--format", help="json or influx")
     sysinfo.set_defaults(func=cmd_set_sysinfo, _parser=sysinfo)
 
+    groups = sub.add_parser("set-groups", help="assign a host to fleet groups centrally (overrides [agent] groups)",
+                            description="Write <prefix>/config/hosts/<id>/groups: the host takes these groups "
+                                        "instead of its [agent] groups. --clear deletes the key: config.ini's "
+                                        "groups apply again.")
+    common(groups)
+    groups.add_argument("--dry-run", action="store_true", help="validate and show the diff; write nothing")
+    groups.add_argument("groups", nargs="?", help="comma-separated group names ('' for none)")
+    groups.add_argument("--clear", action="store_true", help="delete the assignment")
+    groups.set_defaults(func=cmd_set_groups, _parser=groups)
+
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -64,8 +86,14 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, str]:
     settings = load(args.config)
     if not settings.etcd.address:
         raise ConfigError(f"{settings.source}: [etcd] address is empty: there is no etcd to use")
-    ip = args.ip or settings.ip
-    collect_key, sysinfo_key = settings.etcd.keys_for(ip)
+    host_id = check_name(args.host_id, "host id") if args.host_id else settings.id
+    group = getattr(args, "group", None)
+    if group is not None:
+        if args.host_id:
+            raise ConfigError("give --id or --group, not both")
+        keys = FleetKeys(settings.fleet.prefix)
+        return settings, keys.group_collect(group), keys.group_sysinfo(group)
+    collect_key, sysinfo_key = settings.etcd.keys_for(host_id)
     return settings, collect_key, sysinfo_key
 
 
@@ -131,6 +159,10 @@ def _write(args: argparse.Namespace, key: str, value: bytes, stored: bytes | Non
 # ---------------------------------------------------------------------------- commands
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.effective:
+        from logagent.cli.effective import show_effective
+
+        return show_effective(args)
     settings, collect_key, sysinfo_key = _settings(args)
     with connect(settings.etcd, _timeout(args, settings)) as client:
         snap = client.read([collect_key, sysinfo_key])
@@ -151,8 +183,10 @@ def _problems(settings: Settings, collect: bool, key: str, value: bytes) -> list
     """What the agent would refuse in this value (validated against this config's allow-list)."""
     try:
         if collect:
-            return parse_collect_value(value, key, settings.agent.allowed_paths)[1]
+            return list(parse_collect_layer(value, key, settings.agent.allowed_paths).errors)
         parse_sysinfo_value(value, key, settings.sysinfo)
+    except LayerRefused as exc:
+        return exc.errors
     except ConfigError as exc:
         return [str(exc)]
     return []
@@ -162,7 +196,9 @@ def cmd_set_collect(args: argparse.Namespace) -> int:
     settings, key, _ = _settings(args)
     value = _read_input(args.file).strip()
     try:
-        _, errors = parse_collect_value(value, key, settings.agent.allowed_paths)
+        errors = list(parse_collect_layer(value, key, settings.agent.allowed_paths).errors)
+    except LayerRefused as exc:
+        return _refuse(exc.errors)
     except CollectConfigError as exc:
         return _refuse([str(exc)])
     if errors:
@@ -228,4 +264,29 @@ def cmd_set_sysinfo(args: argparse.Namespace) -> int:
                 parse_sysinfo_value(value, key, settings.sysinfo)
             except ConfigError as exc:
                 return _refuse([str(exc)])
+        return _write(args, key, value, stored, client)
+
+
+def cmd_set_groups(args: argparse.Namespace) -> int:
+    if args.clear == (args.groups is not None):
+        args._parser.error("give GROUPS (comma-separated) or --clear")
+    settings, _, _ = _settings(args)
+    host_id = args.host_id or settings.id
+    key = FleetKeys(settings.fleet.prefix).host_groups(host_id)
+    with connect(settings.etcd, _timeout(args, settings)) as client:
+        stored, _ = client.get(key)
+        if args.clear:
+            if stored is None:
+                print(f"{key}: not set")
+            elif args.dry_run:
+                print(f"dry run: {key} not deleted")
+            else:
+                client.delete(key)
+                print(f"deleted {key}: the host's [agent] groups apply again")
+            return 0
+        names = [g.strip() for g in args.groups.split(",") if g.strip()]
+        try:
+            value = json.dumps([check_name(g, "group") for g in dict.fromkeys(names)]).encode()
+        except ConfigError as exc:
+            return _refuse([str(exc)])
         return _write(args, key, value, stored, client)

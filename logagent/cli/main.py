@@ -1,4 +1,4 @@
-"""Command line: `logagent run|check|config`, `logagent --version`.
+"""Command line: `logagent run|check|config|fleet`, `logagent --version`.
 
 Exit status: 0 success, 1 a check or the agent failed, 2 bad configuration or usage.
 """
@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     from logagent.cli.config_cmd import add_config_parser
+    from logagent.cli.fleet_cmd import add_fleet_parser
 
     add_config_parser(sub)
+    add_fleet_parser(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ LIVE = frozenset({
     "agent.log_level",        # the root logger's level
     "agent.log_format",       # the root handler's formatter (cheap, no handler reopened)
     "agent.allowed_paths",    # entries are judged again, tailers outside stop
+    "agent.groups",           # the effective configuration is merged again from the new groups' keys
     "agent.shutdown_timeout",  # read when the stop begins
     "agent.registry_max_entries",  # Registry.set_max_entries (trims at once if over the new cap)
     "collect_files",          # the manager diffs the entries (running files keep their place)
@@ -39,7 +40,8 @@ RESTART_ONLY = frozenset({
     "kafka.address", "kafka.chan_size", "kafka.producer",
     "etcd.address", "etcd.timeout", "etcd.collect_log_key", "etcd.collect_sysinfo_key",
     "etcd.username", "etcd.password", "etcd.ca_cert", "etcd.cert_cert", "etcd.cert_key",
-    "agent.ip", "agent.hostname", "agent.data_dir", "agent.http_listen",
+    "agent.id", "agent.ip", "agent.hostname", "agent.data_dir", "agent.http_listen",
+    "fleet.prefix", "fleet.status", "fleet.status_ttl", "fleet.status_interval",
     "agent.max_line_bytes", "agent.read_buffer_bytes", "agent.max_open_files", "agent.close_inactive",
     "agent.stat_interval", "agent.scan_interval", "agent.rotate_wait", "agent.registry_flush_interval",
     "agent.spool_max_bytes",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from logagent.config.sysinfo import SysinfoSettings
-from logagent.config.values import decode_json, split_host_port
+from logagent.config.values import decode_json, name_problem, parse_bool, split_host_port
 from logagent.errors import ConfigError
 from logagent.runtime.names import display_name
 
@@ -48,13 +48,15 @@ class EtcdSettings:
     cert_cert: str = ""
     cert_key: str = ""
 
-    def keys_for(self, ip: str) -> tuple[str, str]:
-        """The collect_log and collect_sysinfo keys of the host with this ip."""
-        return _fill(self.collect_log_key, ip), _fill(self.collect_sysinfo_key, ip)
+    def keys_for(self, host_id: str) -> tuple[str, str]:
+        """The collect_log and collect_sysinfo keys of the host with this id (by default its ip)."""
+        return _fill(self.collect_log_key, host_id), _fill(self.collect_sysinfo_key, host_id)
 
 
 @dataclass(frozen=True)
 class AgentSettings:
+    id: str = ""  # the host's id in etcd keys and its status; empty: the ip (today's per-IP keys)
+    groups: tuple[str, ...] = ()  # fleet groups whose configuration this host takes (docs/fleet.md)
     ip: str = "auto"
     hostname: str = "auto"
     data_dir: Path = Path("/var/lib/logagent")
@@ -76,12 +78,23 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """The fleet keys (docs/etcd-keys-fleet.md): where they live and how the status is written."""
+
+    prefix: str = "/logagent/fleet"
+    status: bool = True  # write <prefix>/status/<id> (and <prefix>/seen/<id>) back to etcd
+    status_ttl: float = 15.0  # seconds: the status key's lease; a dead host's status is gone after it
+    status_interval: float = 10.0  # seconds between two writes when only counters changed
+
+
+@dataclass(frozen=True)
 class Settings:
-    """The whole of config.ini, typed, with `ip` and `hostname` resolved."""
+    """The whole of config.ini, typed, with `ip`, `hostname` and `id` resolved."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     collect_files: str = "[]"
     sysinfo: SysinfoSettings = field(default_factory=SysinfoSettings)
     source: str = "<defaults>"
@@ -90,6 +103,11 @@ class Settings:
     @property
     def ip(self) -> str:
         return self.agent.ip
+
+    @property
+    def id(self) -> str:
+        """The host id: `[agent] id`, else the ip."""
+        return self.agent.id or self.agent.ip
 
     @property
     def hostname(self) -> str:
@@ -181,6 +199,46 @@ def _ip(raw: str) -> str:
         raise ValueError("auto or an IP address") from None
 
 
+def _host_id(raw: str) -> str:
+    value = raw.strip()
+    if value.lower() in ("", "auto"):
+        return ""
+    problem = name_problem(value, "host id")
+    if problem is not None:
+        raise ValueError(f"auto or a host id ({problem})")
+    return value
+
+
+def _groups(raw: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        problem = name_problem(part, "group")
+        if problem is not None:
+            raise ValueError(f"comma-separated group names ({problem})")
+        if part not in out:
+            out.append(part)
+    return tuple(out)
+
+
+def _key_prefix(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = value.split("/")
+    if not value.startswith("/") or len(parts) < 2 or any(p in ("", ".", "..") for p in parts[1:]) \
+            or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("an absolute etcd key prefix like /logagent/fleet (no empty, '.' or '..' part, "
+                         "no control character)")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    flag = parse_bool(raw)
+    if flag is None:
+        raise ValueError("true or false")
+    return flag
+
+
 def _json_text(raw: str) -> str:
     """[collect] files: the same guard as an etcd value (size, strict JSON, nesting), and an array."""
     try:
@@ -199,13 +257,14 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "etcd": {"address": _addresses(True), "timeout": _seconds, "collect_log_key": _text,
              "collect_sysinfo_key": _text, "username": _text, "password": _text,
              "ca_cert": _text, "cert_cert": _text, "cert_key": _text},
-    "agent": {"ip": _ip, "hostname": _text, "data_dir": lambda r: Path(r.strip()),
+    "agent": {"id": _host_id, "groups": _groups, "ip": _ip, "hostname": _text, "data_dir": lambda r: Path(r.strip()),
               "allowed_paths": _globs, "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
               "log_format": _choice("text", "json"), "http_listen": _listen,
               "max_line_bytes": _int(64), "read_buffer_bytes": _int(4096), "max_open_files": _int(8),
               "close_inactive": _seconds, "stat_interval": _seconds, "scan_interval": _seconds,
               "rotate_wait": _seconds, "registry_flush_interval": _seconds, "registry_max_entries": _int(100),
               "shutdown_timeout": _seconds, "spool_max_bytes": _int(0)},
+    "fleet": {"prefix": _key_prefix, "status": _flag, "status_ttl": _seconds, "status_interval": _seconds},
     "collect": {"files": _json_text},
     "sysinfo": {"enabled": _text, "topic": _text, "interval": _text, "format": _text},
 }
@@ -337,15 +396,31 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
     sysinfo = SysinfoSettings.from_mapping(values.pop("sysinfo"), source=f"{source}: [sysinfo]")
     agent = AgentSettings(**values["agent"])
     agent = _resolve_identity(agent)
+    etcd = EtcdSettings(**values["etcd"])
+    fleet = FleetSettings(**values["fleet"])
+    _check_fleet(source, etcd, fleet, agent.id or agent.ip)
     return Settings(
         kafka=KafkaSettings(producer=producer, **values["kafka"]),
-        etcd=EtcdSettings(**values["etcd"]),
+        etcd=etcd,
         agent=agent,
+        fleet=fleet,
         collect_files=values["collect"].get("files", "[]"),
         sysinfo=sysinfo,
         source=source,
         warnings=tuple(warnings),
     )
+
+
+def _check_fleet(source: str, etcd: EtcdSettings, fleet: FleetSettings, host_id: str) -> None:
+    """The host's own keys must lie outside the fleet prefix (an id 'fleet' would put them there),
+    and the lease must outlive a keep-alive or two (one is sent every third of it)."""
+    for key in etcd.keys_for(host_id):
+        if key == fleet.prefix or key.startswith(fleet.prefix + "/"):
+            raise ConfigError(f"{source}: host id {host_id!r}: its key {key} lies under [fleet] prefix "
+                              f"{fleet.prefix}; choose another [agent] id or prefix")
+    if fleet.status_ttl < 3:
+        raise ConfigError(f"{source}: [fleet] status_ttl = {fleet.status_ttl:g}: expected at least 3 seconds "
+                          "(the lease is kept alive every third of it)")
 
 
 def detect_ip() -> str:
@@ -372,7 +447,7 @@ def _resolve_identity(agent: AgentSettings) -> AgentSettings:
     host = agent.hostname
     if not host or host.lower() == "auto":
         host = socket.gethostname()
-    return replace(agent, ip=ip, hostname=host)
+    return replace(agent, ip=ip, hostname=host, id=agent.id or ip)
 
 
 # librdkafka properties (and the [etcd] password) whose value is or can carry a secret:
@@ -403,9 +478,13 @@ def describe(settings: Settings) -> list[str]:
                                       or "(the agent's defaults: the producer logs its values when it starts)"))
     e = settings.etcd
     lines.append(f"etcd.address={','.join(e.address) or '(none: using [collect] files)'} "
-                 f"collect_log_key={e.keys_for(settings.ip)[0]} collect_sysinfo_key={e.keys_for(settings.ip)[1]} "
+                 f"collect_log_key={e.keys_for(settings.id)[0]} collect_sysinfo_key={e.keys_for(settings.id)[1]} "
                  f"username={e.username or '-'} password={redact('password', e.password) or '-'}")
     a = settings.agent
+    f = settings.fleet
+    lines.append(f"fleet id={settings.id} groups={','.join(a.groups) or '-'} prefix={f.prefix} "
+                 f"status={'on' if f.status else 'off'} status_ttl={f.status_ttl:g} "
+                 f"status_interval={f.status_interval:g}")
     lines.append(f"agent ip={a.ip} hostname={a.hostname} data_dir={a.data_dir} "
                  f"allowed_paths={','.join(a.allowed_paths)} http_listen={a.http_listen or 'off'}")
     s = settings.sysinfo

@@ -8,6 +8,7 @@
 - ``show``: a bad value, short, on one line, safe for any decoded value.
 - ``split_host_port``: `host:port` (or `[v6]:port`) of every address setting.
 - ``has_glob``: whether a path or one of its parts is a glob pattern.
+- ``name_problem``: a host id or group name that can name an etcd key without escaping its place.
 
 Nothing here imports psutil, prometheus_client or the Kafka client, so settings.py and the
 CLI can use it cheaply.
@@ -41,6 +42,9 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 TOPIC_RULE = "letters, digits, '.', '_', '-'; 1 to 249 characters; not '.' or '..'"
 
 SHOW_CHARS = 200
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+NAME_RULE = "1 to 128 letters, digits, '.', '_', ':', '@', '-', starting with a letter or digit"
+RESERVED_NAMES = frozenset({"fleet"})
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 GLOB_CHARS = "*?["
 _repr = reprlib.Repr()
@@ -190,3 +194,20 @@ def split_host_port(raw: str) -> tuple[str, int]:
 def has_glob(text: str) -> bool:
     """True when `text` (a path or one of its parts) holds a glob character: `*`, `?` or `[`."""
     return any(ch in text for ch in GLOB_CHARS)
+
+
+def name_problem(name: Any, what: str) -> str | None:
+    """Why `name` cannot be a host id or a group name (`what` says which), or None when it can.
+
+    Each becomes one component of an etcd key (`<prefix>/config/groups/<group>/collect_log`,
+    `/logagent/<id>/collect_log/config`): a '/', a '..', a control character or a space would
+    move the key elsewhere or make it unreadable, so only NAME_RULE's characters are taken.
+    'fleet' is refused (any case): `/logagent/fleet/...` is the fleet's own prefix.
+    """
+    if not isinstance(name, str) or not name:
+        return f"{what} must be a non-empty string, got {show(name)}"
+    if not _NAME.fullmatch(name):
+        return f"{what} {show(name)} refused: expected {NAME_RULE} (no '/', '..', space or control character)"
+    if name.lower() in RESERVED_NAMES:
+        return f"{what} {show(name)} refused: the name is reserved (the fleet keys live under /logagent/fleet)"
+    return None

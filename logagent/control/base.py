@@ -8,6 +8,7 @@ started once, handed the re-read config.ini on SIGHUP, and stopped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from logagent.config.settings import Settings
@@ -34,3 +35,36 @@ class Target(Protocol):
     async def apply_collect(self, entries: list[CollectEntry]) -> None: ...
 
     def apply_sysinfo(self, settings: SysinfoSettings) -> None: ...
+
+
+@dataclass(frozen=True)
+class EntryHealth:
+    """One collect entry as it runs: files collected, bytes in them not yet in Kafka (measured only
+    when asked: it takes a stat per file), problems with its files (the first one's text)."""
+
+    files: int = 0
+    errors: int = 0
+    error: str = ""
+    behind: int = 0
+
+
+@dataclass(frozen=True)
+class Health:
+    """The agent's pipeline as the fleet status reports it."""
+
+    kafka_reachable: bool = False
+    spool_bytes: int = 0
+    delivered: int = 0  # messages Kafka acknowledged since the start
+    task_crashes: int = 0
+
+
+class Observed(Protocol):
+    """What the fleet status and a canary's self-checks look at (the Agent; tests give a fake)."""
+
+    def entry_health(self, behind: bool = False) -> dict[str, EntryHealth]:
+        """Per entry path; `behind` measured only when True."""
+
+    def health(self) -> Health: ...
+
+    async def topic_problem(self, topic: str) -> str | None:
+        """Why `topic` cannot take a message (the broker's metadata error), or None."""

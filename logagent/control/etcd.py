@@ -1,12 +1,14 @@
-"""The etcd control plane: read this host's keys, apply them, watch them, survive etcd.
+"""The etcd control plane: read this host's keys and its fleet keys, apply them, watch them,
+survive etcd.
 
 Pieces, top to bottom:
 
-- ``Backoff``, ``ConfigTracker``, ``SavedConfig``: pure logic and the last-good-config
-  file; unit tests drive them without etcd. The values themselves are parsed by
-  sources/files/entry.parse_collect_value and config/sysinfo.parse_sysinfo_value.
-- ``EtcdControl``: the asyncio side. ``start()`` reads both keys and applies them, then
-  watches from the revision read + 1 (nothing between read and watch is missed). When
+- ``SavedConfig``: the last-good-config file. What the keys mean and how they merge is
+  control/tracker.py's ``ConfigTracker`` (pure; unit tests drive it without etcd).
+- ``EtcdControl``: the asyncio side. ``start()`` reads the host's two keys and everything under
+  the fleet's config prefix at one revision and applies the merge, then watches the two keys and
+  the prefix (one prefix watch, not one per group) from the revision read + 1 (nothing between
+  read and watch is missed). When
   etcd does not answer within ``[etcd] timeout`` it starts from the configuration saved
   under data_dir and keeps trying in the background. A lost watch reconnects with
   backoff, re-reads and resumes; a compacted revision is handled by re-reading.
@@ -28,147 +30,25 @@ from typing import Any, Protocol
 
 from logagent.config.settings import EtcdSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
-from logagent.control.base import Target
+from logagent.control.base import Observed, Target
 from logagent.control.etcd_client import Snapshot, WatchBatch, WatchCallback, WatchItem, WatchLost, connect
-from logagent.errors import CollectConfigError, ConfigError, EtcdError
+from logagent.control.fleet.host import FleetHost
+from logagent.control.fleet.keys import FleetKeys
+from logagent.control.tracker import SAVED_VERSION, Change, ConfigTracker, FleetScope, saved_layers
+from logagent.errors import ConfigError, EtcdError
 from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
 from logagent.runtime.backoff import Backoff
 from logagent.runtime.supervise import spawn
-from logagent.sources.files.entry import CollectEntry, dump_entries, parse_collect_value
+from logagent.sources.files.entry import CollectEntry, entry_items, parse_collect_value
 
 log = logging.getLogger("logagent.etcd")
 
 SAVED_NAME = "etcd-config.json"
-SAVED_VERSION = 1
+__all__ = ["SAVED_NAME", "SAVED_VERSION", "Change", "ConfigTracker", "EtcdControl", "SavedConfig"]
 
 
-# ---------------------------------------------------------------------------- pure logic
-
-@dataclass
-class Change:
-    """What one value of one key asks for: apply collect entries and/or sysinfo settings."""
-
-    key: str
-    collect: list[CollectEntry] | None = None
-    sysinfo: SysinfoSettings | None = None
-    errors: list[str] = field(default_factory=list)
-    refused: bool = False  # the value as a whole was refused: the last good one stays
-
-    @property
-    def applies(self) -> bool:
-        return self.collect is not None or self.sysinfo is not None
-
-
-class ConfigTracker:
-    """The configuration in force and the last value seen per key. No I/O.
-
-    A value that is refused as a whole (not JSON, too large, wrong type, or an array
-    whose every entry is bad) leaves the last good configuration in force. A value
-    seen before (same bytes) is no news: a reconnect re-reads without re-applying.
-    """
-
-    def __init__(self, collect_key: str, sysinfo_key: str, allowed: tuple[str, ...],
-                 base_sysinfo: SysinfoSettings) -> None:
-        self.collect_key, self.sysinfo_key = collect_key, sysinfo_key
-        self.allowed, self.base_sysinfo = allowed, base_sysinfo
-        self.collect: list[CollectEntry] | None = None  # None: nothing applied yet
-        self.sysinfo: SysinfoSettings = base_sysinfo
-        self.sysinfo_override: dict[str, Any] | None = None
-        self.revision = 0
-        self._seen: dict[str, bytes | None] = {}
-        self._refused: set[str] = set()
-        self._applied: set[str] = set()  # keys whose configuration the agent runs
-
-    @property
-    def keys(self) -> tuple[str, str]:
-        return self.collect_key, self.sysinfo_key
-
-    def update(self, key: str, value: bytes | None, revision: int) -> Change:
-        """The change a value read or watched at `revision` asks for (state updated)."""
-        if key in self._seen and self._seen[key] == value:
-            if key not in self._refused:  # same value, newer read: still the config in force
-                self.revision = max(self.revision, revision)
-            return Change(key)
-        self._seen[key] = value
-        if key == self.collect_key:
-            change = self._collect(value)
-        elif key == self.sysinfo_key:
-            change = self._sysinfo(value)
-        else:
-            return Change(key)
-        if change.refused:
-            self._refused.add(key)
-        else:
-            self._refused.discard(key)
-            self.revision = max(self.revision, revision)
-        return change
-
-    def _collect(self, value: bytes | None) -> Change:
-        key = self.collect_key
-        try:
-            entries, errors = parse_collect_value(value, key, self.allowed)
-        except CollectConfigError as exc:
-            return Change(key, errors=[str(exc)], refused=True)
-        if errors and not entries:
-            # Only bad entries: stopping everything for a typo would be worse than waiting.
-            return Change(key, errors=errors, refused=True)
-        if key in self._applied and entries == self.collect:
-            return Change(key, errors=errors)  # e.g. re-read after an outage: nothing to do
-        self.collect = entries
-        self._applied.add(key)
-        return Change(key, collect=entries, errors=errors)
-
-    def _sysinfo(self, value: bytes | None) -> Change:
-        key = self.sysinfo_key
-        try:
-            settings, override = parse_sysinfo_value(value, key, self.base_sysinfo)
-        except ConfigError as exc:
-            return Change(key, errors=[str(exc)], refused=True)
-        if key in self._applied and settings == self.sysinfo:
-            self.sysinfo_override = override
-            return Change(key)
-        self.sysinfo, self.sysinfo_override = settings, override
-        self._applied.add(key)
-        return Change(key, sysinfo=settings)
-
-    def restore(self, collect: list[CollectEntry], sysinfo: SysinfoSettings,
-                override: dict[str, Any] | None, revision: int) -> None:
-        """Take a saved configuration as the one in force (etcd values seen: none)."""
-        self.collect, self.sysinfo, self.sysinfo_override = collect, sysinfo, override
-        self.revision = revision
-        self._seen.clear()
-        self._refused.clear()
-        self._applied = set(self.keys)
-
-    def rebase(self, allowed: tuple[str, ...], base_sysinfo: SysinfoSettings) -> dict[str, bytes | None]:
-        """New allow-list and [sysinfo] defaults (SIGHUP): the values seen, to be judged again."""
-        self.allowed, self.base_sysinfo = allowed, base_sysinfo
-        seen = dict(self._seen)
-        self._seen.clear()
-        return seen
-
-    def adopt_collect(self, collect: list[CollectEntry]) -> None:
-        """Take these entries as the ones in force (the saved ones, after a refused value)."""
-        self.collect = collect
-        self._applied.add(self.collect_key)
-
-    def adopt_sysinfo(self, sysinfo: SysinfoSettings, override: dict[str, Any] | None) -> None:
-        """Take these settings as the ones in force (the saved ones, after a refused value)."""
-        self.sysinfo, self.sysinfo_override = sysinfo, override
-        self._applied.add(self.sysinfo_key)
-
-    def refused_unapplied(self) -> list[str]:
-        """Keys whose value was refused while nothing of theirs is applied yet (the start)."""
-        return [key for key in self.keys if key in self._refused and key not in self._applied]
-
-    def saved_form(self) -> dict[str, Any]:
-        """The JSON document SavedConfig writes."""
-        return {"version": SAVED_VERSION, "collect_log_key": self.collect_key,
-                "collect_sysinfo_key": self.sysinfo_key, "revision": self.revision,
-                "collect": json.loads(dump_entries(self.collect or [])),
-                "sysinfo": self.sysinfo_override}
-
+# ---------------------------------------------------------------------------- the saved file
 
 @dataclass(frozen=True)
 class Restored:
@@ -177,6 +57,8 @@ class Restored:
     override: dict[str, Any] | None
     revision: int
     errors: list[str]
+    layers: dict[str, tuple[bytes | None, int]] = field(default_factory=dict)  # key -> (good value, revision)
+    failed_rollouts: dict[str, str] = field(default_factory=dict)
 
 
 class SavedConfig:
@@ -188,6 +70,15 @@ class SavedConfig:
     def save(self, document: dict[str, Any]) -> None:
         """Write atomically (see atomic.write_atomic); raises OSError."""
         write_atomic(self.path, json.dumps(document, indent=2, ensure_ascii=False).encode())
+
+    def failed_rollouts(self) -> dict[str, str]:
+        """The rollouts this host failed (id -> why), from the saved file; {} when none can be read."""
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return {}
+        failed = doc.get("failed_rollouts") if isinstance(doc, dict) else None
+        return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
 
     def load(self, tracker: ConfigTracker) -> Restored | None:
         """The saved configuration, validated again; None when there is none usable.
@@ -222,7 +113,9 @@ class SavedConfig:
             raise ConfigError(f"{self.path}: {exc}") from None
         except (ValueError, RecursionError) as exc:  # json.dumps of a damaged document
             raise ConfigError(f"{self.path}: corrupt: {exc}") from None
-        return Restored(entries, sysinfo, override, revision, errors)
+        failed = doc.get("failed_rollouts")
+        failed = {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
+        return Restored(entries, sysinfo, override, revision, errors, saved_layers(doc), failed)
 
 
 # ---------------------------------------------------------------------------- the control loop
@@ -232,9 +125,16 @@ class Connection(Protocol):
 
     address: str
 
-    def read(self, keys: Sequence[str]) -> Snapshot: ...
+    def read(self, keys: Sequence[str], prefixes: Sequence[str] = ()) -> Snapshot: ...
 
-    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback) -> None: ...
+    def put(self, key: str, value: bytes | str, lease: int = 0) -> int: ...
+
+    def grant(self, ttl: int) -> int: ...
+
+    def keepalive(self, lease: int) -> int: ...
+
+    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback,
+              prefixes: Sequence[str] = ()) -> None: ...
 
     def close(self) -> None: ...
 
@@ -246,13 +146,15 @@ class EtcdControl:
     """Keeps the agent's collect set and sysinfo settings equal to this host's etcd keys."""
 
     def __init__(self, settings: Settings, agent: Target, connector: Connector = connect,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, observer: Observed | None = None) -> None:
         self.settings = settings
         self.agent = agent
         self._connector = connector
         self.timeout = settings.etcd.timeout
-        collect_key, sysinfo_key = settings.etcd.keys_for(settings.ip)
-        self.tracker = ConfigTracker(collect_key, sysinfo_key, settings.agent.allowed_paths, settings.sysinfo)
+        collect_key, sysinfo_key = settings.etcd.keys_for(settings.id)
+        self.fleet_keys = FleetKeys(settings.fleet.prefix)
+        self.tracker = ConfigTracker(collect_key, sysinfo_key, settings.agent.allowed_paths, settings.sysinfo,
+                                     FleetScope(self.fleet_keys, settings.id, settings.agent.groups))
         self.saved = SavedConfig(settings.agent.data_dir)
         self.backoff = backoff or Backoff(first=0.5, cap=5.0)
         self.connected = False
@@ -265,6 +167,7 @@ class EtcdControl:
         self._lock = threading.Lock()  # guards _stopped against an open finishing in its thread
         self._stopped = False
         self._down_logged = False
+        self.fleet = FleetHost(settings, self.tracker, observer, self._status_client, self._reconnect, self._reapply)
 
     # ---- lifecycle
 
@@ -273,6 +176,8 @@ class EtcdControl:
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
         metrics.ETCD_UP.set(0)
+        # A canary that failed a rollout never runs it again, across restarts too.
+        self.tracker.failed_rollouts.update(await asyncio.to_thread(self.saved.failed_rollouts))
         first = self._open()
         opening: asyncio.Future[tuple[Connection, Snapshot]] | None = None
         # Bounded: a dead etcd must not hold up the agent; the attempt goes on in the background.
@@ -297,14 +202,14 @@ class EtcdControl:
             return self._run(first)
 
         self._task = spawn("etcd control", "etcd", run)
+        self.fleet.start()
 
     async def reload(self, settings: Settings) -> None:
         """config.ini was re-read (SIGHUP): judge the etcd values again against the new
         allow-list and [sysinfo] defaults. The etcd connection settings need a restart."""
         self.settings = settings
-        seen = self.tracker.rebase(settings.agent.allowed_paths, settings.sysinfo)
-        if seen:
-            await self._apply(seen, self.tracker.revision)
+        change = self.tracker.rebase(settings.agent.allowed_paths, settings.sysinfo, settings.agent.groups)
+        await self._apply(change, self.tracker.revision, "config.ini reloaded")
 
     async def stop(self) -> None:
         """Cancel the watch task, close the client; idempotent, leaves no thread behind."""
@@ -312,6 +217,7 @@ class EtcdControl:
             if self._stopped:
                 return
             self._stopped = True
+        await self.fleet.stop()  # first: it writes STOPPED through the connection still open
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -328,6 +234,20 @@ class EtcdControl:
         await self._drop_client()
         metrics.ETCD_UP.set(0)
 
+    # ---- what the fleet part uses
+
+    def _status_client(self) -> Connection | None:
+        return self._client if self.connected else None
+
+    def _reconnect(self, reason: str) -> None:
+        """Drop the connection and open a new one (the watch loop does it, as after a lost watch)."""
+        if self._inbox is not None and self._client is not None:
+            self._inbox.put_nowait((self._gen, WatchLost("status", reason)))
+
+    async def _reapply(self, why: str) -> None:
+        """Merge again and apply what changed (a canary's bake failed: the group's list comes back)."""
+        await self._apply(self.tracker.refresh(), self.tracker.revision, why)
+
     # ---- connecting
 
     def _open(self) -> asyncio.Future[tuple[Connection, Snapshot]]:
@@ -343,9 +263,10 @@ class EtcdControl:
         client = self._connector(self.settings.etcd, self.timeout)
         try:
             self._check_stopped()  # between the steps: a stop() is not held up by a slow etcd
-            snap = client.read(self.tracker.keys)
+            snap = client.read(self.tracker.keys, self.tracker.prefixes)
             self._check_stopped()
-            client.watch(self.tracker.keys, snap.revision + 1, lambda item: self._from_thread(gen, item))
+            client.watch(self.tracker.keys, snap.revision + 1, lambda item: self._from_thread(gen, item),
+                         self.tracker.prefixes)
             self._check_stopped()
         except BaseException:
             client.close()
@@ -386,15 +307,17 @@ class EtcdControl:
         if self._down_logged:
             log.info("etcd %s is back (revision %d); watching again", client.address, snap.revision)
         else:
-            log.info("etcd %s: read %s and %s at revision %d; watching", client.address,
-                     *self.tracker.keys, snap.revision)
+            log.info("etcd %s: read %s, %s and %s at revision %d; watching", client.address,
+                     *self.tracker.keys, ", ".join(f"{p}*" for p in self.tracker.prefixes) or "no prefix",
+                     snap.revision)
         self._down_logged = False
-        await self._apply(snap.values, snap.revision)
+        change = self.tracker.update_many(snap.values, snap.revision, snap.mod_revisions, complete=True)
         refused = self.tracker.refused_unapplied()
         if refused:
-            # A value was refused and nothing good of that key was applied yet (the start):
-            # the last good configuration is the saved one, else (collect) nothing.
-            await self._apply_saved_keys(refused)
+            # A value was refused and nothing good of that key is known yet (the start): its
+            # last good value is the saved one, else (collect) nothing.
+            change = change.then(self._adopt_saved(refused))
+        await self._apply(change, snap.revision, "etcd read")
 
     def _lost(self, reason: str, quiet: bool = False) -> None:
         """etcd is unreachable or the watch broke: count it, log it once per outage.
@@ -451,8 +374,12 @@ class EtcdControl:
         if isinstance(item, WatchBatch):
             if item.events:
                 last = {ev.key: ev for ev in item.events}  # several changes at once: the newest wins
-                for ev in last.values():
-                    await self._apply({ev.key: ev.value}, ev.revision)
+                revision = max(ev.revision for ev in last.values())
+                change = self.tracker.update_many({k: ev.value for k, ev in last.items()}, revision,
+                                                  {k: ev.revision for k, ev in last.items()})
+                if len(last) == 1:
+                    change.key = next(iter(last))
+                await self._apply(change, revision, change.key or "etcd watch")
             return
         assert isinstance(item, WatchLost)
         await self._drop_client()
@@ -465,35 +392,53 @@ class EtcdControl:
 
     # ---- applying
 
-    async def _apply(self, values: dict[str, bytes | None], revision: int) -> None:
-        """Validate each value, apply what is good, save the result as the last good config."""
+    async def _apply(self, change: Change, revision: int, what: str) -> None:
+        """Log what was refused, apply what changed, save the result as the last good config.
+
+        what: the key that changed (one), or what happened ("etcd read"), for the log lines.
+        """
+        for key, error in change.problems:
+            metrics.CONFIG_ERRORS.labels(key).inc()
+            log.error("%s", error)
+        for key in change.refused_keys:
+            log.error("%s: value at revision %d refused; the last good configuration stays in force", key, revision)
         applied = False
-        for key, value in values.items():
-            change = self.tracker.update(key, value, revision)
-            for error in change.errors:
-                metrics.CONFIG_ERRORS.labels(key).inc()
-                log.error("%s", error)
-            if change.refused:
-                log.error("%s: value at revision %d refused; the last good configuration stays in force",
-                          key, revision)
-            if change.collect is not None:
-                await self.agent.apply_collect(change.collect)
-                if change.collect:
-                    log.info("%s: applied %d entr%s (revision %d)", key, len(change.collect),
-                             "y" if len(change.collect) == 1 else "ies", revision)
-                else:
-                    log.warning("%s: %s (revision %d): collecting nothing", key,
-                                "not set" if value is None else "an empty list", revision)
-                applied = True
-            if change.sysinfo is not None:
-                self.agent.apply_sysinfo(change.sysinfo)
-                log.info("%s: applied sysinfo settings %s (revision %d)", key,
-                         "([sysinfo] defaults)" if self.tracker.sysinfo_override is None
-                         else json.dumps(self.tracker.sysinfo_override), revision)
-                applied = True
+        starting, before = self.fleet.starting()
+        if change.collect is not None:
+            await self.agent.apply_collect(change.collect)
+            n = len(change.collect)
+            if n:
+                log.info("%s: applied %d entr%s (revision %d)%s", what, n, "y" if n == 1 else "ies", revision,
+                         self._origins())
+            else:
+                log.warning("%s: %s (revision %d): collecting nothing", what, self._why_empty(change), revision)
+            applied = True
+        if change.sysinfo is not None:
+            self.agent.apply_sysinfo(change.sysinfo)
+            log.info("%s: applied sysinfo settings %s (revision %d)", what,
+                     "([sysinfo] defaults)" if self.tracker.sysinfo_override is None
+                     else json.dumps(self.tracker.sysinfo_override), revision)
+            applied = True
         metrics.CONFIG_REVISION.set(self.tracker.revision)
+        await self.fleet.applied(starting, before)
         if applied:
             await self._save()
+
+    def _origins(self) -> str:
+        """' from group web (rev 12), host (rev 14)' when any entry comes from a fleet key."""
+        counts: dict[str, int] = {}
+        for placed in self.tracker.merged.placed:
+            label = f"{placed.origin.label} (rev {placed.origin.revision})"
+            counts[label] = counts.get(label, 0) + 1
+        if list(counts) in ([], [label for label in counts if label.startswith("host ")]):
+            return ""
+        return " from " + ", ".join(f"{label}: {n}" for label, n in counts.items())
+
+    def _why_empty(self, change: Change) -> str:
+        if change.key == self.tracker.collect_key:
+            raw = self.tracker.raw_value(change.key)
+            return "not set" if raw is None else "an empty list"
+        return "no entry in the merged configuration"
 
     async def _save(self) -> None:
         if self.tracker.collect is None:
@@ -510,9 +455,10 @@ class EtcdControl:
         except ConfigError as exc:
             log.error("%s; not used", exc)
             return None
-        for error in (restored.errors if restored is not None else []):
-            metrics.CONFIG_ERRORS.labels(self.tracker.collect_key).inc()
-            log.error("%s", error)
+        if restored is not None and not restored.layers:  # a file from before the fleet keys
+            for error in restored.errors:
+                metrics.CONFIG_ERRORS.labels(self.tracker.collect_key).inc()
+                log.error("%s", error)
         return restored
 
     async def _apply_saved(self, reason: str) -> None:
@@ -523,31 +469,55 @@ class EtcdControl:
             log.warning("%s; no saved etcd configuration in %s: nothing is collected until etcd answers "
                         "(retrying in the background)", reason, self.saved.path)
             return
+        self.tracker.failed_rollouts.update(restored.failed_rollouts)
+        if restored.layers:
+            change = self.tracker.restore_layers(restored.layers, restored.revision)
+            for key, error in change.problems:
+                metrics.CONFIG_ERRORS.labels(key).inc()
+                log.error("%s (saved in %s)", error, self.saved.path)
+            collect, sysinfo = self.tracker.collect or [], self.tracker.sysinfo
+        else:
+            self.tracker.restore(restored.collect, restored.sysinfo, restored.override, restored.revision)
+            collect, sysinfo = restored.collect, restored.sysinfo
         log.warning("%s; using the last good configuration saved in %s (revision %d, %d entr%s) until etcd "
                     "answers (retrying in the background)", reason, self.saved.path, restored.revision,
-                    len(restored.collect), "y" if len(restored.collect) == 1 else "ies")
-        self.tracker.restore(restored.collect, restored.sysinfo, restored.override, restored.revision)
-        self.agent.apply_sysinfo(restored.sysinfo)
+                    len(collect), "y" if len(collect) == 1 else "ies")
+        self.agent.apply_sysinfo(sysinfo)
         metrics.CONFIG_REVISION.set(restored.revision)
-        await self.agent.apply_collect(restored.collect)
+        await self.agent.apply_collect(collect)
 
-    async def _apply_saved_keys(self, keys: list[str]) -> None:
-        """etcd refused-at-start values: those keys take their part of the saved configuration
-        (collect: the saved entries, else none; sysinfo: the saved settings, else [sysinfo])."""
+    def _adopt_saved(self, keys: list[str]) -> Change:
+        """etcd values refused at start: those keys take their saved last good value (collect: else
+        none; sysinfo: else [sysinfo]). Returns the merge that follows."""
         restored = self._load_saved()
-        if self.tracker.collect_key in keys:
-            entries = restored.collect if restored is not None else []
-            if restored is not None:
-                log.warning("%s: using the last good entries saved in %s (revision %d, %d entr%s)",
-                            self.tracker.collect_key, self.saved.path, restored.revision, len(entries),
-                            "y" if len(entries) == 1 else "ies")
-            else:
-                log.warning("%s: no saved etcd configuration in %s: nothing is collected until a good "
-                            "value is put", self.tracker.collect_key, self.saved.path)
-            self.tracker.adopt_collect(entries)
-            await self.agent.apply_collect(entries)
-        if self.tracker.sysinfo_key in keys and restored is not None:
-            log.warning("%s: using the last good sysinfo settings saved in %s (revision %d)",
-                        self.tracker.sysinfo_key, self.saved.path, restored.revision)
-            self.tracker.adopt_sysinfo(restored.sysinfo, restored.override)
-            self.agent.apply_sysinfo(restored.sysinfo)
+        if restored is not None:
+            self.tracker.failed_rollouts.update(restored.failed_rollouts)
+        layers = dict(restored.layers) if restored is not None else {}
+        if restored is not None and not layers:  # a file from before the fleet keys: the host's keys
+            layers[self.tracker.collect_key] = (dump_saved(restored.collect).encode(), restored.revision)
+            if restored.override is not None:
+                layers[self.tracker.sysinfo_key] = (json.dumps(restored.override).encode(), restored.revision)
+        for key in keys:
+            saved = layers.get(key)
+            if saved is None:
+                if key == self.tracker.collect_key:
+                    log.warning("%s: no saved etcd configuration in %s: nothing is collected until a good "
+                                "value is put", key, self.saved.path)
+                continue
+            try:
+                errors = self.tracker.adopt(key, saved[0], saved[1])
+            except ConfigError as exc:
+                log.error("%s (saved in %s); not used", exc, self.saved.path)
+                continue
+            for error in errors:
+                metrics.CONFIG_ERRORS.labels(key).inc()
+                log.error("%s (saved in %s)", error, self.saved.path)
+            log.warning("%s: using the last good %s saved in %s (revision %d)", key,
+                        "sysinfo settings" if key == self.tracker.sysinfo_key or key.endswith("/collect_sysinfo")
+                        else "entries", self.saved.path, saved[1])
+        return self.tracker.refresh()
+
+
+def dump_saved(entries: list[CollectEntry]) -> str:
+    """A saved collect list as the JSON value it came from."""
+    return json.dumps(entry_items(entries))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from logagent.config.settings import EtcdSettings
@@ -34,10 +34,22 @@ GRPC_OPTIONS = [
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Values of some keys read at one revision; None: the key is not set."""
+    """Values of some keys (and of every key under some prefixes) read at one revision; None: the
+    key is not set. mod_revisions: the revision each value was written at."""
 
     revision: int
     values: dict[str, bytes | None]
+    mod_revisions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One key as a range read returns it; version: how many times it was written since created."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    version: int
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,8 @@ class EtcdClient:
         self._lock = threading.Lock()
         self._closed = False
         self._watcher: Any = None
+        self._keepalive: _KeepAliveStream | None = None
+        self._keepalive_lock = threading.Lock()
         try:
             self._client = pyetcd.MultiEndpointEtcd3Client(
                 endpoints=endpoints, timeout=self.timeout,
@@ -168,46 +182,114 @@ class EtcdClient:
                     continue  # pyetcd marked that endpoint failed; the next call uses another
                 raise EtcdError(f"etcd {self.address}: {what}: {describe_error(exc)}") from exc
 
-    def read(self, keys: Sequence[str]) -> Snapshot:
-        """The values of `keys`, all at one revision (the current one)."""
+    def read(self, keys: Sequence[str], prefixes: Sequence[str] = ()) -> Snapshot:
+        """The values of `keys` and of every key under `prefixes`, all at one revision (the current one)."""
         # A keys-only read fixes the revision; the values are then read at that revision,
         # so the snapshot is consistent and a watch from revision + 1 misses nothing.
-        head = self._call("read", lambda: self._client.get_response(keys[0], keys_only=True))
+        first = keys[0] if keys else prefixes[0]
+        head = self._call("read", lambda: self._client.get_response(first, keys_only=True))
         revision = int(head.header.revision)
         values: dict[str, bytes | None] = {}
+        mods: dict[str, int] = {}
         for key in keys:
             resp = self._call(f"read {key}", functools.partial(self._client.get_response, key, revision=revision))
             values[key] = bytes(resp.kvs[0].value) if resp.count > 0 and resp.kvs else None
-        return Snapshot(revision, values)
+            if values[key] is not None:
+                mods[key] = int(resp.kvs[0].mod_revision)
+        for prefix in prefixes:
+            for key, value, mod in self._range(prefix, revision):
+                values[key], mods[key] = value, mod
+        return Snapshot(revision, values, mods)
+
+    def _range(self, prefix: str, revision: int | None = None) -> list[tuple[str, bytes, int]]:
+        resp = self._call(f"read {prefix}*", functools.partial(
+            self._client.get_prefix_response, prefix, **({"revision": revision} if revision else {})))
+        return [(bytes(kv.key).decode("utf-8", "replace"), bytes(kv.value), int(kv.mod_revision)) for kv in resp.kvs]
+
+    def read_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
+        """(revision, every key under `prefix` with its value, mod revision and version) in one request."""
+        resp = self._call(f"read {prefix}*", functools.partial(self._client.get_prefix_response, prefix))
+        return int(resp.header.revision), [KeyValue(bytes(kv.key).decode("utf-8", "replace"), bytes(kv.value),
+                                                    int(kv.mod_revision), int(kv.version)) for kv in resp.kvs]
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """(value or None, revision of the read)."""
         snap = self.read([key])
         return snap.values[key], snap.revision
 
-    def put(self, key: str, value: bytes | str) -> int:
-        """Write a value; returns the new revision."""
-        resp = self._call(f"put {key}", lambda: self._client.put(key, value))
+    def put(self, key: str, value: bytes | str, lease: int = 0) -> int:
+        """Write a value (attached to `lease` when not 0); returns the new revision."""
+        resp = self._call(f"put {key}", lambda: self._client.put(key, value, lease=lease or None))
         return int(resp.header.revision)
+
+    def put_if(self, key: str, value: bytes | str, mod_revision: int,
+               also: Sequence[tuple[str, bytes | str]] = ()) -> int | None:
+        """Write `key` (and the `also` pairs, in the same transaction) only if `key` was last written
+        at `mod_revision` (0: if it does not exist); the new revision, or None when it changed meanwhile."""
+        client = self._client
+        compare = [client.transactions.mod(key) == mod_revision] if mod_revision else \
+            [client.transactions.version(key) == 0]
+        ops = [client.transactions.put(key, value)] + [client.transactions.put(k, v) for k, v in also]
+        ok, _ = self._call(f"put {key}", lambda: client.transaction(compare=compare, success=ops, failure=[]))
+        if not ok:
+            return None
+        return self.read([key]).mod_revisions.get(key)  # pyetcd hides the transaction's own header
 
     def delete(self, key: str) -> bool:
         return bool(self._call(f"delete {key}", lambda: self._client.delete(key)))
 
+    # ---- leases (the status key)
+
+    def grant(self, ttl: int) -> int:
+        """A new lease of `ttl` seconds; its id."""
+        return int(self._call("lease grant", lambda: self._client.lease(ttl)).id)
+
+    def keepalive(self, lease: int) -> int:
+        """Refresh a lease; the TTL left (0: the lease is gone, expired or revoked).
+
+        One LeaseKeepAlive stream is kept open and reused, as etcd's own clients do: pyetcd's
+        refresh_lease opens a stream (and a thread) per refresh, which at a thousand hosts per
+        machine (the benchmark) cost more than everything else the control plane does when idle."""
+        if self._closed:
+            raise EtcdError(f"etcd {self.address}: client is closed")
+        with self._keepalive_lock:
+            if self._keepalive is None:
+                try:
+                    self._keepalive = _KeepAliveStream(self._client)
+                except Exception as exc:
+                    raise EtcdError(f"etcd {self.address}: lease keepalive: {describe_error(exc)}") from exc
+            stream = self._keepalive
+            try:
+                return stream.refresh(lease, self.timeout)
+            except Exception as exc:
+                self._keepalive = None
+                stream.close()
+                raise EtcdError(f"etcd {self.address}: lease keepalive: {describe_error(exc)}") from exc
+
+    def revoke(self, lease: int) -> None:
+        self._call("lease revoke", lambda: self._client.revoke_lease(lease))
+
     # ---- watches
 
-    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback) -> None:
-        """Watch each key from start_revision; callback runs on pyetcd's watch thread.
+    def watch(self, keys: Sequence[str], start_revision: int, callback: WatchCallback,
+              prefixes: Sequence[str] = ()) -> None:
+        """Watch each key, and each prefix as a whole, from start_revision; callback runs on pyetcd's
+        watch thread (one gRPC stream for all of them).
 
-        Every key's watch ends with exactly one WatchLost (unless close() came first).
+        Every key's (and prefix's) watch ends with exactly one WatchLost (unless close() came first).
         """
+        from pyetcd import utils
+
         if self._watcher is None:
             try:
                 self._watcher = self._client.get_watcher()
             except Exception as exc:
                 raise EtcdError(f"etcd {self.address}: watch: {describe_error(exc)}") from exc
-        for key in keys:
+        ranges = [(key, None) for key in keys] + [(p, utils.prefix_range_end(p.encode())) for p in prefixes]
+        for key, range_end in ranges:
             try:
-                self._watcher.add_callback(key, self._adapter(key, callback), start_revision=start_revision)
+                self._watcher.add_callback(key, self._adapter(key, callback), range_end=range_end,
+                                           start_revision=start_revision)
             except Exception as exc:
                 raise EtcdError(f"etcd {self.address}: watch {key}: {describe_error(exc)}") from exc
 
@@ -227,7 +309,8 @@ class EtcdClient:
                 lost[0] = True
                 callback(WatchLost(key, describe_error(item) if item is not None else "watch stream ended"))
             else:
-                batch = tuple(WatchEvent(key, None if isinstance(ev, events.DeleteEvent) else bytes(ev.value),
+                batch = tuple(WatchEvent(bytes(ev.key).decode("utf-8", "replace"),
+                                         None if isinstance(ev, events.DeleteEvent) else bytes(ev.value),
                                          int(ev.mod_revision)) for ev in item.events)
                 callback(WatchBatch(key, batch, int(item.header.revision)))
 
@@ -240,6 +323,9 @@ class EtcdClient:
                 return
             self._closed = True
         watcher, self._watcher = self._watcher, None
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None:
+            keepalive.close()
         thread = getattr(watcher, "_callback_thread", None) if watcher is not None else None
         try:
             if watcher is not None:
@@ -255,6 +341,92 @@ class EtcdClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Deadlines:
+    """One thread per process that cancels blocking gRPC reads past their deadline (a keep-alive's
+    answer that never comes), instead of a timer thread per call."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Any]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, call: Any) -> int:
+        import heapq
+
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._due, (deadline, self._seq, call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="etcd-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return self._seq
+
+    def done(self, seq: int) -> None:
+        with self._cond:
+            self._due = [item for item in self._due if item[1] != seq]
+            import heapq
+
+            heapq.heapify(self._due)
+
+    def _run(self) -> None:
+        import heapq
+        import time
+
+        while True:
+            with self._cond:
+                while not self._due:
+                    self._cond.wait()
+                deadline, _, call = self._due[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._due)
+            try:
+                call.cancel()
+            except Exception:  # noqa: BLE001 - a call that ended meanwhile
+                pass
+
+
+_DEADLINES = _Deadlines()
+
+
+class _KeepAliveStream:
+    """One open LeaseKeepAlive stream: a request is queued and its answer read by the caller, with
+    the read cancelled (stream and all) when it takes longer than the timeout."""
+
+    def __init__(self, client: Any) -> None:
+        import queue
+
+        from pyetcd.etcdrpc import LeaseKeepAliveRequest
+
+        self._request_type = LeaseKeepAliveRequest
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._call = client.leasestub.LeaseKeepAlive(iter(self._requests.get, None), metadata=client.metadata)
+
+    def refresh(self, lease: int, timeout: float) -> int:
+        import time
+
+        self._requests.put(self._request_type(ID=lease))
+        seq = _DEADLINES.add(time.monotonic() + timeout, self._call)
+        try:
+            answer = next(self._call)
+        except StopIteration:
+            raise EtcdError("lease keepalive stream ended") from None
+        finally:
+            _DEADLINES.done(seq)
+        return int(answer.TTL)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        try:
+            self._call.cancel()
+        except Exception:  # noqa: BLE001 - closing never fails the caller
+            pass
 
 
 def _failover_worthy(exc: BaseException) -> bool:

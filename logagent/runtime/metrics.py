@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
+from prometheus_client.metrics import MetricWrapperBase
 
 from logagent.runtime.names import escape_controls
 
@@ -80,3 +81,9 @@ def path_label(path: str) -> str:
         _labelled_paths.add(path)
         return path
     return OTHER_PATHS
+
+
+def total(metric: MetricWrapperBase) -> float:
+    """The sum of a counter's (or gauge's) samples over all its labels (the fleet status's numbers)."""
+    return sum(sample.value for family in metric.collect() for sample in family.samples
+               if not sample.name.endswith("_created"))

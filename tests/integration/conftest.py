@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from devstack.stack import EtcdServer, KafkaServer
-from tests.kit import AgentProcess, LineWriter, make_certs, new_topic, running, write_config
+from tests.kit import AgentProcess, LineWriter, enable_etcd_auth, make_certs, new_topic, running, write_config
 
 _SERVER_LOGS: list[Path] = []
 SASL_USERS = {"logagent": "s3cret-kafka-pw"}
@@ -89,6 +89,14 @@ def etcd_server(stack_dir: Path) -> Iterator[EtcdServer | None]:
 def etcd(etcd_server: EtcdServer | None) -> str:
     """host:port of the real etcd."""
     return os.environ.get("LOGAGENT_TEST_ETCD") or etcd_server.endpoint  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd of the test's own with auth enabled and a root user (password ETCD_ROOT_PASSWORD)."""
+    with running(EtcdServer(tmp_path / "auth-etcd"), "a test etcd") as server:
+        enable_etcd_auth(server.endpoint)
+        yield server
 
 
 @pytest.fixture

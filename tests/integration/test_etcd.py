@@ -26,6 +26,7 @@ from logagent.control.etcd import SAVED_NAME, EtcdControl
 from logagent.control.etcd_client import EtcdClient, connect
 from logagent.runtime.backoff import Backoff
 from tests.kit import (
+    ETCD_ROOT_PASSWORD,
     ROOT,
     AgentProcess,
     KafkaReader,
@@ -554,28 +555,11 @@ def test_check_reports_symlinked_folders_outside_allowed_paths_and_strict_warnin
 
 # ---------------------------------------------------------------------------- auth
 
-ROOT_PASSWORD = "s3cret-root"
-
-
-@pytest.fixture
-def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    """An etcd with auth enabled and a root user."""
-    etcdctl = str(Path(etcd_binary()).with_name("etcdctl"))
-    Path(etcdctl).chmod(0o755)
-    with running(EtcdServer(tmp_path / "auth-etcd"), "a test etcd") as server:
-        for args in (["user", "add", "root", f"--new-user-password={ROOT_PASSWORD}"],
-                     ["user", "grant-role", "root", "root"], ["auth", "enable"]):
-            done = subprocess.run([etcdctl, f"--endpoints={server.endpoint}", *args],
-                                  capture_output=True, text=True, timeout=30)
-            assert done.returncode == 0, f"etcdctl {args}: {done.stdout}{done.stderr}"
-        yield server
-
-
 async def test_username_and_password(auth_etcd, tmp_path):
     ip = unique_ip()
     base = tmp_path / "auth.ini"
     base.write_text(f"[etcd]\naddress = {auth_etcd.endpoint}\ntimeout = 3\nusername = root\n"
-                    f"password = {ROOT_PASSWORD}\n[agent]\nip = {ip}\ndata_dir = {tmp_path}\n"
+                    f"password = {ETCD_ROOT_PASSWORD}\n[agent]\nip = {ip}\ndata_dir = {tmp_path}\n"
                     f"allowed_paths = {tmp_path}/**\n")
     settings = load(base)
     ok, detail = check_etcd(settings, timeout=3)

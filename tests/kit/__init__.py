@@ -11,7 +11,8 @@ From devstack/, the harness the tests share with bench/ (bench/ never imports te
   `wait_delivered`
 - devstack.delivery: `LineWriter`, `tally`/`Tally`, `tally_delivered`, `check_delivery`
 Here, for the tests only:
-- servers: `start_or_fail`, `running` (started for a block, always stopped), `make_certs`
+- servers: `start_or_fail`, `running` (started for a block, always stopped), `make_certs`, `etcdctl`,
+  `enable_etcd_auth` (and its root password, ETCD_ROOT_PASSWORD)
 - fakes: `RecordingAgent`, what a control plane drives
 
 Import from `tests.kit`; the modules are how it is arranged, not an interface.
@@ -23,11 +24,34 @@ from devstack.kafkaread import KafkaReader, new_topic, read_all, read_topic, wai
 from devstack.promtext import metric_sum, parse_metrics, split_sample
 from devstack.waiting import eventually, wait_until
 from tests.kit.fakes import RecordingAgent
-from tests.kit.servers import make_certs, running, start_or_fail
+from tests.kit.servers import ETCD_ROOT_PASSWORD, enable_etcd_auth, etcdctl, make_certs, running, start_or_fail
 
 __all__ = [
-    "ROOT", "AgentProcess", "KafkaReader", "LineWriter", "RecordingAgent", "Tally", "check_delivery", "eventually",
-    "http_get", "make_certs", "metric_sum", "new_topic", "parse_metrics", "read_all", "read_topic",
-    "render_config", "running", "split_sample", "start_or_fail", "tally", "tally_delivered", "wait_delivered",
-    "wait_until", "write_config",
+    "ETCD_ROOT_PASSWORD",
+    "ROOT",
+    "AgentProcess",
+    "KafkaReader",
+    "LineWriter",
+    "RecordingAgent",
+    "Tally",
+    "check_delivery",
+    "enable_etcd_auth",
+    "etcdctl",
+    "eventually",
+    "http_get",
+    "make_certs",
+    "metric_sum",
+    "new_topic",
+    "parse_metrics",
+    "read_all",
+    "read_topic",
+    "render_config",
+    "running",
+    "split_sample",
+    "start_or_fail",
+    "tally",
+    "tally_delivered",
+    "wait_delivered",
+    "wait_until",
+    "write_config",
 ]

@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from devstack.stack import StackError
+from devstack.stack import StackError, etcd_binary
+
+ETCD_ROOT_PASSWORD = "s3cret-root"
 
 Server = TypeVar("Server")
 
@@ -59,3 +61,21 @@ def make_certs(folder: Path) -> dict[str, Path]:
             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
     (folder / "server.pem").write_text((folder / "server.key").read_text() + (folder / "server.crt").read_text())
     return {n: folder / n for n in ("ca.crt", "server.crt", "server.key", "server.pem", "client.crt", "client.key")}
+
+
+def etcdctl(endpoint: str, *args: str, user: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """etcd's own CLI against `endpoint` (as `user`, 'name:password', when given)."""
+    binary = Path(etcd_binary()).with_name("etcdctl")
+    binary.chmod(0o755)
+    auth = [f"--user={user}"] if user else []
+    done = subprocess.run([str(binary), f"--endpoints={endpoint}", *auth, *args], capture_output=True, text=True,
+                          timeout=30)
+    assert not check or done.returncode == 0, f"etcdctl {args}: {done.stdout}{done.stderr}"
+    return done
+
+
+def enable_etcd_auth(endpoint: str) -> None:
+    """A root user with ETCD_ROOT_PASSWORD, then auth on: every request needs a user from now on."""
+    for args in (["user", "add", "root", f"--new-user-password={ETCD_ROOT_PASSWORD}"],
+                 ["user", "grant-role", "root", "root"], ["auth", "enable"]):
+        etcdctl(endpoint, *args)

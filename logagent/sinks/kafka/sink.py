@@ -289,6 +289,24 @@ class KafkaSink:
         metrics.KAFKA_UP.set(1 if ok else 0)
         return ok
 
+    def topic_problem(self, topic: str, timeout: float = 5.0) -> str | None:
+        """Why `topic` cannot take a message: the error of its metadata (asking for it creates it where
+        the broker auto-creates topics), no partitions, or no answer; None when it can. Blocking."""
+        if self._producer is None:
+            return "the producer is not running"
+        try:
+            md = self._producer.list_topics(topic=topic, timeout=timeout)
+        except KafkaException as exc:
+            return f"no metadata for topic {topic} within {timeout:g}s: {exc}"
+        info = md.topics.get(topic)
+        if info is None:
+            return f"topic {topic} is not in the broker's metadata"
+        if info.error is not None:
+            return f"topic {topic}: {info.error.str()}"
+        if not info.partitions:
+            return f"topic {topic} has no partition"
+        return None
+
     async def drain(self, timeout: float) -> bool:
         """Wait until the queue is empty and every produced message has a report, up to timeout."""
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import codecs
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -24,8 +24,8 @@ from logagent.pipeline.message import RESERVED_FIELDS
 from logagent.sources.files.lines import newline_of, resolve_encoding
 from logagent.sources.files.multiline import MultilineSpec, parse_multiline
 
-__all__ = ["MAX_VALUE_BYTES", "CollectEntry", "dump_entries", "glob_regex", "normalise_path",
-           "parse_collect_value", "parse_entry", "path_allowed"]
+__all__ = ["MAX_VALUE_BYTES", "CollectEntry", "dump_entries", "entry_items", "entry_label", "glob_regex",
+           "normalise_path", "parse_collect_items", "parse_collect_value", "parse_entry", "path_allowed"]
 
 TEXT_NEWLINES = (b"\n", b"\n\x00", b"\x00\n", b"\n\x00\x00\x00", b"\x00\x00\x00\n")
 
@@ -104,6 +104,7 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
+@lru_cache(maxsize=256)
 def _encoding_problem(name: str) -> str | None:
     """Why the tailer could not read a file in codec `name`, or None.
 
@@ -212,11 +213,22 @@ def parse_collect_value(value: bytes | str | None, key: str,
         hint = " (to collect nothing, set [])" if data is None else ""
         raise CollectConfigError(f"{key}: expected a JSON array of entries, got "
                                  f"{'null' if data is None else type(data).__name__}{hint}")
+    return parse_collect_items(enumerate(data), key, allowed)
+
+
+def entry_label(key: str, index: int, raw: Any) -> str:
+    """How errors name an entry: `<key> entry <index> ('<path>')`."""
+    return f"{key} entry {index}" + (f" ({show(raw.get('path'))})" if isinstance(raw, dict) else "")
+
+
+def parse_collect_items(items: Iterable[tuple[int, Any]], key: str,
+                        allowed: tuple[str, ...]) -> tuple[list[CollectEntry], list[str]]:
+    """parse_collect_value's per-entry part, over (index in the value, decoded entry) pairs."""
     entries: list[CollectEntry] = []
     errors: list[str] = []
     seen: dict[str, str] = {}  # normalised path -> label of the entry that has it
-    for index, raw in enumerate(data):
-        label = f"{key} entry {index}" + (f" ({show(raw.get('path'))})" if isinstance(raw, dict) else "")
+    for index, raw in items:
+        label = entry_label(key, index, raw)
         try:
             entry = parse_entry(raw, label, allowed)
         except CollectConfigError as exc:
@@ -233,6 +245,11 @@ def parse_collect_value(value: bytes | str | None, key: str,
 
 def dump_entries(entries: list[CollectEntry]) -> str:
     """The JSON value that parse_collect_value reads back to the same entries."""
+    return json.dumps(entry_items(entries), indent=2, ensure_ascii=False)
+
+
+def entry_items(entries: Iterable[CollectEntry]) -> list[dict[str, Any]]:
+    """The entries as the JSON objects of a collect value (defaults left out)."""
     out = []
     for e in entries:
         item: dict[str, Any] = {"path": e.path, "topic": e.topic}
@@ -251,4 +268,4 @@ def dump_entries(entries: list[CollectEntry]) -> str:
                                         ("match", m.match), ("max_lines", m.max_lines),
                                         ("max_bytes", m.max_bytes), ("timeout", m.timeout)) if v or k == "negate"}
         out.append(item)
-    return json.dumps(out, indent=2, ensure_ascii=False)
+    return out

@@ -119,6 +119,24 @@ class EntryRunner:
             self.ctx.watcher.unsubscribe(folder, self._on_event)
         self._folders.clear()
 
+    @property
+    def problems(self) -> list[str]:
+        """The problems of this entry's files (one line each, as logged), until each is solved."""
+        return list(self._errors.values())
+
+    def behind(self) -> int:
+        """Bytes in this entry's open files that Kafka has not acknowledged (a stat per file)."""
+        total = 0
+        for tailer in list(self.tailers.values()) + [t for t in self.draining if isinstance(t, FileTailer)]:
+            if tailer.fd is None and tailer.rotated:
+                continue  # its name is another file's now
+            try:
+                size = os.fstat(tailer.fd).st_size if tailer.fd is not None else os.stat(tailer.path).st_size
+            except OSError:
+                continue
+            total += max(0, size - tailer.acked)
+        return total
+
     def retarget(self, entry: CollectEntry) -> None:
         """New topic/module/fields from the next batch on; files stay open at their offsets."""
         self.entry = entry
@@ -363,8 +381,13 @@ class TailerManager:
                     spawn("stat tick", "ticker", lambda: stat_tick(self.tailers, self.ctx.opts.stat_interval)),
                     spawn("scan tick", "ticker", lambda: scan_tick(self.runners, self.ctx.scan_interval))]
             desired = {e.path: e for e in entries}
-            for path in [p for p in self.runners if p not in desired]:
-                await self.runners.pop(path).stop()
+            removed = [p for p in self.runners if p not in desired]
+            # Drained (up to drain_timeout, all at once): what was read is acknowledged before the
+            # files close, so an entry put back soon after (a reverted rollout) resumes from offsets
+            # that send nothing twice.
+            await asyncio.gather(*(self.runners[p].stop(drain=self.ctx.drain_timeout) for p in removed))
+            for path in removed:
+                del self.runners[path]
                 self.ctx.registry.entry_removed(path)
                 log.info("stopped collecting %s", display_name(path))
             for path, entry in desired.items():

@@ -205,3 +205,48 @@ def test_validating_config_and_values_imports_no_sampler_metrics_or_etcd_watch()
             "('logagent.control.etcd', 'logagent.sources.host.reporter', 'logagent.runtime.metrics')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------- fleet identity (issue 22)
+
+def test_host_id_defaults_to_the_ip_so_the_per_ip_keys_stay(tmp_path: Path):
+    s = load(_ini(tmp_path, "[agent]\nip = 10.1.2.3\n"), environ={})
+    assert s.id == "10.1.2.3" and s.agent.groups == ()
+    assert s.etcd.keys_for(s.id) == ("/logagent/10.1.2.3/collect_log/config",
+                                     "/logagent/10.1.2.3/collect_sysinfo/config")
+    assert s.fleet.prefix == "/logagent/fleet" and s.fleet.status and s.fleet.status_ttl == 15
+
+
+def test_host_id_and_groups_from_the_file_and_the_environment(tmp_path: Path):
+    path = _ini(tmp_path, "[agent]\nip = 10.1.2.3\nid = web-1.eu\ngroups = web, eu-west ,web\n")
+    s = load(path, environ={})
+    assert s.id == "web-1.eu" and s.ip == "10.1.2.3" and s.agent.groups == ("web", "eu-west")
+    assert s.etcd.keys_for(s.id)[0] == "/logagent/web-1.eu/collect_log/config"
+    s = load(path, environ={"LOGAGENT_AGENT_GROUPS": "db,eu-west", "LOGAGENT_AGENT_ID": "db-7"})
+    assert s.id == "db-7" and s.agent.groups == ("db", "eu-west")
+    assert any("fleet id=db-7 groups=db,eu-west prefix=/logagent/fleet" in line for line in describe(s))
+
+
+@pytest.mark.parametrize("ini, problem", [
+    ("[agent]\nid = a/b\n", "host id 'a/b' refused"),
+    ("[agent]\nid = ..\n", "host id '..' refused"),
+    ("[agent]\nid = fleet\n", "reserved"),
+    ("[agent]\nid = FLEET\n", "reserved"),
+    ("[agent]\ngroups = web, a b\n", "group 'a b' refused"),
+    ("[agent]\ngroups = web,../x\n", "group '../x' refused"),
+    ("[agent]\ngroups = web,fleet\n", "reserved"),
+    ("[fleet]\nprefix = logagent/fleet\n", "an absolute etcd key prefix"),
+    ("[fleet]\nprefix = /logagent/../x\n", "an absolute etcd key prefix"),
+    ("[fleet]\nstatus_ttl = 1\n", "at least 3 seconds"),
+    ("[agent]\nid = web-1\n[fleet]\nprefix = /logagent/web-1\n", "lies under [fleet] prefix"),
+])
+def test_names_that_could_escape_the_prefix_are_refused(tmp_path: Path, ini: str, problem: str):
+    with pytest.raises(ConfigError) as err:
+        load(_ini(tmp_path, ini), environ={})
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_control_character_in_the_id_is_refused_from_the_environment(tmp_path: Path):
+    with pytest.raises(ConfigError) as err:
+        load(_ini(tmp_path, ""), environ={"LOGAGENT_AGENT_ID": "web\n1"})
+    assert "environment LOGAGENT_AGENT_ID" in str(err.value) and "refused" in str(err.value)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from logagent.config.settings import AgentSettings, EtcdSettings, Settings
+from logagent.config.settings import AgentSettings, EtcdSettings, FleetSettings, Settings
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
 from logagent.control.etcd import (
     SAVED_NAME,
@@ -266,15 +266,20 @@ class FakeClient:
         self.etcd = etcd
         self.callback: Callable[[Any], None] | None = None
         self.keys: tuple[str, ...] = ()
+        self.prefixes: tuple[str, ...] = ()
         self.closed = False
 
-    def read(self, keys: Sequence[str]) -> Snapshot:
+    def read(self, keys: Sequence[str], prefixes: Sequence[str] = ()) -> Snapshot:
         if self.etcd.down:
             raise EtcdError("etcd fake: read: UNAVAILABLE")
-        return Snapshot(self.etcd.revision, {k: self.etcd.values.get(k) for k in keys})
+        values = {k: self.etcd.values.get(k) for k in keys}
+        values.update({k: v for k, v in self.etcd.values.items()
+                       if v is not None and any(k.startswith(p) for p in prefixes)})
+        return Snapshot(self.etcd.revision, values)
 
-    def watch(self, keys: Sequence[str], start_revision: int, callback: Callable[[Any], None]) -> None:
-        self.keys, self.callback = tuple(keys), callback
+    def watch(self, keys: Sequence[str], start_revision: int, callback: Callable[[Any], None],
+              prefixes: Sequence[str] = ()) -> None:
+        self.keys, self.prefixes, self.callback = tuple(keys), tuple(prefixes), callback
         self.etcd.watch_from.append(start_revision)
 
     def _deliver(self, item: Any) -> None:
@@ -284,11 +289,11 @@ class FakeClient:
             t.join()
 
     def notify(self, key: str, raw: bytes | None, revision: int) -> None:
-        if key in self.keys:
+        if key in self.keys or any(key.startswith(p) for p in self.prefixes):
             self._deliver(WatchBatch(key, (WatchEvent(key, raw, revision),), revision))
 
     def lose(self, compacted: int) -> None:
-        for key in self.keys:
+        for key in self.keys + self.prefixes:
             self._deliver(WatchLost(key, "compacted" if compacted else "UNAVAILABLE", compacted))
 
     def close(self) -> None:
@@ -296,7 +301,7 @@ class FakeClient:
 
 
 def make_settings(tmp_path: Path, timeout: float = 1.0) -> Settings:
-    return Settings(etcd=EtcdSettings(address=("127.0.0.1:2379",), timeout=timeout),
+    return Settings(etcd=EtcdSettings(address=("127.0.0.1:2379",), timeout=timeout), fleet=FleetSettings(status=False),
                     agent=AgentSettings(ip="10.0.0.5", hostname="h", data_dir=tmp_path / "data",
                                         allowed_paths=ALLOWED),
                     sysinfo=BASE)
