@@ -43,8 +43,8 @@ from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.manager import ManagerContext, TailerManager
 from logagent.sources.files.prune import sweep_forever
 from logagent.sources.files.registry import Registry
+from logagent.sources.files.shipper import TailOptions
 from logagent.sources.files.spool import Spool
-from logagent.sources.files.tailer import TailOptions
 from logagent.sources.host.reporter import SysinfoReporter
 
 log = logging.getLogger("logagent.agent")

@@ -30,8 +30,8 @@ from logagent.runtime.names import display_name
 from logagent.sources.files.opener import open_checked
 from logagent.sources.files.recovery import COMPRESSED, Generation, compression_of
 from logagent.sources.files.registry import fingerprint_of, identity_key, uid_of
+from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.spool import SpoolFile
-from logagent.sources.files.tailer import Route, Shipper, SourceSpec, TailContext
 
 log = logging.getLogger("logagent.copies")
 

@@ -25,13 +25,15 @@ from logagent.errors import AlreadyCollected, NotAllowed, SourceError
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.runtime.supervise import cancel_and_wait, spawn
+from logagent.sources.files.budget import stat_tick
 from logagent.sources.files.entry import CollectEntry, glob_regex
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.recovery import FolderIndex, plan
 from logagent.sources.files.registry import RegistryEntry
-from logagent.sources.files.tailer import FileTailer, Route, Shipper, SourceSpec, TailContext, stat_tick
+from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
+from logagent.sources.files.tailer import FileTailer
 
 log = logging.getLogger("logagent.manager")
 ANNOUNCE_FILES = 100  # per scan, the files whose start is logged at INFO

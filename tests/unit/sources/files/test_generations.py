@@ -12,11 +12,12 @@ import pytest
 
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.budget import FdBudget
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.recovery import FolderIndex, Generation, plan
 from logagent.sources.files.registry import Registry, fingerprint_of, uid_of
+from logagent.sources.files.shipper import Route, TailContext, TailOptions
 from logagent.sources.files.spool import Spool, SpoolFile
-from logagent.sources.files.tailer import FdBudget, Route, TailContext, TailOptions
 
 OPTS = TailOptions(ip="127.0.0.1", host="h")
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.budget import FdBudget
 from logagent.sources.files.entry import CollectEntry
 from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.manager import EntryRunner, ManagerContext
 from logagent.sources.files.registry import Registry
-from logagent.sources.files.tailer import FdBudget, TailOptions
+from logagent.sources.files.shipper import TailOptions
 from tests.kit import eventually
 
 

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from logagent.pipeline.buffer import BatchQueue
+from logagent.sources.files.budget import FdBudget
 from logagent.sources.files.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
 from logagent.sources.files.registry import (
     FINGERPRINT_BYTES,
@@ -25,8 +26,8 @@ from logagent.sources.files.registry import (
     fingerprint_of,
     identity_key,
 )
+from logagent.sources.files.shipper import Route, TailContext, TailOptions
 from logagent.sources.files.spool import Spool, SpoolFile
-from logagent.sources.files.tailer import FdBudget, Route, TailContext, TailOptions
 
 
 def _known(reg: Registry, path: Path, offset: int) -> str:

@@ -22,8 +22,10 @@ from logagent.errors import SourceError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime.backoff import Backoff
+from logagent.sources.files.budget import FdBudget, stat_tick
 from logagent.sources.files.registry import Registry
-from logagent.sources.files.tailer import Claims, FdBudget, FileTailer, Route, TailContext, TailOptions, stat_tick
+from logagent.sources.files.shipper import Claims, Route, TailContext, TailOptions
+from logagent.sources.files.tailer import FileTailer
 from tests.kit import eventually
 
 OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)

@@ -1,0 +1,331 @@
+"""What every reader of a file's bytes shares, and the part of it that ships.
+
+- `Shipper`: bytes at file offsets become lines (LineSplitter, multiline), lines become
+  messages (MessageFormat), messages go on the queue as batches (waiting when it is full:
+  the file is the buffer), and Kafka's acknowledgements move the registry offset in order
+  (AckTracker). A live file (tailer.FileTailer) and an earlier generation of a path
+  (generations.CopyTailer) are both Shippers.
+- `TailOptions`, `TailContext`: the numbers and the shared parts (queue, registry,
+  descriptors, claims, spool, allow-list) every reader gets.
+- `Route` (topic, module, fields: changed in place to retarget) and `SourceSpec` (encoding,
+  multiline: changing them restarts the reader from its acknowledged offset).
+- `Claims`: one file is read by one reader only, whatever names lead to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from logagent.pipeline.batch import Batch, error_text
+from logagent.pipeline.buffer import BatchQueue
+from logagent.pipeline.message import Line, MessageFormat, json_plain, utc_timestamp
+from logagent.runtime import metrics
+from logagent.runtime.backoff import Backoff
+from logagent.runtime.names import display_name, wire_name
+from logagent.sources.files.acks import Ack, AckTracker
+from logagent.sources.files.budget import FdBudget
+from logagent.sources.files.entry import path_allowed
+from logagent.sources.files.lines import LineSplitter, resolve_encoding
+from logagent.sources.files.multiline import Aggregator, MultilineSpec
+from logagent.sources.files.registry import Registry
+from logagent.sources.files.spool import Spool, SpoolFile
+
+log = logging.getLogger("logagent.tailer")
+
+
+@dataclass
+class Route:
+    """Where a file's lines go; replaced in place to retarget without re-reading."""
+
+    topic: str
+    module: str = ""
+    fields: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a file's bytes become events: its encoding and optional multiline joining.
+    Changing these restarts the file's tailer (from its acknowledged offset)."""
+
+    encoding: str = "utf-8"
+    multiline: MultilineSpec | None = None
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    ip: str
+    host: str
+    max_line_bytes: int = 1024 * 1024
+    read_buffer_bytes: int = 256 * 1024
+    stat_interval: float = 1.0
+    rotate_wait: float = 2.0
+    close_inactive: float = 300.0
+
+
+class Claims:
+    """One tailer per file (device, inode), whatever names lead to it: a symlink alias, a
+    second glob, a folder reached twice. The first tailer to open a file holds it."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[tuple[int, int], Shipper] = {}
+
+    def claim(self, key: tuple[int, int], tailer: Shipper) -> Shipper | None:
+        """Take the file for `tailer`; the holder when another live tailer has it."""
+        holder = self._by_id.get(key)
+        if holder is not None and holder is not tailer and not holder.finished:
+            return holder
+        self._by_id[key] = tailer
+        return None
+
+    def holder(self, key: tuple[int, int]) -> Shipper | None:
+        holder = self._by_id.get(key)
+        return None if holder is None or holder.finished else holder
+
+    def release(self, tailer: Shipper) -> None:
+        key = (tailer.dev, tailer.ino)
+        if self._by_id.get(key) is tailer:
+            del self._by_id[key]
+
+
+@dataclass(kw_only=True)
+class TailContext:
+    """What every tailer shares: options, the queue, the registry, descriptors, claims and the
+    allow-list (replaced in place on SIGHUP, so running tailers see the new one)."""
+
+    opts: TailOptions
+    queue: BatchQueue
+    registry: Registry
+    budget: FdBudget
+    allowed_paths: tuple[str, ...]
+    claims: Claims = field(default_factory=Claims)
+    spool: Spool | None = None  # where rotated-away bytes Kafka does not have yet are kept
+    owned: set[str] = field(default_factory=set)  # registry keys a tailer of this process answers for
+
+    def allowed(self, real_path: str) -> bool:
+        return path_allowed(real_path, self.allowed_paths)
+
+
+class _NoGauge:
+    def set(self, value: float) -> None:
+        pass
+
+
+class Shipper:
+    """Bytes at file offsets -> lines -> messages -> batches; acknowledgements in order."""
+
+    def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None = None) -> None:
+        self.path = path  # the name as the OS takes it
+        self.name = display_name(path)  # the name as logs, labels and status show it (no control character)
+        self.wire = wire_name(path)  # the name as the messages' `path` and key carry it (JSON escapes it)
+        self.origin = path  # the collect entry this file belongs to (set by the runner)
+        self.ctx = ctx
+        self.opts = ctx.opts
+        self.spec = spec or SourceSpec()
+        self.announce = True  # log the start at INFO (the runner turns it off past its first files)
+        self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
+        self._queue = ctx.queue
+        self._registry = ctx.registry
+        self.route = route
+        self.dev = self.ino = 0
+        self.fp, self.fp_len = "", 0
+        self.read_pos = 0
+        self.acks = AckTracker()
+        self.reg_key = ""  # this file's key in the registry
+        self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
+        self.after: Shipper | None = None  # the earlier generation of this path, read first
+        self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
+        self.complete = False  # read to its end (not merely stopped): only then can it be done
+        self._spooled: SpoolFile | None = None
+        self._splitter = LineSplitter(self.opts.max_line_bytes)
+        self._events: Aggregator | None = None
+        self._wake = asyncio.Event()
+        self.retry = Backoff()  # after Kafka refused a batch: the wait before reading it again
+        self.finished = False
+        self._key = f"{self.opts.ip}:{self.wire}".encode()
+        self._label = metrics.path_label(self.name)
+        self._lines = metrics.LINES_READ.labels(self._label)
+        self._bytes = metrics.BYTES_READ.labels(self._label)
+        self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
+        self._replaced_logged = -1e9
+        self._replaced_since_log = 0
+        # A gauge shared by many files would say nothing: files past the label cap have none.
+        own = self._label != metrics.OTHER_PATHS
+        self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
+        self._held = metrics.PARTIAL_LINE_BYTES.labels(self._label) if own else _NoGauge()
+        self._format = self._make_format(route)
+
+    # ---- offsets
+
+    @property
+    def acked(self) -> int:
+        """Every byte before this offset is acknowledged by Kafka."""
+        return self.acks.acked
+
+    @property
+    def generation(self) -> int:
+        return self.acks.generation
+
+    @property
+    def unacked(self) -> int:
+        """Batches in flight."""
+        return self.acks.pending
+
+    @property
+    def resume_offset(self) -> int:
+        """Where a restart must begin: never inside a line, nor inside a multiline event."""
+        pending = self._events.pending_start if self._events is not None else None
+        return self._splitter.resume_offset if pending is None else pending
+
+    # ---- routing and decoding
+
+    def _make_format(self, route: Route) -> MessageFormat:
+        return MessageFormat(self.opts.ip, self.opts.host, self.wire, route.module, route.fields,
+                             self.encoding or "utf-8")
+
+    def retarget(self, route: Route) -> None:
+        """New topic/module/fields for the lines not read yet; nothing is re-read."""
+        self.route = route
+        self._format = self._make_format(route)
+
+    def _resolve_encoding(self, head: bytes) -> None:
+        """Pick the codec (a UTF-16/32 BOM decides the byte order) and build the line machinery."""
+        self.encoding = resolve_encoding(self.spec.encoding, head)
+        self._splitter = LineSplitter(self.opts.max_line_bytes, self.encoding)
+        self._splitter.reset(self.read_pos)
+        if self.spec.multiline is not None:
+            self._events = Aggregator(self.spec.multiline, self.encoding, self.opts.max_line_bytes)
+        self._format = self._make_format(self.route)
+
+    # ---- bytes to batches
+
+    async def _ship_chunk(self, data: bytes, offset: int) -> None:
+        """Lines completed by `data` (at file offset `offset`) onto the queue."""
+        self._bytes.inc(len(data))
+        values = self._messages(data, offset)
+        self._held.set(self._splitter.pending)
+        if values:
+            await self._enqueue(values)
+        else:
+            await asyncio.sleep(0)  # a long line without newline must not starve the loop
+
+    def _messages(self, data: bytes, offset: int) -> list[bytes]:
+        """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        if self._events is None:
+            held = self._splitter.held
+            fast = self._splitter.feed_plain(data, offset)
+            if fast is not None:
+                start, parts = fast
+                if not parts:
+                    return []
+                plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
+                values = self._format.build_plain(start, parts, utc_timestamp(), plain)
+                self._count_replaced(start)
+                return values
+        lines = self._splitter.feed(data, offset)
+        if lines and self._events is not None:
+            lines = self._events.push(lines)
+        return self._build(lines) if lines else []
+
+    def _build(self, lines: list[Line]) -> list[bytes]:
+        truncated = sum(1 for line in lines if line[2])
+        if truncated:
+            metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
+            log.warning("%s: %d line(s) or event(s) cut at their size limit, offset %d",
+                        self.name, truncated, lines[0][0])
+        values = self._format.build(lines, utc_timestamp())
+        self._count_replaced(lines[0][0])
+        return values
+
+    def _count_replaced(self, offset: int) -> None:
+        """Count lines whose bytes were invalid in the encoding; say so (at most once a minute)."""
+        n = self._format.replaced
+        if not n:
+            return
+        self._decode_errors.inc(n)
+        self._replaced_since_log += n
+        now = time.monotonic()
+        if now - self._replaced_logged >= 60.0:
+            log.warning("%s: %d line(s) had bytes that are not valid %s (binary content?), shipped with "
+                        "U+FFFD in their place; first near offset %d", self.name, self._replaced_since_log,
+                        self.encoding, offset)
+            self._replaced_logged, self._replaced_since_log = now, 0
+
+    async def _ship(self, lines: list[Line]) -> None:
+        await self._enqueue(self._build(lines))
+
+    async def _enqueue(self, values: list[bytes]) -> None:
+        """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
+        self._lines.inc(len(values))
+        batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.acks.generation)
+        self.acks.sent(batch)
+        self._unacked.set(self.read_pos - self.acks.acked)
+        await self._queue.put(batch)
+
+    async def _flush_held(self) -> None:
+        """The file will not grow: send the held partial line and a pending multiline event."""
+        last = self._splitter.flush()
+        if self._events is not None:
+            last = self._events.push(last) + self._events.flush()
+        self._held.set(0)
+        if last:
+            await self._ship(last)
+
+    # ---- acknowledgements
+
+    def batch_done(self, batch: Batch) -> None:
+        """Called on the loop when Kafka answered for every message of the batch."""
+        outcome = self.acks.done(batch)
+        if outcome is Ack.FAILED:
+            text = error_text(batch.error)
+            log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
+                      self.name, batch.topic, self.acked, text, self.acked)
+            self.wake()
+        elif outcome is Ack.MOVED:
+            self.retry.reset()
+            self._acked_at = time.monotonic()
+            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                                  key=self.reg_key or None, size=self.read_pos)
+            self._unacked.set(max(0, self.read_pos - self.acked))
+            if self._spooled is not None and self.ctx.spool is not None:
+                self.ctx.spool.release(self._spooled.uid, self.acked)
+
+    async def _rewind_after_failure(self) -> None:
+        await self.retry.sleep()
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Drop what is in flight and read again from the acknowledged offset."""
+        self.read_pos = self.acks.rewind()
+        self._splitter.reset(self.read_pos)
+        if self._events is not None:
+            self._events.reset()
+
+    def _done_if_acknowledged(self) -> bool:
+        """An earlier file of its path read to its end and acknowledged to its end: its registry
+        entry is done (a restart looks for it no more) and its spool copy is deleted."""
+        if not (self.complete and self.reg_key and self.acks.pending == 0 and self.acks.failed is None
+                and self.acked >= self.read_pos):
+            return False
+        entry = self._registry.get(self.reg_key)
+        self._registry.mark_done(self.reg_key)
+        self.ctx.owned.discard(self.reg_key)
+        uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
+        if self.ctx.spool is not None and uid:
+            self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too
+        self._spooled = None
+        return True
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Read until this file is done (or the task is cancelled)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop for good: close what is open, let the next file of the path go on."""
+        raise NotImplementedError
