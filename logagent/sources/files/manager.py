@@ -30,7 +30,7 @@ from logagent.sources.files.entry import CollectEntry, glob_regex
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.inotify import FileWatcher
-from logagent.sources.files.recovery import FolderIndex, plan
+from logagent.sources.files.recovery import FolderIndex, apply, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
@@ -295,8 +295,9 @@ class EntryRunner:
             return self.ctx.claims.holder((dev, ino)) is not None
 
         copies: list[CopyTailer] = []
-        for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
-                        known=history, current=current):
+        found = plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.registry.owned,
+                     known=history, current=current)
+        for gen in apply(found, self.ctx.registry):
             copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
             copy.origin = self.entry.path
             try:

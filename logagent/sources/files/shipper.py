@@ -103,7 +103,6 @@ class TailContext:
     allowed_paths: tuple[str, ...]
     claims: Claims = field(default_factory=Claims)
     spool: Spool | None = None  # where rotated-away bytes Kafka does not have yet are kept
-    owned: set[str] = field(default_factory=set)  # registry keys a tailer of this process answers for
 
     def allowed(self, real_path: str) -> bool:
         return path_allowed(real_path, self.allowed_paths)
@@ -312,7 +311,7 @@ class Shipper:
             return False
         entry = self._registry.get(self.reg_key)
         self._registry.mark_done(self.reg_key)
-        self.ctx.owned.discard(self.reg_key)
+        self._registry.disown(self.reg_key)
         uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
         if self.ctx.spool is not None and uid:
             self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from logagent.pipeline.buffer import BatchQueue
 from logagent.sources.files.budget import FdBudget
-from logagent.sources.files.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
+from logagent.sources.files.recovery import FolderIndex, Generation, _compressed_head, apply, is_rotated_name, plan
 from logagent.sources.files.registry import (
     FINGERPRINT_BYTES,
     Registry,
@@ -41,7 +41,7 @@ def _known(reg: Registry, path: Path, offset: int) -> str:
 
 
 def _plan(reg: Registry, log: Path, spool: Spool | None = None, owned: set[str] | None = None):  # type: ignore[no-untyped-def]
-    return plan(str(log), reg, spool, lambda dev, ino: False, FolderIndex(), owned or set())
+    return apply(plan(str(log), reg, spool, lambda dev, ino: False, FolderIndex(), owned or set()), reg)
 
 
 def test_rotated_names() -> None:
@@ -189,8 +189,8 @@ def _open_at_path(reg: Registry, log: Path) -> tuple[int, int]:
 def _plan_opened(reg: Registry, log: Path, history: list[tuple[str, RegistryEntry]],
                  current: tuple[int, int]) -> list[Generation]:
     """plan() as the runner calls it once a tailer opened the path's file (and holds its inode)."""
-    return plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
-                known=history, current=current)
+    return apply(plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
+                      known=history, current=current), reg)
 
 
 def _history(reg: Registry, log: Path) -> list[tuple[str, RegistryEntry]]:
@@ -415,3 +415,27 @@ def test_a_copy_renumbered_while_the_agent_starts_is_opened_by_its_identity(tmp_
 def _context(reg: Registry, tmp_path: Path) -> TailContext:
     return TailContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=reg,
                        budget=FdBudget(16), allowed_paths=(f"{tmp_path}/**",))
+
+
+def test_a_plan_only_plans_and_apply_takes_its_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """plan() changes nothing (no registry write, no log line, no count); apply() takes its steps in
+    order: the archived entry moved off the reused inode, the lost file finished, said and counted."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_bytes(_lines("old", 100))
+    _known(reg, log, 500)
+    log.write_bytes(b"new\n")  # deleted while stopped; the new file got its inode number
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    before = {k: dataclasses.replace(e) for k, e in reg.entries().items()}
+    files = _metric("logagent_files_lost_total", "rotated_away")
+    with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
+        found = plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
+                     known=history, current=current)
+        assert reg.entries() == before and not caplog.records
+        assert _metric("logagent_files_lost_total", "rotated_away") == files
+        assert found.generations == [] and [type(s).__name__ for s in found.steps] == ["Finish", "Lost"]
+        assert apply(found, reg) == []
+    assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert reg.entries() != before
