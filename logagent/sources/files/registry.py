@@ -36,6 +36,7 @@ from logagent.errors import RegistryError
 from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
 from logagent.runtime.names import from_display, is_raw, wire_name
+from logagent.runtime.supervise import spawn
 
 log = logging.getLogger("logagent.registry")
 
@@ -480,7 +481,7 @@ class Registry:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="registry-flush")
+            self._task = spawn("registry flush", "registry", self._run)
 
     def spacing(self) -> float:
         """Seconds between writes while offsets move. A kill -9 re-sends what Kafka acknowledged
