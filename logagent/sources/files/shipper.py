@@ -145,7 +145,7 @@ class Shipper:
         self.retry = Backoff()  # after Kafka refused a batch: the wait before reading it again
         self.finished = False
         self._key = f"{self.opts.ip}:{self.wire}".encode()
-        self._label = metrics.path_label(self.name)
+        self._label = metrics.path_label(self.name)  # its per-file series (metrics.forget_path when gone)
         self._lines = metrics.LINES_READ.labels(self._label)
         self._bytes = metrics.BYTES_READ.labels(self._label)
         self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
@@ -158,6 +158,11 @@ class Shipper:
         self._format = self._make_format(route)
 
     # ---- offsets
+
+    @property
+    def label(self) -> str:
+        """The `path` label of this file's metrics."""
+        return self._label
 
     @property
     def acked(self) -> int:
