@@ -232,6 +232,10 @@ class Registry:
         entry = self._drop(key)
         if entry is not None:
             self._put(entry.uid, entry)
+            if entry.done:
+                # Swept under its new key: the sweep's pass over what finished lately knows the old
+                # key only, which names the new file now (a churning folder reuses inodes at once).
+                self._fresh_done.add(entry.uid)
             self._changed()
 
     def remember_content(self, dev: int, ino: int, path: str, fp: str, fp_len: int) -> None:
