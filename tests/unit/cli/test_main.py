@@ -115,9 +115,6 @@ def test_check_strict_turns_warnings_into_failures(tmp_path: Path, capsys: pytes
     assert f"FAIL config: warning: {cfg}: [kafka] adress: unknown key, ignored, did you mean address?" in text
 
 
-FORGED_PREFIX = "2026-12-06 00:00:00,000 CRITICAL logagent.agent:"
-
-
 def test_check_output_is_one_line_per_part_whatever_the_config_file_is_named(tmp_path: Path,
                                                                              capsys: pytest.CaptureFixture[str]):
     folder = tmp_path / "etc\nok   etcd: FORGED"
