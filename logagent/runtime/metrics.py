@@ -11,6 +11,8 @@ LINES_READ = Counter("logagent_lines_read", "Lines read from a file", ["path"])
 BYTES_READ = Counter("logagent_bytes_read", "Bytes read from a file", ["path"])
 DECODE_ERRORS = Counter("logagent_decode_errors", "Lines with bytes invalid in the file's encoding "
                         "(shipped with U+FFFD in their place)", ["path"])
+MALFORMED_LINES = Counter("logagent_malformed_lines", "Lines of a container log (format cri, docker or auto) "
+                          "not in that format: shipped as they are, without time and stream", ["path"])
 LINES_TRUNCATED = Counter("logagent_lines_truncated", "Lines cut at max_line_bytes", ["path"])
 FILE_ERRORS = Counter("logagent_file_errors", "Errors opening or reading a file", ["path", "reason"])
 FILES_OPEN = Gauge("logagent_files_open", "Collected files with an open descriptor")

@@ -89,7 +89,7 @@ class EntryRunner:
                     self._run(copy)
 
     def _spec(self) -> SourceSpec:
-        return SourceSpec(self.entry.encoding, self.entry.multiline)
+        return SourceSpec(self.entry.encoding, self.entry.multiline, self.entry.format)
 
     async def stop(self, drain: float = 0.0) -> None:
         """Stop every tailer of this entry and close its files; safe to call twice.
@@ -278,8 +278,7 @@ class EntryRunner:
         if path in self._errors:
             log.info("%s: collecting now", shown)
             del self._errors[path]
-        tailer.after = self._last.get(path)
-        self._last[path] = tailer
+        self._chain(path, tailer)
         self.tailers[path] = tailer
         self._watch(os.path.dirname(path))
         self._run(tailer)
@@ -297,17 +296,26 @@ class EntryRunner:
         copies: list[CopyTailer] = []
         for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
                         known=history, current=current):
-            copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
+            copy = CopyTailer(path, self.route, self.ctx, spec, gen)
             copy.origin = self.entry.path
             try:
                 copy.open()
             except SourceError as exc:
                 copy.give_up(exc)
                 continue
-            self._last[path] = copy
+            self._chain(path, copy)
             self.draining.add(copy)
             copies.append(copy)
         return copies
+
+    def _chain(self, path: str, tailer: Shipper) -> None:
+        """`tailer` reads the newest file of `path`: after the one before it (which hands it a
+        container log's line it ends with, still partial)."""
+        before = self._last.get(path)
+        tailer.after = before
+        if before is not None:
+            before.successor = tailer
+        self._last[path] = tailer
 
     def _run(self, tailer: Shipper) -> None:
         metrics.FILES_TRACKED.inc()
