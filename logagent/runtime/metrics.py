@@ -42,6 +42,11 @@ FILES_LOST = Counter("logagent_files_lost", "Earlier files of a collected path w
 RECOVERED_FILES = Counter("logagent_rotated_files_recovered", "Rotated-away files found again and read to their "
                           "end (at start, or after generations were missed)", ["source"])
 
+KUBELET_REQUESTS = Counter("logagent_kubelet_requests", "List requests to the node's kubelet (/pods) for pods' "
+                           "labels and annotations, one per [kubernetes] metadata_interval", ["outcome"])
+KUBELET_PODS = Gauge("logagent_kubelet_pods", "Pods whose labels are known (listed by the kubelet within the last "
+                     "24 h), kept under data_dir")
+
 QUEUE_DEPTH = Gauge("logagent_queue_depth", "Messages waiting in the bounded queue")
 QUEUE_CAPACITY = Gauge("logagent_queue_capacity", "Capacity of the bounded queue ([kafka] chan_size)")
 DELIVERED = Counter("logagent_messages_delivered", "Messages acknowledged by Kafka", ["topic"])

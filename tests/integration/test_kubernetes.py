@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.kit import KafkaReader, new_topic, wait_until
+from tests.kit import KafkaReader, KubeletServer, PodTree, new_topic, wait_until
 
 T0 = "2026-12-06T10:00:00.000000001Z"
 T1 = "2026-12-06T10:00:01.5Z"
@@ -80,3 +80,36 @@ def test_a_kill9_in_the_middle_of_a_partial_line_sends_it_once_and_whole(make_ag
         reader.read(3, timeout=30)
         reader.settle(quiet=1.5)
         assert reader.data() == ["before", "first half, second half", "after"]
+
+
+def test_every_message_carries_its_pods_identity_and_labels_with_one_kubelet_list_per_interval(
+        make_agent, kafka, tmp_path):
+    """40 files of 20 pods, topics by namespace, labels from a fake kubelet: each message carries its
+    pod's identity and labels; the kubelet is asked once per metadata_interval, not once per file."""
+    tree = PodTree(tmp_path / "pods")
+    prefix = new_topic("k8s")
+    pods = [tree.add_pod(f"ns{i % 2}", f"web-{i}", ("app", "sidecar"), labels={"app": f"web-{i}"}) for i in range(20)]
+    for pod in pods:
+        for c in pod.containers:
+            tree.write(pod, c, [("stdout", f"{pod.name}/{c} first line, long enough to be cut in records"),
+                                ("stderr", f"{pod.name}/{c} second")])
+    with KubeletServer(tree.pods) as kubelet:
+        agent = make_agent(files=[{"path": f"{tree.root}/*/*/*.log", "topic": prefix + ".{namespace}",
+                                   "format": "cri", "start": "beginning"}],
+                           extra={"agent": {"allowed_paths": f"{tmp_path}/**"},
+                                  "kubernetes": {"kubelet_url": kubelet.url, "metadata_interval": "2"}})
+        with KafkaReader(kafka, f"{prefix}.ns0", f"{prefix}.ns1") as reader:
+            reader.read(80, timeout=60)
+            reader.settle(quiet=1)
+            got = reader.values()
+        requests = kubelet.requests
+        lists = agent.metric("logagent_kubelet_requests_total", outcome="ok")
+    assert len(got) == 80
+    for m in got:
+        pod_name, container = m["data"].split(" ")[0].split("/")
+        pod = next(p for p in pods if p.name == pod_name)
+        assert m["kubernetes"] == {"namespace": pod.namespace, "pod": pod.name, "pod_uid": pod.uid,
+                                   "container": container, "restart_count": 0, "labels": {"app": pod.name}}, m
+    assert {m["data"] for m in got} == {f"{p.name}/{c} {t}" for p in pods for c in p.containers
+                                        for t in ("first line, long enough to be cut in records", "second")}
+    assert 1 <= requests == lists <= 10, f"{requests} list requests for 40 files"

@@ -24,6 +24,7 @@ from logagent.pipeline.message import CONTAINER_FIELDS, RESERVED_FIELDS
 from logagent.sources.files.container import FORMATS
 from logagent.sources.files.lines import newline_of, resolve_encoding
 from logagent.sources.files.multiline import MultilineSpec, parse_multiline
+from logagent.sources.files.pods import SAMPLE, expand_topic, is_template, template_problem
 
 __all__ = ["MAX_VALUE_BYTES", "CollectEntry", "dump_entries", "entry_items", "entry_label", "glob_regex",
            "normalise_path", "parse_collect_items", "parse_collect_value", "parse_entry", "path_allowed"]
@@ -165,7 +166,8 @@ def parse_entry(raw: Any, where: str, allowed: tuple[str, ...]) -> CollectEntry:
     if not path_allowed(path, allowed):
         raise CollectConfigError(f"{where}: path {show(path)} is outside [agent] allowed_paths "
                                  f"({', '.join(allowed) or 'none'})")
-    topic = check_topic(topic, where, CollectConfigError)
+    templated = isinstance(topic, str) and is_template(topic)
+    topic = str(topic) if templated else check_topic(topic, where, CollectConfigError)
     module = raw.get("module", "")
     if module is None:
         module = ""
@@ -197,8 +199,22 @@ def parse_entry(raw: Any, where: str, allowed: tuple[str, ...]) -> CollectEntry:
         raise CollectConfigError(f"{where}: encoding {show(encoding)} refused: {problem}")
     multiline = parse_multiline(raw.get("multiline"), where)
     fmt = _format(raw, where, fields, encoding, multiline)
+    if templated:
+        _check_template(topic, fmt, where)
     return CollectEntry(path=path, topic=topic, module=module, start=start, fields=dict(fields),
                         encoding=encoding, multiline=multiline, format=fmt)
+
+
+def _check_template(topic: str, fmt: str, where: str) -> None:
+    """A topic template: only over a pod's names (known from a container log's path), and a topic
+    Kafka takes once filled in (each file's own is checked again when it is opened)."""
+    problem = template_problem(topic)
+    if problem is not None:
+        raise CollectConfigError(f"{where}: topic template {show(topic)}: {problem}")
+    if fmt == "plain":
+        raise CollectConfigError(f"{where}: topic template {show(topic)} needs a container format "
+                                 "(cri, docker or auto): its names come from the pod's log path")
+    check_topic(expand_topic(topic, SAMPLE), f"{where}: topic template {show(topic)} filled in", CollectConfigError)
 
 
 def _format(raw: dict[str, Any], where: str, fields: dict[str, Any], encoding: str,

@@ -246,6 +246,7 @@ class CopyTailer(Shipper):
         return f"an earlier file of {self.name} ({kinds}: {shown}) from offset {self.gen.start}"
 
     async def run(self) -> None:
+        await self._prepared()
         if self.after is not None:
             await self.after.reading_done.wait()
         try:

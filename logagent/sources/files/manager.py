@@ -21,6 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from logagent.config.values import topic_problem
 from logagent.errors import AlreadyCollected, NotAllowed, SourceError
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
@@ -30,6 +31,8 @@ from logagent.sources.files.entry import CollectEntry, glob_regex
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files.kubelet import PodMetadata
+from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
 from logagent.sources.files.recovery import FolderIndex, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
@@ -45,6 +48,7 @@ class ManagerContext(TailContext):
     scan_interval: float = 2.0
     max_files_per_entry: int = 10000
     drain_timeout: float = 10.0
+    pods: PodMetadata | None = None  # pods' labels from the kubelet ([kubernetes] kubelet_url), else None
 
 
 class EntryRunner:
@@ -66,6 +70,8 @@ class EntryRunner:
         self._folders: set[str] = set()
         self._label = metrics.path_label(display_name(entry.path))
         self.stopped = False
+        if ctx.pods is not None and entry.format != "plain":
+            ctx.pods.subscribe(self._pods_changed)
 
     # ---- lifecycle
 
@@ -117,6 +123,8 @@ class EntryRunner:
         self.draining.clear()
         self._last.clear()
         self._tasks.clear()
+        if self.ctx.pods is not None:
+            self.ctx.pods.unsubscribe(self._pods_changed)
         for folder in self._folders:
             self.ctx.watcher.unsubscribe(folder, self._on_event)
         self._folders.clear()
@@ -144,8 +152,57 @@ class EntryRunner:
         self.entry = entry
         self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
         for tailer in list(self.tailers.values()) + list(self.draining):
-            tailer.retarget(self.route)
+            tailer.retarget(self._route_for(tailer.path) or tailer.route)
         log.info("retargeted %s -> topic %s", display_name(entry.path), entry.topic)
+
+    # ---- a container log's messages: the pod's identity, its topic, its labels
+
+    def _route_for(self, path: str) -> Route | None:
+        """Where a file's lines go. For a container log under the kubelet's layout, its messages carry
+        the pod's identity (and labels, when the kubelet gives them), and a topic template is filled
+        in from it; None (said and counted under the entry) when the topic cannot be had."""
+        entry = self.entry
+        if entry.format == "plain":
+            return self.route
+        identity = pod_identity(path)
+        if identity is None:
+            if is_template(entry.topic):
+                self._report(path, f"{display_name(path)}: not a pod's log path (<namespace>_<pod>_<uid>/<container>/"
+                                   f"<n>.log) to fill topic template {entry.topic!r} in; not collected", "bad_topic")
+                return None
+            return self.route
+        topic = expand_topic(entry.topic, identity)
+        problem = topic_problem(topic)
+        if problem is not None:
+            self._report(path, f"{display_name(path)}: topic template {entry.topic!r} gives {problem}; not collected",
+                         "bad_topic")
+            return None
+        pods = self.ctx.pods
+        meta = pods.get(identity.pod_uid) if pods is not None else None
+        kube = identity_fields(identity, meta.labels if meta is not None else None,
+                               meta.annotations if meta is not None and pods is not None and pods.settings.annotations
+                               else None)
+        return Route(topic, entry.module, {**entry.fields, "kubernetes": kube})
+
+    def _await_pod(self, tailer: Shipper) -> None:
+        """A pod the kubelet has not listed yet: its file's first line waits for the next list."""
+        pods = self.ctx.pods
+        identity = pod_identity(tailer.path) if pods is not None and self.entry.format != "plain" else None
+        if pods is None or identity is None or pods.known(identity.pod_uid):
+            return
+
+        async def prepare() -> None:
+            if await pods.wait_for(identity.pod_uid) is not None:
+                tailer.retarget(self._route_for(tailer.path) or tailer.route)
+
+        tailer.prepare = prepare
+
+    def _pods_changed(self, uids: set[str]) -> None:
+        """The kubelet listed new or changed labels: the files of those pods carry them from now on."""
+        for tailer in list(self.tailers.values()) + list(self.draining):
+            identity = pod_identity(tailer.path)
+            if identity is not None and identity.pod_uid in uids:
+                tailer.retarget(self._route_for(tailer.path) or tailer.route)
 
     # ---- discovery
 
@@ -245,9 +302,13 @@ class EntryRunner:
                                "[agent] allowed_paths (a symlink?); refused", "not_allowed")
             return False
         spec = self._spec()
-        tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated, spec)
+        route = self._route_for(path)
+        if route is None:
+            return False
+        tailer = FileTailer(path, route, self.ctx, start_at_end, self._on_rotated, spec)
         tailer.origin = self.entry.path
         tailer.announce = announce
+        self._await_pod(tailer)
         # The path's history as it was before this file is identified (its first-seen time must not
         # hide the files rotated away just before it), then the file itself, then the earlier files:
         # looked for only once the current one is open, so that a rotation racing this start leaves
@@ -290,14 +351,19 @@ class EntryRunner:
         the agent was stopped, or while it could not keep up), chained oldest first after the
         path's newest tailer; recovery.plan finds them."""
         folders = self._folders_index or FolderIndex()
+        route = self._route_for(path)
+        if route is None:
+            return []
+
         def held(dev: int, ino: int) -> bool:
             return self.ctx.claims.holder((dev, ino)) is not None
 
         copies: list[CopyTailer] = []
         for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
                         known=history, current=current):
-            copy = CopyTailer(path, self.route, self.ctx, spec, gen)
+            copy = CopyTailer(path, route, self.ctx, spec, gen)
             copy.origin = self.entry.path
+            self._await_pod(copy)
             try:
                 copy.open()
             except SourceError as exc:

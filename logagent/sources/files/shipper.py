@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,7 @@ class Shipper:
         self.opts = ctx.opts
         self.spec = spec or SourceSpec()
         self.announce = True  # log the start at INFO (the runner turns it off past its first files)
+        self.prepare: Callable[[], Awaitable[None]] | None = None  # awaited before the first read (a pod's labels)
         self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
         self._queue = ctx.queue
         self._registry = ctx.registry
@@ -455,6 +457,12 @@ class Shipper:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def _prepared(self) -> None:
+        """What the runner asked to be done before the first read (once)."""
+        prepare, self.prepare = self.prepare, None
+        if prepare is not None:
+            await prepare()
 
     async def run(self) -> None:
         """Read until this file is done (or the task is cancelled)."""

@@ -270,6 +270,7 @@ class FileTailer(Shipper):
         """
         if self.fd is None and not self._closed_idle:
             self.open()
+        await self._prepared()
         if self._decided and self.after is None:
             # Where to start was decided now, not read from the registry: make the decision (and
             # the entry's first application) durable before anything is read, or a crash before
