@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +61,7 @@ def docker_records(stream: str, text: str, chunk: int = CHUNK, ts: str | None = 
 class Container:
     name: str
     restart: int = 0
-    written: list[tuple[str, str]] = field(default_factory=list)  # (stream, line), in the order written
+    written: list[tuple[int, str, str]] = field(default_factory=list)  # (restart, stream, line), as written
     rotations: int = 0
 
 
@@ -131,9 +131,10 @@ class PodTree:
                         out.append(queues[stream].pop(0))
         else:
             out = [r for stream, text in lines for r in self.records(stream, text, chunk)]
+        c = pod.containers[container]
         with open(self.log_path(pod, container), "a") as f:
             f.write("".join(out))
-        pod.containers[container].written.extend(lines)
+        c.written.extend((c.restart, stream, text) for stream, text in lines)
 
     def write_partial(self, pod: Pod, container: str, stream: str, text: str, chunk: int = CHUNK) -> str:
         """Write only the P records of a line (its end comes with finish_partial, perhaps after a
@@ -145,9 +146,10 @@ class PodTree:
         return records[-1]
 
     def finish_partial(self, pod: Pod, container: str, stream: str, text: str, last: str) -> None:
+        c = pod.containers[container]
         with open(self.log_path(pod, container), "a") as f:
             f.write(last)
-        pod.containers[container].written.append((stream, text))
+        c.written.append((c.restart, stream, text))
 
     def rotate(self, pod: Pod, container: str) -> Path:
         """The kubelet's rotation: the live file renamed to <n>.log.<timestamp> (the runtime reopens
@@ -188,11 +190,72 @@ class PodTree:
         shutil.rmtree(self.root / pod.folder_name)
         pod.deleted = True
 
-    def expected(self) -> Iterator[tuple[Pod, Container, str, str]]:
+    def expected(self) -> dict[tuple[str, str, int, str], list[str]]:
+        """{(pod uid, container, restart, stream): the lines written, in order}."""
+        out: dict[tuple[str, str, int, str], list[str]] = {}
         for pod in list(self.pods):
             for c in pod.containers.values():
-                for stream, text in c.written:
-                    yield pod, c, stream, text
+                for restart, stream, text in c.written:
+                    out.setdefault((pod.uid, c.name, restart, stream), []).append(text)
+        return out
+
+    def count(self) -> int:
+        return sum(len(c.written) for pod in self.pods for c in pod.containers.values())
+
+
+@dataclass
+class PodTally:
+    """What the pods wrote against what Kafka holds, per container, restart and stream."""
+
+    written: int
+    delivered: int
+    missing: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0  # (container, restart, stream)s whose lines arrived in another order
+    unexpected: list[str] = field(default_factory=list)  # messages that are no line written (a fragment ...)
+    no_identity: int = 0  # messages without their pod's identity (or with another pod's)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicated or self.out_of_order or self.unexpected or self.no_identity)
+
+    def describe(self) -> str:
+        out = (f"written {self.written}, delivered {self.delivered}, missing {self.missing}, duplicated "
+               f"{self.duplicated}, out of order {self.out_of_order}, without identity {self.no_identity}")
+        if self.unexpected:
+            out += f", {len(self.unexpected)} unexpected e.g. {self.unexpected[:3]}"
+        return out
+
+
+def tally_pods(tree: PodTree, messages: list[dict[str, Any]]) -> PodTally:
+    """Line by line: every line once, whole, in order per (container, restart, stream), with its pod's
+    identity (namespace, pod, uid, container and restart count matching the file's path)."""
+    expected = tree.expected()
+    got: dict[tuple[str, str, int, str], list[str]] = {}
+    t = PodTally(written=sum(len(v) for v in expected.values()), delivered=len(messages))
+    by_uid = {p.uid: p for p in tree.pods}
+    for m in messages:
+        k8s = m.get("kubernetes")
+        if not isinstance(k8s, dict) or k8s.get("pod_uid") not in by_uid:
+            t.no_identity += 1
+            t.unexpected.append(str(m.get("data"))[:80])
+            continue
+        pod = by_uid[k8s["pod_uid"]]
+        if (k8s.get("namespace"), k8s.get("pod")) != (pod.namespace, pod.name) or \
+                f"/{pod.folder_name}/{k8s.get('container')}/{k8s.get('restart_count')}.log" not in str(m.get("path")):
+            t.no_identity += 1
+        got.setdefault((pod.uid, str(k8s.get("container")), int(k8s.get("restart_count", -1)),
+                        str(m.get("stream"))), []).append(str(m.get("data")))
+    for key in set(expected) | set(got):
+        want, have = expected.get(key, []), got.get(key, [])
+        counts = Counter(have)
+        wanted = set(want)
+        t.missing += sum(1 for line in want if counts[line] == 0)
+        t.duplicated += sum(n - 1 for line, n in counts.items() if n > 1 and line in wanted)
+        t.unexpected += [line[:80] for line in have if line not in wanted]
+        if [line for line in dict.fromkeys(have) if line in wanted] != [x for x in want if counts[x]]:
+            t.out_of_order += 1
+    return t
 
 
 class KubeletServer:

@@ -4,9 +4,13 @@ into the lines the application wrote."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from tests.kit import KafkaReader, KubeletServer, PodTree, new_topic, wait_until
+import pytest
+
+from devstack.kubelet import Pod, cri_records
+from tests.kit import KafkaReader, KubeletServer, PodTally, PodTree, new_topic, tally_pods, wait_until
 
 T0 = "2026-12-06T10:00:00.000000001Z"
 T1 = "2026-12-06T10:00:01.5Z"
@@ -113,3 +117,152 @@ def test_every_message_carries_its_pods_identity_and_labels_with_one_kubelet_lis
     assert {m["data"] for m in got} == {f"{p.name}/{c} {t}" for p in pods for c in p.containers
                                         for t in ("first line, long enough to be cut in records", "second")}
     assert 1 <= requests == lists <= 10, f"{requests} list requests for 40 files"
+
+
+# ---------------------------------------------------------------------------- the kubelet's rotation
+
+def _pod_lines(pod: Pod, container: str, start: int, count: int) -> list[tuple[str, str]]:
+    """Numbered lines, both streams, each long enough for the runtime to cut it into records."""
+    return [("stderr" if i % 3 == 2 else "stdout", f"{pod.name}/{container} line {i:06d} " + "x" * (i % 40))
+            for i in range(start, start + count)]
+
+
+def _k8s_agent(make_agent, tree: PodTree, topic: str, tmp_path: Path, **agent: str):  # type: ignore[no-untyped-def]
+    return make_agent(files=[{"path": f"{tree.root}/*/*/*.log", "topic": topic, "format": "cri",
+                              "start": "beginning"}],
+                      extra={"agent": {"allowed_paths": f"{tmp_path}/**", **agent}})
+
+
+def _delivered(kafka: str, topic: str, tree: PodTree, timeout: float = 90) -> PodTally:
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(tree.count(), timeout=timeout)
+        reader.settle(quiet=2)
+        return tally_pods(tree, reader.values())
+
+
+def _rotate_between_records(tree: PodTree, pod: Pod, container: str, n: int) -> None:
+    """A line whose partial records are in the file the kubelet renames and whose end is in the next."""
+    text = f"{pod.name}/{container} split by rotation {n} " + "y" * 50
+    last = tree.write_partial(pod, container, "stdout", text)
+    tree.rotate(pod, container)
+    tree.finish_partial(pod, container, "stdout", text, last)
+
+
+def test_kubelet_rotation_while_running_loses_nothing_and_joins_the_lines_it_splits(make_agent, kafka, tmp_path):
+    """0.log renamed to 0.log.<time> between a line's partial records and its end, the older ones
+    gzipped (through .gz.tmp) and deleted by the kubelet, four times, the writes going on without
+    waiting for the agent: every line once, whole, in order per stream."""
+    tree = PodTree(tmp_path / "pods")
+    pods = [tree.add_pod("shop", f"web-{i}", ("app",)) for i in range(3)]
+    topic = new_topic("k8s-rot")
+    _k8s_agent(make_agent, tree, topic, tmp_path)
+    n = 0
+    for r in range(4):
+        for pod in pods:
+            tree.write(pod, "app", _pod_lines(pod, "app", n, 100))
+            _rotate_between_records(tree, pod, "app", r)
+        n += 100
+    for pod in pods:
+        tree.write(pod, "app", _pod_lines(pod, "app", n, 100))
+    assert any(p.name.endswith(".gz") for p in (tree.root).rglob("*")), "the kubelet gzipped older files"
+    t = _delivered(kafka, topic, tree)
+    assert t.ok, t.describe()
+
+
+def test_kubelet_rotation_while_the_agent_is_stopped_is_recovered(make_agent, kafka, tmp_path):
+    """Stopped; the kubelet renames 0.log three times (gzipping the older ones), a line split by each
+    rotation: at the next start the renamed file is found by inode, the gzipped ones by their first
+    bytes, and the split lines are joined."""
+    tree = PodTree(tmp_path / "pods")
+    pod = tree.add_pod("shop", "web", ("app", "sidecar"))
+    topic = new_topic("k8s-down")
+    agent = _k8s_agent(make_agent, tree, topic, tmp_path)
+    for c in pod.containers:
+        tree.write(pod, c, _pod_lines(pod, c, 0, 50))
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(100, timeout=30)
+    assert agent.stop() == 0
+    for r in range(3):
+        for c in pod.containers:
+            tree.write(pod, c, _pod_lines(pod, c, 50 + 100 * r, 100))
+            _rotate_between_records(tree, pod, c, r)
+    for c in pod.containers:
+        tree.write(pod, c, _pod_lines(pod, c, 400, 10))
+    assert len(list(tree.root.rglob("*.gz"))) == 4
+    agent.start()
+    t = _delivered(kafka, topic, tree)
+    assert t.ok, t.describe()
+    assert agent.metric("logagent_rotated_files_recovered_total", source="compressed") == 4
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["running", "killed"])
+def test_a_pod_folder_deleted_during_a_kafka_outage_is_finished_from_the_descriptor_or_the_spool(
+        make_agent, kafka, kafka_server, tmp_path, killed):
+    """Kafka is down; a pod's lines are read, then its folder is deleted (the pod ended): what Kafka
+    does not have is kept from the open descriptor, and in the spool; killed with -9 then, the spool
+    is all there is, and it is read at the next start."""
+    if kafka_server is None:
+        pytest.fail("this test stops the broker: run it against the suite's own (unset LOGAGENT_TEST_KAFKA)")
+    tree = PodTree(tmp_path / "pods")
+    gone, stays = tree.add_pod("batch", "job-1", ("main",)), tree.add_pod("shop", "web", ("app",))
+    topic = new_topic("k8s-del")
+    agent = _k8s_agent(make_agent, tree, topic, tmp_path)
+    tree.write(gone, "main", _pod_lines(gone, "main", 0, 10))
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(10, timeout=30)
+    kafka_server.stop()
+    try:
+        tree.write(gone, "main", _pod_lines(gone, "main", 10, 500))
+        tree.write(stays, "app", _pod_lines(stays, "app", 0, 100))
+        wait_until(lambda: agent.metric("logagent_lines_read_total") >= 610, timeout=20, what="the lines read")
+        tree.delete(gone)
+        wait_until(lambda: agent.metric("logagent_spool_bytes") > 0, timeout=20,
+                   what="the deleted pod's unacknowledged bytes in the spool")
+        if killed:
+            agent.kill()
+    finally:
+        kafka_server.start()
+    if killed:
+        agent.start()
+    tree.write(stays, "app", _pod_lines(stays, "app", 100, 10))
+    t = _delivered(kafka, topic, tree)
+    assert t.ok, t.describe()
+    wait_until(lambda: agent.metric("logagent_spool_bytes") == 0, timeout=20, what="the spool emptied")
+
+
+def _inotify_watches(pid: int) -> int:
+    """inotify watches the process holds (each `inotify wd:` line of its descriptors' fdinfo)."""
+    total = 0
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            total += fdinfo.read_text().count("inotify wd:")
+        except OSError:
+            pass
+    return total
+
+
+def test_a_new_pod_and_a_container_restart_are_picked_up_at_once(make_agent, kafka, tmp_path):
+    """With scans a minute apart, a pod created after the start (its folders first, its log a moment
+    later) and a container restart (1.log beside 0.log) are read within seconds: inotify watches the
+    pods' and containers' folders."""
+    tree = PodTree(tmp_path / "pods")
+    first = tree.add_pod("shop", "web", ("app",))
+    topic = new_topic("k8s-new")
+    agent = _k8s_agent(make_agent, tree, topic, tmp_path, scan_interval="60")
+    tree.write(first, "app", [("stdout", "from 0.log")])
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(1, timeout=30)
+        assert agent.proc is not None
+        watches = _inotify_watches(agent.proc.pid)
+        folder = tree.root / f"shop_late_{'0' * 8}-0000-0000-0000-{'0' * 12}" / "app"
+        folder.mkdir(parents=True)
+        wait_until(lambda: _inotify_watches(agent.proc.pid) >= watches + 2, timeout=10,  # type: ignore[union-attr]
+                   what="the new pod's folders watched")
+        (folder / "0.log").write_text(cri_records("stdout", "the new pod's first line", chunk=1000)[0])
+        tree.restart(first, "app")
+        tree.write(first, "app", [("stdout", "from 1.log")])
+        t0 = time.monotonic()
+        reader.read(3, timeout=10)
+        took = time.monotonic() - t0
+        assert sorted(reader.data()) == ["from 0.log", "from 1.log", "the new pod's first line"]
+    assert took < 5, f"{took:.1f}s: not at once"

@@ -244,11 +244,11 @@ class PodMetadata:
             del self._pods[uid]
         self._unknown = {uid for uid in self._unknown | wanted if uid not in self._pods}
         metrics.KUBELET_PODS.set(len(self._pods))
+        if changed:  # in the same step as the cache: no line is read between them with the old labels
+            for listener in list(self._listeners):
+                listener(changed)
         if changed or expired or listed:
             try:
                 await asyncio.to_thread(write_atomic, self.path, self._payload())
             except OSError as exc:
                 log.warning("cannot write %s (%s); pods' labels are kept in memory", self.path, exc.strerror or exc)
-        if changed:
-            for listener in list(self._listeners):
-                listener(changed)

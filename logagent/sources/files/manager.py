@@ -68,6 +68,7 @@ class EntryRunner:
         self._rescan = False
         self._errors: dict[str, str] = {}
         self._folders: set[str] = set()
+        self._walked: list[str] = []  # the folders the last walk of a fixed-depth glob entered
         self._label = metrics.path_label(display_name(entry.path))
         self.stopped = False
         if ctx.pods is not None and entry.format != "plain":
@@ -229,6 +230,7 @@ class EntryRunner:
             return [], None
         found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
                                         self.ctx.max_files_per_entry)
+        self._walked = found.folders
         if found.problem:
             self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
@@ -250,7 +252,9 @@ class EntryRunner:
         self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
         started = 0
         self._folders_index = FolderIndex()  # one listing per folder for this pass's recoveries
+        self._walked = []
         matches, walked = await self._matches()
+        self._watch_walked()
         for path in matches:
             if self.stopped:
                 break
@@ -411,13 +415,31 @@ class EntryRunner:
             self.draining.add(tailer)
         self.request_scan()
 
-    def _watch(self, folder: str) -> None:
+    def _watch(self, folder: str) -> bool:
         """Subscribe to `folder`'s events; again when the folder was deleted and made anew (its
-        watch went with it). Checked on every scan and open: O(1) while the watch stands."""
+        watch went with it). Checked on every scan and open: O(1) while the watch stands. True
+        when it was not watched before."""
         if not folder or (folder in self._folders and self.ctx.watcher.watching(folder)):
-            return
+            return False
         if self.ctx.watcher.subscribe(folder, self._on_event):
             self._folders.add(folder)
+            return True
+        return False
+
+    def _watch_walked(self) -> None:
+        """Every folder a fixed-depth glob walked is watched (`/var/log/pods/*/*/*.log`: the pods'
+        and the containers' folders), so a file in a new folder (a new pod, a container's restart)
+        is picked up at once, not at the next scan tick. A folder newly watched is walked once more:
+        a file made in it before its watch stood is not missed. Folders that are gone are dropped."""
+        walked = set(self._walked)
+        new = False
+        for folder in walked:
+            new |= self._watch(folder)
+        for folder in [f for f in self._folders if f not in walked and not os.path.isdir(f)]:
+            self.ctx.watcher.unsubscribe(folder, self._on_event)
+            self._folders.discard(folder)
+        if new and not self.stopped:
+            self.request_scan()
 
     def _on_event(self, path: str) -> None:
         tailer = self.tailers.get(path)

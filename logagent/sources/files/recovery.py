@@ -317,8 +317,30 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
               max(e.since for _, e in known), len(listing),
               [(g.kind, os.path.basename(g.where), g.start) for g in found])
-    found.sort(key=lambda g: (g.mtime, g.since))
+    found.sort(key=lambda g: _written_order(g, base))
     return found
+
+
+def _written_order(gen: Generation, base: str) -> tuple[int, float, str, float]:
+    """The order a path's generations were written in. A known one's by when the agent first saw it:
+    the mtime of its copy is when the copy was made (a gzip made after the next file was renamed
+    is newer than that file). Those never seen come after, by the time stamp of their names where
+    they have one (the kubelet's <name>.<YYYYMMDD-hhmmss>, logrotate's dateext), else by mtime."""
+    if gen.key is not None:
+        return 0, gen.since, "", gen.mtime
+    stamp = _name_stamp(os.path.basename(gen.where), base)
+    return 1, 0.0 if stamp else gen.mtime, stamp, gen.mtime
+
+
+_STAMP = re.compile(r"\d{8}")
+
+
+def _name_stamp(name: str, base: str) -> str:
+    """The digits of a rotated name's suffix when it holds a date (8 digits in a row), else ''."""
+    suffix = name[len(base):]
+    ext = compression_of(suffix)
+    suffix = suffix[: len(suffix) - len(ext)] if ext else suffix
+    return "".join(ch for ch in suffix if ch.isdigit()) if _STAMP.search(suffix) else ""
 
 
 def _rekey(gen: Generation, key: str) -> None:

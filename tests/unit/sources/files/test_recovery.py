@@ -415,3 +415,34 @@ def test_a_copy_renumbered_while_the_agent_starts_is_opened_by_its_identity(tmp_
 def _context(reg: Registry, tmp_path: Path) -> TailContext:
     return TailContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=reg,
                        budget=FdBudget(16), allowed_paths=(f"{tmp_path}/**",))
+
+
+def test_generations_are_read_in_the_order_they_were_written_whatever_a_compression_did_to_mtimes(
+        tmp_path: Path) -> None:
+    """The kubelet's rotation while the agent is stopped: 0.log (known) renamed to 0.log.<t1>, then
+    gzipped to 0.log.<t1>.gz after 0.log.<t2> was renamed (a gzip's mtime is when it was made, later
+    than the next file's last write); 0.log.<t2> and 0.log.<t3>.gz were never seen. Known ones first,
+    in the order the agent first saw them, then the unseen ones by the time stamp in their names."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "0.log"
+    gen1 = _lines("gen1", 100)
+    log.write_bytes(gen1[:500])
+    _known(reg, log, 500)
+    t1 = tmp_path / "0.log.20261206-100001"
+    log.rename(t1)
+    t1.write_bytes(gen1)  # grew while stopped
+    t2 = tmp_path / "0.log.20261206-100002"
+    t2.write_bytes(_lines("gen2", 50))
+    t3 = tmp_path / "0.log.20261206-100003"
+    t3.write_bytes(_lines("gen3", 50))
+    os.utime(t2, (time.time() + 20, time.time() + 20))  # its last write after gen3's file was made: a late writer
+    (tmp_path / "0.log.20261206-100003.gz").write_bytes(gzip.compress(t3.read_bytes()))
+    t3.unlink()
+    (tmp_path / "0.log.20261206-100001.gz").write_bytes(gzip.compress(gen1))  # the newest mtime of all
+    t1.unlink()
+    log.write_bytes(_lines("gen4", 10))
+    history = _history(reg, log)
+    gens = _plan_opened(reg, log, history, _open_at_path(reg, log))
+    assert [(g.kind, os.path.basename(g.where)) for g in gens] == [
+        ("compressed", "0.log.20261206-100001.gz"), ("file", "0.log.20261206-100002"),
+        ("compressed", "0.log.20261206-100003.gz")]
