@@ -17,6 +17,7 @@ Here, for the tests only:
 - servers: `start_or_fail`, `running` (started for a block, always stopped), `make_certs`, `etcdctl`,
   `enable_etcd_auth` (and its root password, ETCD_ROOT_PASSWORD)
 - fakes: `RecordingAgent`, what a control plane drives
+- files: `file_fingerprint`, a file's identity as the registry records it
 
 Import from `tests.kit`; the modules are how it is arranged, not an interface.
 """
@@ -28,6 +29,7 @@ from devstack.kubelet import KubeletServer, PodTally, PodTree, tally_pods
 from devstack.promtext import metric_sum, parse_metrics, split_sample
 from devstack.waiting import eventually, wait_until
 from tests.kit.fakes import RecordingAgent
+from tests.kit.files import file_fingerprint
 from tests.kit.servers import ETCD_ROOT_PASSWORD, enable_etcd_auth, etcdctl, make_certs, running, start_or_fail
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "enable_etcd_auth",
     "etcdctl",
     "eventually",
+    "file_fingerprint",
     "http_get",
     "make_certs",
     "metric_sum",
