@@ -214,6 +214,7 @@ class PodTally:
     out_of_order: int = 0  # (container, restart, stream)s whose lines arrived in another order
     unexpected: list[str] = field(default_factory=list)  # messages that are no line written (a fragment ...)
     no_identity: int = 0  # messages without their pod's identity (or with another pod's)
+    order: list[str] = field(default_factory=list)  # where each out-of-order sequence first differs
 
     @property
     def ok(self) -> bool:
@@ -224,6 +225,8 @@ class PodTally:
                f"{self.duplicated}, out of order {self.out_of_order}, without identity {self.no_identity}")
         if self.unexpected:
             out += f", {len(self.unexpected)} unexpected e.g. {self.unexpected[:3]}"
+        if self.order:
+            out += f"; order: {self.order[:3]}"
         return out
 
 
@@ -253,8 +256,12 @@ def tally_pods(tree: PodTree, messages: list[dict[str, Any]]) -> PodTally:
         t.missing += sum(1 for line in want if counts[line] == 0)
         t.duplicated += sum(n - 1 for line, n in counts.items() if n > 1 and line in wanted)
         t.unexpected += [line[:80] for line in have if line not in wanted]
-        if [line for line in dict.fromkeys(have) if line in wanted] != [x for x in want if counts[x]]:
+        arrived, sent = [line for line in dict.fromkeys(have) if line in wanted], [x for x in want if counts[x]]
+        if arrived != sent:
             t.out_of_order += 1
+            i = next(i for i, (a, b) in enumerate(zip(arrived, sent, strict=False)) if a != b)
+            t.order.append(f"{key[1:]} at {i} of {len(sent)}: got {arrived[i][:60]!r}, then "
+                           f"{[x[:60] for x in arrived[i + 1:i + 3]]}, wrote {sent[i][:60]!r}")
     return t
 
 
