@@ -215,6 +215,7 @@ class PodTally:
     unexpected: list[str] = field(default_factory=list)  # messages that are no line written (a fragment ...)
     no_identity: int = 0  # messages without their pod's identity (or with another pod's)
     order: list[str] = field(default_factory=list)  # where each out-of-order sequence first differs
+    lost: list[str] = field(default_factory=list)  # per sequence with lines missing: how many, the first
 
     @property
     def ok(self) -> bool:
@@ -227,6 +228,8 @@ class PodTally:
             out += f", {len(self.unexpected)} unexpected e.g. {self.unexpected[:3]}"
         if self.order:
             out += f"; order: {self.order[:3]}"
+        if self.lost:
+            out += f"; missing: {self.lost[:6]}"
         return out
 
 
@@ -253,7 +256,10 @@ def tally_pods(tree: PodTree, messages: list[dict[str, Any]]) -> PodTally:
         want, have = expected.get(key, []), got.get(key, [])
         counts = Counter(have)
         wanted = set(want)
-        t.missing += sum(1 for line in want if counts[line] == 0)
+        gone = [line for line in want if counts[line] == 0]
+        t.missing += len(gone)
+        if gone:
+            t.lost.append(f"{key[1:]}: {len(gone)} of {len(want)} from {gone[0][:60]!r} to {gone[-1][:60]!r}")
         t.duplicated += sum(n - 1 for line, n in counts.items() if n > 1 and line in wanted)
         t.unexpected += [line[:80] for line in have if line not in wanted]
         arrived, sent = [line for line in dict.fromkeys(have) if line in wanted], [x for x in want if counts[x]]

@@ -238,6 +238,33 @@ def _compressed_head(path: str, ext: str) -> bytes | None:
     return out
 
 
+def compressed_since(gen: Generation, base: str) -> Generation | None:
+    """The compressed copy of a plain generation that was compressed and unlinked since it was found
+    (the kubelet gzips 0.log.<time> to 0.log.<time>.gz once the next rotation comes; logrotate turns
+    app.log.1 into app.log.2.gz): a rotated name of `base` in its folder whose first fp_len bytes,
+    decompressed, have the generation's fingerprint. Read from the same offset; None when there is none."""
+    if gen.kind not in ("file", "copy") or gen.fp_len <= 0 or gen.then is not None:
+        return None
+    folder = os.path.dirname(gen.where) or "."
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if is_rotated_name(e.name, base) and compression_of(e.name)]
+    except OSError:
+        return None
+    for name in sorted(names):
+        where = os.path.join(folder, name)
+        head = _compressed_head(where, compression_of(name))
+        if head is None or len(head) < gen.fp_len or fingerprint_of(head[:gen.fp_len]) != gen.fp:
+            continue
+        try:
+            st = os.stat(where, follow_symlinks=False)
+        except OSError:
+            continue
+        return Generation("compressed", where, gen.start, st.st_mtime, st.st_dev, st.st_ino, gen.fp, gen.fp_len,
+                          gen.key, gen.since, gen.size)
+    return None
+
+
 def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, int]) -> str | None:
     """The copy of what the file at `path` held before it was truncated (copytruncate copies, then
     truncates): a rotated name in its folder whose first `fp_len` bytes (decompressed, for a compressed
@@ -440,6 +467,13 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
             continue
         kind = "compressed" if compression_of(name) else "file"
         head = head_of(p)
+        if head is None and kind == "file":
+            # Compressed (and unlinked) since the listing: the kubelet gzips 0.log.<time> to
+            # 0.log.<time>.gz, then unlinks it. Read from that copy, not said lost.
+            twin = _compressed_twin(p)
+            if twin is not None:
+                (p, s), kind = twin, "compressed"
+                head = head_of(p)
         if head is None:
             why = "not a readable " + kind if kind == "compressed" else "cannot be opened"
             steps.append(Lost("unreadable_copy", f"{display_name(path)}: {display_name(p)}, rotated while the agent "
@@ -464,6 +498,21 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
         best.alternatives = gens[1:]
         out.append(best)
     return out
+
+
+def _compressed_twin(path: str) -> tuple[str, os.stat_result] | None:
+    """`<path>.gz` (or .bz2, .xz) as it is on disk now, when `path` itself is gone: a copy made by
+    compressing it after the folder was listed."""
+    if os.path.lexists(path):
+        return None
+    for ext in COMPRESSED:
+        try:
+            st = os.stat(path + ext, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            return path + ext, st
+    return None
 
 
 def _locate(key: str, entry: RegistryEntry, by_inode: dict[tuple[int, int], str], spool: Spool | None,

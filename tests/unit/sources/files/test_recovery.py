@@ -462,3 +462,40 @@ def test_a_plan_only_plans_and_apply_takes_its_steps(tmp_path: Path, caplog: pyt
     assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert reg.entries() != before
+
+
+def test_an_unseen_generation_compressed_while_it_is_planned_is_read_from_its_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet gzips 0.log.<time> (to .gz.tmp, renamed .gz, then the plain one unlinked) between
+    the folder's listing and the read of the plain file's first bytes: it was said lost ('cannot be
+    opened', unreadable_copy) and its lines were never read, while its .gz held them all (101 of
+    1,512 lines lost in 1 of 12 runs of the running-rotation integration test). Now its copy is read."""
+    from logagent.sources.files import recovery
+
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "0.log"
+    log.write_bytes(_lines("gen1", 10))
+    _known(reg, log, 50)
+    first = tmp_path / "0.log.20261206-100001"
+    log.rename(first)
+    second = tmp_path / "0.log.20261206-100002"
+    gen2 = _lines("gen2", 100)
+    second.write_bytes(gen2)
+    log.write_bytes(_lines("gen3", 10))
+    real = recovery._plain_head
+
+    def racing(path: str, length: int = 1024) -> bytes | None:
+        if path == str(second) and second.exists():  # the kubelet's compression comes now
+            tmp = tmp_path / (second.name + ".gz.tmp")
+            tmp.write_bytes(gzip.compress(gen2))
+            tmp.rename(tmp_path / (second.name + ".gz"))
+            second.unlink()
+        return real(path, length)
+
+    monkeypatch.setattr(recovery, "_plain_head", racing)
+    history = _history(reg, log)
+    found = plan(str(log), reg, None, lambda dev, ino: False, FolderIndex(), set(), known=history,
+                 current=_open_at_path(reg, log))
+    assert [(g.kind, os.path.basename(g.where)) for g in found.generations] == [
+        ("file", "0.log.20261206-100001"), ("compressed", "0.log.20261206-100002.gz")]
+    assert not [s for s in found.steps if type(s).__name__ == "Lost"]
