@@ -337,7 +337,14 @@ class EntryRunner:
             else:
                 self._report(path, str(exc), exc.reason, count=False)
         current = (tailer.dev, tailer.ino) if opened and tailer.dev else None
-        for copy in self._recover(path, spec, history, current):
+        # A container log's path is one pod's container's restart, never reused: if the agent has no
+        # entry for it, files of it rotated since the entry is collected were written while it was
+        # collected, before the agent first looked (the kubelet renamed 0.log meanwhile): read them
+        # first. Not for plain paths: there a path without entries may have old, shipped rotations.
+        since = None
+        if not history and not start_at_end and self.entry.format != "plain":
+            since = self.ctx.registry.applied_at(self.entry.path)
+        for copy in self._recover(path, spec, history, current, since):
             self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
         if not opened:
             return False
@@ -351,7 +358,7 @@ class EntryRunner:
         return True
 
     def _recover(self, path: str, spec: SourceSpec, history: list[tuple[str, RegistryEntry]] | None = None,
-                 current: tuple[int, int] | None = None) -> list[CopyTailer]:
+                 current: tuple[int, int] | None = None, unseen_since: float | None = None) -> list[CopyTailer]:
         """Tailers for the earlier files of `path` that still hold unread lines (rotated away while
         the agent was stopped, or while it could not keep up), chained oldest first after the
         path's newest tailer; recovery.plan finds them."""
@@ -365,7 +372,7 @@ class EntryRunner:
 
         copies: list[CopyTailer] = []
         found = plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.registry.owned,
-                     known=history, current=current)
+                     known=history, current=current, unseen_since=unseen_since)
         for gen in apply(found, self.ctx.registry):
             copy = CopyTailer(path, route, self.ctx, spec, gen)
             copy.origin = self.entry.path

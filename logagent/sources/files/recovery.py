@@ -294,17 +294,20 @@ def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, in
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
          folders: FolderIndex, owned: AbstractSet[str] = frozenset(),
          known: list[tuple[str, RegistryEntry]] | None = None,
-         current: tuple[int, int] | None = None) -> Plan:
+         current: tuple[int, int] | None = None, unseen_since: float | None = None) -> Plan:
     """The earlier generations of `path` to read before its current file, oldest first, and the
     steps that go with them (see the module docstring: nothing is changed here). `held`:
     is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
     answer for (read, or reading, and waiting for Kafka): neither is planned again. `known`: the
     path's registry entries as they were before its current file was identified; `current`: the
-    (device, inode) of the file a tailer opened at the path (else the path is looked at)."""
+    (device, inode) of the file a tailer opened at the path (else the path is looked at).
+    `unseen_since`: for a path the registry has no entry of, the time since which its files are
+    collected: rotated files of it written after that are generations never seen (a pod's 0.log
+    renamed by the kubelet before the agent first looked at the path), else none are."""
     if known is None:
         known = registry.entries_for(path)
     steps: list[Step] = []
-    if not known:
+    if not known and unseen_since is None:
         return Plan()
     trusted = current is not None  # a tailer opened it and checked its fingerprint against the registry
     if current is None:
@@ -395,11 +398,12 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     for key, entry in blank:
         if (entry.dev, entry.ino) not in by_inode:
             steps += [Finish(key), _lost(path, entry, [])]
+    newest = max(e.since for _, e in known) if known else unseen_since or 0.0
     if replaced:
-        found.extend(_unseen(path, known, sure, listing, head_of, held, current, steps))
+        found.extend(_unseen(path, newest, sure, listing, head_of, held, current, steps))
     log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
-              max(e.since for _, e in known), len(listing),
+              newest, len(listing),
               [(g.kind, os.path.basename(g.where), g.start) for g in found])
     found.sort(key=lambda g: _written_order(g, base))
     return Plan(found, steps)
@@ -447,16 +451,16 @@ def _lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> Lost:
                 f"written to it after the agent stopped are lost{known}{hint}", at_stake=at_stake)
 
 
-def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[str, RegistryEntry]],
+def _unseen(path: str, newest: float, sure: list[tuple[str, RegistryEntry]],
             listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
             held: Callable[[int, int], bool], current: tuple[int, int] | None,
             steps: list[Step]) -> list[Generation]:
-    """The path holds a file we never saw: the generations created and rotated away meanwhile.
-    One generation can show twice (app.log.1 and the app.log.2.gz being made of it, or one file
-    listed under two names): candidates with the same first bytes are one generation, read from
-    the plain file if it can be opened, else from its compressed copy."""
+    """The path holds a file we never saw: the generations created and rotated away meanwhile
+    (written after `newest`: when the newest known file of the path was first seen, or since when
+    a path never seen is collected). One generation can show twice (app.log.1 and the app.log.2.gz
+    being made of it, or one file listed under two names): candidates with the same first bytes
+    are one generation, read from the plain file if it can be opened, else from its compressed copy."""
     base = os.path.basename(path)
-    newest = max(e.since for _, e in known)
     fps = {(e.fp, e.fp_len) for _, e in sure}
     groups: list[tuple[bytes, list[Generation]]] = []  # (first bytes, the candidates that share them)
     for p, s in listing:

@@ -227,3 +227,40 @@ async def test_a_file_gone_for_good_and_a_removed_entry_leave_metrics(tmp_path: 
     finally:
         await runner.stop()
         await watcher.stop()
+
+
+@pytest.mark.parametrize("fmt", ["cri", "plain"])
+async def test_a_pods_log_renamed_before_the_agent_first_looked_is_read_first(tmp_path: Path, fmt: str):
+    """The entry is collected; a pod starts and the kubelet renames its 0.log (a line cut by the
+    rotation) before the agent's first look at the path (a pod made while the agent was down, or
+    between two looks): the renamed file was never read (30 lines lost, the line's end sent alone),
+    or read later after the newer file. Now it is read first, and the line joined. A plain path
+    without entries keeps its old rotations unread (they may be shipped already)."""
+    tree = PodTree(tmp_path / "pods")
+    watcher = FileWatcher()
+    queue = BatchQueue(1000)
+    reg = Registry(tmp_path / "data")
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue, registry=reg,
+                         budget=FdBudget(64), allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
+    entry = CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format=fmt)
+    assert not reg.entry_applied(entry.path)
+    pod = tree.add_pod("shop", "web", ("app",))
+    tree.write(pod, "app", [("stdout", f"line {i}") for i in range(30)])
+    last = tree.write_partial(pod, "app", "stdout", "a line cut by the rotation")
+    tree.rotate(pod, "app")
+    tree.finish_partial(pod, "app", "stdout", "a line cut by the rotation", last)
+    tree.write(pod, "app", [("stdout", "in the new file")])
+    runner = EntryRunner(entry, ctx)
+    try:
+        assert await runner.scan(start_at_end=False) == 1
+        if fmt == "cri":
+            got = [str(m["data"]) for _, m in await _messages(queue, 32)]
+            assert got == [f"line {i}" for i in range(30)] + ["a line cut by the rotation", "in the new file"]
+        else:
+            got = [str(m["data"]) for _, m in await _messages(queue, 2)]
+            assert got[0].endswith(" F e rotation") and got[1].endswith(" F in the new file")  # as they are
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(queue.get(), 0.5)
+    finally:
+        await runner.stop()
+        await watcher.stop()
