@@ -40,6 +40,7 @@ from logagent.sinks.kafka.sink import KafkaSink
 from logagent.sources.files.budget import FdBudget, descriptor_budget
 from logagent.sources.files.entry import CollectEntry
 from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.manager import ManagerContext, TailerManager
 from logagent.sources.files.prune import sweep_forever
 from logagent.sources.files.registry import Registry
@@ -64,13 +65,15 @@ class Agent:
         self._stop = asyncio.Event()
         self.sink = KafkaSink(settings.kafka, self.queue, on_fatal=self._on_fatal)
         self.watcher = FileWatcher()
+        k8s = settings.kubernetes
+        self.pods = PodMetadata(k8s, a.data_dir) if k8s.kubelet_url else None
         opts = TailOptions(ip=settings.ip, host=settings.hostname, max_line_bytes=a.max_line_bytes,
                            read_buffer_bytes=a.read_buffer_bytes, stat_interval=a.stat_interval,
                            rotate_wait=a.rotate_wait, close_inactive=a.close_inactive)
         self.manager = TailerManager(ManagerContext(
             opts=opts, queue=self.queue, registry=self.registry,
             budget=FdBudget(descriptor_budget(a.max_open_files)), spool=Spool(a.data_dir, a.spool_max_bytes),
-            watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval))
+            watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval, pods=self.pods))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
         self.http = StatusServer(*split_host_port(a.http_listen), self.readiness) if a.http_listen else None
         self.kafka_probe = KafkaProbe(self.sink)
@@ -233,6 +236,8 @@ class Agent:
         self._prune_task = spawn("registry prune", "registry", lambda: sweep_forever(self.registry, self.registry.owns))
         if self.http is not None:
             await self.http.start()  # already listening when run() started it; idempotent
+        if self.pods is not None:
+            await self.pods.start()  # before the files: a file of a pod not listed yet waits for a list
         await self.control.start()
         await self.sysinfo.start()
 
@@ -244,6 +249,8 @@ class Agent:
         await self.control.stop()
         await self.sysinfo.stop()
         await self.manager.stop()
+        if self.pods is not None:
+            await self.pods.stop()
         if self.manager.ctx.spool is not None:
             await asyncio.to_thread(self.manager.ctx.spool.close)
         clean = await self.sink.stop(timeout)

@@ -88,6 +88,19 @@ class FleetSettings:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """Pods' labels and annotations from the node's kubelet (docs/deploy-kubernetes.md); off when
+    `kubelet_url` is empty. A pod's identity comes from its log's path and needs none of this."""
+
+    kubelet_url: str = ""  # e.g. https://<node ip>:10250 (authenticated) or http://<node ip>:10255 (read-only port)
+    token_file: str = ""  # a bearer token, read again at every request (projected tokens rotate)
+    ca_file: str = ""  # the CA of the kubelet's serving certificate; empty: the system's
+    tls_verify: bool = True
+    metadata_interval: float = 10.0  # seconds between two list requests (/pods), never more often
+    annotations: bool = False  # add the pods' annotations to the messages too (labels always)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole of config.ini, typed, with `ip`, `hostname` and `id` resolved."""
 
@@ -95,6 +108,7 @@ class Settings:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     collect_files: str = "[]"
     sysinfo: SysinfoSettings = field(default_factory=SysinfoSettings)
     source: str = "<defaults>"
@@ -233,6 +247,24 @@ def _flag(raw: str) -> bool:
     return flag
 
 
+def _url(raw: str) -> str:
+    """Empty, or an http(s) URL with a host: the kubelet's base URL (no trailing slash)."""
+    value = raw.strip().rstrip("/")
+    if not value:
+        return ""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("empty or an http:// or https:// URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or any(ord(ch) < 33 or ord(ch) == 127 for ch in value):
+        raise ValueError("empty or an http:// or https:// URL with a host, like https://10.0.0.5:10250")
+    return value
+
+
 def _json_text(raw: str) -> str:
     """[collect] files: the same guard as an etcd value (size, strict JSON, nesting), and an array."""
     try:
@@ -259,6 +291,8 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
               "rotate_wait": _seconds, "registry_flush_interval": _seconds, "registry_max_entries": _int(100),
               "shutdown_timeout": _seconds, "spool_max_bytes": _int(0)},
     "fleet": {"prefix": _key_prefix, "status": _flag, "status_ttl": _seconds, "status_interval": _seconds},
+    "kubernetes": {"kubelet_url": _url, "token_file": _text, "ca_file": _text, "tls_verify": _flag,
+                   "metadata_interval": _seconds, "annotations": _flag},
     "collect": {"files": _json_text},
     "sysinfo": {"enabled": _text, "topic": _text, "interval": _text, "format": _text},
 }
@@ -398,6 +432,7 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
         etcd=etcd,
         agent=agent,
         fleet=fleet,
+        kubernetes=KubernetesSettings(**values["kubernetes"]),
         collect_files=values["collect"].get("files", "[]"),
         sysinfo=sysinfo,
         source=source,

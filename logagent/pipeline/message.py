@@ -16,6 +16,9 @@ import orjson
 
 Line = tuple[int, bytes, bool]  # (offset of the line's start, its bytes without "\n", truncated)
 RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "timestamp", "module", "truncated"})
+# Keys of the messages of a container log (an entry with a `format` other than plain), which its
+# `fields` may not set either: the runtime's time and stream, and the pod's identity.
+CONTAINER_FIELDS = frozenset({"time", "stream", "kubernetes"})
 
 
 def utc_timestamp() -> bytes:
@@ -86,6 +89,17 @@ class MessageFormat:
         texts = [line.decode(encoding, "replace") for line in lines]
         self.replaced = sum(1 for text in texts if "\ufffd" in text)
         return texts
+
+    def build_records(self, records: list[tuple[int, bytes, bool, bytes, bytes]], timestamp: bytes) -> list[bytes]:
+        """One JSON message per line of a container log (sources/files/container.py's records:
+        offset, text, truncated, the runtime's time, stream): `time` and `stream` follow
+        `timestamp`; a line that was not in the format (no stream) has neither."""
+        ts = b',"timestamp":"' + timestamp + b'"'
+        fmt, fmt_trunc, dumps = self._quoted, self._quoted_trunc, orjson.dumps
+        texts = self._decode([record[1] for record in records])
+        return [(fmt_trunc if trunc else fmt) % (
+            dumps(text), off, ts + b',"time":"' + time + b'","stream":"' + stream + b'"' if stream else ts)
+            for (off, _, trunc, time, stream), text in zip(records, texts, strict=True)]
 
     def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
         """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""

@@ -11,6 +11,8 @@ LINES_READ = Counter("logagent_lines_read", "Lines read from a file", ["path"])
 BYTES_READ = Counter("logagent_bytes_read", "Bytes read from a file", ["path"])
 DECODE_ERRORS = Counter("logagent_decode_errors", "Lines with bytes invalid in the file's encoding "
                         "(shipped with U+FFFD in their place)", ["path"])
+MALFORMED_LINES = Counter("logagent_malformed_lines", "Lines of a container log (format cri, docker or auto) "
+                          "not in that format: shipped as they are, without time and stream", ["path"])
 LINES_TRUNCATED = Counter("logagent_lines_truncated", "Lines cut at max_line_bytes", ["path"])
 FILE_ERRORS = Counter("logagent_file_errors", "Errors opening or reading a file", ["path", "reason"])
 FILES_OPEN = Gauge("logagent_files_open", "Collected files with an open descriptor")
@@ -39,6 +41,11 @@ FILES_LOST = Counter("logagent_files_lost", "Earlier files of a collected path w
                      "copy that cannot be opened, decompressed or read to its end (unreadable_copy)", ["reason"])
 RECOVERED_FILES = Counter("logagent_rotated_files_recovered", "Rotated-away files found again and read to their "
                           "end (at start, or after generations were missed)", ["source"])
+
+KUBELET_REQUESTS = Counter("logagent_kubelet_requests", "List requests to the node's kubelet (/pods) for pods' "
+                           "labels and annotations, one per [kubernetes] metadata_interval", ["outcome"])
+KUBELET_PODS = Gauge("logagent_kubelet_pods", "Pods whose labels are known (listed by the kubelet within the last "
+                     "24 h), kept under data_dir")
 
 QUEUE_DEPTH = Gauge("logagent_queue_depth", "Messages waiting in the bounded queue")
 QUEUE_CAPACITY = Gauge("logagent_queue_capacity", "Capacity of the bounded queue ([kafka] chan_size)")

@@ -1,4 +1,5 @@
-"""The sidecar image, built and run for real with a Docker engine, next to the suite's broker.
+"""The image, built and run for real with a Docker engine, next to the suite's broker: as a sidecar,
+and as the node agent of deploy/kubernetes/daemonset.yaml over a tree of pods' logs.
 
 The engine, the Debian-made base image and the wheelhouse come from deploy/docker/image.py
 (`make image` does the same): docker.io and debootstrap are installed when missing and
@@ -29,7 +30,18 @@ import pytest
 
 from deploy.docker import image as dimage
 from devstack.stack import listen_port
-from tests.kit import ROOT, KafkaReader, check_delivery, http_get, metric_sum, new_topic, parse_metrics, wait_until
+from tests.kit import (
+    ROOT,
+    KafkaReader,
+    PodTree,
+    check_delivery,
+    http_get,
+    metric_sum,
+    new_topic,
+    parse_metrics,
+    tally_pods,
+    wait_until,
+)
 
 RESULTS = ROOT / ".stack" / "image-results.json"
 TAG = "logagent:test"
@@ -85,13 +97,14 @@ def image(engine: dimage.Engine) -> str:
 class Container:
     """One `docker run -d` of the image as a sidecar; removed (with its logs kept) at the end."""
 
-    def __init__(self, image: str, name: str, env: dict[str, str], logdir: Path, volume: str) -> None:
+    def __init__(self, image: str, name: str, env: dict[str, str], logdir: Path, volume: str,
+                 log_mount: str = APP_DIR, options: tuple[str, ...] = ()) -> None:
         self.name = name
         self.args = ["run", "-d", "--name", name, "--network", "host",
                      "--read-only", "--tmpfs", "/tmp:rw,size=16m,mode=1777",
-                     "-v", f"{logdir}:{APP_DIR}:ro", "-v", f"{volume}:{DATA_DIR}",
+                     "-v", f"{logdir}:{log_mount}:ro", "-v", f"{volume}:{DATA_DIR}",
                      "--health-interval", "1s", "--health-timeout", "5s", "--stop-timeout", "40",
-                     *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], image]
+                     *options, *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], image]
 
     def run(self) -> Container:
         _docker(*self.args)
@@ -111,6 +124,10 @@ class Container:
         """The container's peak memory (cgroup v1, cgroupfs driver), or None where that file is elsewhere."""
         path = Path(f"/sys/fs/cgroup/memory/docker/{self.state('{{.Id}}')}/memory.max_usage_in_bytes")
         return int(path.read_text()) if path.exists() else None
+
+    def start(self) -> None:
+        """`docker start` again (the same container, its volume, its settings)."""
+        _docker("start", self.name)
 
     def stop(self) -> tuple[int, float]:
         """`docker stop` (SIGTERM, then SIGKILL after --stop-timeout): (exit code, seconds it took)."""
@@ -305,3 +322,77 @@ def test_sidecar_ships_is_healthy_drains_and_resumes(sidecar: Any, kafka: str) -
             stop_seconds_draining=round(stop_seconds, 2), unacked_at_stop=int(read - delivered),
             lines_total=len(expected),
             machine=f"{os.cpu_count()} cores, {os.uname().release}", measured_at=time.strftime("%Y-%m-%d %H:%M"))
+
+
+PODS_DIR = "/var/log/pods"
+
+
+def _pod_lines(name: str, start: int, count: int) -> list[tuple[str, str]]:
+    return [("stderr" if i % 4 == 3 else "stdout", f"{name} line {i:05d} " + "z" * (i % 30))
+            for i in range(start, start + count)]
+
+
+def test_node_agent_reads_a_pod_tree_with_each_pods_identity(image: str, kafka: str, tmp_path: Path) -> None:
+    """The image as deploy/kubernetes/daemonset.yaml runs it: root with every capability dropped but
+    DAC_READ_SEARCH, a read-only root, the node's /var/log/pods bind-mounted read-only, the registry
+    on a volume, the node's name as its id. Pods' CRI logs with partial lines, the kubelet's rotation
+    cutting lines (older files gzipped); stopped, the kubelet rotates again and a container restarts;
+    started again on the same volume: every line once, whole, with its pod's identity and the node's name."""
+    tree = PodTree(tmp_path / "pods")
+    pods = [tree.add_pod(f"ns{i % 2}", f"web-{i}", ("app", "sidecar")) for i in range(4)]
+    n = 0
+
+    def write(count: int, rotate: bool) -> None:
+        nonlocal n
+        for pod in pods:
+            for c in pod.containers:
+                tree.write(pod, c, _pod_lines(f"{pod.name}/{c}", n, count))
+                if rotate:
+                    text = f"{pod.name}/{c} cut by a rotation at {n} " + "r" * 40
+                    last = tree.write_partial(pod, c, "stdout", text)
+                    tree.rotate(pod, c)
+                    tree.finish_partial(pod, c, "stdout", text, last)
+        n += count
+
+    topic = new_topic("node-agent")
+    _create_topic(kafka, topic)
+    port = listen_port()
+    # The registry on the node (the manifest's hostPath): a root-owned folder, as the kubelet makes it.
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    env = {"LOGAGENT_KAFKA_ADDRESS": kafka, "LOGAGENT_ETCD_ADDRESS": "",
+           "LOGAGENT_COLLECT_FILES": json.dumps([{"path": f"{PODS_DIR}/*/*/*.log", "topic": topic, "format": "cri",
+                                                  "start": "beginning"}]),
+           "LOGAGENT_AGENT_ALLOWED_PATHS": f"{PODS_DIR}/**", "LOGAGENT_AGENT_HTTP_LISTEN": f"127.0.0.1:{port}",
+           "LOGAGENT_AGENT_ID": "node-1", "LOGAGENT_AGENT_HOSTNAME": "node-1", "LOGAGENT_AGENT_IP": "127.0.0.1",
+           "LOGAGENT_SYSINFO_ENABLED": "false", "LOGAGENT_AGENT_REGISTRY_FLUSH_INTERVAL": "0.5"}
+    node = Container(image, f"logagent-node-{uuid.uuid4().hex[:8]}", env, tree.root, str(data), log_mount=PODS_DIR,
+                     options=("--user", "0:0", "--cap-drop", "ALL", "--cap-add", "DAC_READ_SEARCH"))
+    try:
+        node.run()
+        wait_until(lambda: _http(port, "/readyz")[0] == 200, timeout=60, what="the node agent's /readyz")
+        write(100, rotate=True)
+        write(50, rotate=True)  # the first rotated files gzipped
+        with KafkaReader(kafka, topic) as reader:
+            reader.read(tree.count(), timeout=90)
+            code, _ = node.stop()
+            assert code == 0, node.logs()[-3000:]
+            write(50, rotate=True)  # while stopped: rotated again, the older files gzipped
+            tree.restart(pods[0], "app")  # and a container restarted: 1.log
+            write(30, rotate=False)
+            node.start()
+            reader.read(tree.count(), timeout=90)
+            reader.settle(quiet=3)
+            got = reader.values()
+        t = tally_pods(tree, [{**m, "path": str(m["path"]).replace(PODS_DIR, str(tree.root), 1)} for m in got])
+        assert t.ok, t.describe()
+        assert len(got) == tree.count()
+        assert {m["host"] for m in got} == {"node-1"}
+        assert list(tree.root.rglob("*.gz")), "the kubelet gzipped older files"
+        assert (data / "registry.json").exists(), "the registry is written on the node"
+        code, _ = node.stop()
+        assert code == 0, node.logs()[-3000:]
+        assert " ERROR " not in node.logs(), node.logs()[-3000:]
+    finally:
+        (tmp_path / "node-agent.log").write_text(node.logs())
+        _docker("rm", "-f", node.name, check=False)

@@ -10,6 +10,9 @@ From devstack/, the harness the tests share with bench/ (bench/ never imports te
 - devstack.kafkaread: `KafkaReader` (`.data()`: the lines), `new_topic`, `read_topic`, `read_all`,
   `wait_delivered`
 - devstack.delivery: `LineWriter`, `tally`/`Tally`, `tally_delivered`, `check_delivery`
+- devstack.kubelet: the fake kubelet: `PodTree` (pods' container logs written and rotated as the
+  runtime and the kubelet do), `KubeletServer` (its /pods endpoint), `tally_pods` (line by line,
+  per container and stream, with the pod's identity)
 Here, for the tests only:
 - servers: `start_or_fail`, `running` (started for a block, always stopped), `make_certs`, `etcdctl`,
   `enable_etcd_auth` (and its root password, ETCD_ROOT_PASSWORD)
@@ -22,6 +25,7 @@ Import from `tests.kit`; the modules are how it is arranged, not an interface.
 from devstack.agentproc import ROOT, AgentProcess, http_get, render_config, write_config
 from devstack.delivery import LineWriter, Tally, check_delivery, tally, tally_delivered
 from devstack.kafkaread import KafkaReader, new_topic, read_all, read_topic, wait_delivered
+from devstack.kubelet import KubeletServer, PodTally, PodTree, tally_pods
 from devstack.promtext import metric_sum, parse_metrics, split_sample
 from devstack.waiting import eventually, wait_until
 from tests.kit.fakes import RecordingAgent
@@ -33,7 +37,10 @@ __all__ = [
     "ROOT",
     "AgentProcess",
     "KafkaReader",
+    "KubeletServer",
     "LineWriter",
+    "PodTally",
+    "PodTree",
     "RecordingAgent",
     "Tally",
     "check_delivery",
@@ -54,6 +61,7 @@ __all__ = [
     "start_or_fail",
     "tally",
     "tally_delivered",
+    "tally_pods",
     "wait_delivered",
     "wait_until",
     "write_config",

@@ -33,6 +33,7 @@ import pytest
 from devstack.stack import listen_port
 from logagent import __version__
 from logagent.config.settings import _SCHEMA, PASSTHROUGH, env_name, load
+from logagent.sources.files.entry import parse_collect_value
 from tests.kit import http_get
 
 REPO = Path(__file__).resolve().parents[2]
@@ -632,3 +633,83 @@ def test_kubernetes_sidecar_shape(tools: Path) -> None:
     assert str(sc.get("runAsGroup", pod_sc.get("runAsGroup"))) == image_gid
     # Kubernetes waits long enough for the drain before SIGKILL.
     assert spec["terminationGracePeriodSeconds"] >= _shipped_config().agent.shutdown_timeout + 10
+
+
+@pytest.mark.installs
+def test_kubernetes_daemonset_shape(tools: Path) -> None:
+    """One agent per node over the node's /var/log/pods: the logs read-only, the registry and the
+    spool on the node (a restarted agent resumes), the node's name as the agent's id, every node
+    (tolerations), a rolling update, probes, resources; labels from the node's own kubelet with a
+    role that allows that alone; the collect list it suggests is one the agent takes."""
+    path = K8S_DIR / "daemonset.yaml"
+    docs = _load_yaml(tools, path)
+    [ds] = [d for d in docs if d.get("kind") == "DaemonSet"]
+    spec = _pod_spec(ds)
+    [agent] = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in agent["volumeMounts"]}
+
+    pods = mounts["/var/log/pods"]
+    assert pods.get("readOnly") is True
+    assert volumes[pods["name"]]["hostPath"]["path"] == "/var/log/pods"
+    data = volumes[mounts["/var/lib/logagent"]["name"]]
+    assert data["hostPath"]["path"] == "/var/lib/logagent", "the registry and spool must outlive the pod"
+    assert data["hostPath"].get("type") == "DirectoryOrCreate"
+    assert not mounts["/var/lib/logagent"].get("readOnly")
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"].get("medium") == "Memory"
+
+    env = {e["name"]: e for e in agent["env"]}
+    field = {name: e["valueFrom"]["fieldRef"]["fieldPath"] for name, e in env.items() if "valueFrom" in e}
+    assert field["LOGAGENT_AGENT_ID"] == "spec.nodeName"
+    assert field["LOGAGENT_AGENT_HOSTNAME"] == "spec.nodeName"
+    assert field["LOGAGENT_AGENT_IP"] == "status.hostIP"
+    literal = {name: e["value"] for name, e in env.items() if "value" in e}
+    _check_env_names(literal, "daemonset.yaml env")
+    assert literal["LOGAGENT_AGENT_ALLOWED_PATHS"] == "/var/log/pods/**"
+    for name in ("LOGAGENT_KAFKA_ADDRESS", "LOGAGENT_ETCD_ADDRESS"):
+        for address in literal[name].split(","):
+            assert not _is_ip(address.rsplit(":", 1)[0]), f"{name}: use a Service name, not {address}"
+    # $(VAR) is expanded by the kubelet from the variables defined before it in the list.
+    order = [e["name"] for e in agent["env"]]
+    for name, value in literal.items():
+        for ref in re.findall(r"\$\((\w+)\)", value):
+            assert order.index(ref) < order.index(name), f"{name} refers to {ref}, defined after it"
+    node = {"LOGAGENT_AGENT_ID": "ip-10-0-3-7.eu-west-1.compute.internal",
+            "LOGAGENT_AGENT_HOSTNAME": "ip-10-0-3-7.eu-west-1.compute.internal", "LOGAGENT_AGENT_IP": "10.0.3.7"}
+    filled = {k: re.sub(r"\$\((\w+)\)", lambda m: node[m.group(1)], v) for k, v in literal.items()}
+    settings = load(CONFIG, environ={**filled, **node})
+    assert settings.warnings == ()
+    assert settings.id == node["LOGAGENT_AGENT_ID"]
+    assert settings.etcd.keys_for(settings.id)[0] == f"/logagent/{node['LOGAGENT_AGENT_ID']}/collect_log/config"
+    assert str(settings.agent.data_dir) == "/var/lib/logagent"
+    assert settings.kubernetes.kubelet_url == "https://10.0.3.7:10250"
+    assert settings.kubernetes.token_file.startswith("/var/run/secrets/kubernetes.io/serviceaccount/")
+    assert settings.agent.groups == ("k8s-nodes",)
+    # The collect list its comment suggests is taken whole.
+    [suggested] = re.findall(r"<<<'(\[.*\])'", path.read_text())
+    entries, errors = parse_collect_value(suggested, "suggested", settings.agent.allowed_paths)
+    assert errors == [] and [e.format for e in entries] == ["cri"]
+
+    port = int(settings.agent.http_listen.rsplit(":", 1)[1])
+    ports = {p.get("name"): p["containerPort"] for p in agent["ports"]}
+    for probe, where in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert agent[probe]["httpGet"]["path"] == where
+        assert ports[agent[probe]["httpGet"]["port"]] == port
+    assert agent["resources"]["requests"]["cpu"] and agent["resources"]["limits"]["memory"]
+
+    assert {"operator": "Exists"} in spec["tolerations"], "every node, the tainted ones too"
+    strategy = ds["spec"]["updateStrategy"]
+    assert strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"]["maxUnavailable"]
+    assert spec["terminationGracePeriodSeconds"] >= _shipped_config().agent.shutdown_timeout + 10
+
+    sc = agent["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and set(sc["capabilities"].get("add", [])) <= {"DAC_READ_SEARCH"}
+
+    # The service account may read its node's kubelet (nodes/proxy, get) and nothing else.
+    account = spec["serviceAccountName"]
+    [binding] = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account,
+                                    "namespace": ds["metadata"]["namespace"]}]
+    [role] = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == binding["roleRef"]["name"]]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]

@@ -21,6 +21,7 @@ from logagent.control.fleet.keys import FleetKeys
 from logagent.control.fleet.rollout import Rollout
 from logagent.control.fleet.status import StatusClient, StatusInputs, StatusPublisher
 from logagent.control.tracker import ConfigTracker
+from logagent.sources.files.pods import is_template
 
 log = logging.getLogger("logagent.fleet")
 
@@ -95,7 +96,9 @@ class FleetHost:
     def _begin(self, group: str, rollout: Rollout, before: dict[str, EntryHealth]) -> None:
         key = self.keys.rollout(group)
         paths = [p.entry.path for p in self.tracker.merged.placed if p.origin.key == key]
-        topics = [p.entry.topic for p in self.tracker.merged.placed if p.origin.key == key]
+        # A topic template (k8s.{namespace}) is a topic per pod, checked per file when it is opened.
+        topics = [p.entry.topic for p in self.tracker.merged.placed if p.origin.key == key
+                  and not is_template(p.entry.topic)]
         self.rollout_states[group] = {"id": rollout.id, "state": "BAKING", "why": "", "since": time.time()}
         log.info("rollout %s of group %s: running its candidate (%d entr%s here); baking for %gs", rollout.id, group,
                  len(paths), "y" if len(paths) == 1 else "ies", rollout.bake)

@@ -68,6 +68,10 @@ class AckTracker:
             self.acked = offset
         return self.acked
 
+    def holds(self, batch: Batch) -> bool:
+        """The batch is still in flight here (not yet acknowledged in order, nor dropped by a rewind)."""
+        return batch in self._inflight
+
     @property
     def pending(self) -> int:
         """Batches sent and not yet acknowledged in order."""

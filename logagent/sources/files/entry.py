@@ -1,7 +1,7 @@
 """Collect entries: the schema of the `collect_log_key` value and of `[collect] files`.
 
 The value is a JSON array of objects ``{"path", "topic", "module"?, "start"?, "fields"?,
-"encoding"?, "multiline"?}``. The value as a whole first passes values.decode_json_value
+"encoding"?, "multiline"?, "format"?}``. The value as a whole first passes values.decode_json_value
 (size, UTF-8, strict JSON, nesting). Validation is then per entry: a bad entry is refused
 with a message naming the key, the entry and the problem, and the good entries beside it
 still apply.
@@ -20,9 +20,11 @@ from typing import Any
 
 from logagent.config.values import MAX_VALUE_BYTES, check_topic, decode_json_value, has_glob, orjson_problem, show
 from logagent.errors import CollectConfigError
-from logagent.pipeline.message import RESERVED_FIELDS
+from logagent.pipeline.message import CONTAINER_FIELDS, RESERVED_FIELDS
+from logagent.sources.files.container import FORMATS
 from logagent.sources.files.lines import newline_of, resolve_encoding
 from logagent.sources.files.multiline import MultilineSpec, parse_multiline
+from logagent.sources.files.pods import SAMPLE, expand_topic, is_template, template_problem
 
 __all__ = ["MAX_VALUE_BYTES", "CollectEntry", "dump_entries", "entry_items", "entry_label", "glob_regex",
            "normalise_path", "parse_collect_items", "parse_collect_value", "parse_entry", "path_allowed"]
@@ -41,16 +43,18 @@ class CollectEntry:
     fields: Mapping[str, Any] = field(default_factory=dict)
     encoding: str = "utf-8"
     multiline: MultilineSpec | None = None
+    format: str = "plain"  # or a container runtime's: "cri", "docker", "auto" (sources/files/container.py)
 
     @property
     def is_glob(self) -> bool:
         return has_glob(self.path)
 
     def same_reading(self, other: CollectEntry) -> bool:
-        """True when the files are read the same way (path, encoding, multiline): a change of
-        topic, module, fields or start is applied in place. (`start` only matters when an
+        """True when the files are read the same way (path, encoding, multiline, format): a change
+        of topic, module, fields or start is applied in place. (`start` only matters when an
         entry is first applied.)"""
-        return (self.path, self.encoding, self.multiline) == (other.path, other.encoding, other.multiline)
+        return (self.path, self.encoding, self.multiline, self.format) == \
+            (other.path, other.encoding, other.multiline, other.format)
 
 
 @lru_cache(maxsize=512)
@@ -162,7 +166,8 @@ def parse_entry(raw: Any, where: str, allowed: tuple[str, ...]) -> CollectEntry:
     if not path_allowed(path, allowed):
         raise CollectConfigError(f"{where}: path {show(path)} is outside [agent] allowed_paths "
                                  f"({', '.join(allowed) or 'none'})")
-    topic = check_topic(topic, where, CollectConfigError)
+    templated = isinstance(topic, str) and is_template(topic)
+    topic = str(topic) if templated else check_topic(topic, where, CollectConfigError)
     module = raw.get("module", "")
     if module is None:
         module = ""
@@ -193,8 +198,49 @@ def parse_entry(raw: Any, where: str, allowed: tuple[str, ...]) -> CollectEntry:
     if problem is not None:
         raise CollectConfigError(f"{where}: encoding {show(encoding)} refused: {problem}")
     multiline = parse_multiline(raw.get("multiline"), where)
+    fmt = _format(raw, where, fields, encoding, multiline)
+    if templated:
+        _check_template(topic, fmt, where)
     return CollectEntry(path=path, topic=topic, module=module, start=start, fields=dict(fields),
-                        encoding=encoding, multiline=multiline)
+                        encoding=encoding, multiline=multiline, format=fmt)
+
+
+def _check_template(topic: str, fmt: str, where: str) -> None:
+    """A topic template: only over a pod's names (known from a container log's path), and a topic
+    Kafka takes once filled in (each file's own is checked again when it is opened)."""
+    problem = template_problem(topic)
+    if problem is not None:
+        raise CollectConfigError(f"{where}: topic template {show(topic)}: {problem}")
+    if fmt == "plain":
+        raise CollectConfigError(f"{where}: topic template {show(topic)} needs a container format "
+                                 "(cri, docker or auto): its names come from the pod's log path")
+    check_topic(expand_topic(topic, SAMPLE), f"{where}: topic template {show(topic)} filled in", CollectConfigError)
+
+
+def _format(raw: dict[str, Any], where: str, fields: dict[str, Any], encoding: str,
+            multiline: MultilineSpec | None) -> str:
+    """The entry's `format`: plain (the default) or a container runtime's, whose records are
+    parsed as bytes: its encoding must write ASCII as ASCII, and its fields may not set the keys
+    its messages carry (time, stream, kubernetes)."""
+    fmt = raw.get("format", "plain")
+    if fmt is None:
+        fmt = "plain"
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise CollectConfigError(f"{where}: format must be one of {', '.join(FORMATS)}, got {show(fmt)}")
+    if fmt == "plain":
+        return fmt
+    if multiline is not None:
+        raise CollectConfigError(f"{where}: multiline cannot be combined with format {fmt!r} (the runtime's "
+                                 "partial records are joined; multiline events of container logs are not supported)")
+    sample = '{"log":"x\n","stream":"stdout"} 2026-12-06T00:00:00Z stdout F x'
+    if sample.encode(resolve_encoding(encoding, b"")) != sample.encode():
+        raise CollectConfigError(f"{where}: format {fmt!r} needs an encoding that writes ASCII as ASCII "
+                                 f"(utf-8), not {show(encoding)}")
+    clash = CONTAINER_FIELDS.intersection(fields)
+    if clash:
+        raise CollectConfigError(f"{where}: fields may not set {sorted(clash)}: the messages of format "
+                                 f"{fmt!r} carry them")
+    return fmt
 
 
 def parse_collect_value(value: bytes | str | None, key: str,
@@ -261,6 +307,8 @@ def entry_items(entries: Iterable[CollectEntry]) -> list[dict[str, Any]]:
             item["fields"] = dict(e.fields)
         if e.encoding != "utf-8":
             item["encoding"] = e.encoding
+        if e.format != "plain":
+            item["format"] = e.format
         if e.multiline is not None:
             m = e.multiline
             item["multiline"] = m.preset if m.preset and (m.max_lines, m.max_bytes, m.timeout) == (500, 0, 5.0) \

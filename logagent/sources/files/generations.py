@@ -28,7 +28,7 @@ from logagent.pipeline.batch import Batch
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.sources.files.opener import open_checked
-from logagent.sources.files.recovery import COMPRESSED, Generation, compression_of
+from logagent.sources.files.recovery import COMPRESSED, Generation, compressed_since, compression_of
 from logagent.sources.files.registry import fingerprint_of, identity_key, uid_of
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.spool import SpoolFile
@@ -200,8 +200,10 @@ class CopyTailer(Shipper):
 
     def open(self) -> None:
         """Open the generation's sources, or those of an alternative holding the same bytes (the
-        rotated file may have been compressed and unlinked since it was found); raises SourceError
-        when none can be read."""
+        rotated file may have been compressed and unlinked since it was found), or else of the
+        compressed copy made of it since (found by its first bytes: it was planned before that copy
+        existed); raises SourceError when none can be read. Opening it here, not at a later scan,
+        keeps it in its place in the path's chain of files, before the newer ones."""
         options = [self.gen, *self.gen.alternatives]
         for i, option in enumerate(options):
             try:
@@ -210,16 +212,24 @@ class CopyTailer(Shipper):
                     self._sources.append((gen.kind, self._open(gen)))
                     gen = gen.then
                 if option is not self.gen:
-                    log.info("%s: %s is gone; reading its copy %s instead", self.name,
-                             display_name(self.gen.where), display_name(option.where))
-                    self.gen = option
-                    if option.kind != "file":
-                        self._leave_identity()
+                    self._read_instead(option)
                 return
             except SourceError:
                 self._close_sources()
-                if i == len(options) - 1:
+                if i < len(options) - 1:
+                    continue
+                since = compressed_since(self.gen, os.path.basename(self.path))
+                if since is None:
                     raise
+                self._sources.append((since.kind, self._open(since)))
+                self._read_instead(since)
+
+    def _read_instead(self, option: Generation) -> None:
+        log.info("%s: %s is gone; reading its copy %s instead", self.name,
+                 display_name(self.gen.where), display_name(option.where))
+        self.gen = option
+        if option.kind != "file":
+            self._leave_identity()
 
     def _open(self, gen: Generation) -> Source:
         if gen.kind in ("file", "copy"):
@@ -246,6 +256,7 @@ class CopyTailer(Shipper):
         return f"an earlier file of {self.name} ({kinds}: {shown}) from offset {self.gen.start}"
 
     async def run(self) -> None:
+        await self._prepared()
         if self.after is not None:
             await self.after.reading_done.wait()
         try:

@@ -60,6 +60,7 @@ class AllowedDirs:
 @dataclass
 class GlobResult:
     paths: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)  # those it entered, for a pattern without `**`
     problem: str = ""  # the limit that stopped the walk, for the operator
     reason: str = ""  # its metric label
 
@@ -70,7 +71,8 @@ class _Stop(Exception):
 
 def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_000,
            max_dirs: int = MAX_DIRS, max_depth: int = MAX_DEPTH, deadline: float = DEADLINE) -> GlobResult:
-    """The files (not folders) that `pattern` matches, sorted, within the limits above."""
+    """The files (not folders) that `pattern` matches, sorted, within the limits above; for a
+    pattern without `**`, also the folders it entered (the places a new match can appear)."""
     result = GlobResult()
     base = literal_base(pattern)
     comps = [c for c in pattern[len(base):].split("/") if c]
@@ -90,6 +92,7 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
     stop_at = time.monotonic() + deadline
     dirs = 0
     matched = 0
+    fixed_depth = "**" not in comps  # its folders are few and known: the caller may watch them all
 
     def add(path: str) -> None:
         # "The first max_files" are the first in sorted order, as the operator reads a listing;
@@ -122,6 +125,8 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
         if dirs > max_dirs:
             result.problem = f"it spans more than {max_dirs} folders; the walk stopped there"
             raise _Stop
+        if fixed_depth:
+            result.folders.append(d)
         comp, last = comps[i], i == len(comps) - 1
         if comp == "**":
             if not last:

@@ -21,6 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from logagent.config.values import topic_problem
 from logagent.errors import AlreadyCollected, NotAllowed, SourceError
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
@@ -30,6 +31,8 @@ from logagent.sources.files.entry import CollectEntry, glob_regex
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files.kubelet import PodMetadata
+from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
 from logagent.sources.files.recovery import FolderIndex, apply, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
@@ -45,6 +48,7 @@ class ManagerContext(TailContext):
     scan_interval: float = 2.0
     max_files_per_entry: int = 10000
     drain_timeout: float = 10.0
+    pods: PodMetadata | None = None  # pods' labels from the kubelet ([kubernetes] kubelet_url), else None
 
 
 class EntryRunner:
@@ -65,8 +69,11 @@ class EntryRunner:
         self._errors: dict[str, str] = {}
         self._labels: set[str] = set()  # the per-file metric labels of the files this entry read
         self._folders: set[str] = set()
+        self._walked: list[str] = []  # the folders the last walk of a fixed-depth glob entered
         self._label = metrics.path_label(display_name(entry.path))
         self.stopped = False
+        if ctx.pods is not None and entry.format != "plain":
+            ctx.pods.subscribe(self._pods_changed)
 
     # ---- lifecycle
 
@@ -90,7 +97,7 @@ class EntryRunner:
                     self._run(copy)
 
     def _spec(self) -> SourceSpec:
-        return SourceSpec(self.entry.encoding, self.entry.multiline)
+        return SourceSpec(self.entry.encoding, self.entry.multiline, self.entry.format)
 
     async def stop(self, drain: float = 0.0) -> None:
         """Stop every tailer of this entry and close its files; safe to call twice.
@@ -118,6 +125,8 @@ class EntryRunner:
         self.draining.clear()
         self._last.clear()
         self._tasks.clear()
+        if self.ctx.pods is not None:
+            self.ctx.pods.unsubscribe(self._pods_changed)
         for folder in self._folders:
             self.ctx.watcher.unsubscribe(folder, self._on_event)
         self._folders.clear()
@@ -145,8 +154,57 @@ class EntryRunner:
         self.entry = entry
         self.route = Route(entry.topic, entry.module, dict(entry.fields) or None)
         for tailer in list(self.tailers.values()) + list(self.draining):
-            tailer.retarget(self.route)
+            tailer.retarget(self._route_for(tailer.path) or tailer.route)
         log.info("retargeted %s -> topic %s", display_name(entry.path), entry.topic)
+
+    # ---- a container log's messages: the pod's identity, its topic, its labels
+
+    def _route_for(self, path: str) -> Route | None:
+        """Where a file's lines go. For a container log under the kubelet's layout, its messages carry
+        the pod's identity (and labels, when the kubelet gives them), and a topic template is filled
+        in from it; None (said and counted under the entry) when the topic cannot be had."""
+        entry = self.entry
+        if entry.format == "plain":
+            return self.route
+        identity = pod_identity(path)
+        if identity is None:
+            if is_template(entry.topic):
+                self._report(path, f"{display_name(path)}: not a pod's log path (<namespace>_<pod>_<uid>/<container>/"
+                                   f"<n>.log) to fill topic template {entry.topic!r} in; not collected", "bad_topic")
+                return None
+            return self.route
+        topic = expand_topic(entry.topic, identity)
+        problem = topic_problem(topic)
+        if problem is not None:
+            self._report(path, f"{display_name(path)}: topic template {entry.topic!r} gives {problem}; not collected",
+                         "bad_topic")
+            return None
+        pods = self.ctx.pods
+        meta = pods.get(identity.pod_uid) if pods is not None else None
+        kube = identity_fields(identity, meta.labels if meta is not None else None,
+                               meta.annotations if meta is not None and pods is not None and pods.settings.annotations
+                               else None)
+        return Route(topic, entry.module, {**entry.fields, "kubernetes": kube})
+
+    def _await_pod(self, tailer: Shipper) -> None:
+        """A pod the kubelet has not listed yet: its file's first line waits for the next list."""
+        pods = self.ctx.pods
+        identity = pod_identity(tailer.path) if pods is not None and self.entry.format != "plain" else None
+        if pods is None or identity is None or pods.known(identity.pod_uid):
+            return
+
+        async def prepare() -> None:
+            if await pods.wait_for(identity.pod_uid) is not None:
+                tailer.retarget(self._route_for(tailer.path) or tailer.route)
+
+        tailer.prepare = prepare
+
+    def _pods_changed(self, uids: set[str]) -> None:
+        """The kubelet listed new or changed labels: the files of those pods carry them from now on."""
+        for tailer in list(self.tailers.values()) + list(self.draining):
+            identity = pod_identity(tailer.path)
+            if identity is not None and identity.pod_uid in uids:
+                tailer.retarget(self._route_for(tailer.path) or tailer.route)
 
     # ---- discovery
 
@@ -173,6 +231,7 @@ class EntryRunner:
             return [], None
         found = await asyncio.to_thread(expand, pattern, AllowedDirs(self.ctx.allowed_paths),
                                         self.ctx.max_files_per_entry)
+        self._walked = found.folders
         if found.problem:
             self._report(pattern, f"glob {display_name(pattern)!r}: {found.problem}", found.reason)
         elif pattern in self._errors:
@@ -194,7 +253,9 @@ class EntryRunner:
         self._watch(literal_base(self.entry.path) if self.entry.is_glob else os.path.dirname(self.entry.path))
         started = 0
         self._folders_index = FolderIndex()  # one listing per folder for this pass's recoveries
+        self._walked = []
         matches, walked = await self._matches()
+        self._watch_walked()
         for path in matches:
             if self.stopped:
                 break
@@ -246,9 +307,13 @@ class EntryRunner:
                                "[agent] allowed_paths (a symlink?); refused", "not_allowed")
             return False
         spec = self._spec()
-        tailer = FileTailer(path, self.route, self.ctx, start_at_end, self._on_rotated, spec)
+        route = self._route_for(path)
+        if route is None:
+            return False
+        tailer = FileTailer(path, route, self.ctx, start_at_end, self._on_rotated, spec)
         tailer.origin = self.entry.path
         tailer.announce = announce
+        self._await_pod(tailer)
         # The path's history as it was before this file is identified (its first-seen time must not
         # hide the files rotated away just before it), then the file itself, then the earlier files:
         # looked for only once the current one is open, so that a rotation racing this start leaves
@@ -272,44 +337,64 @@ class EntryRunner:
             else:
                 self._report(path, str(exc), exc.reason, count=False)
         current = (tailer.dev, tailer.ino) if opened and tailer.dev else None
-        for copy in self._recover(path, spec, history, current):
+        # A container log's path is one pod's container's restart, never reused: if the agent has no
+        # entry for it, files of it rotated since the entry is collected were written while it was
+        # collected, before the agent first looked (the kubelet renamed 0.log meanwhile): read them
+        # first. Not for plain paths: there a path without entries may have old, shipped rotations.
+        since = None
+        if not history and not start_at_end and self.entry.format != "plain":
+            since = self.ctx.registry.applied_at(self.entry.path)
+        for copy in self._recover(path, spec, history, current, since):
             self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
         if not opened:
             return False
         if path in self._errors:
             log.info("%s: collecting now", shown)
             del self._errors[path]
-        tailer.after = self._last.get(path)
-        self._last[path] = tailer
+        self._chain(path, tailer)
         self.tailers[path] = tailer
         self._watch(os.path.dirname(path))
         self._run(tailer)
         return True
 
     def _recover(self, path: str, spec: SourceSpec, history: list[tuple[str, RegistryEntry]] | None = None,
-                 current: tuple[int, int] | None = None) -> list[CopyTailer]:
+                 current: tuple[int, int] | None = None, unseen_since: float | None = None) -> list[CopyTailer]:
         """Tailers for the earlier files of `path` that still hold unread lines (rotated away while
         the agent was stopped, or while it could not keep up), chained oldest first after the
         path's newest tailer; recovery.plan finds them."""
         folders = self._folders_index or FolderIndex()
+        route = self._route_for(path)
+        if route is None:
+            return []
+
         def held(dev: int, ino: int) -> bool:
             return self.ctx.claims.holder((dev, ino)) is not None
 
         copies: list[CopyTailer] = []
         found = plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.registry.owned,
-                     known=history, current=current)
+                     known=history, current=current, unseen_since=unseen_since)
         for gen in apply(found, self.ctx.registry):
-            copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
+            copy = CopyTailer(path, route, self.ctx, spec, gen)
             copy.origin = self.entry.path
+            self._await_pod(copy)
             try:
                 copy.open()
             except SourceError as exc:
                 copy.give_up(exc)
                 continue
-            self._last[path] = copy
+            self._chain(path, copy)
             self.draining.add(copy)
             copies.append(copy)
         return copies
+
+    def _chain(self, path: str, tailer: Shipper) -> None:
+        """`tailer` reads the newest file of `path`: after the one before it (which hands it a
+        container log's line it ends with, still partial)."""
+        before = self._last.get(path)
+        tailer.after = before
+        if before is not None:
+            before.successor = tailer
+        self._last[path] = tailer
 
     def _run(self, tailer: Shipper) -> None:
         metrics.FILES_TRACKED.inc()
@@ -353,13 +438,31 @@ class EntryRunner:
             self.draining.add(tailer)
         self.request_scan()
 
-    def _watch(self, folder: str) -> None:
+    def _watch(self, folder: str) -> bool:
         """Subscribe to `folder`'s events; again when the folder was deleted and made anew (its
-        watch went with it). Checked on every scan and open: O(1) while the watch stands."""
+        watch went with it). Checked on every scan and open: O(1) while the watch stands. True
+        when it was not watched before."""
         if not folder or (folder in self._folders and self.ctx.watcher.watching(folder)):
-            return
+            return False
         if self.ctx.watcher.subscribe(folder, self._on_event):
             self._folders.add(folder)
+            return True
+        return False
+
+    def _watch_walked(self) -> None:
+        """Every folder a fixed-depth glob walked is watched (`/var/log/pods/*/*/*.log`: the pods'
+        and the containers' folders), so a file in a new folder (a new pod, a container's restart)
+        is picked up at once, not at the next scan tick. A folder newly watched is walked once more:
+        a file made in it before its watch stood is not missed. Folders that are gone are dropped."""
+        walked = set(self._walked)
+        new = False
+        for folder in walked:
+            new |= self._watch(folder)
+        for folder in [f for f in self._folders if f not in walked and not os.path.isdir(f)]:
+            self.ctx.watcher.unsubscribe(folder, self._on_event)
+            self._folders.discard(folder)
+        if new and not self.stopped:
+            self.request_scan()
 
     def _on_event(self, path: str) -> None:
         tailer = self.tailers.get(path)

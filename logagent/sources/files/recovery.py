@@ -238,6 +238,33 @@ def _compressed_head(path: str, ext: str) -> bytes | None:
     return out
 
 
+def compressed_since(gen: Generation, base: str) -> Generation | None:
+    """The compressed copy of a plain generation that was compressed and unlinked since it was found
+    (the kubelet gzips 0.log.<time> to 0.log.<time>.gz once the next rotation comes; logrotate turns
+    app.log.1 into app.log.2.gz): a rotated name of `base` in its folder whose first fp_len bytes,
+    decompressed, have the generation's fingerprint. Read from the same offset; None when there is none."""
+    if gen.kind not in ("file", "copy") or gen.fp_len <= 0 or gen.then is not None:
+        return None
+    folder = os.path.dirname(gen.where) or "."
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if is_rotated_name(e.name, base) and compression_of(e.name)]
+    except OSError:
+        return None
+    for name in sorted(names):
+        where = os.path.join(folder, name)
+        head = _compressed_head(where, compression_of(name))
+        if head is None or len(head) < gen.fp_len or fingerprint_of(head[:gen.fp_len]) != gen.fp:
+            continue
+        try:
+            st = os.stat(where, follow_symlinks=False)
+        except OSError:
+            continue
+        return Generation("compressed", where, gen.start, st.st_mtime, st.st_dev, st.st_ino, gen.fp, gen.fp_len,
+                          gen.key, gen.since, gen.size)
+    return None
+
+
 def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, int]) -> str | None:
     """The copy of what the file at `path` held before it was truncated (copytruncate copies, then
     truncates): a rotated name in its folder whose first `fp_len` bytes (decompressed, for a compressed
@@ -267,17 +294,20 @@ def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, in
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
          folders: FolderIndex, owned: AbstractSet[str] = frozenset(),
          known: list[tuple[str, RegistryEntry]] | None = None,
-         current: tuple[int, int] | None = None) -> Plan:
+         current: tuple[int, int] | None = None, unseen_since: float | None = None) -> Plan:
     """The earlier generations of `path` to read before its current file, oldest first, and the
     steps that go with them (see the module docstring: nothing is changed here). `held`:
     is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
     answer for (read, or reading, and waiting for Kafka): neither is planned again. `known`: the
     path's registry entries as they were before its current file was identified; `current`: the
-    (device, inode) of the file a tailer opened at the path (else the path is looked at)."""
+    (device, inode) of the file a tailer opened at the path (else the path is looked at).
+    `unseen_since`: for a path the registry has no entry of, the time since which its files are
+    collected: rotated files of it written after that are generations never seen (a pod's 0.log
+    renamed by the kubelet before the agent first looked at the path), else none are."""
     if known is None:
         known = registry.entries_for(path)
     steps: list[Step] = []
-    if not known:
+    if not known and unseen_since is None:
         return Plan()
     trusted = current is not None  # a tailer opened it and checked its fingerprint against the registry
     if current is None:
@@ -368,14 +398,37 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     for key, entry in blank:
         if (entry.dev, entry.ino) not in by_inode:
             steps += [Finish(key), _lost(path, entry, [])]
+    newest = max(e.since for _, e in known) if known else unseen_since or 0.0
     if replaced:
-        found.extend(_unseen(path, known, sure, listing, head_of, held, current, steps))
+        found.extend(_unseen(path, newest, sure, listing, head_of, held, current, steps))
     log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
-              max(e.since for _, e in known), len(listing),
+              newest, len(listing),
               [(g.kind, os.path.basename(g.where), g.start) for g in found])
-    found.sort(key=lambda g: (g.mtime, g.since))
+    found.sort(key=lambda g: _written_order(g, base))
     return Plan(found, steps)
+
+
+def _written_order(gen: Generation, base: str) -> tuple[int, float, str, float]:
+    """The order a path's generations were written in. A known one's by when the agent first saw it:
+    the mtime of its copy is when the copy was made (a gzip made after the next file was renamed
+    is newer than that file). Those never seen come after, by the time stamp of their names where
+    they have one (the kubelet's <name>.<YYYYMMDD-hhmmss>, logrotate's dateext), else by mtime."""
+    if gen.key is not None:
+        return 0, gen.since, "", gen.mtime
+    stamp = _name_stamp(os.path.basename(gen.where), base)
+    return 1, 0.0 if stamp else gen.mtime, stamp, gen.mtime
+
+
+_STAMP = re.compile(r"\d{8}")
+
+
+def _name_stamp(name: str, base: str) -> str:
+    """The digits of a rotated name's suffix when it holds a date (8 digits in a row), else ''."""
+    suffix = name[len(base):]
+    ext = compression_of(suffix)
+    suffix = suffix[: len(suffix) - len(ext)] if ext else suffix
+    return "".join(ch for ch in suffix if ch.isdigit()) if _STAMP.search(suffix) else ""
 
 
 def _rekey(gen: Generation, key: str) -> None:
@@ -398,16 +451,16 @@ def _lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> Lost:
                 f"written to it after the agent stopped are lost{known}{hint}", at_stake=at_stake)
 
 
-def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[str, RegistryEntry]],
+def _unseen(path: str, newest: float, sure: list[tuple[str, RegistryEntry]],
             listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
             held: Callable[[int, int], bool], current: tuple[int, int] | None,
             steps: list[Step]) -> list[Generation]:
-    """The path holds a file we never saw: the generations created and rotated away meanwhile.
-    One generation can show twice (app.log.1 and the app.log.2.gz being made of it, or one file
-    listed under two names): candidates with the same first bytes are one generation, read from
-    the plain file if it can be opened, else from its compressed copy."""
+    """The path holds a file we never saw: the generations created and rotated away meanwhile
+    (written after `newest`: when the newest known file of the path was first seen, or since when
+    a path never seen is collected). One generation can show twice (app.log.1 and the app.log.2.gz
+    being made of it, or one file listed under two names): candidates with the same first bytes
+    are one generation, read from the plain file if it can be opened, else from its compressed copy."""
     base = os.path.basename(path)
-    newest = max(e.since for _, e in known)
     fps = {(e.fp, e.fp_len) for _, e in sure}
     groups: list[tuple[bytes, list[Generation]]] = []  # (first bytes, the candidates that share them)
     for p, s in listing:
@@ -418,6 +471,13 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
             continue
         kind = "compressed" if compression_of(name) else "file"
         head = head_of(p)
+        if head is None and kind == "file":
+            # Compressed (and unlinked) since the listing: the kubelet gzips 0.log.<time> to
+            # 0.log.<time>.gz, then unlinks it. Read from that copy, not said lost.
+            twin = _compressed_twin(p)
+            if twin is not None:
+                (p, s), kind = twin, "compressed"
+                head = head_of(p)
         if head is None:
             why = "not a readable " + kind if kind == "compressed" else "cannot be opened"
             steps.append(Lost("unreadable_copy", f"{display_name(path)}: {display_name(p)}, rotated while the agent "
@@ -442,6 +502,21 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
         best.alternatives = gens[1:]
         out.append(best)
     return out
+
+
+def _compressed_twin(path: str) -> tuple[str, os.stat_result] | None:
+    """`<path>.gz` (or .bz2, .xz) as it is on disk now, when `path` itself is gone: a copy made by
+    compressing it after the folder was listed."""
+    if os.path.lexists(path):
+        return None
+    for ext in COMPRESSED:
+        try:
+            st = os.stat(path + ext, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            return path + ext, st
+    return None
 
 
 def _locate(key: str, entry: RegistryEntry, by_inode: dict[tuple[int, int], str], spool: Spool | None,

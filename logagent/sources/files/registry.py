@@ -179,6 +179,10 @@ class Registry:
             self._changed()
         return seen
 
+    def applied_at(self, pattern: str) -> float | None:
+        """When the collect entry `pattern` was first applied (wall time, kept across restarts)."""
+        return self._applied.get(pattern)
+
     def entry_removed(self, pattern: str) -> None:
         if self._applied.pop(pattern, None) is not None:
             self._changed()

@@ -8,7 +8,11 @@
 - `TailOptions`, `TailContext`: the numbers and the shared parts (queue, registry,
   descriptors, claims, spool, allow-list) every reader gets.
 - `Route` (topic, module, fields: changed in place to retarget) and `SourceSpec` (encoding,
-  multiline: changing them restarts the reader from its acknowledged offset).
+  multiline, format: changing them restarts the reader from its acknowledged offset).
+- A container log's line whose first records are in one file and the rest in the next file of
+  its path (the runtime reopened its log in the middle of it) is joined by the next file's
+  reader: the earlier one hands it over (`successor`, `accept_carry`) and is acknowledged to its
+  end only once the next one has the whole line acknowledged (`carry_delivered`).
 - `Claims`: one file is read by one reader only, whatever names lead to it.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +33,7 @@ from logagent.runtime.backoff import Backoff
 from logagent.runtime.names import display_name, wire_name
 from logagent.sources.files.acks import Ack, AckTracker
 from logagent.sources.files.budget import FdBudget
+from logagent.sources.files.container import Chain, Joiner, Record
 from logagent.sources.files.entry import path_allowed
 from logagent.sources.files.lines import LineSplitter, resolve_encoding
 from logagent.sources.files.multiline import Aggregator, MultilineSpec
@@ -53,6 +59,7 @@ class SourceSpec:
 
     encoding: str = "utf-8"
     multiline: MultilineSpec | None = None
+    format: str = "plain"  # or a container runtime's (sources/files/container.py)
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class Shipper:
         self.opts = ctx.opts
         self.spec = spec or SourceSpec()
         self.announce = True  # log the start at INFO (the runner turns it off past its first files)
+        self.prepare: Callable[[], Awaitable[None]] | None = None  # awaited before the first read (a pod's labels)
         self.encoding = ""  # resolved from spec.encoding (and a BOM) once the file has bytes
         self._queue = ctx.queue
         self._registry = ctx.registry
@@ -141,6 +149,18 @@ class Shipper:
         self._spooled: SpoolFile | None = None
         self._splitter = LineSplitter(self.opts.max_line_bytes)
         self._events: Aggregator | None = None
+        self._joiner = Joiner(self.spec.format, self.opts.max_line_bytes) if self.spec.format != "plain" else None
+        self._began = False  # bytes of this file were read (a line carried from an earlier file can no longer join)
+        # A line this file ended with, continued by the next file of the path (carried there):
+        self.successor: Shipper | None = None  # the next file of the path, once its reader exists
+        self._carry_handed = False  # handed over, and not yet acknowledged in the next file
+        self._carry_delivered = False  # ... now acknowledged there: this file is acknowledged to its end
+        # A line an earlier file of the path began, which this file goes on with:
+        self._carry_in: list[Chain] = []  # as it was handed over (seeded again after a rewind)
+        self._carried_from: list[Shipper] = []  # the files it began in, told when it is acknowledged
+        self._carry_need = 0  # ... acknowledged past this offset of this file
+        self._carry_mark = False  # the next batch holds the carried line
+        self._carry_batch: Batch | None = None
         self._wake = asyncio.Event()
         self.retry = Backoff()  # after Kafka refused a batch: the wait before reading it again
         self.finished = False
@@ -151,6 +171,8 @@ class Shipper:
         self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
         self._replaced_logged = -1e9
         self._replaced_since_log = 0
+        self._malformed_logged = -1e9
+        self._malformed_since_log = 0
         # A gauge shared by many files would say nothing: files past the label cap have none.
         own = self._label != metrics.OTHER_PATHS
         self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
@@ -182,6 +204,8 @@ class Shipper:
     def resume_offset(self) -> int:
         """Where a restart must begin: never inside a line, nor inside a multiline event."""
         pending = self._events.pending_start if self._events is not None else None
+        if self._joiner is not None:
+            pending = self._joiner.pending_start
         return self._splitter.resume_offset if pending is None else pending
 
     # ---- routing and decoding
@@ -209,6 +233,7 @@ class Shipper:
     async def _ship_chunk(self, data: bytes, offset: int) -> None:
         """Lines completed by `data` (at file offset `offset`) onto the queue."""
         self._bytes.inc(len(data))
+        self._began = True
         values = self._messages(data, offset)
         self._held.set(self._splitter.pending)
         if values:
@@ -218,6 +243,9 @@ class Shipper:
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        if self._joiner is not None:
+            records = self._joiner.push(self._splitter.feed(data, offset))
+            return self._build_records(records) if records else []
         if self._events is None:
             held = self._splitter.held
             fast = self._splitter.feed_plain(data, offset)
@@ -244,6 +272,36 @@ class Shipper:
         self._count_replaced(lines[0][0])
         return values
 
+    def _build_records(self, records: list[Record]) -> list[bytes]:
+        """Messages of a container log's lines (counting the cut and the malformed ones)."""
+        joiner = self._joiner
+        assert joiner is not None
+        truncated = sum(1 for record in records if record[2])
+        if truncated:
+            metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
+            log.warning("%s: %d line(s) cut at max_line_bytes, offset %d", self.name, truncated, records[0][0])
+        if joiner.malformed:
+            metrics.MALFORMED_LINES.labels(self._label).inc(joiner.malformed)
+            self._count_malformed(joiner.malformed, records[0][0])
+            joiner.malformed = 0
+        if joiner.carried_done is not None:
+            # The line an earlier file began ends here: those files are acknowledged to their end once
+            # this batch is, and this file's offset is past the record that ended it.
+            self._carry_need, self._carry_mark = joiner.carried_done + 1, True
+            joiner.carried_done = None
+        values = self._format.build_records(records, utc_timestamp())
+        self._count_replaced(records[0][0])
+        return values
+
+    def _count_malformed(self, n: int, offset: int) -> None:
+        """Say (at most once a minute) that lines were not in the entry's container format."""
+        self._malformed_since_log += n
+        now = time.monotonic()
+        if now - self._malformed_logged >= 60.0:
+            log.warning("%s: %d line(s) are not in format %r; shipped as they are (no time, no stream); first "
+                        "near offset %d", self.name, self._malformed_since_log, self.spec.format, offset)
+            self._malformed_logged, self._malformed_since_log = now, 0
+
     def _count_replaced(self, offset: int) -> None:
         """Count lines whose bytes were invalid in the encoding; say so (at most once a minute)."""
         n = self._format.replaced
@@ -265,18 +323,89 @@ class Shipper:
         """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
         self._lines.inc(len(values))
         batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.acks.generation)
+        if self._carry_mark:
+            self._carry_batch, self._carry_mark = batch, False
         self.acks.sent(batch)
         self._unacked.set(self.read_pos - self.acks.acked)
         await self._queue.put(batch)
 
     async def _flush_held(self) -> None:
-        """The file will not grow: send the held partial line and a pending multiline event."""
+        """The file will not grow: send the held partial line and a pending multiline event. A
+        container log's line still partial goes on in the next file of the path when its reader
+        takes it (else it is sent as it is)."""
         last = self._splitter.flush()
+        self._held.set(0)
+        if self._joiner is not None:
+            records = self._joiner.push(last)
+            if self._joiner.holding:
+                records += self._hand_over(self._joiner)
+            if records:
+                await self._enqueue(self._build_records(records))
+            return
         if self._events is not None:
             last = self._events.push(last) + self._events.flush()
-        self._held.set(0)
         if last:
             await self._ship(last)
+
+    # ---- a container log's line that goes on in the next file of the path
+
+    def _hand_over(self, joiner: Joiner) -> list[Record]:
+        """The lines this file ends with, still partial: to the next file of the path, or, when
+        none takes them, as records to send now (they are lines cut short, not lost)."""
+        if self._carry_handed:
+            joiner.take()  # read again after a rewind: the next file has them already
+            return []
+        successor = self.successor
+        chains = joiner.take()
+        if successor is not None and successor.accept_carry(chains, [*self._carried_from, self]):
+            self._carry_handed = True
+            self._carried_from, self._carry_in = [], []  # the next file answers for them now
+            log.debug("%s: a partial line at its end goes on in the next file of its path", self.name)
+            return []
+        if any(chain.carried for chain in chains):
+            self._carry_need, self._carry_mark = 0, True  # the carried line is sent here, cut
+        return [chain.record() for chain in chains]
+
+    def accept_carry(self, chains: list[Chain], origins: list[Shipper]) -> bool:
+        """Go on with the partial lines an earlier file of the path ended with; False when this
+        file cannot (it was read already, or is not read from its start)."""
+        if self._joiner is None or self._began or self.finished or self.read_pos != 0 or self.acks.pending:
+            return False
+        self._carry_in, self._carried_from = [c.copy() for c in chains], list(origins)
+        self._joiner.seed(chains, self.read_pos)
+        return True
+
+    def _carry_check(self) -> None:
+        """The carried line is acknowledged, and this file's offset is past it: the files it began
+        in are acknowledged to their ends."""
+        batch = self._carry_batch
+        if not self._carried_from or batch is None or self.acked < self._carry_need:
+            return
+        if batch.remaining or batch.error is not None or self.acks.holds(batch):
+            return
+        origins, self._carried_from, self._carry_in, self._carry_batch = self._carried_from, [], [], None
+        for origin in origins:
+            origin.carry_delivered()
+
+    def carry_delivered(self) -> None:
+        """The line this file handed over is acknowledged in the next file of the path."""
+        self._carry_delivered = True
+        self._settle_carry()
+
+    def _settle_carry(self) -> None:
+        """Handed over and delivered, and every batch of this file acknowledged: acknowledged to its end."""
+        if not (self._carry_handed and self._carry_delivered) or self.acks.pending or self.acks.failed is not None:
+            return
+        self._carry_handed = self._carry_delivered = False
+        self.acks.rewind(self.read_pos)
+        self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                              key=self.reg_key or None, size=self.read_pos)
+        if self._spooled is not None and self.ctx.spool is not None:
+            self.ctx.spool.release(self._spooled.uid, self.acked)
+        self._unacked.set(0)
+        if self.finished:
+            self._done_if_acknowledged()
+        self.wake()
 
     # ---- acknowledgements
 
@@ -296,6 +425,8 @@ class Shipper:
             self._unacked.set(max(0, self.read_pos - self.acked))
             if self._spooled is not None and self.ctx.spool is not None:
                 self.ctx.spool.release(self._spooled.uid, self.acked)
+            self._carry_check()
+            self._settle_carry()
 
     async def _rewind_after_failure(self) -> None:
         await self.retry.sleep()
@@ -307,6 +438,11 @@ class Shipper:
         self._splitter.reset(self.read_pos)
         if self._events is not None:
             self._events.reset()
+        if self._joiner is not None:
+            self._joiner.reset()
+            self._carry_batch, self._carry_mark = None, False
+            if self._carry_in and self.read_pos == 0:
+                self._joiner.seed(self._carry_in, 0)  # the carried line is read again with the rest
 
     def _done_if_acknowledged(self) -> bool:
         """An earlier file of its path read to its end and acknowledged to its end: its registry
@@ -325,6 +461,12 @@ class Shipper:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def _prepared(self) -> None:
+        """What the runner asked to be done before the first read (once)."""
+        prepare, self.prepare = self.prepare, None
+        if prepare is not None:
+            await prepare()
 
     async def run(self) -> None:
         """Read until this file is done (or the task is cancelled)."""

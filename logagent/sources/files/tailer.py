@@ -62,7 +62,7 @@ class FileTailer(Shipper):
     @property
     def evictable(self) -> bool:
         """Caught up with a file that still has its name: safe to close and reopen later."""
-        if self.fd is None or self.rotated or self._splitter.pending:
+        if self.fd is None or self.rotated or self._splitter.pending or (self._joiner and self._joiner.holding):
             return False
         try:
             return os.fstat(self.fd).st_size == self.read_pos
@@ -270,6 +270,7 @@ class FileTailer(Shipper):
         """
         if self.fd is None and not self._closed_idle:
             self.open()
+        await self._prepared()
         if self._decided and self.after is None:
             # Where to start was decided now, not read from the registry: make the decision (and
             # the entry's first application) durable before anything is read, or a crash before
@@ -297,8 +298,11 @@ class FileTailer(Shipper):
                     self._schedule_protect()
                     # Read to its end since the rename: the next file of the path may start. Only what
                     # the application still writes here before it reopens (within rotate_wait) can
-                    # now come after the next file's first lines.
-                    self.reading_done.set()
+                    # now come after the next file's first lines. Not while a container log's line is
+                    # partial here: its end may still come here, or it goes on in the next file, which
+                    # then starts with it (at _finish_rotated).
+                    if self._joiner is None or not self._joiner.holding:
+                        self.reading_done.set()
             now = time.monotonic()
             timeout: float | None = None
             if self.rotated and self.fd is not None:
@@ -412,6 +416,10 @@ class FileTailer(Shipper):
         await self._read_copy()
         if self._events is not None and self._events.pending_start is not None:
             await self._ship(self._events.flush())
+        if self._joiner is not None and self._joiner.holding:
+            if self._joiner.holds_carried:
+                self._carry_need, self._carry_mark = 0, True  # the carried line is sent here, cut
+            await self._enqueue(self._build_records(self._joiner.flush()))
         if self._splitter.pending:
             # The old content ended inside a line: the start of a line whose end, if it was ever written,
             # is in no file (or starts the new content). Not shipped as a line; said and counted.

@@ -225,3 +225,35 @@ def test_allow_list_globs() -> None:
     entries, errors = parse_collect_value(value, KEY, allowed)
     assert [e.path for e in entries] == ["/srv/web/logs/x/y.log", "/data/app.log"]
     assert len(errors) == 2 and all("allowed_paths" in e for e in errors)
+
+
+def test_container_formats_are_accepted_and_round_trip() -> None:
+    value = json.dumps([{"path": f"/var/log/pods/*/*/{fmt}.log", "topic": "t", "format": fmt}
+                        for fmt in ("plain", "cri", "docker", "auto")] + [{"path": "/var/log/x.log", "topic": "t"}])
+    entries, errors = parse_collect_value(value, KEY, ALLOWED)
+    assert errors == []
+    assert [e.format for e in entries] == ["plain", "cri", "docker", "auto", "plain"]
+    again, _ = parse_collect_value(dump_entries(entries), KEY, ALLOWED)
+    assert again == entries
+    assert "format" not in dump_entries(entries[:1])  # plain is the default, left out
+    assert not entries[1].same_reading(entries[1].__class__(entries[1].path, "t", format="docker"))
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ({"format": "json"}, "format must be one of plain, cri, docker, auto, got 'json'"),
+    ({"format": 1}, "format must be one of"),
+    ({"format": "cri", "multiline": "java"}, "multiline cannot be combined with format 'cri'"),
+    ({"format": "docker", "encoding": "utf-16"}, "needs an encoding that writes ASCII as ASCII"),
+    ({"format": "cri", "fields": {"stream": "x"}}, "fields may not set ['stream']"),
+    ({"format": "auto", "fields": {"kubernetes": {}, "time": 1}}, "fields may not set ['kubernetes', 'time']"),
+])
+def test_bad_container_format_values_are_refused(extra: dict[str, object], problem: str) -> None:
+    value = json.dumps([{"path": "/var/log/pods/*/*/*.log", "topic": "t", **extra}])
+    entries, errors = parse_collect_value(value, KEY, ALLOWED)
+    assert entries == [] and len(errors) == 1 and problem in errors[0], errors
+
+
+def test_a_plain_entry_may_still_set_time_and_stream_fields() -> None:
+    (entry,), errors = parse_collect_value(json.dumps([{"path": "/var/log/a.log", "topic": "t",
+                                                        "fields": {"time": 1, "stream": "x"}}]), KEY, ALLOWED)
+    assert errors == [] and dict(entry.fields) == {"time": 1, "stream": "x"}

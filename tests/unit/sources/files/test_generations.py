@@ -4,12 +4,15 @@ each under a registry entry of its own (the offsets of two files never mix)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from logagent.errors import SourceError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.sources.files.budget import FdBudget
@@ -146,3 +149,65 @@ async def test_each_generation_on_a_reused_inode_moves_its_own_offset(tmp_path: 
         for copy in copies:
             copy.close()
         spool.close()
+
+
+async def test_a_plain_generation_compressed_between_its_plan_and_its_opening_is_read_from_the_copy(
+        tmp_path: Path) -> None:
+    """The kubelet gzips 0.log.<time> (through .gz.tmp, then unlinks it) once the next rotation comes,
+    which can fall between the plan that found the plain file and the opening of its reader: the
+    reader was given up ('gone or replaced since it was found') and a later scan found the .gz and
+    chained it after newer files: its lines came out of order (2 of 8 runs of the running-rotation
+    integration test). Now the reader opens the compressed copy, found by the generation's first bytes."""
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    log = pods / "0.log"
+    log.write_text("current\n")
+    rotated = pods / "0.log.20261206-100001"
+    content = b"".join(b"rotated line %04d\n" % i for i in range(200))
+    rotated.write_bytes(content)
+    st = rotated.stat()
+    gen = Generation("file", str(rotated), 0, st.st_mtime, st.st_dev, st.st_ino, fingerprint_of(content[:1024]),
+                     1024, None, st.st_mtime)
+    gz = pods / "0.log.20261206-100001.gz"
+    (pods / "0.log.20261206-100001.gz.tmp").write_bytes(gzip.compress(content))
+    os.rename(pods / "0.log.20261206-100001.gz.tmp", gz)
+    rotated.unlink()
+    (pods / "0.log.20261206-100000.gz").write_bytes(gzip.compress(b"an older generation\n" * 60))  # not this one
+    queue = BatchQueue(100000)
+    reg = Registry(tmp_path / "data")
+    ctx = TailContext(opts=OPTS, queue=queue, registry=reg, budget=FdBudget(16), allowed_paths=(f"{pods}/**",))
+    copy = CopyTailer(str(log), Route("t"), ctx, None, gen)
+    try:
+        copy.open()
+        assert (copy.gen.kind, copy.gen.where) == ("compressed", str(gz))
+        task = asyncio.create_task(copy.run())
+        shipped: list[bytes] = []
+        while len(shipped) < 200:
+            batch: Batch = await asyncio.wait_for(queue.get(), 5)
+            shipped += batch.values
+            batch.remaining = 0
+            assert batch.owner is not None
+            batch.owner.batch_done(batch)
+        await asyncio.wait_for(task, 5)
+        assert [json.loads(v)["data"] for v in shipped] == [f"rotated line {i:04d}" for i in range(200)]
+    finally:
+        copy.close()
+
+
+def test_a_plain_generation_with_no_copy_is_still_given_up(tmp_path: Path) -> None:
+    """Gone without a compressed copy of its bytes (deleted): said as before, nothing else read instead."""
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    rotated = pods / "0.log.20261206-100001"
+    rotated.write_bytes(b"x\n" * 100)
+    st = rotated.stat()
+    gen = Generation("file", str(rotated), 0, st.st_mtime, st.st_dev, st.st_ino, fingerprint_of(b"x\n" * 100),
+                     200, None, st.st_mtime)
+    rotated.unlink()
+    (pods / "0.log.20261206-100000.gz").write_bytes(gzip.compress(b"y\n" * 100))
+    ctx = TailContext(opts=OPTS, queue=BatchQueue(10), registry=Registry(tmp_path / "data"), budget=FdBudget(16),
+                      allowed_paths=(f"{pods}/**",))
+    copy = CopyTailer(str(pods / "0.log"), Route("t"), ctx, None, gen)
+    with pytest.raises(SourceError, match="since it was found"):
+        copy.open()
+    copy.close()

@@ -4,20 +4,24 @@ watched."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
 
 import pytest
 
+from logagent.config.settings import KubernetesSettings
 from logagent.pipeline.buffer import BatchQueue
+from logagent.runtime import metrics
 from logagent.sources.files.budget import FdBudget
 from logagent.sources.files.entry import CollectEntry
 from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.manager import EntryRunner, ManagerContext
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.shipper import TailOptions
-from tests.kit import eventually
+from tests.kit import KubeletServer, PodTree, eventually
 
 
 async def test_problems_of_files_no_longer_matched_are_forgotten(tmp_path: Path):
@@ -110,6 +114,85 @@ async def test_a_folder_deleted_and_made_anew_is_watched_again(tmp_path: Path):
         await watcher.stop()
 
 
+# ---------------------------------------------------------------------------- container logs of pods
+
+async def _messages(queue: BatchQueue, count: int) -> list[tuple[str, dict[str, object]]]:
+    """(topic, message) of the next `count` messages on the queue."""
+    import json
+
+    out: list[tuple[str, dict[str, object]]] = []
+    while len(out) < count:
+        batch = await asyncio.wait_for(queue.get(), 5)
+        out.extend((batch.topic, json.loads(v)) for v in batch.values)
+    return out
+
+
+async def test_a_pods_files_carry_its_identity_and_go_to_their_templated_topic(tmp_path: Path):
+    """Topic by template from the path; a file whose topic Kafka would refuse is refused alone
+    (said and counted under the entry), the others go on."""
+    tree = PodTree(tmp_path / "pods")
+    shop = tree.add_pod("shop", "web-1", ("nginx", "sidecar"))
+    bad = tree.add_pod("x" * 100, "y" * 110)  # k8s.<100 x>.<110 y>.<uid>: beyond Kafka's 249 characters
+    for pod in (shop, bad):
+        for c in pod.containers:
+            tree.write(pod, c, [("stdout", f"hello from {pod.name}/{c}")])
+    watcher = FileWatcher()
+    queue = BatchQueue(1000)
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue,
+                         registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
+    entry = CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s.{namespace}.{pod}.{pod_uid}",
+                         fields={"env": "prod"}, format="cri")
+    runner = EntryRunner(entry, ctx)
+    errors = metrics.FILE_ERRORS.labels(metrics.path_label(entry.path), "bad_topic")._value.get()
+    try:
+        assert await runner.scan(start_at_end=False) == 2
+        got = sorted(await _messages(queue, 2), key=lambda m: str(m[1]["data"]))
+        assert [t for t, _ in got] == [f"k8s.shop.web-1.{shop.uid}"] * 2
+        assert got[0][1]["data"] == "hello from web-1/nginx" and got[0][1]["env"] == "prod"
+        assert got[0][1]["kubernetes"] == {"namespace": "shop", "pod": "web-1", "pod_uid": shop.uid,
+                                           "container": "nginx", "restart_count": 0}
+        assert got[1][1]["kubernetes"]["container"] == "sidecar"  # type: ignore[index]
+        assert len(runner.problems) == 1 and "topic must be a valid Kafka topic name" in runner.problems[0]
+        assert metrics.FILE_ERRORS.labels(metrics.path_label(entry.path), "bad_topic")._value.get() == errors + 1
+        await runner.scan()  # looked at again: said and counted once
+        assert metrics.FILE_ERRORS.labels(metrics.path_label(entry.path), "bad_topic")._value.get() == errors + 1
+    finally:
+        await runner.stop()
+        await watcher.stop()
+
+
+async def test_a_pods_first_line_waits_for_the_kubelets_list_and_carries_its_labels(tmp_path: Path):
+    tree = PodTree(tmp_path / "pods")
+    with KubeletServer(tree.pods) as kubelet:
+        pods = PodMetadata(KubernetesSettings(kubelet_url=kubelet.url, metadata_interval=0.3), tmp_path / "data")
+        watcher = FileWatcher()
+        queue = BatchQueue(1000)
+        ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue,
+                             registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                             allowed_paths=(f"{tmp_path}/**",), watcher=watcher, pods=pods)
+        runner = EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx)
+        await watcher.start()  # inotify wakes the file for its second line
+        await pods.start()
+        try:
+            await eventually(lambda: kubelet.requests == 1, what="the first list")
+            pod = tree.add_pod("shop", "new", labels={"app": "shop"})  # after that list
+            tree.write(pod, "app", [("stdout", "first line")])
+            assert await runner.scan(start_at_end=False) == 1
+            [(_, message)] = await _messages(queue, 1)
+            assert message["kubernetes"]["labels"] == {"app": "shop"}  # type: ignore[index]
+            assert kubelet.requests == 2
+            pod.labels = {"app": "shop", "v": "2"}  # changed: the next lines carry the new labels
+            await eventually(lambda: pods.get(pod.uid).labels.get("v") == "2", what="the change listed")  # type: ignore[union-attr]
+            tree.write(pod, "app", [("stdout", "second line")])
+            [(_, message)] = await _messages(queue, 1)
+            assert message["kubernetes"]["labels"] == {"app": "shop", "v": "2"}  # type: ignore[index]
+        finally:
+            await runner.stop()
+            await pods.stop()
+            await watcher.stop()
+
+
 def _series(path: str) -> list[tuple[str, ...]]:
     from logagent.runtime import metrics
 
@@ -141,6 +224,43 @@ async def test_a_file_gone_for_good_and_a_removed_entry_leave_metrics(tmp_path: 
         assert _series(str(job)) == [] and _series(str(keep)) != []
         runner.forget_metrics()  # the entry is removed
         assert _series(str(keep)) == []
+    finally:
+        await runner.stop()
+        await watcher.stop()
+
+
+@pytest.mark.parametrize("fmt", ["cri", "plain"])
+async def test_a_pods_log_renamed_before_the_agent_first_looked_is_read_first(tmp_path: Path, fmt: str):
+    """The entry is collected; a pod starts and the kubelet renames its 0.log (a line cut by the
+    rotation) before the agent's first look at the path (a pod made while the agent was down, or
+    between two looks): the renamed file was never read (30 lines lost, the line's end sent alone),
+    or read later after the newer file. Now it is read first, and the line joined. A plain path
+    without entries keeps its old rotations unread (they may be shipped already)."""
+    tree = PodTree(tmp_path / "pods")
+    watcher = FileWatcher()
+    queue = BatchQueue(1000)
+    reg = Registry(tmp_path / "data")
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue, registry=reg,
+                         budget=FdBudget(64), allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
+    entry = CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format=fmt)
+    assert not reg.entry_applied(entry.path)
+    pod = tree.add_pod("shop", "web", ("app",))
+    tree.write(pod, "app", [("stdout", f"line {i}") for i in range(30)])
+    last = tree.write_partial(pod, "app", "stdout", "a line cut by the rotation")
+    tree.rotate(pod, "app")
+    tree.finish_partial(pod, "app", "stdout", "a line cut by the rotation", last)
+    tree.write(pod, "app", [("stdout", "in the new file")])
+    runner = EntryRunner(entry, ctx)
+    try:
+        assert await runner.scan(start_at_end=False) == 1
+        if fmt == "cri":
+            got = [str(m["data"]) for _, m in await _messages(queue, 32)]
+            assert got == [f"line {i}" for i in range(30)] + ["a line cut by the rotation", "in the new file"]
+        else:
+            got = [str(m["data"]) for _, m in await _messages(queue, 2)]
+            assert got[0].endswith(" F e rotation") and got[1].endswith(" F in the new file")  # as they are
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(queue.get(), 0.5)
     finally:
         await runner.stop()
         await watcher.stop()

@@ -409,6 +409,37 @@ def _context(reg: Registry, tmp_path: Path) -> TailContext:
                        budget=FdBudget(16), allowed_paths=(f"{tmp_path}/**",))
 
 
+def test_generations_are_read_in_the_order_they_were_written_whatever_a_compression_did_to_mtimes(
+        tmp_path: Path) -> None:
+    """The kubelet's rotation while the agent is stopped: 0.log (known) renamed to 0.log.<t1>, then
+    gzipped to 0.log.<t1>.gz after 0.log.<t2> was renamed (a gzip's mtime is when it was made, later
+    than the next file's last write); 0.log.<t2> and 0.log.<t3>.gz were never seen. Known ones first,
+    in the order the agent first saw them, then the unseen ones by the time stamp in their names."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "0.log"
+    gen1 = _lines("gen1", 100)
+    log.write_bytes(gen1[:500])
+    _known(reg, log, 500)
+    t1 = tmp_path / "0.log.20261206-100001"
+    log.rename(t1)
+    t1.write_bytes(gen1)  # grew while stopped
+    t2 = tmp_path / "0.log.20261206-100002"
+    t2.write_bytes(_lines("gen2", 50))
+    t3 = tmp_path / "0.log.20261206-100003"
+    t3.write_bytes(_lines("gen3", 50))
+    os.utime(t2, (time.time() + 20, time.time() + 20))  # its last write after gen3's file was made: a late writer
+    (tmp_path / "0.log.20261206-100003.gz").write_bytes(gzip.compress(t3.read_bytes()))
+    t3.unlink()
+    (tmp_path / "0.log.20261206-100001.gz").write_bytes(gzip.compress(gen1))  # the newest mtime of all
+    t1.unlink()
+    log.write_bytes(_lines("gen4", 10))
+    history = _history(reg, log)
+    gens = _plan_opened(reg, log, history, _open_at_path(reg, log))
+    assert [(g.kind, os.path.basename(g.where)) for g in gens] == [
+        ("compressed", "0.log.20261206-100001.gz"), ("file", "0.log.20261206-100002"),
+        ("compressed", "0.log.20261206-100003.gz")]
+
+
 def test_a_plan_only_plans_and_apply_takes_its_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """plan() changes nothing (no registry write, no log line, no count); apply() takes its steps in
     order: the archived entry moved off the reused inode, the lost file finished, said and counted."""
@@ -431,3 +462,40 @@ def test_a_plan_only_plans_and_apply_takes_its_steps(tmp_path: Path, caplog: pyt
     assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert reg.entries() != before
+
+
+def test_an_unseen_generation_compressed_while_it_is_planned_is_read_from_its_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet gzips 0.log.<time> (to .gz.tmp, renamed .gz, then the plain one unlinked) between
+    the folder's listing and the read of the plain file's first bytes: it was said lost ('cannot be
+    opened', unreadable_copy) and its lines were never read, while its .gz held them all (101 of
+    1,512 lines lost in 1 of 12 runs of the running-rotation integration test). Now its copy is read."""
+    from logagent.sources.files import recovery
+
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "0.log"
+    log.write_bytes(_lines("gen1", 10))
+    _known(reg, log, 50)
+    first = tmp_path / "0.log.20261206-100001"
+    log.rename(first)
+    second = tmp_path / "0.log.20261206-100002"
+    gen2 = _lines("gen2", 100)
+    second.write_bytes(gen2)
+    log.write_bytes(_lines("gen3", 10))
+    real = recovery._plain_head
+
+    def racing(path: str, length: int = 1024) -> bytes | None:
+        if path == str(second) and second.exists():  # the kubelet's compression comes now
+            tmp = tmp_path / (second.name + ".gz.tmp")
+            tmp.write_bytes(gzip.compress(gen2))
+            tmp.rename(tmp_path / (second.name + ".gz"))
+            second.unlink()
+        return real(path, length)
+
+    monkeypatch.setattr(recovery, "_plain_head", racing)
+    history = _history(reg, log)
+    found = plan(str(log), reg, None, lambda dev, ino: False, FolderIndex(), set(), known=history,
+                 current=_open_at_path(reg, log))
+    assert [(g.kind, os.path.basename(g.where)) for g in found.generations] == [
+        ("file", "0.log.20261206-100001"), ("compressed", "0.log.20261206-100002.gz")]
+    assert not [s for s in found.steps if type(s).__name__ == "Lost"]

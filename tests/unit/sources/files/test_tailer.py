@@ -25,7 +25,7 @@ from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime.backoff import Backoff
 from logagent.sources.files.budget import FdBudget, stat_tick
 from logagent.sources.files.registry import Registry, RegistryEntry
-from logagent.sources.files.shipper import Claims, Route, TailContext, TailOptions
+from logagent.sources.files.shipper import Claims, Route, SourceSpec, TailContext, TailOptions
 from logagent.sources.files.tailer import FileTailer
 from tests.kit import eventually
 
@@ -47,10 +47,11 @@ class Harness:
         self.claims = Claims()
         self.tasks: list[asyncio.Task[None]] = [asyncio.create_task(stat_tick(lambda: self.all, OPTS.stat_interval))]
 
-    def tailer(self, path: Path, start_at_end: bool = False, opts: TailOptions = OPTS) -> FileTailer:
+    def tailer(self, path: Path, start_at_end: bool = False, opts: TailOptions = OPTS,
+               spec: SourceSpec | None = None) -> FileTailer:
         ctx = TailContext(opts=opts, queue=self.queue, registry=self.registry, budget=self.budget,
                           allowed_paths=self.allowed, claims=self.claims)
-        t = FileTailer(str(path), Route("t"), ctx, start_at_end, self.rotated.append)
+        t = FileTailer(str(path), Route("t"), ctx, start_at_end, self.rotated.append, spec)
         self.all.append(t)
         return t
 
@@ -564,3 +565,79 @@ async def test_a_name_with_control_characters_is_shipped_as_it_is_and_shown_esca
     h.registry.save()
     entry = h.on_disk(t)
     assert entry is not None and entry.path == name
+
+
+# ---------------------------------------------------------------------------- container logs
+
+CRI = SourceSpec(format="cri")
+TS = "2026-12-06T10:00:00.000000001Z"
+
+
+def cri(tag: str, text: str, stream: str = "stdout") -> str:
+    return f"{TS} {stream} {tag} {text}\n"
+
+
+async def _rotate_with_a_partial_line(h: Harness) -> tuple[Path, FileTailer, Path, int]:
+    """0.log ends with the first records of a line; the kubelet renames it, the runtime goes on in a
+    new 0.log. Returns (the renamed file, its tailer, the new 0.log, where the partial line began)."""
+    log, t1, _ = h.follow("0.log", cri("F", "first") + cri("P", "begun in the old file, "), spec=CRI)
+    [b1] = await h.batches()
+    assert data([b1]) == ["first"]
+    h.ack(b1)
+    begun = len(cri("F", "first"))
+    assert t1.acked == begun, "the registry stays at the start of the partial line"
+    rotated = log.with_name("0.log.20261206-100000")
+    log.rename(rotated)
+    log.write_text(cri("F", "ended in the new one") + cri("F", "next"))
+    return rotated, t1, log, begun
+
+
+async def test_a_partial_line_at_a_rotation_is_joined_in_the_next_file(harness: Callable[..., Harness]):
+    """The kubelet rotates 0.log between the partial records of a line and its last one: the line is
+    one message (offset: its start in the renamed file), and the renamed file is acknowledged to its
+    end only when that message is."""
+    h = harness()
+    rotated, t1, log, begun = await _rotate_with_a_partial_line(h)
+    t2 = h.tailer(log, spec=CRI)
+    t2.open()
+    t2.after, t1.successor = t1, t2
+    h.run(t2)
+    [b2] = await h.batches(timeout=5)
+    got = [json.loads(v) for v in b2.values]
+    assert [(m["data"], m["offset"]) for m in got] == [("begun in the old file, ended in the new one", begun),
+                                                       ("next", len(cri("F", "ended in the new one")))]
+    assert got[0]["stream"] == "stdout" and got[0]["time"] == TS
+    st = rotated.stat()
+    old = h.registry.lookup(st.st_dev, st.st_ino)
+    assert old is not None and old.offset == begun and not old.done, "owed until the joined line is acknowledged"
+    h.ack(b2)
+    await eventually(lambda: h.registry.get(t1.reg_key) is not None and h.registry.get(t1.reg_key).done,
+                     what="the renamed file done once the joined line is acknowledged")
+    assert h.registry.get(t1.reg_key).offset == st.st_size
+    assert t2.acked == log.stat().st_size
+
+
+async def test_a_partial_line_no_next_file_takes_is_sent_as_it_is(harness: Callable[..., Harness]):
+    h = harness()
+    _, t1, log, begun = await _rotate_with_a_partial_line(h)
+    log.unlink()  # the container ended: no next file
+    [b2] = await h.batches(timeout=5)
+    assert [(json.loads(v)["data"], json.loads(v)["offset"]) for v in b2.values] == [("begun in the old file, ", begun)]
+    h.ack(b2)
+    await eventually(lambda: h.registry.get(t1.reg_key).done, what="the renamed file done")
+
+
+async def test_a_next_file_already_read_does_not_take_the_partial_line(harness: Callable[..., Harness]):
+    """The next file was read before the earlier one ended (its reader did not wait): the partial line
+    cannot be joined there any more; it is sent as it is, the next file's records as theirs."""
+    h = harness()
+    _, t1, log, _ = await _rotate_with_a_partial_line(h)
+    t2 = h.tailer(log, spec=CRI)
+    t2.open()
+    h.run(t2)
+    first = await h.batches(timeout=5)
+    assert data(first) == ["ended in the new one", "next"]
+    t1.successor = t2
+    rest = await h.batches(timeout=5)
+    assert data(rest) == ["begun in the old file, "]
+
