@@ -32,6 +32,7 @@ from pathlib import Path
 import orjson
 
 from logagent.errors import RegistryError
+from logagent.pipeline.checkpoint import Checkpoint
 from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
 from logagent.runtime.names import from_display, is_raw, wire_name
@@ -163,6 +164,39 @@ class Registry:
             self._by_path.clear()
             self._applied.clear()
             self._fresh_done.clear()
+
+    def adopt(self, checkpoints: list[Checkpoint]) -> int:
+        """exactly_once, at start: the offsets committed to Kafka with the lines win over this file's
+        (which lag them by up to a flush interval, or are gone with a lost data_dir). A checkpoint
+        whose file the registry knows (same uid, fingerprints that agree) sets its offset; one it does
+        not know becomes an entry, under the file's device and inode unless a live file holds those.
+        A finished entry stays finished when the checkpoint is not behind it. Returns how many changed."""
+        by_uid = {e.uid: k for k, e in self._entries.items()}
+        changed = 0
+        for c in checkpoints:
+            key = by_uid.get(c.uid)
+            entry = self._entries.get(key) if key is not None else None
+            if entry is None:
+                key = identity_key(c.dev, c.ino)
+                if key in self._entries:
+                    key = c.uid
+                self._put(key, RegistryEntry(c.path, c.offset, c.dev, c.ino, c.fp, c.fp_len, time.time(),
+                                             since=c.since, size=max(c.size, c.offset)))
+                changed += 1
+                continue
+            if entry.fp_len == c.fp_len and entry.fp != c.fp:
+                continue  # the same bytes measured would differ: another content under that uid
+            if entry.offset == c.offset or (entry.done and c.offset >= entry.offset):
+                continue
+            entry.offset = c.offset
+            entry.size = max(entry.size, c.size, c.offset)
+            entry.done = False
+            if c.fp_len > entry.fp_len:
+                entry.fp, entry.fp_len = c.fp, c.fp_len
+            changed += 1
+        if changed:
+            self._changed()
+        return changed
 
     def entry_applied(self, pattern: str) -> bool:
         """Record that a collect entry runs; True when it already ran before (a restart).

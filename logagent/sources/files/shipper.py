@@ -22,6 +22,7 @@ from typing import Any
 
 from logagent.pipeline.batch import Batch, error_text
 from logagent.pipeline.buffer import BatchQueue
+from logagent.pipeline.checkpoint import Checkpoint
 from logagent.pipeline.message import Line, MessageFormat, json_plain, utc_timestamp
 from logagent.runtime import metrics
 from logagent.runtime.backoff import Backoff
@@ -275,6 +276,18 @@ class Shipper:
             await self._ship(last)
 
     # ---- acknowledgements
+
+    def checkpoint(self, batch: Batch) -> Checkpoint | None:
+        """exactly_once: this file's offset record once `batch`, its last in a transaction, commits
+        (pipeline/checkpoint.py). None for a batch from before a rewind (its offset is the old
+        content's) or a file without a registry entry yet."""
+        if batch.generation != self.acks.generation or not self.reg_key:
+            return None
+        entry = self._registry.get(self.reg_key)
+        if entry is None:
+            return None
+        return Checkpoint(entry.uid, self.path, self.dev, self.ino, entry.since, self.fp, self.fp_len,
+                          batch.end_offset, max(self.read_pos, batch.end_offset))
 
     def batch_done(self, batch: Batch) -> None:
         """Called on the loop when Kafka answered for every message of the batch."""
