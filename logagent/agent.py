@@ -138,7 +138,9 @@ class Agent:
     def _on_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
-            log.critical("fatal: %s; stopping with a non-zero exit so the service manager restarts us", exc)
+            status = getattr(exc, "exit_status", 1)
+            log.critical("fatal: %s; stopping with exit status %d%s", exc, status,
+                         " so the service manager restarts us" if status == 1 else "")
         self._stop.set()
 
     def request_stop(self, sig: signal.Signals | None = None) -> None:

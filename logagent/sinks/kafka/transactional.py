@@ -552,6 +552,8 @@ class TransactionalSink(KafkaSink):
             for producer in producers:
                 try:
                     producer.poll(0.05)
+                except KafkaException:
+                    time.sleep(0.05)  # poll() raises a fatal error once failed: the transactions' path has it
                 except Exception:  # a callback raised: log it, keep polling
                     log.exception("error in a kafka delivery callback")
 
@@ -607,7 +609,10 @@ class TransactionalSink(KafkaSink):
         producers, self._producers = self._producers, []
         self._producer = None
         for producer in producers:
-            await asyncio.to_thread(producer.flush, 0)
+            try:
+                await asyncio.to_thread(producer.flush, 0)
+            except KafkaException:
+                pass  # failed (fenced): nothing of it is owed, the next start reads what committed
         return clean
 
 
