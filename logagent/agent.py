@@ -73,7 +73,7 @@ class Agent:
         self._stop = asyncio.Event()
         self.sink = make_sink(settings, self.queue, self._on_fatal)
         self.watcher = FileWatcher()
-        opts = TailOptions(ip=settings.ip, host=settings.hostname, max_line_bytes=a.max_line_bytes,
+        opts = TailOptions(ip=settings.ip, host=settings.hostname, host_id=settings.id, max_line_bytes=a.max_line_bytes,
                            read_buffer_bytes=a.read_buffer_bytes, stat_interval=a.stat_interval,
                            rotate_wait=a.rotate_wait, close_inactive=a.close_inactive)
         self.manager = TailerManager(ManagerContext(

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 Line = tuple[int, bytes, bool]  # (offset of the line's start, its bytes without "\n", truncated)
-RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "timestamp", "module", "truncated"})
+RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "msgid", "timestamp", "module", "truncated"})
 
 
 def utc_timestamp() -> bytes:
@@ -36,14 +36,20 @@ def json_plain(data: bytes) -> bool:
 class MessageFormat:
     """Pre-encodes everything constant per file so a message is one `%` formatting."""
 
-    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced")
+    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced", "_ids")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
-                 fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
+                 fields: Mapping[str, Any] | None = None, encoding: str = "utf-8", id_prefix: str = "") -> None:
+        """id_prefix: the file's part of each message's stable id (`<host id>/<file uid>/`): with it,
+        `msgid` is that and the line's offset, the same whenever the line is sent again (docs/messages.md)."""
         self.encoding = encoding
         self.replaced = 0  # lines of the last build that had bytes invalid in the encoding
+        self._ids = bool(id_prefix)
         head = b'{"ip":' + orjson.dumps(ip) + b',"data":'
         mid = b',"host":' + orjson.dumps(host) + b',"path":' + orjson.dumps(path) + b',"offset":'
+        # The offset is formatted twice: in `offset` and at the end of `msgid` (its prefix is constant).
+        offset_fmt = b"%d" + (b',"msgid":' + orjson.dumps(id_prefix)[:-1].replace(b"%", b"%%") + b'%d"'
+                              if id_prefix else b"")
         tail = b""
         if module:
             tail += b',"module":' + orjson.dumps(module)
@@ -52,7 +58,7 @@ class MessageFormat:
 
         def template(data: bytes, end: bytes) -> bytes:
             # %-formatting fills data, offset and timestamp; `%` in the constant parts is escaped.
-            return head.replace(b"%", b"%%") + data + mid.replace(b"%", b"%%") + b"%d%s" + \
+            return head.replace(b"%", b"%%") + data + mid.replace(b"%", b"%%") + offset_fmt + b"%s" + \
                 (tail + end).replace(b"%", b"%%")
 
         self._plain = template(b'"%s"', b"}")  # data that needs no escaping
@@ -67,7 +73,12 @@ class MessageFormat:
         append = out.append
         off = start
         self.replaced = 0
-        if plain:
+        if plain and self._ids:
+            fmt = self._plain
+            for line in lines:
+                append(fmt % (line, off, off, ts))
+                off += len(line) + 1
+        elif plain:
             fmt = self._plain
             for line in lines:
                 append(fmt % (line, off, ts))
@@ -76,7 +87,7 @@ class MessageFormat:
             fmt, dumps = self._quoted, orjson.dumps
             texts = self._decode(lines)
             for line, text in zip(lines, texts, strict=True):
-                append(fmt % (dumps(text), off, ts))
+                append(fmt % ((dumps(text), off, off, ts) if self._ids else (dumps(text), off, ts)))
                 off += len(line) + 1
         return out
 
@@ -94,6 +105,9 @@ class MessageFormat:
         texts = self._decode([line for _, line, _ in lines])
         if lines[0][0] == 0 and texts[0].startswith("\ufeff"):
             texts[0] = texts[0].lstrip("\ufeff")  # a byte-order mark is not data
+        if self._ids:
+            return [(fmt_trunc if trunc else fmt) % (dumps(text), off, off, ts)
+                    for (off, _, trunc), text in zip(lines, texts, strict=True)]
         return [(fmt_trunc if trunc else fmt) % (dumps(text), off, ts)
                 for (off, _, trunc), text in zip(lines, texts, strict=True)]
 

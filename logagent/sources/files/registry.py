@@ -178,7 +178,10 @@ class Registry:
             entry = self._entries.get(key) if key is not None else None
             if entry is None:
                 key = identity_key(c.dev, c.ino)
-                if key in self._entries:
+                known = self._entries.get(key)
+                if known is not None and known.since > c.since:
+                    continue  # an older content or file of that inode, which the registry is past
+                if known is not None:
                     key = c.uid
                 self._put(key, RegistryEntry(c.path, c.offset, c.dev, c.ino, c.fp, c.fp_len, time.time(),
                                              since=c.since, size=max(c.size, c.offset)))
@@ -262,6 +265,15 @@ class Registry:
         self._put(f"{entry.uid}:{fp}", entry)
         self._fresh_done.add(f"{entry.uid}:{fp}")
         self._changed()
+
+    def new_content(self, key: str) -> None:
+        """The file was truncated and is read again from 0 (copytruncate): from now on it is another
+        content, with a uid of its own (`since` = now), so the msgid of a line at an offset the old
+        content also had differs, and exactly_once's offset record is a new key."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.since = time.time()
+            self._changed()
 
     def mark_done(self, key: str) -> None:
         """The file was rotated away and is acknowledged to its end."""

@@ -60,6 +60,7 @@ class SourceSpec:
 class TailOptions:
     ip: str
     host: str
+    host_id: str = ""  # `[agent] id` (the ip when auto): the first part of every message's msgid
     max_line_bytes: int = 1024 * 1024
     read_buffer_bytes: int = 256 * 1024
     stat_interval: float = 1.0
@@ -157,6 +158,7 @@ class Shipper:
         own = self._label != metrics.OTHER_PATHS
         self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
         self._held = metrics.PARTIAL_LINE_BYTES.labels(self._label) if own else _NoGauge()
+        self._id_uid = ""  # the file uid in the format's msgid prefix
         self._format = self._make_format(route)
 
     # ---- offsets
@@ -184,8 +186,20 @@ class Shipper:
     # ---- routing and decoding
 
     def _make_format(self, route: Route) -> MessageFormat:
+        self._id_uid = self._file_uid()
         return MessageFormat(self.opts.ip, self.opts.host, self.wire, route.module, route.fields,
-                             self.encoding or "utf-8")
+                             self.encoding or "utf-8", f"{self.opts.host_id or self.opts.ip}/{self._id_uid}/")
+
+    def _file_uid(self) -> str:
+        """The file's uid (device, inode, first seen; a copytruncate starts a new one): with the line's
+        offset, what makes a message's msgid stable across re-sends and restarts."""
+        entry = self._registry.get(self.reg_key) if self.reg_key else None
+        return entry.uid if entry is not None else f"{self.dev}-{self.ino}-0"
+
+    def _same_ids(self) -> None:
+        """Before building messages: a format whose msgid prefix names the file's current uid."""
+        if self._file_uid() != self._id_uid:
+            self._format = self._make_format(self.route)
 
     def retarget(self, route: Route) -> None:
         """New topic/module/fields for the lines not read yet; nothing is re-read."""
@@ -215,6 +229,7 @@ class Shipper:
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        self._same_ids()
         if self._events is None:
             held = self._splitter.held
             fast = self._splitter.feed_plain(data, offset)
@@ -232,6 +247,7 @@ class Shipper:
         return self._build(lines) if lines else []
 
     def _build(self, lines: list[Line]) -> list[bytes]:
+        self._same_ids()
         truncated = sum(1 for line in lines if line[2])
         if truncated:
             metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)

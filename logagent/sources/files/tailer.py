@@ -425,6 +425,8 @@ class FileTailer(Shipper):
         self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
         self.fp, self.fp_len = fingerprint(fd)
         self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
+        # New content from offset 0: a new uid, so that its lines' msgids are not the old content's.
+        self._registry.new_content(self.reg_key)
 
     async def _read_copy(self) -> None:
         """copytruncate copied the file before it truncated it: what this tailer had not read yet of the

@@ -11,7 +11,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,14 +38,26 @@ def eos(**kafka: str) -> dict[str, dict[str, str]]:
                       "offsets_topic": new_topic("offsets"), **kafka}}
 
 
-def committed_and_uncommitted(bootstrap: str, topic: str, writer: LineWriter) -> tuple[list[str], list[str]]:
-    """The lines of `topic` as a read_committed and as a read_uncommitted consumer see them."""
+def committed_and_uncommitted(bootstrap: str, topic: str, writer: LineWriter
+                              ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """The lines of `topic` as a read_committed and as a read_uncommitted consumer see them, and
+    the messages the latter read."""
     out = []
     for isolation in ("read_committed", "read_uncommitted"):
         with KafkaReader(bootstrap, topic, isolation=isolation) as reader:
             read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
-            out.append(reader.data())
-    return out[0], out[1]
+            out.append(reader.values())
+    return [v["data"] for v in out[0]], [v["data"] for v in out[1]], out[1]
+
+
+def dedup(messages: list[dict[str, Any]]) -> list[str]:
+    """What a consumer without transactions keeps when it drops every message whose msgid it has
+    seen (docs/messages.md); fails if one msgid ever stood for two different lines."""
+    kept: dict[str, str] = {}
+    for m in messages:
+        line = kept.setdefault(m["msgid"], m["data"])
+        assert line == m["data"], f"msgid {m['msgid']} stands for {line!r} and {m['data']!r}"
+    return list(kept.values())
 
 
 def in_order(expected: list[str], got: list[str]) -> bool:
@@ -83,9 +95,10 @@ def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka
         rotator.stop()
         writer.stop()
     assert not rotator.errors, f"logrotate failed: {rotator.errors[:3]}"
-    committed, uncommitted = committed_and_uncommitted(kafka, topic, writer)
+    committed, uncommitted, messages = committed_and_uncommitted(kafka, topic, writer)
     t = tally(writer.expected(), committed)
     u = tally(writer.expected(), uncommitted)
+    d = tally(writer.expected(), dedup(messages))
     peak.sample(agent)
     results.add_tally(f"exactly_once: kill -9 x{KILLS}, logrotate create+compress every 2 s, a Kafka restart, "
                       f"{RATE} lines/s (read_committed)", t, peak.peak,
@@ -94,6 +107,7 @@ def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
     assert in_order(writer.expected(), committed), "read_committed: lines out of order"
     assert not u.missing and not u.unexpected, u.describe()
+    assert not d.missing and not d.unexpected and d.duplicated == 0, d.describe()  # msgid dedup: exactly once
     assert peak.peak < RSS_LIMIT_MB
     assert agent.stop() == 0
 
@@ -139,7 +153,7 @@ def test_a_transaction_aborted_by_force_rewinds_and_is_sent_again(make_agent, qu
         time.sleep(2.0)
     finally:
         writer.stop()
-    committed, uncommitted = committed_and_uncommitted(kafka.bootstrap, topic, writer)
+    committed, uncommitted, messages = committed_and_uncommitted(kafka.bootstrap, topic, writer)
     t = tally(writer.expected(), committed)
     u = tally(writer.expected(), uncommitted)
     text = agent.log_text()
@@ -151,6 +165,8 @@ def test_a_transaction_aborted_by_force_rewinds_and_is_sent_again(make_agent, qu
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
     assert in_order(writer.expected(), committed), "read_committed: lines out of order"
     assert not u.missing and u.duplicated > 0, u.describe()  # the aborted lines were written, then sent again
+    d = tally(writer.expected(), dedup(messages))
+    assert not d.missing and d.duplicated == 0, d.describe()
     assert agent.alive()
     assert agent.stop() == 0
 

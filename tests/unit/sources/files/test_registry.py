@@ -237,3 +237,15 @@ def test_committed_offsets_win_over_the_registry(tmp_path: Path):
     assert b is not None and (b.path, b.offset, b.fp, b.since) == ("/var/log/b", 77, "ee", 5.0)
     assert r.adopt([other]) == 0 and e.offset == 250
     assert r.adopt([behind]) == 0  # nothing new
+
+
+def test_new_content_gives_the_file_a_new_uid(tmp_path: Path):
+    """copytruncate: the content read again from 0 is another (its msgids and offset record differ)."""
+    r = Registry(tmp_path)
+    key = r.update(1, 2, "/var/log/a", 100, "ff", 10)
+    e = r.lookup(1, 2)
+    assert e is not None
+    before = e.uid
+    e.since -= 1.0  # as if seen a second ago
+    r.new_content(key)
+    assert e.uid != before and r.lookup(1, 2) is e
