@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -59,25 +60,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_PORTS_GIVEN: set[int] = set()
+_RANDOM = random.Random()  # its own generator: a test that seeds `random` must not make ports repeat
+
+
 def listen_port() -> int:
-    """A free loopback port below the ephemeral range.
+    """A free loopback port below the ephemeral range, never one handed out before in this process.
 
     free_port() hands out an ephemeral port; a server that binds it seconds later
-    (a JVM starting) can find it taken by some outgoing connection in the meantime.
+    (a JVM starting) can find it taken by some outgoing connection in the meantime. Each port is
+    given once: a server asks for several before it binds any (Kafka's listeners), and two
+    listeners on one port fail its start.
     """
-    import random
-
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     for _ in range(200):
-        port = random.randint(max(1025, low - 12000), low - 1)
+        port = _RANDOM.randint(max(1025, low - 12000), low - 1)
+        if port in _PORTS_GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        _PORTS_GIVEN.add(port)
         return port
     return free_port()
 

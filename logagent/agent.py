@@ -244,8 +244,7 @@ class Agent:
         self.kafka_probe.start()
         await self.watcher.start()
         await self.registry.start()
-        owned = self.manager.ctx.owned
-        self._prune_task = spawn("registry prune", "registry", lambda: sweep_forever(self.registry, owned.__contains__))
+        self._prune_task = spawn("registry prune", "registry", lambda: sweep_forever(self.registry, self.registry.owns))
         if self.http is not None:
             await self.http.start()  # already listening when run() started it; idempotent
         await self.control.start()

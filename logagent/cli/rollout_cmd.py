@@ -155,11 +155,18 @@ def cmd_start(args: argparse.Namespace) -> int:
                   f"{', '.join(canaries) or 'no known host'}")
             return 0
         revision = client.put_if(keys.rollout(group), json.dumps(doc), mod)
+    return _written(revision, keys.rollout(group), f"started rollout {rollout_id} of group {group} at {percent:g}%",
+                    f"; canaries: {', '.join(canaries) or 'none of the known hosts yet'}; bake {bake:g}s")
+
+
+def _written(revision: int | None, key: str, done: str, more: str = "") -> int:
+    """The exit status of a write on the rollout key `key` (a transaction on the revision read):
+    1, said on stderr, when another operator changed the key meanwhile (revision None: nothing was
+    written); else 0, with `done (revision N)more` said."""
     if revision is None:
-        print(f"logagent: {keys.rollout(group)} changed meanwhile; nothing written", file=sys.stderr)
+        print(f"logagent: {key} changed meanwhile; nothing written", file=sys.stderr)
         return 1
-    print(f"started rollout {rollout_id} of group {group} at {percent:g}% (revision {revision}); "
-          f"canaries: {', '.join(canaries) or 'none of the known hosts yet'}; bake {bake:g}s")
+    print(f"{done} (revision {revision}){more}")
     return 0
 
 
@@ -229,11 +236,7 @@ def cmd_advance(args: argparse.Namespace) -> int:
             doc["percent"] = target
             revision = client.put_if(keys.rollout(group), json.dumps(doc), mod)
             what = f"rollout {rollout.id} of group {group} now at {target:g}%"
-    if revision is None:
-        print(f"logagent: {keys.rollout(group)} changed meanwhile; nothing written", file=sys.stderr)
-        return 1
-    print(f"{what} (revision {revision})")
-    return 0
+    return _written(revision, keys.rollout(group), what)
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
@@ -246,9 +249,5 @@ def cmd_abort(args: argparse.Namespace) -> int:
             return 0
         doc = dict(rollout.document(), state="aborted")
         revision = client.put_if(keys.rollout(group), json.dumps(doc), mod)
-    if revision is None:
-        print(f"logagent: {keys.rollout(group)} changed meanwhile; nothing written", file=sys.stderr)
-        return 1
-    print(f"aborted rollout {rollout.id} of group {group} (revision {revision}): every host back to "
-          f"{keys.group_collect(group)}")
-    return 0
+    return _written(revision, keys.rollout(group), f"aborted rollout {rollout.id} of group {group}",
+                    f": every host back to {keys.group_collect(group)}")

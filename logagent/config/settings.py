@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from logagent.config.sysinfo import SysinfoSettings
-from logagent.config.values import decode_json, name_problem, parse_bool, split_host_port, topic_problem
+from logagent.config.values import (
+    decode_json,
+    name_problem,
+    parse_bool,
+    split_host_port,
+    topic_problem,
+    unique_names,
+)
 from logagent.errors import ConfigError
 from logagent.runtime.names import display_name
 
@@ -240,16 +247,10 @@ def _topic(raw: str) -> str:
 
 
 def _groups(raw: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        problem = name_problem(part, "group")
-        if problem is not None:
-            raise ValueError(f"comma-separated group names ({problem})")
-        if part not in out:
-            out.append(part)
-    return tuple(out)
+    try:
+        return unique_names((part for part in (p.strip() for p in raw.split(",")) if part), "group")
+    except ValueError as exc:
+        raise ValueError(f"comma-separated group names ({exc})") from None
 
 
 def _key_prefix(raw: str) -> str:

@@ -2,13 +2,15 @@
 
 - ``decode_json`` / ``decode_json_value``: the guard every etcd value (and ``[collect] files``) passes
   before its schema is looked at: size, UTF-8, strict JSON (no NaN/Infinity), nesting.
+- ``decode_optional``: that guard for a key that may be unset or null, and the kind of document it holds.
 - ``parse_bool``: the words config.ini, etcd values and CLI flags take for true/false.
 - ``topic_problem``: Kafka's own rule for topic names, and no internal topics.
 - ``orjson_problem``: whether a value can go through orjson, which builds every message.
 - ``show``: a bad value, short, on one line, safe for any decoded value.
 - ``split_host_port``: `host:port` (or `[v6]:port`) of every address setting.
 - ``has_glob``: whether a path or one of its parts is a glob pattern.
-- ``name_problem``: a host id or group name that can name an etcd key without escaping its place.
+- ``name_problem``: a host id or group name that can name an etcd key without escaping its place;
+  ``unique_names``: a list of them, each checked, each once.
 
 Nothing here imports psutil, prometheus_client or the Kafka client, so settings.py and the
 CLI can use it cheaply.
@@ -20,6 +22,7 @@ import json
 import math
 import re
 import reprlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -182,6 +185,18 @@ def decode_json_value(value: bytes | str, key: str, error: type[ConfigError] = C
         raise error(f"{key}: {exc}") from None
 
 
+def decode_optional(raw: bytes | str | None, key: str, kind: type, expected: str) -> Any:
+    """The document of a key that may be unset: None when it is not set or holds null, else the
+    decoded value, which must be a `kind` (ConfigError, one line naming the key and saying
+    `expected`, when it is not, or when decode_json refuses it)."""
+    if raw is None:
+        return None
+    data = decode_json_value(raw, key)
+    if data is not None and not isinstance(data, kind):
+        raise ConfigError(f"{key}: expected {expected}, got {type(data).__name__}")
+    return data
+
+
 def split_host_port(raw: str) -> tuple[str, int]:
     """`host:port` (or `[v6]:port`, host kept in its brackets) into (host, port); ValueError naming
     the rule when it is not one, or the port is not 1 to 65535."""
@@ -211,3 +226,16 @@ def name_problem(name: Any, what: str) -> str | None:
     if name.lower() in RESERVED_NAMES:
         return f"{what} {show(name)} refused: the name is reserved (the fleet keys live under /logagent/fleet)"
     return None
+
+
+def unique_names(names: Iterable[Any], what: str) -> tuple[str, ...]:
+    """`names` in their order, each once (a repeat is dropped); ValueError with name_problem's words
+    at the first that cannot be a `what`."""
+    out: list[str] = []
+    for name in names:
+        problem = name_problem(name, what)
+        if problem is not None:
+            raise ValueError(problem)
+        if name not in out:
+            out.append(name)
+    return tuple(out)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
-from logagent.config.values import decode_json_value, name_problem
+from logagent.config.values import decode_optional, unique_names
 from logagent.control.fleet.keys import FleetKeys, KeyKind
 from logagent.control.fleet.layers import (
     CollectLayer,
@@ -445,21 +445,13 @@ def _saved_value(value: Any) -> Any:
 def parse_groups(raw: bytes | None, key: str) -> tuple[str, ...] | None:
     """A central group assignment: a JSON array of group names; None (not set, or null): the host's
     [agent] groups apply. ConfigError (one line naming the key) when refused."""
-    if raw is None:
-        return None
-    data = decode_json_value(raw, key)
+    data = decode_optional(raw, key, list, "a JSON array of group names")
     if data is None:
         return None
-    if not isinstance(data, list):
-        raise ConfigError(f"{key}: expected a JSON array of group names, got {type(data).__name__}")
-    out: list[str] = []
-    for item in data:
-        problem = name_problem(item, "group")
-        if problem is not None:
-            raise ConfigError(f"{key}: {problem}")
-        if item not in out:
-            out.append(item)
-    return tuple(out)
+    try:
+        return unique_names(data, "group")
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def saved_layers(doc: Mapping[str, Any]) -> dict[str, tuple[bytes | None, int]]:

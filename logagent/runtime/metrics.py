@@ -85,6 +85,25 @@ def path_label(path: str) -> str:
     return OTHER_PATHS
 
 
+# The per-file metrics: their first label is `path`.
+_PER_PATH: tuple[MetricWrapperBase, ...] = (LINES_READ, BYTES_READ, DECODE_ERRORS, LINES_TRUNCATED, FILE_ERRORS,
+                                            UNACKED_BYTES, PARTIAL_LINE_BYTES, ROTATIONS)
+
+
+def forget_path(label: str) -> None:
+    """A path no longer collected (its entry removed, or its file gone with nothing after it): its
+    series leave /metrics and its place under MAX_PATH_SERIES is free for another path. Without
+    this, a folder where files with new names come and go kept the first 1,000 names' series for
+    ever, and every later file shared OTHER_PATHS."""
+    if label == OTHER_PATHS or label not in _labelled_paths:
+        return
+    _labelled_paths.discard(label)
+    for metric in _PER_PATH:
+        # prometheus_client keeps a metric's children by their label values; remove() wants them all.
+        for values in [v for v in list(metric._metrics) if v and v[0] == label]:
+            metric.remove(*values)
+
+
 def total(metric: MetricWrapperBase) -> float:
     """The sum of a counter's (or gauge's) samples over all its labels (the fleet status's numbers)."""
     return sum(sample.value for family in metric.collect() for sample in family.samples

@@ -53,12 +53,9 @@ def display_name(path: str) -> str:
 
 def wire_name(path: str) -> str:
     """The name as JSON carries it: message `path` and key, registry, spool (see the module docstring)."""
-    try:
-        path.encode("utf-8")
+    if not is_raw(path):
         return path
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def escape_controls(text: str) -> str:

@@ -21,9 +21,13 @@ log = logging.getLogger("logagent.supervise")
 
 async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]],
                      before_restart: Callable[[], None] | None = None,
-                     expected: tuple[type[BaseException], ...] = (), backoff: Backoff | None = None) -> None:
+                     expected: tuple[type[BaseException], ...] = (), backoff: Backoff | None = None,
+                     fatal: Callable[[BaseException], None] | None = None) -> None:
     """Run factory() until it returns; on an unexpected exception log, count, back off, restart.
 
+    With `fatal`, a crash is not restarted: it is logged, counted and handed to `fatal` (the Kafka
+    sink's drain: its death stops the agent with a non-zero exit, so the service manager restarts
+    the whole process).
     Exceptions of the `expected` types end the task with a one-line log instead. A run that
     lasted longer than the backoff's cap before it crashed counts as a recovery: the next
     delay starts from the first again (a loop that crashes once a day waits 0.5 s, not 30 s).
@@ -40,7 +44,12 @@ async def supervised(name: str, kind: str, factory: Callable[[], Awaitable[None]
         except expected as exc:
             log.warning("%s stopped: %s", name, exc)
             return
-        except Exception:
+        except Exception as exc:
+            if fatal is not None:
+                metrics.TASK_CRASHES.labels(kind).inc()
+                log.critical("%s crashed; the agent stops", name, exc_info=exc)
+                fatal(exc)
+                return
             if loop.time() - started > backoff.cap:
                 backoff.reset()
             delay = backoff.next()
@@ -56,9 +65,9 @@ def spawn(name: str, kind: str, factory: Callable[[], Awaitable[None]],
           before_restart: Callable[[], None] | None = None,
           expected: tuple[type[BaseException], ...] = (),
           on_done: Callable[[asyncio.Task[None]], None] | None = None,
-          backoff: Backoff | None = None) -> asyncio.Task[None]:
+          backoff: Backoff | None = None, fatal: Callable[[BaseException], None] | None = None) -> asyncio.Task[None]:
     """Create a supervised task; its result is always retrieved."""
-    task = asyncio.create_task(supervised(name, kind, factory, before_restart, expected, backoff), name=name)
+    task = asyncio.create_task(supervised(name, kind, factory, before_restart, expected, backoff, fatal), name=name)
 
     def done(t: asyncio.Task[None]) -> None:
         if not t.cancelled() and t.exception() is not None:  # only if supervision itself failed

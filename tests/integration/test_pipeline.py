@@ -8,7 +8,16 @@ import shutil
 import time
 from pathlib import Path
 
-from tests.kit import AgentProcess, KafkaReader, LineWriter, check_delivery, new_topic, read_topic, wait_until
+from tests.kit import (
+    AgentProcess,
+    KafkaReader,
+    LineWriter,
+    check_delivery,
+    file_fingerprint,
+    new_topic,
+    read_topic,
+    wait_until,
+)
 
 
 def test_100k_lines_across_files_with_awkward_content(make_agent, kafka, logdir):
@@ -304,17 +313,11 @@ def test_broker_down_for_20s_loses_nothing(loaded_agent, kafka, kafka_server):
 
 def test_reused_inode_is_not_taken_for_the_old_file(make_agent, kafka, logdir, tmp_path):
     """A registry entry with this file's (device, inode) but another fingerprint is someone else's."""
-    from logagent.sources.files.registry import fingerprint
-
     topic = new_topic()
     log = logdir / "app.log"
     log.write_text("alpha\nbeta\ngamma\n")
     st = log.stat()
-    fd = os.open(log, os.O_RDONLY)
-    try:
-        fp, fp_len = fingerprint(fd)
-    finally:
-        os.close(fd)
+    fp, fp_len = file_fingerprint(log)
     pattern = str(log)
     data = tmp_path / "data"
     data.mkdir()

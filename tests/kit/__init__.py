@@ -14,6 +14,7 @@ Here, for the tests only:
 - servers: `start_or_fail`, `running` (started for a block, always stopped), `make_certs`, `etcdctl`,
   `enable_etcd_auth` (and its root password, ETCD_ROOT_PASSWORD)
 - fakes: `RecordingAgent`, what a control plane drives
+- files: `file_fingerprint`, a file's identity as the registry records it
 
 Import from `tests.kit`; the modules are how it is arranged, not an interface.
 """
@@ -24,6 +25,7 @@ from devstack.kafkaread import KafkaReader, new_topic, read_all, read_topic, wai
 from devstack.promtext import metric_sum, parse_metrics, split_sample
 from devstack.waiting import eventually, wait_until
 from tests.kit.fakes import RecordingAgent
+from tests.kit.files import file_fingerprint
 from tests.kit.servers import ETCD_ROOT_PASSWORD, enable_etcd_auth, etcdctl, make_certs, running, start_or_fail
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "enable_etcd_auth",
     "etcdctl",
     "eventually",
+    "file_fingerprint",
     "http_get",
     "make_certs",
     "metric_sum",

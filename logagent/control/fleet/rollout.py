@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from logagent.config.values import decode_json_value, name_problem, show
+from logagent.config.values import decode_optional, name_problem, show
 from logagent.control.fleet.layers import CollectLayer, parse_collect_layer
 from logagent.errors import ConfigError
 
@@ -91,13 +91,9 @@ def parse_rollout(raw: bytes | str | None, key: str, allowed: tuple[str, ...]) -
     """The rollout of a rollout key (None: not set). ConfigError when the document is unusable; a
     candidate this host refuses is kept (`refused`, `candidate.errors`): the host fails the rollout
     without applying it."""
-    if raw is None:
-        return None
-    doc = decode_json_value(raw, key)
+    doc = decode_optional(raw, key, dict, "a rollout object")
     if doc is None:
         return None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{key}: expected a rollout object, got {type(doc).__name__}")
     rollout_id = doc.get("id")
     problem = name_problem(rollout_id, "rollout id")
     if problem is not None:

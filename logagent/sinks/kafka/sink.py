@@ -35,6 +35,7 @@ from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import fit_message
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
+from logagent.runtime.supervise import spawn
 from logagent.sinks.kafka.config import producer_config
 from logagent.sinks.kafka.limits import MessageLimits, usable
 from logagent.sinks.kafka.log import LibrdkafkaLog
@@ -95,18 +96,11 @@ class KafkaSink:
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poll_thread.start()
-        self._drain_task = asyncio.create_task(self._drain(), name="kafka-drain")
-        self._drain_task.add_done_callback(self._drain_finished)
+        self._drain_task = spawn("kafka drain", "kafka-drain", self._drain, fatal=self._fatal)
 
-    def _drain_finished(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.critical("kafka drain task died", exc_info=exc)
-            metrics.TASK_CRASHES.labels("kafka-drain").inc()
-            if self._on_fatal:
-                self._on_fatal(exc)
+    def _fatal(self, exc: BaseException) -> None:
+        if self._on_fatal:
+            self._on_fatal(exc)
 
     async def _drain(self) -> None:
         queue = self._queue

@@ -50,6 +50,7 @@ from logagent.pipeline.batch import Batch, BatchOwner
 from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.checkpoint import TXN_KEY, Checkpoint, Checkpointed
 from logagent.runtime import metrics
+from logagent.runtime.supervise import spawn
 from logagent.sinks.kafka.config import producer_config
 from logagent.sinks.kafka.limits import MessageLimits
 from logagent.sinks.kafka.log import LibrdkafkaLog
@@ -142,8 +143,7 @@ class TransactionalSink(KafkaSink):
             raise
         self._limits = self._limits_factory(conf)
         self._producer = self._producers[0]  # what check_connection and topic_problem ask
-        self._drain_task = asyncio.create_task(self._drain(), name="kafka-drain")
-        self._drain_task.add_done_callback(self._drain_finished)
+        self._drain_task = spawn("kafka drain", "kafka-drain", self._drain_or_fenced, fatal=self._fatal)
 
     async def _until_connected(self, step: Callable[[], None]) -> None:
         """Run a blocking step in a thread until Kafka answers it; a refusal for good raises."""
@@ -565,16 +565,19 @@ class TransactionalSink(KafkaSink):
             return
         super()._on_error(err)
 
-    def _drain_finished(self, task: asyncio.Task[None]) -> None:
+    async def _drain_or_fenced(self) -> None:
+        """The drain; a takeover ends it without a crash report (_fenced said it at CRITICAL) and
+        stops the agent, with exit status 3."""
+        try:
+            await self._drain()
+        except Fenced as exc:
+            self._fatal(exc)
+        finally:
+            self._dead = True  # ended, crashed or cancelled: drain() no longer waits on it
+
+    def _fatal(self, exc: BaseException) -> None:
         self._dead = True
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if isinstance(exc, Fenced):
-            if self._on_fatal:
-                self._on_fatal(exc)
-            return
-        super()._drain_finished(task)
+        super()._fatal(exc)
 
     async def drain(self, timeout: float) -> bool:
         if self._dead:

@@ -174,7 +174,7 @@ class CopyTailer(Shipper):
             self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len)
         else:
             self.reg_key = self._key_now(gen)
-        ctx.owned.add(self.reg_key)  # no other recovery pass of this process plans it again
+        ctx.registry.own(self.reg_key)  # no other recovery pass of this process plans it again
         if gen.kind != "file":
             self._leave_identity()
 
@@ -193,10 +193,10 @@ class CopyTailer(Shipper):
         entry = self._registry.get(self.reg_key)
         if self.reg_key != identity_key(self.dev, self.ino) or entry is None or entry.done:
             return
-        self.ctx.owned.discard(self.reg_key)
+        self.ctx.registry.disown(self.reg_key)
         self._registry.archive(self.dev, self.ino)
         self.reg_key = entry.uid
-        self.ctx.owned.add(self.reg_key)
+        self.ctx.registry.own(self.reg_key)
 
     def open(self) -> None:
         """Open the generation's sources, or those of an alternative holding the same bytes (the

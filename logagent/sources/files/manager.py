@@ -30,7 +30,7 @@ from logagent.sources.files.entry import CollectEntry, glob_regex
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.inotify import FileWatcher
-from logagent.sources.files.recovery import FolderIndex, plan
+from logagent.sources.files.recovery import FolderIndex, apply, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
@@ -63,6 +63,7 @@ class EntryRunner:
         self._scan_task: asyncio.Task[None] | None = None
         self._rescan = False
         self._errors: dict[str, str] = {}
+        self._labels: set[str] = set()  # the per-file metric labels of the files this entry read
         self._folders: set[str] = set()
         self._label = metrics.path_label(display_name(entry.path))
         self.stopped = False
@@ -295,8 +296,9 @@ class EntryRunner:
             return self.ctx.claims.holder((dev, ino)) is not None
 
         copies: list[CopyTailer] = []
-        for gen in plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.owned,
-                        known=history, current=current):
+        found = plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.registry.owned,
+                     known=history, current=current)
+        for gen in apply(found, self.ctx.registry):
             copy = CopyTailer(path, self.route, self.ctx, spec, gen, after=self._last.get(path))
             copy.origin = self.entry.path
             try:
@@ -311,6 +313,7 @@ class EntryRunner:
 
     def _run(self, tailer: Shipper) -> None:
         metrics.FILES_TRACKED.inc()
+        self._labels.add(tailer.label)
         def ended(_: asyncio.Task[None]) -> None:
             self._tailer_ended(tailer)
 
@@ -330,6 +333,19 @@ class EntryRunner:
             self._quiet_stamp = None  # a match no longer runs: the next scan must walk
             self.request_scan()
         metrics.FILES_TRACKED.dec()
+        if not self._reads(tailer.path) and not os.path.lexists(tailer.path):
+            metrics.forget_path(tailer.label)  # gone, and nothing reads that name: its series go
+            self._labels.discard(tailer.label)
+
+    def _reads(self, path: str) -> bool:
+        """A reader of this entry has `path`: its current file or an earlier one still draining."""
+        return path in self.tailers or any(t.path == path for t in self.draining)
+
+    def forget_metrics(self) -> None:
+        """The entry is removed: the per-file series of its files and of the entry itself go."""
+        for label in (*self._labels, self._label):
+            metrics.forget_path(label)
+        self._labels.clear()
 
     def _on_rotated(self, tailer: FileTailer) -> None:
         if self.tailers.get(tailer.path) is tailer:
@@ -389,6 +405,7 @@ class TailerManager:
             # that send nothing twice.
             await asyncio.gather(*(self.runners[p].stop(drain=self.ctx.drain_timeout) for p in removed))
             for path in removed:
+                self.runners[path].forget_metrics()
                 del self.runners[path]
                 self.ctx.registry.entry_removed(path)
                 log.info("stopped collecting %s", display_name(path))
@@ -415,7 +432,7 @@ class TailerManager:
         shown = display_name(entry.path)
         if started:
             log.info("collecting %s -> topic %s (%d file%s)", shown, entry.topic, started, "" if started == 1 else "s")
-        elif runner._errors:
+        elif runner.problems:
             log.info("entry %s -> topic %s applied, but no file is collected yet (see the errors above)",
                      shown, entry.topic)
         else:

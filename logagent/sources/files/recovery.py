@@ -22,6 +22,11 @@ lines, oldest first, and where each one is now:
   taken for new generations (they would be read twice); a copy once read stays known as
   finished in the registry.
 
+A plan only plans: `plan()` reads the registry, the folder and the spool, and returns a
+`Plan`: the generations, and the steps that go with them, in order (an entry to move off a
+reused inode number, an entry found nowhere to finish, a loss to say and count). `apply()`
+carries the steps out (writes the registry, logs, counts) and hands back the generations.
+
 Never silent: a known file found nowhere, whose lines written while the agent was down
 are lost, is logged at WARNING with its path and counted in `logagent_files_lost_total
 {reason="rotated_away"}`, with the bytes the agent knew it had past its acknowledged offset
@@ -42,6 +47,7 @@ import re
 import stat
 import zlib
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import IO, cast
 
@@ -95,6 +101,57 @@ class Generation:
     then: Generation | None = None  # where to go on past the end of a spool copy
     alternatives: list[Generation] = field(default_factory=list)  # the same bytes elsewhere, should
     # opening this one fail (logrotate compresses and unlinks app.log.1 while we look)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Step: a file's entry moves off its (device, inode) key to its uid (a new file has that inode number)."""
+
+    dev: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Step: an entry is done: its file is found nowhere (and is said lost beside it)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Step: what cannot be recovered, said at WARNING and counted."""
+
+    reason: str  # the metric's reason: rotated_away, unreadable_copy
+    message: str  # the WARNING, names escaped
+    files: int = 1
+    at_stake: int = 0  # bytes the agent knew of (logagent_bytes_lost_total)
+
+
+Step = Archive | Finish | Lost
+
+
+@dataclass
+class Plan:
+    """What recovery found for a path: the generations to read, oldest first, and the steps that go
+    with them, in the order they are to be taken."""
+
+    generations: list[Generation] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+
+def apply(plan: Plan, registry: Registry) -> list[Generation]:
+    """Take a plan's steps in order (registry changes, WARNINGs, counts); its generations."""
+    for step in plan.steps:
+        if isinstance(step, Archive):
+            registry.archive(step.dev, step.ino)
+        elif isinstance(step, Finish):
+            registry.mark_done(step.key)
+        else:
+            log.warning("%s", step.message)
+            metrics.FILES_LOST.labels(step.reason).inc(step.files)
+            metrics.LOST_BYTES.labels(step.reason).inc(step.at_stake)
+    return plan.generations
 
 
 class FolderIndex:
@@ -208,18 +265,20 @@ def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, in
 
 
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
-         folders: FolderIndex, owned: set[str] | frozenset[str] = frozenset(),
+         folders: FolderIndex, owned: AbstractSet[str] = frozenset(),
          known: list[tuple[str, RegistryEntry]] | None = None,
-         current: tuple[int, int] | None = None) -> list[Generation]:
-    """The earlier generations of `path` to read before its current file, oldest first. `held`:
+         current: tuple[int, int] | None = None) -> Plan:
+    """The earlier generations of `path` to read before its current file, oldest first, and the
+    steps that go with them (see the module docstring: nothing is changed here). `held`:
     is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
     answer for (read, or reading, and waiting for Kafka): neither is planned again. `known`: the
     path's registry entries as they were before its current file was identified; `current`: the
     (device, inode) of the file a tailer opened at the path (else the path is looked at)."""
     if known is None:
         known = registry.entries_for(path)
+    steps: list[Step] = []
     if not known:
-        return []
+        return Plan()
     trusted = current is not None  # a tailer opened it and checked its fingerprint against the registry
     if current is None:
         try:
@@ -252,7 +311,7 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
             if not archived and (trusted or _plain_fp(path, entry.fp_len) == entry.fp):
                 continue  # still at its path: its own tailer reads it
             if not archived:
-                registry.archive(entry.dev, entry.ino)  # a new file reused its inode
+                steps.append(Archive(entry.dev, entry.ino))  # a new file reused its inode
             key, replaced = entry.uid, True
         elif not archived and held(entry.dev, entry.ino):
             continue  # a tailer of this process reads it (the holder of an archived entry's inode is another file)
@@ -261,7 +320,7 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     blank = [(k, e) for k, e in known if e.fp_len == 0 and not e.done and k not in owned and e.uid not in owned
              and (e.dev, e.ino) != current and not held(e.dev, e.ino)]
     if not todo and not replaced and not blank:
-        return []  # the common case: the path still holds the file we know, nothing else owed
+        return Plan(steps=steps)  # the common case: the path still holds the file we know, nothing else owed
     folder = os.path.dirname(path) or "."
     base = os.path.basename(path)
     listing = folders.files(folder)
@@ -298,27 +357,25 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
         if gen is None:
             unreadable = [os.path.basename(p) for p, _ in listing
                           if is_rotated_name(os.path.basename(p), base) and compression_of(p) and head_of(p) is None]
-            _report_lost(path, entry, unreadable)
-            registry.mark_done(key)
+            steps += [Finish(key), _lost(path, entry, unreadable)]
             continue
         if gen.kind != "file" and key == identity_key(entry.dev, entry.ino):
             # Not at its inode any more: its entry moves out of the way of the next file given that
             # inode number, which a tailer may open (and identify) while this generation is read.
-            registry.archive(entry.dev, entry.ino)
+            steps.append(Archive(entry.dev, entry.ino))
             _rekey(gen, entry.uid)
         found.append(gen)
     for key, entry in blank:
         if (entry.dev, entry.ino) not in by_inode:
-            _report_lost(path, entry, [])
-            registry.mark_done(key)
+            steps += [Finish(key), _lost(path, entry, [])]
     if replaced:
-        found.extend(_unseen(path, known, sure, listing, head_of, held, current))
+        found.extend(_unseen(path, known, sure, listing, head_of, held, current, steps))
     log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
               max(e.since for _, e in known), len(listing),
               [(g.kind, os.path.basename(g.where), g.start) for g in found])
     found.sort(key=lambda g: (g.mtime, g.since))
-    return found
+    return Plan(found, steps)
 
 
 def _rekey(gen: Generation, key: str) -> None:
@@ -329,23 +386,22 @@ def _rekey(gen: Generation, key: str) -> None:
             _rekey(other, key)
 
 
-def _report_lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> None:
-    """A known file found nowhere: said at WARNING with the path, counted (the bytes where known)."""
+def _lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> Lost:
+    """A known file found nowhere: to say at WARNING with the path, and count (the bytes where known)."""
     at_stake = max(0, entry.size - entry.offset)
     known = f"; {at_stake} bytes after that offset were known and are lost" if at_stake else ""
     what = "first seen" if entry.fp_len else "seen only empty, first"
     hint = f"; rotated copies that could not be read: {', '.join(display_name(n) for n in unreadable)}" \
         if unreadable else ""
-    log.warning("%s: an earlier file of this name (%s %s, acknowledged to offset %d) is gone: not in its folder, the "
-                "spool or a copy; lines written to it after the agent stopped are lost%s%s", display_name(path),
-                what, _when(entry.since), entry.offset, known, hint)
-    metrics.FILES_LOST.labels("rotated_away").inc()
-    metrics.LOST_BYTES.labels("rotated_away").inc(at_stake)
+    return Lost("rotated_away", f"{display_name(path)}: an earlier file of this name ({what} {_when(entry.since)}, "
+                f"acknowledged to offset {entry.offset}) is gone: not in its folder, the spool or a copy; lines "
+                f"written to it after the agent stopped are lost{known}{hint}", at_stake=at_stake)
 
 
 def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[str, RegistryEntry]],
             listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
-            held: Callable[[int, int], bool], current: tuple[int, int] | None) -> list[Generation]:
+            held: Callable[[int, int], bool], current: tuple[int, int] | None,
+            steps: list[Step]) -> list[Generation]:
     """The path holds a file we never saw: the generations created and rotated away meanwhile.
     One generation can show twice (app.log.1 and the app.log.2.gz being made of it, or one file
     listed under two names): candidates with the same first bytes are one generation, read from
@@ -363,10 +419,9 @@ def _unseen(path: str, known: list[tuple[str, RegistryEntry]], sure: list[tuple[
         kind = "compressed" if compression_of(name) else "file"
         head = head_of(p)
         if head is None:
-            log.warning("%s: %s, rotated while the agent was not reading, cannot be read (%s): its lines are lost",
-                        display_name(path), display_name(p), "not a readable " + kind if kind == "compressed"
-                        else "cannot be opened")
-            metrics.FILES_LOST.labels("unreadable_copy").inc()
+            why = "not a readable " + kind if kind == "compressed" else "cannot be opened"
+            steps.append(Lost("unreadable_copy", f"{display_name(path)}: {display_name(p)}, rotated while the agent "
+                              f"was not reading, cannot be read ({why}): its lines are lost"))
             continue
         if not head or any(n and fingerprint_of(head[:n]) == f for f, n in fps if len(head) >= n):
             continue  # empty, or a copy of a file we know

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from logagent.pipeline.checkpoint import Checkpoint
 from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
 from logagent.runtime.names import from_display, is_raw, wire_name
+from logagent.runtime.supervise import spawn
 
 log = logging.getLogger("logagent.registry")
 
@@ -108,6 +110,7 @@ class Registry:
         self._over_warned = False  # live entries alone exceed the cap, and it was said
         self._fresh_done: set[str] = set()  # keys finished since the last take_fresh(): to sweep
         self._entries: dict[str, RegistryEntry] = {}
+        self._owned: set[str] = set()  # keys a reader of this process answers for (see own())
         self._by_path: dict[str, set[str]] = {}  # path -> keys of its entries (its generations)
         self._done_since_prune = 0
         self._serialize_cost = 0.0  # seconds the last snapshot took on the loop
@@ -220,6 +223,23 @@ class Registry:
     def lookup(self, dev: int, ino: int) -> RegistryEntry | None:
         return self._entries.get(identity_key(dev, ino))
 
+    def own(self, key: str) -> None:
+        """A reader of this process answers for the entry `key` (it reads the file, or waits for Kafka
+        to acknowledge it): recovery does not plan it again and the prune sweep leaves it."""
+        self._owned.add(key)
+
+    def disown(self, key: str) -> None:
+        """No reader of this process answers for `key` any more (finished, or closed for good)."""
+        self._owned.discard(key)
+
+    def owns(self, key: str) -> bool:
+        return key in self._owned
+
+    @property
+    def owned(self) -> AbstractSet[str]:
+        """The keys readers of this process answer for (a live, read-only view)."""
+        return self._owned
+
     def get(self, key: str) -> RegistryEntry | None:
         return self._entries.get(key)
 
@@ -249,6 +269,10 @@ class Registry:
         entry = self._drop(key)
         if entry is not None:
             self._put(entry.uid, entry)
+            if entry.done:
+                # Swept under its new key: the sweep's pass over what finished lately knows the old
+                # key only, which names the new file now (a churning folder reuses inodes at once).
+                self._fresh_done.add(entry.uid)
             self._changed()
 
     def remember_content(self, dev: int, ino: int, path: str, fp: str, fp_len: int) -> None:
@@ -507,7 +531,7 @@ class Registry:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="registry-flush")
+            self._task = spawn("registry flush", "registry", self._run)
 
     def spacing(self) -> float:
         """Seconds between writes while offsets move. A kill -9 re-sends what Kafka acknowledged

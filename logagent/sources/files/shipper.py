@@ -105,7 +105,6 @@ class TailContext:
     allowed_paths: tuple[str, ...]
     claims: Claims = field(default_factory=Claims)
     spool: Spool | None = None  # where rotated-away bytes Kafka does not have yet are kept
-    owned: set[str] = field(default_factory=set)  # registry keys a tailer of this process answers for
 
     def allowed(self, real_path: str) -> bool:
         return path_allowed(real_path, self.allowed_paths)
@@ -148,7 +147,7 @@ class Shipper:
         self.retry = Backoff()  # after Kafka refused a batch: the wait before reading it again
         self.finished = False
         self._key = f"{self.opts.ip}:{self.wire}".encode()
-        self._label = metrics.path_label(self.name)
+        self._label = metrics.path_label(self.name)  # its per-file series (metrics.forget_path when gone)
         self._lines = metrics.LINES_READ.labels(self._label)
         self._bytes = metrics.BYTES_READ.labels(self._label)
         self._decode_errors = metrics.DECODE_ERRORS.labels(self._label)
@@ -162,6 +161,11 @@ class Shipper:
         self._format = self._make_format(route)
 
     # ---- offsets
+
+    @property
+    def label(self) -> str:
+        """The `path` label of this file's metrics."""
+        return self._label
 
     @property
     def acked(self) -> int:
@@ -341,7 +345,7 @@ class Shipper:
             return False
         entry = self._registry.get(self.reg_key)
         self._registry.mark_done(self.reg_key)
-        self.ctx.owned.discard(self.reg_key)
+        self._registry.disown(self.reg_key)
         uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
         if self.ctx.spool is not None and uid:
             self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too

@@ -144,7 +144,7 @@ class FileTailer(Shipper):
         # does not re-decide where to start.
         self.reg_key = self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len,
                                              size=st.st_size)
-        self.ctx.owned.add(self.reg_key)
+        self._registry.own(self.reg_key)
         log.log(logging.INFO if self.announce else logging.DEBUG,
                 "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
 
@@ -181,7 +181,7 @@ class FileTailer(Shipper):
         self.reading_done.set()
         self.ctx.claims.release(self)
         if not self.rotated:
-            self.ctx.owned.discard(self.reg_key)  # a rotated file stays ours until Kafka has it all
+            self._registry.disown(self.reg_key)  # a rotated file stays ours until Kafka has it all
         self._unacked.set(0)
         self._held.set(0)
 

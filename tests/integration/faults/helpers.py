@@ -11,6 +11,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,18 @@ class PeakTracker:
         for agent in agents:
             self.peak = max(self.peak, peak_rss_mb(agent))
         return self.peak
+
+
+def unmount_after(mount: Path, agents: Iterable[AgentProcess]) -> None:
+    """Unmount a file system a test mounted, once the test's agents are gone (killed: they hold files
+    on it): tried again for 5 s while it is still busy, then detached (umount -l)."""
+    for agent in agents:
+        agent.kill()
+    for _ in range(50):
+        if subprocess.run(["umount", str(mount)], capture_output=True, check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
 
 
 # ---------------------------------------------------------------------------- running as nobody

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_runtime
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker, nobody_runtime, unmount_after
 from tests.kit import (
     KafkaReader,
     LineWriter,
@@ -50,14 +50,7 @@ def small_fs(tmp_path: Path, agents: list) -> Iterator[Path]:  # type: ignore[ty
     try:
         yield mnt
     finally:
-        for agent in agents:
-            agent.kill()
-        for _ in range(50):
-            if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        unmount_after(mnt, agents)
 
 
 def fill(fs: Path) -> Path:

@@ -16,6 +16,7 @@ import pytest
 
 from devstack.delivery import tally, tally_delivered
 from devstack.kafkaread import read_all
+from tests.integration.faults.helpers import unmount_after
 from tests.integration.faults.test_logrotate import Rotator, logrotate_binary
 from tests.kit import AgentProcess, KafkaReader, LineWriter, new_topic, wait_until
 
@@ -391,14 +392,7 @@ def reusing_fs(logdir: Path, tmp_path: Path, agents: list[AgentProcess]) -> Iter
     try:
         yield logdir
     finally:
-        for agent in agents:
-            agent.kill()
-        for _ in range(50):
-            if subprocess.run(["umount", str(logdir)], capture_output=True, check=False).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", str(logdir)], capture_output=True, check=False)
+        unmount_after(logdir, agents)
 
 
 def _rotated_inodes(folder: Path, name: str) -> dict[int, str]:

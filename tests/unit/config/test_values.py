@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -22,12 +23,13 @@ from logagent.config.sysinfo import SysinfoSettings, parse_sysinfo_value
 from logagent.config.values import decode_json
 from logagent.errors import CollectConfigError, ConfigError
 from logagent.pipeline.message import MessageFormat
-from logagent.sources.files.entry import dump_entries, parse_collect_value
+from logagent.sources.files.entry import CollectEntry, dump_entries, parse_collect_value
 
 CK = "/logagent/10.0.0.5/collect_log/config"
 SK = "/logagent/10.0.0.5/collect_sysinfo/config"
 ALLOWED = ("/var/log/**",)
 BASE = SysinfoSettings()
+T = TypeVar("T")
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -114,6 +116,33 @@ def one_line(message: str, key: str) -> None:
     assert message.startswith(key + "") and "\n" not in message and len(message) < 1000, message
 
 
+def validates_or_is_refused_in_one_line(parse: Callable[[], T], refusal: type[Exception], key: str,
+                                        usable: Callable[[T], None]) -> None:
+    """parse() either raises `refusal`, with one line naming `key`, or returns what `usable` accepts."""
+    try:
+        parsed = parse()
+    except refusal as exc:
+        one_line(str(exc), key)
+        return
+    usable(parsed)
+
+
+def collect_usable(parsed: tuple[list[CollectEntry], list[str]]) -> None:
+    """Each refused entry said in one line; the entries taken usable downstream."""
+    entries, errors = parsed
+    for error in errors:
+        one_line(error, CK + " entry ")
+    usable_downstream(entries)
+
+
+def sysinfo_usable(parsed: tuple[SysinfoSettings, dict[str, Any] | None]) -> None:
+    """Settings with a usable interval; the override saved as UTF-8 and parsed back to the same settings."""
+    result, override = parsed
+    assert isinstance(result, SysinfoSettings) and math.isfinite(result.interval) and result.interval > 0
+    json.dumps(override, ensure_ascii=False).encode("utf-8")  # saved and logged as UTF-8
+    assert parse_sysinfo_value(json.dumps(override), SK, BASE)[0] == result
+
+
 def usable_downstream(entries: list[Any]) -> None:
     """What used to crash after validation: building a message, saving, reading the save back."""
     for entry in entries:
@@ -131,27 +160,15 @@ def usable_downstream(entries: list[Any]) -> None:
 @FUZZ
 @given(encoded(collect_values))
 def test_any_collect_value_validates_or_is_refused_in_one_line(value: bytes | str) -> None:
-    try:
-        entries, errors = parse_collect_value(value, CK, ALLOWED)
-    except CollectConfigError as exc:
-        one_line(str(exc), CK)
-        return
-    for error in errors:
-        one_line(error, CK + " entry ")
-    usable_downstream(entries)
+    validates_or_is_refused_in_one_line(lambda: parse_collect_value(value, CK, ALLOWED), CollectConfigError, CK,
+                                        collect_usable)
 
 
 @FUZZ
 @given(encoded(sysinfo_values))
 def test_any_sysinfo_value_validates_or_is_refused_in_one_line(value: bytes | str) -> None:
-    try:
-        result, override = parse_sysinfo_value(value, SK, BASE)
-    except ConfigError as exc:
-        one_line(str(exc), SK)
-        return
-    assert isinstance(result, SysinfoSettings) and math.isfinite(result.interval) and result.interval > 0
-    json.dumps(override, ensure_ascii=False).encode("utf-8")  # saved and logged as UTF-8
-    assert parse_sysinfo_value(json.dumps(override), SK, BASE)[0] == result
+    validates_or_is_refused_in_one_line(lambda: parse_sysinfo_value(value, SK, BASE), ConfigError, SK,
+                                        sysinfo_usable)
 
 
 @FUZZ

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from logagent.config.sysinfo import SysinfoSettings
 from logagent.control.fleet.keys import FleetKeys
-from logagent.control.tracker import ConfigTracker, FleetScope
+from logagent.control.tracker import ConfigTracker, FleetScope, parse_groups
+from logagent.errors import ConfigError
 from logagent.sources.files.entry import CollectEntry
 
 K = FleetKeys("/logagent/fleet")
@@ -79,6 +82,20 @@ def test_central_assignment_overrides_config_ini_groups_until_deleted() -> None:
     assert t.groups() == ("db",)
     change = t.update(K.host_groups("h1"), None, 8)
     assert paths(change.collect) == ["/var/log/w.log"] and t.groups() == ("web",)
+
+
+def test_a_central_assignment_is_an_array_of_group_names_each_once() -> None:
+    key = K.host_groups("h1")
+    assert parse_groups(None, key) is None and parse_groups(b"null", key) is None  # [agent] groups apply
+    assert parse_groups(b'["web", "db", "web"]', key) == ("web", "db") and parse_groups(b"[]", key) == ()
+    for raw, problem in ((b'{"web": 1}', "expected a JSON array of group names, got dict"),
+                         (b'["web", 5]', "group must be a non-empty string, got 5"),
+                         (b'["web", "a b"]', "group 'a b' refused: expected"),
+                         (b'["Fleet"]', "group 'Fleet' refused: the name is reserved"),
+                         (b"[NaN]", "not valid JSON")):
+        with pytest.raises(ConfigError) as caught:
+            parse_groups(raw, key)
+        assert str(caught.value).startswith(f"{key}: {problem}"), caught.value
 
 
 def test_a_complete_read_forgets_fleet_keys_deleted_meanwhile() -> None:

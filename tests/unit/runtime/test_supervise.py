@@ -62,3 +62,19 @@ async def test_a_run_longer_than_the_cap_resets_the_backoff(caplog: pytest.LogCa
     await asyncio.wait_for(supervise.spawn("late", "test", crashes_late_then_early, backoff=backoff), 2)
     delays = [float(r.getMessage().rsplit("restarting in ", 1)[1].split("s", 1)[0]) for r in caplog.records]
     assert delays == [0.1, 0.2, 0.1], delays
+
+
+async def test_a_fatal_task_is_not_restarted_its_crash_goes_to_fatal(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.CRITICAL, logger="logagent.supervise")
+    runs: list[int] = []
+    fatal: list[BaseException] = []
+
+    async def dies() -> None:
+        runs.append(1)
+        raise RuntimeError("the producer is gone")
+
+    before = metrics.TASK_CRASHES.labels("test-fatal")._value.get()
+    await asyncio.wait_for(supervise.spawn("drain", "test-fatal", dies, fatal=fatal.append), 2)
+    assert runs == [1] and [str(e) for e in fatal] == ["the producer is gone"]
+    assert metrics.TASK_CRASHES.labels("test-fatal")._value.get() == before + 1
+    assert any("drain crashed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -14,7 +14,7 @@ from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.sources.files.budget import FdBudget
 from logagent.sources.files.generations import CopyTailer
-from logagent.sources.files.recovery import FolderIndex, Generation, plan
+from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan
 from logagent.sources.files.registry import Registry, fingerprint_of, uid_of
 from logagent.sources.files.shipper import Route, TailContext, TailOptions
 from logagent.sources.files.spool import Spool, SpoolFile
@@ -24,7 +24,7 @@ OPTS = TailOptions(ip="127.0.0.1", host="h")
 
 def _plan(reg: Registry, spool: Spool, log: Path, ctx: TailContext | None = None) -> list[Generation]:
     held = (lambda dev, ino: ctx.claims.holder((dev, ino)) is not None) if ctx is not None else (lambda d, i: False)
-    return plan(str(log), reg, spool, held, FolderIndex(), ctx.owned if ctx is not None else set())
+    return apply(plan(str(log), reg, spool, held, FolderIndex(), reg.owned), reg)
 
 
 def _spool_known(reg: Registry, spool: Spool, tmp: Path, log: Path, dev: int, ino: int, content: bytes) -> str:

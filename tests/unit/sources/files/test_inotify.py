@@ -50,6 +50,27 @@ def touch(path: Path, text: str = "line\n") -> None:
         f.write(text)
 
 
+def listen(watcher: FileWatcher, folder: Path) -> Heard:
+    """A new listener of `folder`, which is watched (subscribe() says so)."""
+    listener = Heard()
+    assert watcher.subscribe(str(folder), listener)
+    return listener
+
+
+async def hears_a_write(watcher: FileWatcher, folder: Path) -> None:
+    """The folder is watched: a new listener hears a file written in it."""
+    listener = listen(watcher, folder)
+    touch(folder / "x.log")
+    await heard(listener, folder / "x.log")
+
+
+async def deleted(watcher: FileWatcher, folder: Path) -> None:
+    """The folder, watched, is deleted: its listener hears of it (the folder's own path)."""
+    listener = listen(watcher, folder)
+    folder.rmdir()
+    await heard(listener, folder)
+
+
 def new_threads(before: set[int]) -> list[str]:
     return [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()
             and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))]
@@ -107,8 +128,7 @@ async def test_a_rename_names_both_paths(watcher: FileWatcher, folders: Callable
     """Rotation: the tailer of the old name and the scan for the new one both hear of it."""
     a = folders("a")
     (a / "app.log").write_text("one\n")
-    listener = Heard()
-    watcher.subscribe(str(a), listener)
+    listener = listen(watcher, a)
     os.rename(a / "app.log", a / "app.log.1")
     await heard(listener, a / "app.log", a / "app.log.1")
 
@@ -117,9 +137,7 @@ async def test_a_move_to_another_watched_folder_reaches_both(watcher: FileWatche
                                                              folders: Callable[[str], Path]):
     a, old = folders("a"), folders("old")
     (a / "app.log").write_text("one\n")
-    in_a, in_old = Heard(), Heard()
-    watcher.subscribe(str(a), in_a)
-    watcher.subscribe(str(old), in_old)
+    in_a, in_old = listen(watcher, a), listen(watcher, old)
     os.rename(a / "app.log", old / "app.log")
     await heard(in_a, a / "app.log")
     await heard(in_old, old / "app.log")
@@ -127,32 +145,21 @@ async def test_a_move_to_another_watched_folder_reaches_both(watcher: FileWatche
 
 async def test_the_deletion_of_a_watched_folder_reaches_its_listeners(watcher: FileWatcher,
                                                                       folders: Callable[[str], Path]):
-    a = folders("a")
-    listener = Heard()
-    watcher.subscribe(str(a), listener)
-    a.rmdir()
-    await heard(listener, a)
+    await deleted(watcher, folders("a"))
 
 
 async def test_a_folder_deleted_and_created_again_is_watched_again(watcher: FileWatcher,
                                                                    folders: Callable[[str], Path]):
     a = folders("a")
-    first = Heard()
-    watcher.subscribe(str(a), first)
-    a.rmdir()
-    await heard(first, a)
+    await deleted(watcher, a)
     a.mkdir()
-    again = Heard()
-    assert watcher.subscribe(str(a), again)
-    touch(a / "x.log")
-    await heard(again, a / "x.log")
+    await hears_a_write(watcher, a)
 
 
 async def test_every_event_of_successive_bursts_is_delivered(watcher: FileWatcher,
                                                              folders: Callable[[str], Path]):
     a = folders("a")
-    listener = Heard()
-    watcher.subscribe(str(a), listener)
+    listener = listen(watcher, a)
     for burst in range(3):
         paths = [a / f"{burst}-{i}.log" for i in range(50)]
         for path in paths:
@@ -209,10 +216,7 @@ async def test_a_folder_unsubscribed_by_all_can_be_subscribed_again(watcher: Fil
     watcher.subscribe(str(a), first)
     watcher.unsubscribe(str(a), first)
     watcher.unsubscribe(str(a), first)  # twice: nothing happens
-    again = Heard()
-    assert watcher.subscribe(str(a), again)
-    touch(a / "x.log")
-    await heard(again, a / "x.log")
+    await hears_a_write(watcher, a)
     assert first.paths == []
 
 
@@ -223,10 +227,7 @@ async def test_a_missing_folder_is_not_watched_and_keeps_no_listener(watcher: Fi
     early = Heard()
     assert not watcher.subscribe(str(later), early)
     later.mkdir()
-    now = Heard()
-    assert watcher.subscribe(str(later), now)
-    touch(later / "x.log")
-    await heard(now, later / "x.log")
+    await hears_a_write(watcher, later)
     assert early.paths == []
 
 
@@ -264,16 +265,10 @@ async def test_the_watch_limit_is_one_clear_warning_per_folder_and_the_rest_goes
     assert all("inotify watch limit reached" in w and "fs.inotify.max_user_watches" in w for w in warnings)
     assert str(a) in warnings[0] and str(b) in warnings[1]
     # Other folders are still watched.
-    listener = Heard()
-    assert watcher.subscribe(str(ok), listener)
-    touch(ok / "x.log")
-    await heard(listener, ok / "x.log")
+    await hears_a_write(watcher, ok)
     # Watches freed: the next subscribe watches the folder.
     watch_limit.clear()
-    later = Heard()
-    assert watcher.subscribe(str(a), later)
-    touch(a / "x.log")
-    await heard(later, a / "x.log")
+    await hears_a_write(watcher, a)
 
 
 async def test_another_watch_error_is_one_warning_too(watcher: FileWatcher, folders: Callable[[str], Path],
@@ -326,9 +321,6 @@ async def test_nothing_is_watched_before_start_or_after_stop_and_a_restart_watch
     assert not w.subscribe(str(a), Heard())
     await w.start()
     try:
-        listener = Heard()
-        assert w.subscribe(str(a), listener)
-        touch(a / "x.log")
-        await heard(listener, a / "x.log")
+        await hears_a_write(w, a)
     finally:
         await asyncio.wait_for(w.stop(), 10)

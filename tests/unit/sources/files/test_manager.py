@@ -108,3 +108,39 @@ async def test_a_folder_deleted_and_made_anew_is_watched_again(tmp_path: Path):
     finally:
         await runner.stop()
         await watcher.stop()
+
+
+def _series(path: str) -> list[tuple[str, ...]]:
+    from logagent.runtime import metrics
+
+    return [v for m in (metrics.LINES_READ, metrics.BYTES_READ) for v in list(m._metrics) if v[0] == path]
+
+
+async def test_a_file_gone_for_good_and_a_removed_entry_leave_metrics(tmp_path: Path):
+    """Per-file series stayed for every name ever read: in a folder where files with new names come
+    and go, the first 1,000 names kept their series for ever and every later file shared (other)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    watcher = FileWatcher()
+    await watcher.start()
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h", rotate_wait=0.05, stat_interval=0.05),
+                         queue=BatchQueue(100), registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
+    runner = EntryRunner(CollectEntry(str(logs / "*.log"), "t"), ctx)
+    job, keep = logs / "job.log", logs / "keep.log"
+    job.write_text("one\n")
+    keep.write_text("two\n")
+    try:
+        assert await runner.scan() == 2
+        await eventually(lambda: _series(str(job)) and _series(str(keep)), what="both files read")
+        tailer = runner.tailers[str(job)]
+        job.unlink()
+        tailer.check_name()  # the deletion seen: read to its end, finished after rotate_wait
+        tailer.wake()
+        await eventually(lambda: tailer.finished and tailer not in runner.draining, what="its reader ended")
+        assert _series(str(job)) == [] and _series(str(keep)) != []
+        runner.forget_metrics()  # the entry is removed
+        assert _series(str(keep)) == []
+    finally:
+        await runner.stop()
+        await watcher.stop()

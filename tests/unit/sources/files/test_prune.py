@@ -18,7 +18,8 @@ from logagent.config.settings import load
 from logagent.errors import ConfigError
 from logagent.runtime import metrics
 from logagent.sources.files.prune import obsolete, sweep, sweep_forever
-from logagent.sources.files.registry import Registry, fingerprint, identity_key
+from logagent.sources.files.registry import Registry, identity_key
+from tests.kit import file_fingerprint
 
 
 def pruned(reason: str) -> float:
@@ -29,11 +30,7 @@ def finished_file(reg: Registry, path: Path, content: bytes = b"one\ntwo\n") -> 
     """A file the agent read to its end, then saw leave its name: its finished entry's key."""
     path.write_bytes(content)
     st = path.stat()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fp, fp_len = fingerprint(fd)
-    finally:
-        os.close(fd)
+    fp, fp_len = file_fingerprint(path)
     key = reg.update(st.st_dev, st.st_ino, str(path), len(content), fp, fp_len, size=len(content))
     reg.mark_done(key)
     return key

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from logagent.pipeline.buffer import BatchQueue
 from logagent.sources.files.budget import FdBudget
-from logagent.sources.files.recovery import FolderIndex, Generation, _compressed_head, is_rotated_name, plan
+from logagent.sources.files.recovery import FolderIndex, Generation, _compressed_head, apply, is_rotated_name, plan
 from logagent.sources.files.registry import (
     FINGERPRINT_BYTES,
     Registry,
@@ -28,20 +28,26 @@ from logagent.sources.files.registry import (
 )
 from logagent.sources.files.shipper import Route, TailContext, TailOptions
 from logagent.sources.files.spool import Spool, SpoolFile
+from tests.kit import file_fingerprint
 
 
 def _known(reg: Registry, path: Path, offset: int) -> str:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fp, fp_len = fingerprint(fd)
-    finally:
-        os.close(fd)
+    fp, fp_len = file_fingerprint(path)
     st = path.stat()
     return reg.update(st.st_dev, st.st_ino, str(path), offset, fp, fp_len, size=st.st_size)
 
 
+def _read_to_its_end(tmp_path: Path) -> tuple[Registry, Path]:
+    """A registry (in tmp_path/data) that knows app.log ("known\\n") read to its end, at offset 6."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_text("known\n")
+    _known(reg, log, 6)
+    return reg, log
+
+
 def _plan(reg: Registry, log: Path, spool: Spool | None = None, owned: set[str] | None = None):  # type: ignore[no-untyped-def]
-    return plan(str(log), reg, spool, lambda dev, ino: False, FolderIndex(), owned or set())
+    return apply(plan(str(log), reg, spool, lambda dev, ino: False, FolderIndex(), owned or set()), reg)
 
 
 def test_rotated_names() -> None:
@@ -57,10 +63,7 @@ def test_the_file_logrotate_renames_to_backup_is_a_generation(tmp_path: Path) ->
     """The writer re-created app.log between logrotate's rename and its create; logrotate renamed
     that file to app.log-<YYYYMMDDHH>.backup and created app.log again (logrotate 3.21,
     createOutputFile). Found while stopped, between the renamed file and the new one."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    log.write_text("known\n")
-    _known(reg, log, 6)
+    reg, log = _read_to_its_end(tmp_path)
     time.sleep(0.01)
     log.rename(tmp_path / "app.log.1")
     log.write_text("written between the rename and the create\n")
@@ -117,10 +120,7 @@ def test_the_spool_when_the_file_is_gone(tmp_path: Path) -> None:
 
 
 def test_generations_never_seen_are_found_oldest_first_but_not_after_copytruncate(tmp_path: Path) -> None:
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    log.write_text("known\n")
-    _known(reg, log, 6)
+    reg, log = _read_to_its_end(tmp_path)
     time.sleep(0.01)
     log.rename(tmp_path / "app.log.2")  # known, read to its end: nothing owed
     (tmp_path / "app.log.1").write_text("unseen, rotated while stopped\n")
@@ -189,12 +189,35 @@ def _open_at_path(reg: Registry, log: Path) -> tuple[int, int]:
 def _plan_opened(reg: Registry, log: Path, history: list[tuple[str, RegistryEntry]],
                  current: tuple[int, int]) -> list[Generation]:
     """plan() as the runner calls it once a tailer opened the path's file (and holds its inode)."""
-    return plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
-                known=history, current=current)
+    return apply(plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
+                      known=history, current=current), reg)
 
 
 def _history(reg: Registry, log: Path) -> list[tuple[str, RegistryEntry]]:
     return [(k, dataclasses.replace(e)) for k, e in reg.entries_for(str(log))]
+
+
+def _plan_at_start(reg: Registry, log: Path) -> tuple[list[Generation], tuple[int, int]]:
+    """A start: the path's entries as the registry holds them, a tailer opening the file now at the
+    path, then plan() as the runner calls it: (the generations, the opened file's (dev, ino))."""
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    return _plan_opened(reg, log, history, current), current
+
+
+def _copytruncated_while_stopped(tmp_path: Path) -> tuple[Registry, Path, Path, bytes]:
+    """app.log known to offset 2,000, then, while the agent was stopped, grown to 300 lines, copied to
+    app.log.1, truncated and written again (copytruncate): (registry, app.log, app.log.1, what was copied)."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    content = _lines("gen0", 300)
+    log.write_bytes(content[:2000])
+    _known(reg, log, 2000)
+    copy = tmp_path / "app.log.1"
+    copy.write_bytes(content)  # grown while stopped, copied ...
+    log.write_bytes(b"")  # ... truncated
+    log.write_bytes(_lines("gen1", 10))  # and written again
+    return reg, log, copy, content
 
 
 def test_the_compressed_copy_is_found_when_the_new_file_got_the_old_inode(tmp_path: Path) -> None:
@@ -207,9 +230,7 @@ def test_the_compressed_copy_is_found_when_the_new_file_got_the_old_inode(tmp_pa
     _known(reg, log, 1800)
     (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(old))  # grown while stopped, then compressed
     log.write_bytes(b"new file\n")  # the new file, with the old one's inode number
-    history = _history(reg, log)
-    current = _open_at_path(reg, log)
-    [gen] = _plan_opened(reg, log, history, current)
+    [gen], current = _plan_at_start(reg, log)
     assert (gen.kind, os.path.basename(gen.where), gen.start) == ("compressed", "app.log.1.gz", 1800)
     assert gen.key is not None and reg.get(gen.key) is not None and gen.key != identity_key(*current), \
         "read under the archived entry, not the new file's"
@@ -218,18 +239,8 @@ def test_the_compressed_copy_is_found_when_the_new_file_got_the_old_inode(tmp_pa
 def test_a_copytruncate_copy_goes_on_from_the_saved_offset(tmp_path: Path) -> None:
     """Issue 20 item 2: app.log.1 holds the known file's first bytes and more than its saved offset:
     read from that offset, and never again as a file never seen."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    content = _lines("gen0", 300)
-    log.write_bytes(content[:2000])
-    _known(reg, log, 2000)
-    copy = tmp_path / "app.log.1"
-    copy.write_bytes(content)  # grown while stopped, copied ...
-    log.write_bytes(b"")  # ... truncated
-    log.write_bytes(_lines("gen1", 10))  # and written again
-    history = _history(reg, log)
-    current = _open_at_path(reg, log)
-    [gen] = _plan_opened(reg, log, history, current)
+    reg, log, copy, content = _copytruncated_while_stopped(tmp_path)
+    [gen], _ = _plan_at_start(reg, log)
     assert (gen.kind, gen.where, gen.start) == ("copy", str(copy), 2000)
     assert (gen.dev, gen.ino) == (copy.stat().st_dev, copy.stat().st_ino)
     # a copy shorter than the saved offset is not the continuation: the file is counted lost instead
@@ -239,9 +250,8 @@ def test_a_copytruncate_copy_goes_on_from_the_saved_offset(tmp_path: Path) -> No
     _known(reg2, log2, 2000)
     (tmp_path / "b.log.1").write_bytes(content[:1500])
     log2.write_bytes(_lines("other", 10))
-    history = _history(reg2, log2)
     before = _metric("logagent_files_lost_total", "rotated_away")
-    assert _plan_opened(reg2, log2, history, _open_at_path(reg2, log2)) == []
+    assert _plan_at_start(reg2, log2)[0] == []
     assert _metric("logagent_files_lost_total", "rotated_away") == before + 1
 
 
@@ -249,17 +259,8 @@ def test_a_copy_read_once_is_not_read_again_once_renamed_and_compressed(tmp_path
     """Issue 20 item 2: once the copy is read (its archived entry done), a later rotation that compresses
     it (app.log.1 -> app.log.2.gz, here by a tool that does not keep its mtime) and replaces the path
     does not make it a file never seen."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    content = _lines("gen0", 300)
-    log.write_bytes(content[:2000])
-    _known(reg, log, 2000)
-    copy = tmp_path / "app.log.1"
-    copy.write_bytes(content)
-    log.write_bytes(_lines("gen1", 10))
-    history = _history(reg, log)
-    current = _open_at_path(reg, log)
-    [gen] = _plan_opened(reg, log, history, current)
+    reg, log, copy, content = _copytruncated_while_stopped(tmp_path)
+    [gen], _ = _plan_at_start(reg, log)
     assert gen.key is not None
     reg.update(gen.dev, gen.ino, str(log), len(content), gen.fp, gen.fp_len, key=gen.key)
     reg.mark_done(gen.key)  # what CopyTailer does once Kafka has it to its end
@@ -268,9 +269,7 @@ def test_a_copy_read_once_is_not_read_again_once_renamed_and_compressed(tmp_path
     copy.unlink()
     log.unlink()
     log.write_bytes(_lines("gen2", 10))  # a new file at the path: files rotated meanwhile are looked for
-    history = _history(reg, log)
-    current = _open_at_path(reg, log)
-    gens = _plan_opened(reg, log, history, current)
+    gens, _ = _plan_at_start(reg, log)
     assert [(g.kind, os.path.basename(g.where), g.start) for g in gens] == [], "the copy was read already"
 
 
@@ -284,10 +283,9 @@ def test_a_known_file_found_nowhere_is_said_and_counted_once(tmp_path: Path, cap
     log.write_bytes(b"new\n")  # deleted, and the new file got its inode number
     files, lost = _metric("logagent_files_lost_total", "rotated_away"), _metric("logagent_bytes_lost_total",
                                                                                "rotated_away")
-    history = _history(reg, log)
-    current = _open_at_path(reg, log)
     with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
-        assert _plan_opened(reg, log, history, current) == []
+        gens, current = _plan_at_start(reg, log)
+        assert gens == []
     assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
     assert _metric("logagent_bytes_lost_total", "rotated_away") == lost + 600
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -315,10 +313,7 @@ def test_a_file_seen_only_empty_and_gone_is_counted(tmp_path: Path, caplog: pyte
 
 
 def test_an_unreadable_rotated_copy_is_said_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    log.write_text("known\n")
-    _known(reg, log, 6)
+    reg, log = _read_to_its_end(tmp_path)
     log.unlink()
     time.sleep(0.01)
     (tmp_path / "app.log.1.gz").write_bytes(b"this is not gzip at all\n" * 10)
@@ -388,10 +383,7 @@ def test_a_copy_renumbered_while_the_agent_starts_is_opened_by_its_identity(tmp_
     from logagent.errors import SourceError
     from logagent.sources.files.generations import CopyTailer
 
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    log.write_text("known\n")
-    _known(reg, log, 6)
+    reg, log = _read_to_its_end(tmp_path)
     log.unlink()
     time.sleep(0.01)
     older, newer = _lines("older", 100), _lines("newer", 100)
@@ -415,3 +407,27 @@ def test_a_copy_renumbered_while_the_agent_starts_is_opened_by_its_identity(tmp_
 def _context(reg: Registry, tmp_path: Path) -> TailContext:
     return TailContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=reg,
                        budget=FdBudget(16), allowed_paths=(f"{tmp_path}/**",))
+
+
+def test_a_plan_only_plans_and_apply_takes_its_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """plan() changes nothing (no registry write, no log line, no count); apply() takes its steps in
+    order: the archived entry moved off the reused inode, the lost file finished, said and counted."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "app.log"
+    log.write_bytes(_lines("old", 100))
+    _known(reg, log, 500)
+    log.write_bytes(b"new\n")  # deleted while stopped; the new file got its inode number
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    before = {k: dataclasses.replace(e) for k, e in reg.entries().items()}
+    files = _metric("logagent_files_lost_total", "rotated_away")
+    with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
+        found = plan(str(log), reg, None, lambda dev, ino: (dev, ino) == current, FolderIndex(), set(),
+                     known=history, current=current)
+        assert reg.entries() == before and not caplog.records
+        assert _metric("logagent_files_lost_total", "rotated_away") == files
+        assert found.generations == [] and [type(s).__name__ for s in found.steps] == ["Finish", "Lost"]
+        assert apply(found, reg) == []
+    assert _metric("logagent_files_lost_total", "rotated_away") == files + 1
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert reg.entries() != before

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime.backoff import Backoff
 from logagent.sources.files.budget import FdBudget, stat_tick
-from logagent.sources.files.registry import Registry
+from logagent.sources.files.registry import Registry, RegistryEntry
 from logagent.sources.files.shipper import Claims, Route, TailContext, TailOptions
 from logagent.sources.files.tailer import FileTailer
 from tests.kit import eventually
@@ -77,6 +78,23 @@ class Harness:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for t in self.all:
             t.close()
+
+    async def shipped_alone(self, name: str, line: str) -> tuple[FileTailer, Batch, dict[str, Any]]:
+        """A file `name` (a full path: any name the file system takes) holding `line`, tailed: its
+        tailer, the one batch it shipped and that batch's message."""
+        with open(name, "w") as f:
+            f.write(line)
+        t = self.tailer(Path(name))
+        t.open()
+        self.run(t)
+        [batch] = await self.batches()
+        return t, batch, json.loads(batch.values[0])
+
+    def on_disk(self, t: FileTailer) -> RegistryEntry | None:
+        """t's entry as a restart would find it: the registry file in data_dir, read back."""
+        saved = Registry(self.tmp / "data")
+        saved.load()
+        return saved.lookup(t.dev, t.ino)
 
     async def batches(self, timeout: float = 2.0) -> list[Batch]:
         out = [await asyncio.wait_for(self.queue.get(), timeout)]
@@ -198,16 +216,13 @@ async def test_file_deleted_while_closed_ends_its_tailer(harness: Callable[..., 
     assert h.rotated == [t] and t.finished and h.budget.in_use == 0
 
 
-async def test_start_decision_is_on_disk_before_the_first_line_is_read(harness: Callable[..., Harness],
-                                                                       tmp_path: Path):
+async def test_start_decision_is_on_disk_before_the_first_line_is_read(harness: Callable[..., Harness]):
     h = harness()  # its registry has no periodic flush at all
     log, t, task = h.follow("a.log", "old\n", start_at_end=True)
     with open(log, "a") as f:
         f.write("new\n")
     assert data(await h.batches()) == ["new"]
-    saved = Registry(tmp_path / "data")
-    saved.load()  # what a restart after kill -9 would find
-    entry = saved.lookup(t.dev, t.ino)
+    entry = h.on_disk(t)  # what a restart after kill -9 would find
     assert entry is not None and entry.offset == 4
     t.close()
     t.wake()
@@ -518,20 +533,12 @@ async def test_a_name_that_is_not_utf8_is_shipped_escaped_and_saved(harness: Cal
                                                                     tmp_path: Path):
     h = harness()
     name = os.fsdecode(bytes(tmp_path) + b"/\xff.log")
-    with open(name, "w") as f:
-        f.write("bad name\n")
-    t = h.tailer(Path(name))
-    t.open()
-    h.run(t)
-    [batch] = await h.batches()
-    msg = json.loads(batch.values[0])
+    t, batch, msg = await h.shipped_alone(name, "bad name\n")
     assert msg["path"] == f"{tmp_path}/\\xff.log" and msg["data"] == "bad name"
     assert batch.key == f"127.0.0.1:{tmp_path}/\\xff.log".encode()
     h.ack(batch)
     h.registry.save()
-    saved = Registry(tmp_path / "data")
-    saved.load()
-    entry = saved.lookup(t.dev, t.ino)
+    entry = h.on_disk(t)
     assert entry is not None and entry.path == name and entry.offset == len("bad name\n")
 
 
@@ -541,13 +548,7 @@ async def test_a_name_with_control_characters_is_shipped_as_it_is_and_shown_esca
     # show it escaped, one line.
     h = harness()
     name = f"{tmp_path}/x\n2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED\x1b\u2028.log"
-    with open(name, "w") as f:
-        f.write("forged name\n")
-    t = h.tailer(Path(name))
-    t.open()
-    h.run(t)
-    [batch] = await h.batches()
-    msg = json.loads(batch.values[0])
+    t, batch, msg = await h.shipped_alone(name, "forged name\n")
     assert msg["path"] == name and msg["data"] == "forged name"
     assert batch.key == f"127.0.0.1:{name}".encode()  # what it was before: a key needing no escaping is unchanged
     shown = f"{tmp_path}/x\\x0a2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED\\x1b\\xe2\\x80\\xa8.log"
@@ -561,7 +562,5 @@ async def test_a_name_with_control_characters_is_shipped_as_it_is_and_shown_esca
     assert metrics.LINES_READ.labels(shown)._value.get() == 1
     h.ack(batch)
     h.registry.save()
-    saved = Registry(tmp_path / "data")
-    saved.load()
-    entry = saved.lookup(t.dev, t.ino)
+    entry = h.on_disk(t)
     assert entry is not None and entry.path == name
