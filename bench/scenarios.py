@@ -81,14 +81,16 @@ class RunResult:
 def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
                          profile_out: Path | None = None, spy_args: tuple[str, ...] = (),
                          entry_extra: dict[str, Any] | None = None,
-                         kafka_extra: dict[str, Any] | None = None) -> RunResult:
+                         kafka_extra: dict[str, Any] | None = None,
+                         agent_extra: dict[str, Any] | None = None) -> RunResult:
     assert ctx.tools is not None
     name = ctx.name(f"agent{label}")
     topic = name
     ctx.tools.create_topic(topic)
     wd = ctx.workdir(name)
     agent = BenchAgent(wd, agent_ini(ctx, wd / "data", [{"path": str(path), "topic": topic, "start": "beginning",
-                                                          **(entry_extra or {})}], kafka_extra=kafka_extra))
+                                                          **(entry_extra or {})}], kafka_extra=kafka_extra,
+                                     agent_extra=agent_extra))
     ctx.live.append(agent)
     spy: subprocess.Popen[bytes] | None = None
     b0 = ctx.broker_cpu()
@@ -509,6 +511,13 @@ def scenario_latency(ctx: Ctx) -> None:
 EOS = {"delivery": "exactly_once"}
 
 
+def own_host(ctx: Ctx) -> dict[str, str]:
+    """`[agent] id` of a run of its own: exactly_once's offset records are the host's, and a later run
+    on the same file (same device, inode, fingerprint) would resume from them (as a host whose
+    data_dir was lost does) and read nothing. Both modes get one, so their msgids are as long."""
+    return {"id": ctx.name("host")}
+
+
 def committed_latency_run(ctx: Ctx, delivery: str) -> dict[str, Any]:
     """A writer at `rate` lines/s over `latency_files` files; a read_committed consumer reads the topic
     live: latency = when the consumer is given a line minus when it was written (what a consumer of
@@ -527,7 +536,8 @@ def committed_latency_run(ctx: Ctx, delivery: str) -> dict[str, Any]:
         (d / ("app-%02d.log" % i)).touch()
     agent = BenchAgent(wd, agent_ini(ctx, wd / "data", [{"path": f"{d}/app-*.log", "topic": topic,
                                                           "start": "beginning"}],
-                                     kafka_extra=EOS if delivery == "exactly_once" else None))
+                                     kafka_extra=EOS if delivery == "exactly_once" else None,
+                                     agent_extra=own_host(ctx)))
     ctx.live.append(agent)
     lat: list[float] = []
     stop = threading.Event()
@@ -619,16 +629,26 @@ def scenario_eos(ctx: Ctx) -> None:
     line side by side (alternating), latency to a read_committed consumer, and what the msgid costs."""
     a = ctx.args
     t_start = time.monotonic()
+    if a.warmup_lines > 0:
+        # The broker's first transactional producer creates __transaction_state (50 partitions: 3-5 s
+        # here), and the first exactly_once agent the offsets topic: a cluster's one-time cost, which
+        # the counted runs must not carry.
+        path = ctx.tmp / "lines-eos-warmup.log"
+        make_lines_file(path, a.warmup_lines, 100, seed=1)
+        log(f"eos: warm-up, {a.warmup_lines:,} lines in each mode (not counted)")
+        agent_throughput_run(ctx, path, a.warmup_lines, "warmup-alo", agent_extra=own_host(ctx))
+        agent_throughput_run(ctx, path, a.warmup_lines, "warmup-eos", kafka_extra=EOS, agent_extra=own_host(ctx))
+        path.unlink()
     path = ctx.tmp / "lines-eos.log"
     n = a.lines
     make_lines_file(path, n, 100)
     pairs: list[tuple[RunResult, RunResult]] = []
     for r in range(a.runs):
         log(f"eos: run {r + 1}/{a.runs}: at_least_once")
-        alo = agent_throughput_run(ctx, path, n, "alo")
+        alo = agent_throughput_run(ctx, path, n, "alo", agent_extra=own_host(ctx))
         log_run(alo)
         log(f"eos: run {r + 1}/{a.runs}: exactly_once")
-        eos = agent_throughput_run(ctx, path, n, "eos", kafka_extra=EOS)
+        eos = agent_throughput_run(ctx, path, n, "eos", kafka_extra=EOS, agent_extra=own_host(ctx))
         log_run(eos)
         pairs.append((alo, eos))
     path.unlink()
@@ -640,7 +660,8 @@ def scenario_eos(ctx: Ctx) -> None:
             for mode, runs in (("at_least_once", [p[0] for p in pairs]), ("exactly_once", [p[1] for p in pairs]))]
     rows.append(["**exactly_once / at_least_once**", f"**{rate_ratio:.2f}**", f"**{cpu_ratio:.2f}**", "", "", ""])
     per_run = [[i + 1, f"{x.rate:,.0f}", f"{e.rate:,.0f}", f"{e.rate / x.rate:.2f}", f"{x.cpu / x.lines * 1e6:.2f}",
-                f"{e.cpu / e.lines * 1e6:.2f}", f"{(e.cpu / e.lines) / (x.cpu / x.lines):.2f}"]
+                f"{e.cpu / e.lines * 1e6:.2f}", f"{(e.cpu / e.lines) / (x.cpu / x.lines):.2f}", fmt(x.t_first, 2),
+                fmt(e.t_first, 2)]
                for i, (x, e) in enumerate(pairs)]
     log("eos: latency to a read_committed consumer")
     lat = [committed_latency_run(ctx, "at_least_once"), committed_latency_run(ctx, "exactly_once")]
@@ -649,14 +670,16 @@ def scenario_eos(ctx: Ctx) -> None:
     ids = msgid_cost()
     body = (f"{n:,} lines of 100 bytes written up front; `[kafka] delivery = at_least_once` and `exactly_once` "
             f"(defaults: transaction_interval 0.2 s, transaction_max_messages 20,000, two transactional producers "
-            f"alternating) alternate on the same file, {a.runs} run(s) each, into fresh topics; wall time from "
-            f"spawn until `logagent_messages_delivered_total` (exactly_once: counted at commit) reaches {n:,}; "
-            f"CPU = user+sys of the agent.\n\n"
+            f"alternating) alternate on the same file, {a.runs} run(s) each after an uncounted warm-up of each "
+            f"({a.warmup_lines:,} lines: the broker's first transactional producer creates __transaction_state), "
+            f"into fresh topics; wall time from spawn (so exactly_once's start is counted: init_transactions of "
+            f"both producers, the offsets topic's check and read) until `logagent_messages_delivered_total` "
+            f"(exactly_once: counted at commit) reaches {n:,}; CPU = user+sys of the agent.\n\n"
             + md_table(["delivery", "lines/s", "CPU s / M lines", "peak RSS MB", "broker CPU s / M lines",
                         "count verified"], rows)
             + "\n\nPer pair:\n\n"
             + md_table(["run", "at_least_once lines/s", "exactly_once lines/s", "ratio", "ALO CPU s/M", "EOS CPU s/M",
-                        "CPU ratio"], per_run)
+                        "CPU ratio", "ALO first ack s", "EOS first commit s"], per_run)
             + f"\n\nLatency to a consumer with `isolation.level=read_committed`, reading live: a writer appends "
               f"{a.rate:,} lines/s over {a.latency_files} files for {a.latency_seconds} s; latency = when the "
               f"consumer is given the line minus the time.time_ns() the writer put in it.\n\n"
