@@ -39,6 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError as RdKafkaError
@@ -191,12 +192,15 @@ class TransactionalSink(KafkaSink):
         for i in range(PRODUCERS):
             conf = dict(self._conf, **{"transactional.id": f"{self.transactional_id}-{i}"})
             try:
-                producer = self._producer_factory(conf)
+                producers.append(self._producer_factory(conf))
             except KafkaException as exc:
                 raise KafkaError(f"invalid [kafka.producer] configuration for transactions: "
                                  f"{exc.args[0].str()}", retriable=False) from exc
-            self._call(producer.init_transactions, "init_transactions")
-            producers.append(producer)
+        # Side by side: each takes 0.05-1 s (coordinator lookup, the producer id); one after the
+        # other they were most of a start's time (measured: 0.6-1.1 s of ~1.7 s).
+        with ThreadPoolExecutor(PRODUCERS, thread_name_prefix="kafka-init") as pool:
+            for done in [pool.submit(self._call, p.init_transactions, "init_transactions") for p in producers]:
+                done.result()
         self._producers = producers
 
     def _call(self, fn: Callable[[float], None], what: str) -> None:
