@@ -60,6 +60,19 @@ def dedup(messages: list[dict[str, Any]]) -> list[str]:
     return list(kept.values())
 
 
+def repeated_under_other_msgids(messages: list[dict[str, Any]], limit: int = 5) -> str:
+    """The lines that came under more than one msgid (what dropping seen msgids cannot remove),
+    with their msgids and offsets: what a failure has to show."""
+    ids: dict[str, list[str]] = {}
+    for m in messages:
+        seen = ids.setdefault(m["data"], [])
+        if m["msgid"] not in seen:
+            seen.append(m["msgid"])
+    repeated = [(line, found) for line, found in ids.items() if len(found) > 1]
+    return f"{len(repeated)} lines under 2+ msgids, e.g. " + "; ".join(
+        f"{line[:40]!r}: {found}" for line, found in repeated[:limit])
+
+
 def in_order(expected: list[str], got: list[str]) -> bool:
     wanted = set(expected)
     return [line for line in got if line in wanted] == expected
@@ -107,7 +120,8 @@ def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
     assert in_order(writer.expected(), committed), "read_committed: lines out of order"
     assert not u.missing and not u.unexpected, u.describe()
-    assert not d.missing and not d.unexpected and d.duplicated == 0, d.describe()  # msgid dedup: exactly once
+    assert not d.missing and not d.unexpected and d.duplicated == 0, (  # msgid dedup: exactly once
+        f"{d.describe()}; {repeated_under_other_msgids(messages)}")
     assert peak.peak < RSS_LIMIT_MB
     assert agent.stop() == 0
 

@@ -180,6 +180,29 @@ async def test_rename_rotation_reads_old_file_to_end_and_sends_held_partial(harn
     assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
 
 
+async def test_a_file_that_follows_a_rotated_one_is_on_disk_before_its_first_line_goes(
+        harness: Callable[..., Harness], tmp_path: Path):
+    """The time a file was first seen is part of its uid, and so of every msgid of its lines
+    (docs/messages.md): were the new file of a rotated path only in memory when its lines went
+    out, a kill -9 before the next flush would make the restart see it anew, under another uid,
+    and send those lines again under other msgids, which no consumer can drop (the exactly_once
+    fault test saw 100 such lines in 1 of 2 runs)."""
+    h = harness()
+    log, first, _ = h.follow("a.log", "a\n")
+    assert data(await h.batches()) == ["a"]
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("b\n")
+    t = h.tailer(log)
+    t.after = first  # as the manager makes it: per path, the earlier file first
+    t.open()
+    h.run(t)
+    got: list[str] = []
+    while "b" not in got:
+        got += data(await h.batches())
+    saved, live = h.on_disk(t), h.registry.get(t.reg_key)
+    assert saved is not None and live is not None and saved.uid == live.uid
+
+
 async def closed_after_one_line(h: Harness) -> tuple[Path, FileTailer, asyncio.Task[None]]:
     """A running tailer that shipped one line and then closed its file for inactivity."""
     log, t, task = h.follow("a.log", "a\n", opts=replace(OPTS, close_inactive=0.1))
