@@ -426,8 +426,11 @@ class FileTailer(Shipper):
         self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
         self.fp, self.fp_len = fingerprint(fd)
         self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
-        # New content from offset 0: a new uid, so that its lines' msgids are not the old content's.
+        # New content from offset 0: a new uid, so that its lines' msgids are not the old content's;
+        # on disk before any of its lines goes, or a kill -9 before the next flush would read them
+        # again under the old uid (other msgids). One write per truncate.
         self._registry.new_content(self.reg_key)
+        await self._registry.persist()
 
     async def _read_copy(self) -> None:
         """copytruncate copied the file before it truncated it: what this tailer had not read yet of the

@@ -265,6 +265,27 @@ async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
     assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
 
 
+async def test_the_new_content_after_a_truncate_is_on_disk_before_its_first_line_goes(
+        harness: Callable[..., Harness]):
+    """copytruncate: the content read again from 0 gets a uid of its own (its msgids must not be the
+    old content's). Were that only in memory when its lines went out, a kill -9 before the next
+    flush would read them again under the old uid: other msgids, which no consumer can drop."""
+    h = harness()
+    log, t, _ = h.follow("a.log", "first line\n")
+    assert data(await h.batches()) == ["first line"]
+    await h.registry.persist()
+    with open(log, "r+") as f:
+        f.truncate(0)
+    await asyncio.sleep(0.15)
+    with open(log, "a") as f:
+        f.write("new\n")
+    batches = await h.batches()
+    assert data(batches) == ["new"]
+    saved, live = h.on_disk(t), h.registry.get(t.reg_key)
+    assert saved is not None and live is not None and saved.uid == live.uid
+    assert json.loads(batches[0].values[0])["msgid"].split("/")[1] == live.uid
+
+
 async def test_a_line_cut_by_a_truncate_is_counted(harness: Callable[..., Harness],
                                                    caplog: pytest.LogCaptureFixture):
     from prometheus_client import REGISTRY
