@@ -37,7 +37,13 @@ def test_broker_down_30s_under_load(loaded_agent, kafka, kafka_server, results):
         finally:
             kafka_server.start()
         back_at = time.monotonic()
-        wait_until(agent.ready, timeout=60, what="/readyz after Kafka came back")
+        try:
+            wait_until(agent.ready, timeout=60, what="/readyz after Kafka came back")
+        except AssertionError as exc:  # say why it stayed unready: the answer, the gauge, the log
+            status, body = agent.get("/readyz", timeout=10)
+            samples = agent.scrape(timeout=10) or {}
+            raise AssertionError(f"{exc}; /readyz {status} {body.strip()!r}, logagent_kafka_up "
+                                 f"{samples.get('logagent_kafka_up')}\n{agent.log_tail(120)}") from None
         ready_after = time.monotonic() - back_at
         time.sleep(2.0)
     finally:

@@ -346,9 +346,12 @@ def _logrotate(binary: str, conf: Path, state: Path) -> None:
 
 
 def _next_second() -> None:
-    """Until the wall clock's second changes: dateext names (dateformat with %s) of two rotations differ."""
+    """Until the wall clock's second changes: dateext names (dateformat with %s) of two rotations differ.
+    50 ms past the change: logrotate reads time(2), the kernel's coarse clock, which lags the precise one
+    Python reads by up to a tick (a run started right at the change named its file after the second before,
+    and the next rotation found that name taken: "already exists, skipping rotation")."""
     now = int(time.time())
-    wait_until(lambda: int(time.time()) > now, timeout=3, what="the next second")
+    wait_until(lambda: time.time() - 0.05 >= now + 1, timeout=3, what="the next second")
 
 
 def _take_inode(folder: Path, ino: int, dest: Path, tries: int = 1000) -> None:
