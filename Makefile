@@ -64,7 +64,7 @@ dev-check: $(STAMP)
 dev-show: $(STAMP)
 	$(BIN)/logagent config show -c $(DEV_CONFIG)
 
-## Benchmark against the dev stack's own broker (about 7 min); writes bench/RESULTS.md.
+## Benchmark against the dev stack's own broker (about 10 min); writes bench/RESULTS.md.
 ## BENCH_ARGS=--quick for a smoke run, BENCH_ARGS='--only latency' for one scenario.
 bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)

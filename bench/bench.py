@@ -14,11 +14,14 @@ Scenarios (select with --only, comma-separated):
   files       1,000 and 10,000 files, each appended to once a second: agent CPU %, fds, RSS.
   idle        1,000 files, no writes: agent CPU %.
   sysinfo     the sysinfo reporter at a 1 s interval vs disabled: CPU % difference.
+  eos         [kafka] delivery = exactly_once against at_least_once, alternating on the same
+              1,000,000 lines: lines/s and CPU per line side by side (targets: >= 80 %, <= 1.3 x);
+              latency to a read_committed consumer p50/p99 in both modes; what the msgid costs.
   profile     (not in the default set; also --profile) one extra 100-byte throughput run of
               the agent under `py-spy record`; prints the top functions by self time.
 
 Only loopback traffic. Test files live in a temporary folder, removed at the end
-(--keep-tmp keeps it). A default run takes about 6-7 minutes; --quick is a smoke run (1 minute).
+(--keep-tmp keeps it). A default run takes about 9-10 minutes; --quick is a smoke run (1 minute).
 
 Code: bench/harness.py (processes, writers, samplers; the agent process is tests.kit's),
 bench/scenarios.py (one function a scenario), bench/report.py (tables and RESULTS.md).

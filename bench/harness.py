@@ -142,7 +142,7 @@ class KafkaTools:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                      "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 2,
+                      "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 2,
                       "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
                       "queued.max.messages.kbytes": 256 * 1024})
         try:
@@ -162,7 +162,12 @@ class KafkaTools:
                        and m.error().code() != KafkaError._PARTITION_EOF]
                 if bad:
                     raise BenchError(f"consuming {topic}: {bad[0].error()}")
+                # A transactional topic ends with a commit marker, which no consumer is given: the
+                # end of the partition is then told by its EOF event.
+                at_end = any(m.error() is not None and m.offset() >= high for m in msgs)
                 if not good:
+                    if at_end:
+                        break
                     continue
                 if first is None:
                     first = good[0]
@@ -171,6 +176,8 @@ class KafkaTools:
                 count += len(good)
                 if on_batch is not None:
                     on_batch(good)
+                if at_end:
+                    break
             return count, high, first, last
         finally:
             c.close()
@@ -241,7 +248,8 @@ class BenchAgent(AgentProcess):
 
 
 def agent_ini(ctx: Ctx, data_dir: Path, files: list[dict[str, Any]],
-              sysinfo: dict[str, Any] | None = None, agent_extra: dict[str, Any] | None = None) -> str:
+              sysinfo: dict[str, Any] | None = None, agent_extra: dict[str, Any] | None = None,
+              kafka_extra: dict[str, Any] | None = None) -> str:
     """The agent's config: no etcd, `[collect] files`, the throughput producer settings, the agent's
     default intervals (not the tests' fast ones), /metrics on a free loopback port."""
     agent = {"ip": "127.0.0.1", "hostname": "bench", "data_dir": str(data_dir),
@@ -250,7 +258,8 @@ def agent_ini(ctx: Ctx, data_dir: Path, files: list[dict[str, Any]],
     agent.update(agent_extra or {})
     si = {"enabled": "false"}
     si.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (sysinfo or {}).items()})
-    return render_config({"kafka": {"address": ctx.bootstrap}, "kafka.producer": PRODUCER, "etcd": {"address": ""},
+    kafka = {"address": ctx.bootstrap, **(kafka_extra or {})}
+    return render_config({"kafka": kafka, "kafka.producer": PRODUCER, "etcd": {"address": ""},
                           "agent": agent, "collect": {"files": json.dumps(files)}, "sysinfo": si})
 
 

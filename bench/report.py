@@ -188,7 +188,7 @@ def render(ctx: Results, info: dict[str, str], command: str, started: Any, total
     """The whole RESULTS.md of a run (`started`: a datetime), with the `kept` hand-written sections."""
     a = ctx.args
     parts = ["# logagent benchmark results", "",
-             "Written by `bench/bench.py`. Regenerate with `make bench` (about 6-7 minutes); "
+             "Written by `bench/bench.py`. Regenerate with `make bench` (about 9-10 minutes); "
              "`make bench BENCH_ARGS=--quick` is a smoke run, `BENCH_ARGS='--only latency'` runs one scenario.",
              "",
              f"- **Date:** {started.strftime('%Y-%m-%d %H:%M:%S %Z')}",

@@ -52,7 +52,7 @@ from harness import (
 )
 from report import Section, Target, fmt, fmt_int, md_table, median, pct
 
-ALL_SCENARIOS = ("throughput", "latency", "files", "idle", "sysinfo")
+ALL_SCENARIOS = ("throughput", "latency", "files", "idle", "sysinfo", "eos")
 EXTRA_SCENARIOS = ("profile",)
 
 
@@ -80,14 +80,17 @@ class RunResult:
 
 def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
                          profile_out: Path | None = None, spy_args: tuple[str, ...] = (),
-                         entry_extra: dict[str, Any] | None = None) -> RunResult:
+                         entry_extra: dict[str, Any] | None = None,
+                         kafka_extra: dict[str, Any] | None = None,
+                         agent_extra: dict[str, Any] | None = None) -> RunResult:
     assert ctx.tools is not None
     name = ctx.name(f"agent{label}")
     topic = name
     ctx.tools.create_topic(topic)
     wd = ctx.workdir(name)
     agent = BenchAgent(wd, agent_ini(ctx, wd / "data", [{"path": str(path), "topic": topic, "start": "beginning",
-                                                          **(entry_extra or {})}]))
+                                                          **(entry_extra or {})}], kafka_extra=kafka_extra,
+                                     agent_extra=agent_extra))
     ctx.live.append(agent)
     spy: subprocess.Popen[bytes] | None = None
     b0 = ctx.broker_cpu()
@@ -503,6 +506,202 @@ def scenario_latency(ctx: Ctx) -> None:
                               st["p99"] <= 250 and kept_up))
 
 
+# --------------------------------------------------------------------------- exactly_once
+
+EOS = {"delivery": "exactly_once"}
+
+
+def own_host(ctx: Ctx) -> dict[str, str]:
+    """`[agent] id` of a run of its own: exactly_once's offset records are the host's, and a later run
+    on the same file (same device, inode, fingerprint) would resume from them (as a host whose
+    data_dir was lost does) and read nothing. Both modes get one, so their msgids are as long."""
+    return {"id": ctx.name("host")}
+
+
+def committed_latency_run(ctx: Ctx, delivery: str) -> dict[str, Any]:
+    """A writer at `rate` lines/s over `latency_files` files; a read_committed consumer reads the topic
+    live: latency = when the consumer is given a line minus when it was written (what a consumer of
+    exactly_once waits: the transaction's interval and its commit)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    a = ctx.args
+    assert ctx.tools is not None
+    name = ctx.name(f"committed-{delivery}")
+    topic = name
+    ctx.tools.create_topic(topic)
+    wd = ctx.workdir(name)
+    d = ctx.tmp / name
+    d.mkdir()
+    for i in range(a.latency_files):
+        (d / ("app-%02d.log" % i)).touch()
+    agent = BenchAgent(wd, agent_ini(ctx, wd / "data", [{"path": f"{d}/app-*.log", "topic": topic,
+                                                          "start": "beginning"}],
+                                     kafka_extra=EOS if delivery == "exactly_once" else None,
+                                     agent_extra=own_host(ctx)))
+    ctx.live.append(agent)
+    lat: list[float] = []
+    stop = threading.Event()
+    consumer = Consumer({"bootstrap.servers": ctx.bootstrap, "group.id": f"bench-{name}", "log_level": 2,
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 10})
+
+    def consume() -> None:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        while not stop.is_set():
+            for m in consumer.consume(num_messages=10000, timeout=0.1):
+                if m.error() is None:
+                    now = time.time_ns()
+                    data = json.loads(m.value())["data"]
+                    lat.append((now - int(data[:data.index(" ")])) / 1e6)
+
+    reader = threading.Thread(target=consume, name="committed-reader", daemon=True)
+    try:
+        agent.start()
+        wait_files_open(agent, a.latency_files, 60)
+        reader.start()
+        time.sleep(1)
+        cpu0 = proc_cpu(agent.pid)
+        t0 = time.monotonic()
+        w = Writer(ctx, {"mode": "rate", "dir": str(d), "nfiles": a.latency_files, "pattern": "app-%02d.log",
+                         "rate": a.rate, "seconds": a.latency_seconds, "period": 0.01, "rotate_every": 0.0})
+        written = w.result(a.latency_seconds + 60)["lines"]
+        cpu = (proc_cpu(agent.pid) - cpu0) / (time.monotonic() - t0) * 100
+        deadline = time.monotonic() + 60
+        while len(lat) < written and time.monotonic() < deadline:
+            time.sleep(0.2)
+        m = agent.scrape()
+        txns = metric(m, "logagent_kafka_transactions_total", outcome="committed") if m is not None else 0.0
+        agent.stop()
+    finally:
+        stop.set()
+        if reader.is_alive():
+            reader.join(10)
+        consumer.close()
+        agent.kill()
+        ctx.live.remove(agent)
+    ctx.tools.delete_topic(topic)
+    got = sorted(lat)
+    return {"delivery": delivery, "written": written, "read": len(got), "p50": pct(got, 50), "p99": pct(got, 99),
+            "max": got[-1] if got else float("nan"), "cpu_pct": cpu, "txns": txns}
+
+
+def msgid_cost(lines: int = 1_000_000) -> dict[str, float]:
+    """What the msgid costs to build: MessageFormat.build_plain on 100-byte lines with and without
+    the id's prefix (the agent's hot path), and the bytes it adds to a message."""
+    sys.path.insert(0, str(ROOT))
+    from logagent.pipeline.message import MessageFormat
+
+    parts = [b"x" * 99] * 1000
+    prefix = "10.0.0.5/2049-1234567-1765000000123456/"
+    out: dict[str, float] = {}
+    for label, mf in (("without", MessageFormat("10.0.0.5", "bench", "/var/log/app/app-00.log")),
+                      ("with", MessageFormat("10.0.0.5", "bench", "/var/log/app/app-00.log", id_prefix=prefix))):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for start in range(0, lines * 100, 100_000):
+                mf.build_plain(start, parts, b"2026-12-06T00:00:00.000000Z", True)
+            best = min(best, time.perf_counter() - t0)
+        out[label] = best / lines * 1e9
+        out[label + "_bytes"] = len(mf.build_plain(50_000_000, parts[:1], b"2026-12-06T00:00:00.000000Z", True)[0])
+    # A consumer's side (docs/messages.md): a set of the msgids seen, one check and one add per message.
+    import tracemalloc
+
+    ids = [f"{prefix}{i * 100}" for i in range(lines)]
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    seen: set[str] = set()
+    dropped = 0
+    for msgid in ids:
+        if msgid in seen:
+            dropped += 1
+            continue
+        seen.add(msgid)
+    out["dedup_ns"] = (time.perf_counter() - t0) / lines * 1e9
+    out["dedup_set_bytes"] = tracemalloc.get_traced_memory()[0] / lines
+    tracemalloc.stop()
+    out["dedup_str_bytes"] = sys.getsizeof(ids[-1])
+    return out
+
+
+def scenario_eos(ctx: Ctx) -> None:
+    """[kafka] delivery = exactly_once against at_least_once in the same run: throughput and CPU per
+    line side by side (alternating), latency to a read_committed consumer, and what the msgid costs."""
+    a = ctx.args
+    t_start = time.monotonic()
+    if a.warmup_lines > 0:
+        # The broker's first transactional producer creates __transaction_state (50 partitions: 3-5 s
+        # here), and the first exactly_once agent the offsets topic: a cluster's one-time cost, which
+        # the counted runs must not carry.
+        path = ctx.tmp / "lines-eos-warmup.log"
+        make_lines_file(path, a.warmup_lines, 100, seed=1)
+        log(f"eos: warm-up, {a.warmup_lines:,} lines in each mode (not counted)")
+        agent_throughput_run(ctx, path, a.warmup_lines, "warmup-alo", agent_extra=own_host(ctx))
+        agent_throughput_run(ctx, path, a.warmup_lines, "warmup-eos", kafka_extra=EOS, agent_extra=own_host(ctx))
+        path.unlink()
+    path = ctx.tmp / "lines-eos.log"
+    n = a.lines
+    make_lines_file(path, n, 100)
+    pairs: list[tuple[RunResult, RunResult]] = []
+    for r in range(a.runs):
+        log(f"eos: run {r + 1}/{a.runs}: at_least_once")
+        alo = agent_throughput_run(ctx, path, n, "alo", agent_extra=own_host(ctx))
+        log_run(alo)
+        log(f"eos: run {r + 1}/{a.runs}: exactly_once")
+        eos = agent_throughput_run(ctx, path, n, "eos", kafka_extra=EOS, agent_extra=own_host(ctx))
+        log_run(eos)
+        pairs.append((alo, eos))
+    path.unlink()
+    rate_ratio = median(e.rate / x.rate for x, e in pairs)
+    cpu_ratio = median((e.cpu / e.lines) / (x.cpu / x.lines) for x, e in pairs)
+    rows = [[mode, fmt_int(median(r.rate for r in runs)), fmt(median(r.cpu / r.lines * 1e6 for r in runs), 2),
+             fmt(median(r.maxrss_kb / 1024 for r in runs), 0),
+             fmt(median(r.broker_cpu / r.lines * 1e6 for r in runs), 2), "yes" if all(r.ok for r in runs) else "NO"]
+            for mode, runs in (("at_least_once", [p[0] for p in pairs]), ("exactly_once", [p[1] for p in pairs]))]
+    rows.append(["**exactly_once / at_least_once**", f"**{rate_ratio:.2f}**", f"**{cpu_ratio:.2f}**", "", "", ""])
+    per_run = [[i + 1, f"{x.rate:,.0f}", f"{e.rate:,.0f}", f"{e.rate / x.rate:.2f}", f"{x.cpu / x.lines * 1e6:.2f}",
+                f"{e.cpu / e.lines * 1e6:.2f}", f"{(e.cpu / e.lines) / (x.cpu / x.lines):.2f}", fmt(x.t_first, 2),
+                fmt(e.t_first, 2)]
+               for i, (x, e) in enumerate(pairs)]
+    log("eos: latency to a read_committed consumer")
+    lat = [committed_latency_run(ctx, "at_least_once"), committed_latency_run(ctx, "exactly_once")]
+    lat_rows = [[r["delivery"], f"{r['written']:,}", f"{r['read']:,}", fmt(r["p50"]), fmt(r["p99"]), fmt(r["max"]),
+                 fmt(r["cpu_pct"], 0), f"{r['txns']:,.0f}" if r["delivery"] == "exactly_once" else ""] for r in lat]
+    ids = msgid_cost()
+    body = (f"{n:,} lines of 100 bytes written up front; `[kafka] delivery = at_least_once` and `exactly_once` "
+            f"(defaults: transaction_interval 0.2 s, transaction_max_messages 20,000, two transactional producers "
+            f"alternating) alternate on the same file, {a.runs} run(s) each after an uncounted warm-up of each "
+            f"({a.warmup_lines:,} lines: the broker's first transactional producer creates __transaction_state), "
+            f"into fresh topics; wall time from spawn (so exactly_once's start is counted: init_transactions of "
+            f"both producers, the offsets topic's check and read) until `logagent_messages_delivered_total` "
+            f"(exactly_once: counted at commit) reaches {n:,}; CPU = user+sys of the agent.\n\n"
+            + md_table(["delivery", "lines/s", "CPU s / M lines", "peak RSS MB", "broker CPU s / M lines",
+                        "count verified"], rows)
+            + "\n\nPer pair:\n\n"
+            + md_table(["run", "at_least_once lines/s", "exactly_once lines/s", "ratio", "ALO CPU s/M", "EOS CPU s/M",
+                        "CPU ratio", "ALO first ack s", "EOS first commit s"], per_run)
+            + f"\n\nLatency to a consumer with `isolation.level=read_committed`, reading live: a writer appends "
+              f"{a.rate:,} lines/s over {a.latency_files} files for {a.latency_seconds} s; latency = when the "
+              f"consumer is given the line minus the time.time_ns() the writer put in it.\n\n"
+            + md_table(["delivery", "lines written", "lines read", "p50 ms", "p99 ms", "max ms", "agent CPU %",
+                        "transactions committed"], lat_rows)
+            + f"\n\nThe msgid (both modes): building 100-byte lines' messages (MessageFormat.build_plain, the hot "
+              f"path) takes {ids['without']:.0f} ns/line without it and {ids['with']:.0f} ns/line with it "
+              f"(+{ids['with'] - ids['without']:.0f} ns); it adds {ids['with_bytes'] - ids['without_bytes']:.0f} "
+              f"bytes to a {ids['without_bytes']:.0f}-byte message (before lz4). A consumer that drops the "
+              f"msgids it has seen (a Python set, one lookup and one add per message) spends "
+              f"{ids['dedup_ns']:.0f} ns per message, and {ids['dedup_set_bytes']:.0f} bytes of set per msgid "
+              f"remembered plus the {ids['dedup_str_bytes']:.0f}-byte string itself (so ~"
+              f"{(ids['dedup_set_bytes'] + ids['dedup_str_bytes']) * 1e6 / 2**20:.0f} MiB per million msgids "
+              f"kept: keep a window, see docs/messages.md).")
+    ctx.sections.append(Section("6. exactly_once against at_least_once", body, time.monotonic() - t_start))
+    print("\n### " + ctx.sections[-1].title + "\n\n" + body + "\n", flush=True)
+    ctx.targets.append(Target("exactly_once >= 80 % of at_least_once's lines/s (100-byte lines, same run)",
+                              f"{rate_ratio:.2f} x", rate_ratio >= 0.8))
+    ctx.targets.append(Target("exactly_once CPU per line <= 1.3 x at_least_once's (same run)",
+                              f"{cpu_ratio:.2f} x", cpu_ratio <= 1.3))
+
+
 # --------------------------------------------------------------------------- 3. many files / idle
 
 def many_files_run(ctx: Ctx, nfiles: int, write: bool) -> dict[str, Any]:
@@ -751,4 +950,4 @@ def scenario_profile(ctx: Ctx) -> None:
 
 RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "throughput": scenario_throughput, "latency": scenario_latency, "files": scenario_files,
-    "idle": scenario_idle, "sysinfo": scenario_sysinfo, "profile": scenario_profile}
+    "idle": scenario_idle, "sysinfo": scenario_sysinfo, "eos": scenario_eos, "profile": scenario_profile}

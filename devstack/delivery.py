@@ -113,10 +113,11 @@ def tally(expected: list[str], got: list[str]) -> Tally:
     return t
 
 
-def tally_delivered(bootstrap: str, topic: str, writer: LineWriter, timeout: float = 90.0) -> Tally:
+def tally_delivered(bootstrap: str, topic: str, writer: LineWriter, timeout: float = 90.0,
+                    isolation: str = "read_committed") -> Tally:
     """Read `topic` until the writer's last line arrived (or every line did; a missing one does not
     fail here), then tally what the writer wrote against it."""
-    with KafkaReader(bootstrap, topic) as reader:
+    with KafkaReader(bootstrap, topic, isolation=isolation) as reader:
         read_all(reader, writer.count, timeout=timeout, last=writer.line(writer.count - 1))
         return tally(writer.expected(), reader.data())
 

@@ -22,7 +22,9 @@ class KafkaReader:
     as soon as it appears.
     """
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
+    def __init__(self, bootstrap: str, *topics: str, isolation: str = "read_committed") -> None:
+        """isolation: librdkafka's default, read_committed (what aborted transactions wrote is never
+        seen, what open ones wrote not yet); read_uncommitted sees every message written."""
         from confluent_kafka import Consumer
 
         self.consumer = Consumer({
@@ -31,6 +33,7 @@ class KafkaReader:
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "topic.metadata.refresh.interval.ms": 500,
+            "isolation.level": isolation,
         })
         self._pending = set(topics)
         self.messages: list[Any] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from logagent.config.reload import diff as settings_diff
 from logagent.config.reload import ini_name, merge
@@ -37,6 +38,7 @@ from logagent.runtime.supervise import cancel_and_wait, spawn
 from logagent.runtime.systemd import sd_notify
 from logagent.sinks.kafka.probe import KafkaProbe
 from logagent.sinks.kafka.sink import KafkaSink
+from logagent.sinks.kafka.transactional import TransactionalSink
 from logagent.sources.files.budget import FdBudget, descriptor_budget
 from logagent.sources.files.entry import CollectEntry
 from logagent.sources.files.inotify import FileWatcher
@@ -51,6 +53,13 @@ from logagent.sources.host.reporter import SysinfoReporter
 log = logging.getLogger("logagent.agent")
 
 
+def make_sink(settings: Settings, queue: BatchQueue, on_fatal: Callable[[BaseException], None]) -> KafkaSink:
+    """The sink of `[kafka] delivery`: a plain idempotent producer, or transactions."""
+    if settings.kafka.delivery == "exactly_once":
+        return TransactionalSink(settings.kafka, queue, settings.id, settings.transactional_id, on_fatal=on_fatal)
+    return KafkaSink(settings.kafka, queue, on_fatal=on_fatal)
+
+
 class Agent:
     """One running agent; `run()` returns the process exit status."""
 
@@ -63,11 +72,11 @@ class Agent:
         self._prune_task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
-        self.sink = KafkaSink(settings.kafka, self.queue, on_fatal=self._on_fatal)
+        self.sink = make_sink(settings, self.queue, self._on_fatal)
         self.watcher = FileWatcher()
         k8s = settings.kubernetes
         self.pods = PodMetadata(k8s, a.data_dir) if k8s.kubelet_url else None
-        opts = TailOptions(ip=settings.ip, host=settings.hostname, max_line_bytes=a.max_line_bytes,
+        opts = TailOptions(ip=settings.ip, host=settings.hostname, host_id=settings.id, max_line_bytes=a.max_line_bytes,
                            read_buffer_bytes=a.read_buffer_bytes, stat_interval=a.stat_interval,
                            rotate_wait=a.rotate_wait, close_inactive=a.close_inactive)
         self.manager = TailerManager(ManagerContext(
@@ -132,7 +141,9 @@ class Agent:
     def _on_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
-            log.critical("fatal: %s; stopping with a non-zero exit so the service manager restarts us", exc)
+            status = getattr(exc, "exit_status", 1)
+            log.critical("fatal: %s; stopping with exit status %d%s", exc, status,
+                         " so the service manager restarts us" if status == 1 else "")
         self._stop.set()
 
     def request_stop(self, sig: signal.Signals | None = None) -> None:
@@ -222,14 +233,17 @@ class Agent:
             sd_notify("STOPPING=1")
             await self.stop()
             relay.uninstall()
-        return 1 if self._fatal is not None else 0
+        return 0 if self._fatal is None else getattr(self._fatal, "exit_status", 1)
 
     async def start(self) -> None:
         self.registry.load()
+        await self.sink.start()  # exactly_once: waits for Kafka, reads the committed offsets back
+        if isinstance(self.sink, TransactionalSink) and self.sink.committed is not None:
+            changed = self.registry.adopt(list(self.sink.committed.checkpoints.values()))
+            log.info("exactly_once: %d file offsets taken from the offsets topic over the registry's", changed)
         if self.manager.ctx.spool is not None:
             self.manager.ctx.spool.load()
             self.manager.ctx.spool.keep_only(self.registry.live_uids())
-        await self.sink.start()
         self.kafka_probe.start()
         await self.watcher.start()
         await self.registry.start()

@@ -9,6 +9,7 @@
     │   ├── AlreadyCollected   the same file (device, inode) is collected under another name
     │   └── FileReplaced       another file now has the name of one we had closed
     ├── KafkaError             the producer or broker failed (retriable says if waiting helps)
+    │   └── Fenced             exactly_once: another agent with this transactional.id took over (exit 3)
     └── EtcdError              etcd unreachable or refused a request (retriable)
 
 Library errors are converted at the boundary with ``raise ... from exc``.
@@ -21,6 +22,7 @@ class LogagentError(Exception):
     """Base of every error the agent raises on purpose."""
 
     retriable: bool = False
+    exit_status: int = 1  # the process's exit status when this error stops the agent
 
 
 class ConfigError(LogagentError):
@@ -81,6 +83,17 @@ class KafkaError(LogagentError):
     def __init__(self, message: str, retriable: bool = True) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+class Fenced(KafkaError):
+    """exactly_once: another agent with this transactional.id (the same [agent] id) took over the
+    transactions. Exit status 3, which the systemd unit does not restart: restarting would fence
+    the other agent, which would fence this one again, for ever (docs/delivery.md)."""
+
+    exit_status = 3
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=False)
 
 
 class EtcdError(LogagentError):

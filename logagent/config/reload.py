@@ -37,7 +37,8 @@ LIVE = frozenset({
 # registry flush and the scan loop copy their numbers when they start (changing them under running
 # tailers would apply them to some files and not others).
 RESTART_ONLY = frozenset({
-    "kafka.address", "kafka.chan_size", "kafka.producer",
+    "kafka.address", "kafka.chan_size", "kafka.producer", "kafka.delivery", "kafka.transactional_id",
+    "kafka.transaction_interval", "kafka.transaction_max_messages", "kafka.offsets_topic",
     "etcd.address", "etcd.timeout", "etcd.collect_log_key", "etcd.collect_sysinfo_key",
     "etcd.username", "etcd.password", "etcd.ca_cert", "etcd.cert_cert", "etcd.cert_key",
     "agent.id", "agent.ip", "agent.hostname", "agent.data_dir", "agent.http_listen",

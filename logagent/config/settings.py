@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from logagent.config.sysinfo import SysinfoSettings
-from logagent.config.values import decode_json, name_problem, parse_bool, split_host_port, unique_names
+from logagent.config.values import (
+    decode_json,
+    name_problem,
+    parse_bool,
+    split_host_port,
+    topic_problem,
+    unique_names,
+)
 from logagent.errors import ConfigError
 from logagent.runtime.names import display_name
 
@@ -34,6 +41,12 @@ class KafkaSettings:
     address: str = "127.0.0.1:9092"
     chan_size: int = 10000
     producer: Mapping[str, str] = field(default_factory=dict)  # the operator's keys; defaults: sinks/kafka/config.py
+    # at_least_once (a plain idempotent producer) or exactly_once (transactions: docs/delivery.md)
+    delivery: str = "at_least_once"
+    transactional_id: str = ""  # exactly_once: the producers' transactional.id base; empty: logagent-<host id>
+    transaction_interval: float = 0.2  # exactly_once: seconds of lines per transaction
+    transaction_max_messages: int = 20000  # exactly_once: a transaction ends at this many messages
+    offsets_topic: str = "logagent-offsets"  # exactly_once: the compacted topic of committed file offsets
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,13 @@ class Settings:
     @property
     def hostname(self) -> str:
         return self.agent.hostname
+
+    @property
+    def transactional_id(self) -> str:
+        """exactly_once: the base of the producers' transactional.id (each adds -0, -1): `[kafka]
+        transactional_id`, else logagent-<host id>. Stable across restarts, so that a restart
+        fences the previous process and aborts what it left open."""
+        return self.kafka.transactional_id or f"logagent-{self.id}"
 
 
 def _fill(template: str, ip: str) -> str:
@@ -223,6 +243,23 @@ def _host_id(raw: str) -> str:
     return value
 
 
+def _transactional_id(raw: str) -> str:
+    value = raw.strip()
+    if value.lower() in ("", "auto"):
+        return ""
+    if len(value) > 200 or any(ord(ch) < 33 or ord(ch) == 127 for ch in value):
+        raise ValueError("auto or a transactional.id of at most 200 printable characters, no space")
+    return value
+
+
+def _topic(raw: str) -> str:
+    value = raw.strip()
+    problem = topic_problem(value)
+    if problem is not None:
+        raise ValueError(f"a Kafka topic name ({problem})")
+    return value
+
+
 def _groups(raw: str) -> tuple[str, ...]:
     try:
         return unique_names((part for part in (p.strip() for p in raw.split(",")) if part), "group")
@@ -279,7 +316,9 @@ def _json_text(raw: str) -> str:
 
 # section -> key -> parser (the raw string to the value; the key is the settings attribute's name)
 _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
-    "kafka": {"address": lambda r: ",".join(_addresses(False)(r)), "chan_size": _int(1)},
+    "kafka": {"address": lambda r: ",".join(_addresses(False)(r)), "chan_size": _int(1),
+              "delivery": _choice("at_least_once", "exactly_once"), "transactional_id": _transactional_id,
+              "transaction_interval": _seconds, "transaction_max_messages": _int(100), "offsets_topic": _topic},
     "etcd": {"address": _addresses(True), "timeout": _seconds, "collect_log_key": _text,
              "collect_sysinfo_key": _text, "username": _text, "password": _text,
              "ca_cert": _text, "cert_cert": _text, "cert_key": _text},
@@ -501,7 +540,11 @@ def redact(key: str, value: str) -> str:
 
 def describe(settings: Settings) -> list[str]:
     """One line per effective setting, secrets redacted, for the start-up log."""
-    lines = [f"kafka.address={settings.kafka.address} chan_size={settings.kafka.chan_size}"]
+    k = settings.kafka
+    lines = [f"kafka.address={k.address} chan_size={k.chan_size} delivery={k.delivery}"]
+    if k.delivery == "exactly_once":
+        lines[0] += (f" transactional_id={settings.transactional_id} transaction_interval={k.transaction_interval:g}"
+                     f" transaction_max_messages={k.transaction_max_messages} offsets_topic={k.offsets_topic}")
     producer = sorted(settings.kafka.producer.items())
     lines.append("kafka.producer " + (" ".join(f"{k}={redact(k, v)}" for k, v in producer)
                                       or "(the agent's defaults: the producer logs its values when it starts)"))

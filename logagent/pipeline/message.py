@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 Line = tuple[int, bytes, bool]  # (offset of the line's start, its bytes without "\n", truncated)
-RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "timestamp", "module", "truncated"})
+RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "msgid", "timestamp", "module", "truncated"})
 # Keys of the messages of a container log (an entry with a `format` other than plain), which its
 # `fields` may not set either: the runtime's time and stream, and the pod's identity.
 CONTAINER_FIELDS = frozenset({"time", "stream", "kubernetes"})
@@ -39,14 +39,20 @@ def json_plain(data: bytes) -> bool:
 class MessageFormat:
     """Pre-encodes everything constant per file so a message is one `%` formatting."""
 
-    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced")
+    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced", "_ids")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
-                 fields: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> None:
+                 fields: Mapping[str, Any] | None = None, encoding: str = "utf-8", id_prefix: str = "") -> None:
+        """id_prefix: the file's part of each message's stable id (`<host id>/<file uid>/`): with it,
+        `msgid` is that and the line's offset, the same whenever the line is sent again (docs/messages.md)."""
         self.encoding = encoding
         self.replaced = 0  # lines of the last build that had bytes invalid in the encoding
+        self._ids = bool(id_prefix)
         head = b'{"ip":' + orjson.dumps(ip) + b',"data":'
         mid = b',"host":' + orjson.dumps(host) + b',"path":' + orjson.dumps(path) + b',"offset":'
+        # The offset is formatted twice: in `offset` and at the end of `msgid` (its prefix is constant).
+        offset_fmt = b"%d" + (b',"msgid":' + orjson.dumps(id_prefix)[:-1].replace(b"%", b"%%") + b'%d"'
+                              if id_prefix else b"")
         tail = b""
         if module:
             tail += b',"module":' + orjson.dumps(module)
@@ -55,7 +61,7 @@ class MessageFormat:
 
         def template(data: bytes, end: bytes) -> bytes:
             # %-formatting fills data, offset and timestamp; `%` in the constant parts is escaped.
-            return head.replace(b"%", b"%%") + data + mid.replace(b"%", b"%%") + b"%d%s" + \
+            return head.replace(b"%", b"%%") + data + mid.replace(b"%", b"%%") + offset_fmt + b"%s" + \
                 (tail + end).replace(b"%", b"%%")
 
         self._plain = template(b'"%s"', b"}")  # data that needs no escaping
@@ -70,7 +76,12 @@ class MessageFormat:
         append = out.append
         off = start
         self.replaced = 0
-        if plain:
+        if plain and self._ids:
+            fmt = self._plain
+            for line in lines:
+                append(fmt % (line, off, off, ts))
+                off += len(line) + 1
+        elif plain:
             fmt = self._plain
             for line in lines:
                 append(fmt % (line, off, ts))
@@ -79,7 +90,7 @@ class MessageFormat:
             fmt, dumps = self._quoted, orjson.dumps
             texts = self._decode(lines)
             for line, text in zip(lines, texts, strict=True):
-                append(fmt % (dumps(text), off, ts))
+                append(fmt % ((dumps(text), off, off, ts) if self._ids else (dumps(text), off, ts)))
                 off += len(line) + 1
         return out
 
@@ -97,9 +108,12 @@ class MessageFormat:
         ts = b',"timestamp":"' + timestamp + b'"'
         fmt, fmt_trunc, dumps = self._quoted, self._quoted_trunc, orjson.dumps
         texts = self._decode([record[1] for record in records])
-        return [(fmt_trunc if trunc else fmt) % (
-            dumps(text), off, ts + b',"time":"' + time + b'","stream":"' + stream + b'"' if stream else ts)
-            for (off, _, trunc, time, stream), text in zip(records, texts, strict=True)]
+        out: list[bytes] = []
+        for (off, _, trunc, time, stream), text in zip(records, texts, strict=True):
+            after = ts + b',"time":"' + time + b'","stream":"' + stream + b'"' if stream else ts
+            values = (dumps(text), off, off, after) if self._ids else (dumps(text), off, after)
+            out.append((fmt_trunc if trunc else fmt) % values)
+        return out
 
     def build(self, lines: list[Line], timestamp: bytes) -> list[bytes]:
         """One JSON message per line, decoded from the file's encoding (bad bytes become U+FFFD)."""
@@ -108,6 +122,9 @@ class MessageFormat:
         texts = self._decode([line for _, line, _ in lines])
         if lines[0][0] == 0 and texts[0].startswith("\ufeff"):
             texts[0] = texts[0].lstrip("\ufeff")  # a byte-order mark is not data
+        if self._ids:
+            return [(fmt_trunc if trunc else fmt) % (dumps(text), off, off, ts)
+                    for (off, _, trunc), text in zip(lines, texts, strict=True)]
         return [(fmt_trunc if trunc else fmt) % (dumps(text), off, ts)
                 for (off, _, trunc), text in zip(lines, texts, strict=True)]
 

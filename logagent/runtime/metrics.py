@@ -53,6 +53,8 @@ DELIVERED = Counter("logagent_messages_delivered", "Messages acknowledged by Kaf
 FAILED = Counter("logagent_messages_failed", "Messages Kafka refused (they are retried)", ["topic", "reason"])
 PRODUCER_FULL = Counter("logagent_kafka_producer_queue_full", "Times librdkafka's local queue was full "
                         "and the producer waited (broker slower than the files grow, or down)")
+TRANSACTIONS = Counter("logagent_kafka_transactions", "exactly_once: Kafka transactions ended, by outcome "
+                       "(committed; aborted: their lines are sent again)", ["outcome"])
 KAFKA_UP = Gauge("logagent_kafka_up", "1 when the producer has a broker connection")
 
 SYSINFO_SAMPLES = Counter("logagent_sysinfo_samples", "Sysinfo messages queued", ["measurement"])

@@ -168,6 +168,7 @@ class CopyTailer(Shipper):
         self._splitter.reset(gen.start)
         self._sources: list[tuple[str, Source]] = []
         self._claimed = False
+        self._unsaved = gen.key is None
         if gen.key is None:  # never seen: from now on the registry knows it
             if self._registry.lookup(gen.dev, gen.ino) is not None:
                 self._registry.archive(gen.dev, gen.ino)  # an older file's entry, whose inode number this one got
@@ -257,8 +258,16 @@ class CopyTailer(Shipper):
 
     async def run(self) -> None:
         await self._prepared()
+        # A generation never seen got its entry, and with it its uid (in every msgid), from this
+        # process: on disk before any of its lines goes, or a crash before the next flush would
+        # find it never seen again, and send its lines again under other msgids. Written while
+        # the earlier generation is read.
+        durable = asyncio.ensure_future(self._registry.persist()) if self._unsaved else None
+        self._unsaved = False
         if self.after is not None:
             await self.after.reading_done.wait()
+        if durable is not None:
+            await durable
         try:
             if not self._sources and not self.finished:
                 self.open()

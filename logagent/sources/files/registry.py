@@ -33,6 +33,7 @@ from pathlib import Path
 import orjson
 
 from logagent.errors import RegistryError
+from logagent.pipeline.checkpoint import Checkpoint
 from logagent.runtime import metrics
 from logagent.runtime.atomic import write_atomic
 from logagent.runtime.names import from_display, is_raw, wire_name
@@ -167,6 +168,42 @@ class Registry:
             self._applied.clear()
             self._fresh_done.clear()
 
+    def adopt(self, checkpoints: list[Checkpoint]) -> int:
+        """exactly_once, at start: the offsets committed to Kafka with the lines win over this file's
+        (which lag them by up to a flush interval, or are gone with a lost data_dir). A checkpoint
+        whose file the registry knows (same uid, fingerprints that agree) sets its offset; one it does
+        not know becomes an entry, under the file's device and inode unless a live file holds those.
+        A finished entry stays finished when the checkpoint is not behind it. Returns how many changed."""
+        by_uid = {e.uid: k for k, e in self._entries.items()}
+        changed = 0
+        for c in checkpoints:
+            key = by_uid.get(c.uid)
+            entry = self._entries.get(key) if key is not None else None
+            if entry is None:
+                key = identity_key(c.dev, c.ino)
+                known = self._entries.get(key)
+                if known is not None and known.since > c.since:
+                    continue  # an older content or file of that inode, which the registry is past
+                if known is not None:
+                    key = c.uid
+                self._put(key, RegistryEntry(c.path, c.offset, c.dev, c.ino, c.fp, c.fp_len, time.time(),
+                                             since=c.since, size=max(c.size, c.offset)))
+                changed += 1
+                continue
+            if entry.fp_len == c.fp_len and entry.fp != c.fp:
+                continue  # the same bytes measured would differ: another content under that uid
+            if entry.offset == c.offset or (entry.done and c.offset >= entry.offset):
+                continue
+            entry.offset = c.offset
+            entry.size = max(entry.size, c.size, c.offset)
+            entry.done = False
+            if c.fp_len > entry.fp_len:
+                entry.fp, entry.fp_len = c.fp, c.fp_len
+            changed += 1
+        if changed:
+            self._changed()
+        return changed
+
     def entry_applied(self, pattern: str) -> bool:
         """Record that a collect entry runs; True when it already ran before (a restart).
 
@@ -256,6 +293,15 @@ class Registry:
         self._put(f"{entry.uid}:{fp}", entry)
         self._fresh_done.add(f"{entry.uid}:{fp}")
         self._changed()
+
+    def new_content(self, key: str) -> None:
+        """The file was truncated and is read again from 0 (copytruncate): from now on it is another
+        content, with a uid of its own (`since` = now), so the msgid of a line at an offset the old
+        content also had differs, and exactly_once's offset record is a new key."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.since = time.time()
+            self._changed()
 
     def mark_done(self, key: str) -> None:
         """The file was rotated away and is acknowledged to its end."""

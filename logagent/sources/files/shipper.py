@@ -27,6 +27,7 @@ from typing import Any
 
 from logagent.pipeline.batch import Batch, error_text
 from logagent.pipeline.buffer import BatchQueue
+from logagent.pipeline.checkpoint import Checkpoint
 from logagent.pipeline.message import Line, MessageFormat, json_plain, utc_timestamp
 from logagent.runtime import metrics
 from logagent.runtime.backoff import Backoff
@@ -66,6 +67,7 @@ class SourceSpec:
 class TailOptions:
     ip: str
     host: str
+    host_id: str = ""  # `[agent] id` (the ip when auto): the first part of every message's msgid
     max_line_bytes: int = 1024 * 1024
     read_buffer_bytes: int = 256 * 1024
     stat_interval: float = 1.0
@@ -177,6 +179,7 @@ class Shipper:
         own = self._label != metrics.OTHER_PATHS
         self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
         self._held = metrics.PARTIAL_LINE_BYTES.labels(self._label) if own else _NoGauge()
+        self._id_uid = ""  # the file uid in the format's msgid prefix
         self._format = self._make_format(route)
 
     # ---- offsets
@@ -211,8 +214,20 @@ class Shipper:
     # ---- routing and decoding
 
     def _make_format(self, route: Route) -> MessageFormat:
+        self._id_uid = self._file_uid()
         return MessageFormat(self.opts.ip, self.opts.host, self.wire, route.module, route.fields,
-                             self.encoding or "utf-8")
+                             self.encoding or "utf-8", f"{self.opts.host_id or self.opts.ip}/{self._id_uid}/")
+
+    def _file_uid(self) -> str:
+        """The file's uid (device, inode, first seen; a copytruncate starts a new one): with the line's
+        offset, what makes a message's msgid stable across re-sends and restarts."""
+        entry = self._registry.get(self.reg_key) if self.reg_key else None
+        return entry.uid if entry is not None else f"{self.dev}-{self.ino}-0"
+
+    def _same_ids(self) -> None:
+        """Before building messages: a format whose msgid prefix names the file's current uid."""
+        if self._file_uid() != self._id_uid:
+            self._format = self._make_format(self.route)
 
     def retarget(self, route: Route) -> None:
         """New topic/module/fields for the lines not read yet; nothing is re-read."""
@@ -243,6 +258,7 @@ class Shipper:
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
+        self._same_ids()
         if self._joiner is not None:
             records = self._joiner.push(self._splitter.feed(data, offset))
             return self._build_records(records) if records else []
@@ -263,6 +279,7 @@ class Shipper:
         return self._build(lines) if lines else []
 
     def _build(self, lines: list[Line]) -> list[bytes]:
+        self._same_ids()
         truncated = sum(1 for line in lines if line[2])
         if truncated:
             metrics.LINES_TRUNCATED.labels(self._label).inc(truncated)
@@ -274,6 +291,7 @@ class Shipper:
 
     def _build_records(self, records: list[Record]) -> list[bytes]:
         """Messages of a container log's lines (counting the cut and the malformed ones)."""
+        self._same_ids()
         joiner = self._joiner
         assert joiner is not None
         truncated = sum(1 for record in records if record[2])
@@ -408,6 +426,18 @@ class Shipper:
         self.wake()
 
     # ---- acknowledgements
+
+    def checkpoint(self, batch: Batch) -> Checkpoint | None:
+        """exactly_once: this file's offset record once `batch`, its last in a transaction, commits
+        (pipeline/checkpoint.py). None for a batch from before a rewind (its offset is the old
+        content's) or a file without a registry entry yet."""
+        if batch.generation != self.acks.generation or not self.reg_key:
+            return None
+        entry = self._registry.get(self.reg_key)
+        if entry is None:
+            return None
+        return Checkpoint(entry.uid, self.path, self.dev, self.ino, entry.since, self.fp, self.fp_len,
+                          batch.end_offset, max(self.read_pos, batch.end_offset))
 
     def batch_done(self, batch: Batch) -> None:
         """Called on the loop when Kafka answered for every message of the batch."""

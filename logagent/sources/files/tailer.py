@@ -271,20 +271,21 @@ class FileTailer(Shipper):
         if self.fd is None and not self._closed_idle:
             self.open()
         await self._prepared()
-        if self._decided and self.after is None:
-            # Where to start was decided now, not read from the registry: make the decision (and
-            # the entry's first application) durable before anything is read, or a crash before
-            # the next periodic flush would decide again at restart, past lines never sent. (A file
-            # that follows a rotated one starts at 0 under an entry applied long ago: a restart
-            # decides the same, and finds it by name if it is rotated away meanwhile; its start is
-            # not held up behind the disk.)
-            await self._registry.persist()
+        # Where to start was decided now, not read from the registry: make the decision (and the
+        # entry's first application, and the time the file was first seen: its uid, in every
+        # msgid) durable before anything is read, or a crash before the next periodic flush would
+        # decide again at restart, past lines never sent, or see the file anew under another uid
+        # and send lines again under other msgids. A file that follows a rotated one writes while
+        # the earlier one is read to its end: its start is not held up behind the disk.
+        durable = asyncio.ensure_future(self._registry.persist()) if self._decided else None
         self._decided = False
         if self.after is not None:
             # The earlier file of this path first: per path, lines go out in the order written.
             # Meanwhile this file stays open (an unlink cannot take it) and is watched for rotation.
             await self.after.reading_done.wait()
             self.after = None
+        if durable is not None:
+            await durable
         while not self.finished:
             self._wake.clear()  # before reading: a wake-up during the read is not lost
             if self.acks.failed is not None:
@@ -433,6 +434,11 @@ class FileTailer(Shipper):
         self._registry.remember_content(self.dev, self.ino, self.path, self.fp, self.fp_len)
         self.fp, self.fp_len = fingerprint(fd)
         self._registry.update(self.dev, self.ino, self.path, 0, self.fp, self.fp_len, key=self.reg_key or None)
+        # New content from offset 0: a new uid, so that its lines' msgids are not the old content's;
+        # on disk before any of its lines goes, or a kill -9 before the next flush would read them
+        # again under the old uid (other msgids). One write per truncate.
+        self._registry.new_content(self.reg_key)
+        await self._registry.persist()
 
     async def _read_copy(self) -> None:
         """copytruncate copied the file before it truncated it: what this tailer had not read yet of the

@@ -41,3 +41,15 @@ def test_fit_message_cuts_data_to_the_limit_and_flags_it():
         assert doc["offset"] == 7 and doc["module"] == "web" and "é\x01".startswith(doc["data"][:2])
     assert fit_message(value, 100) is None  # not even the envelope fits
     assert fit_message(b"cpu,host=a usage=1 1", 10) is None  # not a log message: left alone
+
+
+def test_msgid_is_the_prefix_and_the_offset_in_both_paths():
+    fmt = MessageFormat("10.0.0.5", "web-1", "/var/log/100%.log", id_prefix="web-1/8-9-100/")
+    plain = [json.loads(m) for m in fmt.build_plain(10, [b"abc", b"de"], b"T", True)]
+    slow = [json.loads(m) for m in fmt.build([(10, b"abc", False), (14, b"d\xffe", True)], b"T")]
+    records = [(10, b"abc", False, b"2026-12-06T10:00:00Z", b"stdout"), (14, b"de", True, b"", b"")]
+    container = [json.loads(m) for m in fmt.build_records(records, b"T")]
+    assert [m["msgid"] for m in plain] == [m["msgid"] for m in slow] == [m["msgid"] for m in container] == \
+        ["web-1/8-9-100/10", "web-1/8-9-100/14"]
+    assert container[0]["stream"] == "stdout" and "stream" not in container[1] and container[1]["truncated"]
+    assert "msgid" not in json.loads(MessageFormat("ip", "h", "/p").build([(0, b"x", False)], b"T")[0])

@@ -151,6 +151,52 @@ async def test_each_generation_on_a_reused_inode_moves_its_own_offset(tmp_path: 
         spool.close()
 
 
+async def test_a_generation_never_seen_is_on_disk_before_its_first_line_goes(tmp_path: Path) -> None:
+    """Its entry, made by its reader, holds the time it was first seen: its uid, in every msgid of
+    its lines (docs/messages.md). Were it only in memory when its lines went out, a kill -9 before
+    the next flush would make the restart find it never seen again, under another uid, and send
+    those lines again under other msgids, which no consumer can drop."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    reg, spool = Registry(tmp_path / "data"), Spool(tmp_path / "data", 1 << 20)
+    y = logs / "app.log.1"
+    y.write_bytes(b"Y\n" * 50)
+    st = y.stat()
+    await asyncio.to_thread(_spool_known, reg, spool, tmp_path, log, st.st_dev, st.st_ino, b"X\n" * 70)
+    await reg.persist()
+    later = time.time() + 1
+    os.utime(y, (later, later))
+    log.write_text("current\n")
+    queue = BatchQueue(100000)
+    ctx = TailContext(opts=OPTS, queue=queue, registry=reg, budget=FdBudget(16), allowed_paths=(f"{logs}/**",),
+                      spool=spool)
+    copies: list[CopyTailer] = []
+    gens = _plan(reg, spool, log, ctx)
+    assert [g.kind for g in gens] == ["spool", "file"] and gens[1].key is None
+    for gen in gens:
+        copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
+        copies[-1].open()
+    y_copy = copies[1]
+    tasks = [asyncio.create_task(c.run()) for c in copies]
+    try:
+        while True:
+            batch: Batch = await asyncio.wait_for(queue.get(), 5)
+            if batch.owner is y_copy:
+                break
+        saved = Registry(tmp_path / "data")
+        saved.load()
+        live = reg.get(y_copy.reg_key)
+        assert live is not None
+        assert [e.uid for e in saved.entries().values() if e.uid == live.uid] == [live.uid]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for copy in copies:
+            copy.close()
+        spool.close()
+
 async def test_a_plain_generation_compressed_between_its_plan_and_its_opening_is_read_from_the_copy(
         tmp_path: Path) -> None:
     """The kubelet gzips 0.log.<time> (through .gz.tmp, then unlinks it) once the next rotation comes,

@@ -217,3 +217,35 @@ async def test_a_cancelled_persist_holds_the_lock_until_its_write_ended(tmp_path
         await persisting
     await eventually(first.ended.is_set, timeout=5)
     assert _saved_offset(tmp_path) == 30
+
+
+def test_committed_offsets_win_over_the_registry(tmp_path: Path):
+    """exactly_once: the offsets committed with the lines (read back at start) replace the registry's,
+    which lag them; a file the registry lost becomes an entry again; another content is left alone."""
+    from logagent.pipeline.checkpoint import Checkpoint
+
+    r = Registry(tmp_path)
+    r.update(1, 2, "/var/log/a", 100, "ff", 10)
+    e = r.lookup(1, 2)
+    assert e is not None
+    behind = Checkpoint(e.uid, "/var/log/a", 1, 2, e.since, "ff", 10, 250, 300)
+    lost = Checkpoint("3-4-5000000", "/var/log/b", 3, 4, 5.0, "ee", 1024, 77, 80)
+    other = Checkpoint(e.uid, "/var/log/a", 1, 2, e.since, "00", 10, 999, 999)
+    assert r.adopt([behind, lost]) == 2
+    assert e.offset == 250 and e.size == 300
+    b = r.lookup(3, 4)
+    assert b is not None and (b.path, b.offset, b.fp, b.since) == ("/var/log/b", 77, "ee", 5.0)
+    assert r.adopt([other]) == 0 and e.offset == 250
+    assert r.adopt([behind]) == 0  # nothing new
+
+
+def test_new_content_gives_the_file_a_new_uid(tmp_path: Path):
+    """copytruncate: the content read again from 0 is another (its msgids and offset record differ)."""
+    r = Registry(tmp_path)
+    key = r.update(1, 2, "/var/log/a", 100, "ff", 10)
+    e = r.lookup(1, 2)
+    assert e is not None
+    before = e.uid
+    e.since -= 1.0  # as if seen a second ago
+    r.new_content(key)
+    assert e.uid != before and r.lookup(1, 2) is e

@@ -181,6 +181,29 @@ async def test_rename_rotation_reads_old_file_to_end_and_sends_held_partial(harn
     assert h.rotated == [t] and t.fd is None and h.budget.in_use == 0
 
 
+async def test_a_file_that_follows_a_rotated_one_is_on_disk_before_its_first_line_goes(
+        harness: Callable[..., Harness], tmp_path: Path):
+    """The time a file was first seen is part of its uid, and so of every msgid of its lines
+    (docs/messages.md): were the new file of a rotated path only in memory when its lines went
+    out, a kill -9 before the next flush would make the restart see it anew, under another uid,
+    and send those lines again under other msgids, which no consumer can drop (the exactly_once
+    fault test saw 100 such lines in 1 of 2 runs)."""
+    h = harness()
+    log, first, _ = h.follow("a.log", "a\n")
+    assert data(await h.batches()) == ["a"]
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("b\n")
+    t = h.tailer(log)
+    t.after = first  # as the manager makes it: per path, the earlier file first
+    t.open()
+    h.run(t)
+    got: list[str] = []
+    while "b" not in got:
+        got += data(await h.batches())
+    saved, live = h.on_disk(t), h.registry.get(t.reg_key)
+    assert saved is not None and live is not None and saved.uid == live.uid
+
+
 async def closed_after_one_line(h: Harness) -> tuple[Path, FileTailer, asyncio.Task[None]]:
     """A running tailer that shipped one line and then closed its file for inactivity."""
     log, t, task = h.follow("a.log", "a\n", opts=replace(OPTS, close_inactive=0.1))
@@ -241,6 +264,27 @@ async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
         f.write("new\n")
     batches = await h.batches()
     assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
+
+
+async def test_the_new_content_after_a_truncate_is_on_disk_before_its_first_line_goes(
+        harness: Callable[..., Harness]):
+    """copytruncate: the content read again from 0 gets a uid of its own (its msgids must not be the
+    old content's). Were that only in memory when its lines went out, a kill -9 before the next
+    flush would read them again under the old uid: other msgids, which no consumer can drop."""
+    h = harness()
+    log, t, _ = h.follow("a.log", "first line\n")
+    assert data(await h.batches()) == ["first line"]
+    await h.registry.persist()
+    with open(log, "r+") as f:
+        f.truncate(0)
+    await asyncio.sleep(0.15)
+    with open(log, "a") as f:
+        f.write("new\n")
+    batches = await h.batches()
+    assert data(batches) == ["new"]
+    saved, live = h.on_disk(t), h.registry.get(t.reg_key)
+    assert saved is not None and live is not None and saved.uid == live.uid
+    assert json.loads(batches[0].values[0])["msgid"].split("/")[1] == live.uid
 
 
 async def test_a_line_cut_by_a_truncate_is_counted(harness: Callable[..., Harness],

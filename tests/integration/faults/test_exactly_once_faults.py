@@ -1,0 +1,213 @@
+"""exactly_once under faults (docs/delivery.md#exactly-once): kill -9 at random moments with
+logrotate running and a Kafka restart; a transaction aborted by force; two agents with one id.
+
+A read_committed consumer must see every line exactly once, in order; a read_uncommitted one
+every line at least once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devstack.stack import KafkaServer
+from tests.integration.faults.conftest import shown_logs
+from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker
+from tests.integration.faults.test_logrotate import Rotator, logrotate_binary
+from tests.kit import KafkaReader, LineWriter, new_topic, read_all, running, tally, wait_until
+
+RATE = 2500  # lines per second
+KILLS = 20
+TXN_TIMEOUT_MS = 4000  # [kafka.producer] transaction.timeout.ms of the forced-abort test
+
+
+def _seed() -> int:
+    seed = int(os.environ.get("FAULTS_SEED", str(int(time.time()))))
+    print(f"random seed {seed} (FAULTS_SEED={seed} repeats the same moments)")
+    return seed
+
+
+def eos(**kafka: str) -> dict[str, dict[str, str]]:
+    """An exactly_once agent with an offsets topic of its own (the tests' agents share a host id)."""
+    return {"kafka": {"delivery": "exactly_once", "transaction_interval": "0.2",
+                      "offsets_topic": new_topic("offsets"), **kafka}}
+
+
+def committed_and_uncommitted(bootstrap: str, topic: str, writer: LineWriter
+                              ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """The lines of `topic` as a read_committed and as a read_uncommitted consumer see them, and
+    the messages the latter read."""
+    out = []
+    for isolation in ("read_committed", "read_uncommitted"):
+        with KafkaReader(bootstrap, topic, isolation=isolation) as reader:
+            read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
+            out.append(reader.values())
+    return [v["data"] for v in out[0]], [v["data"] for v in out[1]], out[1]
+
+
+def dedup(messages: list[dict[str, Any]]) -> list[str]:
+    """What a consumer without transactions keeps when it drops every message whose msgid it has
+    seen (docs/messages.md); fails if one msgid ever stood for two different lines."""
+    kept: dict[str, str] = {}
+    for m in messages:
+        line = kept.setdefault(m["msgid"], m["data"])
+        assert line == m["data"], f"msgid {m['msgid']} stands for {line!r} and {m['data']!r}"
+    return list(kept.values())
+
+
+def repeated_under_other_msgids(messages: list[dict[str, Any]], limit: int = 5) -> str:
+    """The lines that came under more than one msgid (what dropping seen msgids cannot remove),
+    with their msgids and offsets: what a failure has to show."""
+    ids: dict[str, list[str]] = {}
+    for m in messages:
+        seen = ids.setdefault(m["data"], [])
+        if m["msgid"] not in seen:
+            seen.append(m["msgid"])
+    repeated = [(line, found) for line, found in ids.items() if len(found) > 1]
+    return f"{len(repeated)} lines under 2+ msgids, e.g. " + "; ".join(
+        f"{line[:40]!r}: {found}" for line, found in repeated[:limit])
+
+
+def in_order(expected: list[str], got: list[str]) -> bool:
+    wanted = set(expected)
+    return [line for line in got if line in wanted] == expected
+
+
+def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka, kafka_server, logdir, tmp_path,
+                                                                results):
+    if kafka_server is None:
+        pytest.fail("this test restarts the broker: run it against the suite's own (unset LOGAGENT_TEST_KAFKA)")
+    rng = random.Random(seed := _seed())
+    topic = new_topic("eos-kill9")
+    log = logdir / "app.log"
+    log.touch()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f"{log} {{\n    create\n    rotate 200\n    compress\n    missingok\n}}\n")
+    agent = make_agent(files=[{"path": str(log), "topic": topic}], extra=eos())
+    peak = PeakTracker()
+    writer = LineWriter(log, "eos-kill9", rate=RATE).start()
+    rotator = Rotator(logrotate_binary(), conf, tmp_path / "logrotate.state", interval=2.0).start()
+    restart_at = KILLS // 2
+    try:
+        for kill in range(KILLS):
+            if kill == restart_at:
+                kafka_server.stop()
+                time.sleep(3.0)
+                kafka_server.start()
+            time.sleep(rng.uniform(0.3, 2.5))  # a random moment: often inside a commit (every 0.2 s)
+            peak.sample(agent)
+            agent.kill()
+            agent.start(timeout=60)
+        time.sleep(2.0)
+    finally:
+        rotator.stop()
+        writer.stop()
+    assert not rotator.errors, f"logrotate failed: {rotator.errors[:3]}"
+    committed, uncommitted, messages = committed_and_uncommitted(kafka, topic, writer)
+    t = tally(writer.expected(), committed)
+    u = tally(writer.expected(), uncommitted)
+    d = tally(writer.expected(), dedup(messages))
+    peak.sample(agent)
+    results.add_tally(f"exactly_once: kill -9 x{KILLS}, logrotate create+compress every 2 s, a Kafka restart, "
+                      f"{RATE} lines/s (read_committed)", t, peak.peak,
+                      notes=f"read_uncommitted: {u.duplicated} duplicates, {len(u.missing)} missing; "
+                            f"{rotator.runs} rotations; FAULTS_SEED={seed}")
+    assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
+    assert in_order(writer.expected(), committed), "read_committed: lines out of order"
+    assert not u.missing and not u.unexpected, u.describe()
+    assert not d.missing and not d.unexpected and d.duplicated == 0, (  # msgid dedup: exactly once
+        f"{d.describe()}; {repeated_under_other_msgids(messages)}")
+    assert peak.peak < RSS_LIMIT_MB
+    assert agent.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def quick_abort_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServer]:
+    """A broker of its own whose transaction coordinator looks for timed-out transactions every
+    0.5 s (Kafka's default: 10 s), so that a forced abort happens at a known moment."""
+    server = KafkaServer(tmp_path_factory.mktemp("abort-kafka"), extra_props={
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500"})
+    with shown_logs(server.log_path), running(server, "the forced-abort test's broker"):
+        yield server
+
+
+def test_a_transaction_aborted_by_force_rewinds_and_is_sent_again(make_agent, quick_abort_kafka, logdir, results):
+    """The broker stops with a transaction open, and the agent is held (SIGSTOP) until the restarted
+    coordinator has aborted it for its transaction.timeout.ms: the agent learns it (librdkafka says
+    fenced), sees from the host's transaction record that no other agent took over, makes new
+    producers, and rewinds the file to its last committed offset; those lines go again in a new
+    transaction."""
+    kafka = quick_abort_kafka
+    topic = new_topic("eos-abort")
+    log = logdir / "app.log"
+    log.touch()
+    agent = make_agent(files=[{"path": str(log), "topic": topic}],
+                       extra={**eos(), "kafka.producer": {"transaction.timeout.ms": str(TXN_TIMEOUT_MS)}}
+                       | {"kafka": {**eos()["kafka"], "address": kafka.bootstrap}})
+    writer = LineWriter(log, "eos-abort", rate=1000).start()
+    assert agent.proc is not None
+    try:
+        with KafkaReader(kafka.bootstrap, topic) as reader:
+            reader.read(1000, timeout=30)
+        kafka.stop()
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(TXN_TIMEOUT_MS / 1000 + 1)
+            kafka.start()
+            time.sleep(3.0)  # the coordinator has loaded its log and aborted what timed out
+        finally:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        wait_until(lambda: agent.metric("logagent_kafka_transactions_total", outcome="aborted") >= 1, timeout=60,
+                   what="the agent to count the aborted transaction")
+        time.sleep(2.0)
+    finally:
+        writer.stop()
+    committed, uncommitted, messages = committed_and_uncommitted(kafka.bootstrap, topic, writer)
+    t = tally(writer.expected(), committed)
+    u = tally(writer.expected(), uncommitted)
+    text = agent.log_text()
+    results.add_tally("exactly_once: broker stopped and agent held past transaction.timeout.ms (forced abort), "
+                      "1000 lines/s (read_committed)", t, 0.0,
+                      notes=f"read_uncommitted: {u.duplicated} lines twice (the aborted transaction's, sent again)")
+    assert "new producers; transactions up to" in text, text[-3000:]
+    assert "another agent took over" not in text  # librdkafka's own lines say "fenced" at CRITICAL: it cannot tell
+    assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
+    assert in_order(writer.expected(), committed), "read_committed: lines out of order"
+    assert not u.missing and u.duplicated > 0, u.describe()  # the aborted lines were written, then sent again
+    d = tally(writer.expected(), dedup(messages))
+    assert not d.missing and d.duplicated == 0, d.describe()
+    assert agent.alive()
+    assert agent.stop() == 0
+
+
+def test_two_agents_with_one_id_the_older_is_fenced_and_exits_3(make_agent, kafka, logdir, tmp_path):
+    topic = new_topic("eos-fence")
+    a_log, b_log = logdir / "a.log", logdir / "b.log"
+    a_log.touch()
+    b_log.touch()
+    extra = eos()
+    older = make_agent(files=[{"path": str(a_log), "topic": topic}], extra=extra, data_dir=tmp_path / "a")
+    writers = [LineWriter(a_log, "fence-a", rate=500).start(), LineWriter(b_log, "fence-b", rate=500).start()]
+    try:
+        with KafkaReader(kafka, topic) as reader:
+            reader.read(200, timeout=30)
+        newer = make_agent(files=[{"path": str(b_log), "topic": topic}], extra=extra, data_dir=tmp_path / "b")
+        assert older.proc is not None
+        code = wait_until(lambda: older.proc.poll(), timeout=60, what="the older agent to exit")  # type: ignore[union-attr]
+        with KafkaReader(kafka, topic) as reader:
+            before = writers[1].count
+            wait_until(lambda: reader.poll(0.3) is not None and any(
+                v.get("data") == writers[1].line(before) for v in reader.values()), timeout=30,
+                what="the newer agent to go on shipping")
+    finally:
+        for w in writers:
+            w.stop()
+    assert code == 3, older.log_tail()
+    assert "CRITICAL" in older.log_text() and "another agent took over" in older.log_text()
+    assert newer.alive() and "CRITICAL" not in newer.log_text()
+    assert newer.stop() == 0
