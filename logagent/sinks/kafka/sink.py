@@ -317,13 +317,9 @@ class KafkaSink:
     def pending(self) -> int:
         return self._in_producer + self._queue.depth
 
-    async def stop(self, timeout: float = 30.0) -> bool:
-        """Drain and flush under a deadline, then stop polling; safe to call twice.
-
-        Returns True when everything queued was acknowledged.
-        """
-        if self._producer is None:
-            return True
+    async def _drain_and_end_draining(self, timeout: float) -> bool:
+        """The first step of every stop: drain under the deadline, then end the drain task (no batch is
+        taken from the queue after it). Returns drain's verdict."""
         clean = await self.drain(timeout)
         if self._drain_task is not None:
             self._drain_task.cancel()
@@ -332,6 +328,16 @@ class KafkaSink:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - _drain_finished reported how it ended
                 pass
             self._drain_task = None
+        return clean
+
+    async def stop(self, timeout: float = 30.0) -> bool:
+        """Drain and flush under a deadline, then stop polling; safe to call twice.
+
+        Returns True when everything queued was acknowledged.
+        """
+        if self._producer is None:
+            return True
+        clean = await self._drain_and_end_draining(timeout)
         if not clean:
             log.warning("shutdown deadline reached with %d messages unacknowledged; "
                         "they will be re-read from the registry offsets at next start", self.pending)

@@ -401,31 +401,36 @@ class TransactionalSink(KafkaSink):
     def _commit(self, producer: Any) -> tuple[str, Any]:
         """Blocking (a worker thread): commit, retried while Kafka does not answer; an abortable
         refusal aborts. Returns (outcome, error)."""
+        def abort_if_abortable(err: Any) -> tuple[str, Any] | None:
+            return self._abort(producer, err) if err.txn_requires_abort() else None
+
+        return self._until_answered("a commit", lambda: producer.commit_transaction(CALL_TIMEOUT),
+                                    (_Outcome.COMMITTED, None), abort_if_abortable)
+
+    def _abort(self, producer: Any, why: Any) -> tuple[str, Any]:
+        """Blocking: abort, retried while Kafka does not answer."""
+        return self._until_answered("an abort", lambda: producer.abort_transaction(CALL_TIMEOUT),
+                                    (_Outcome.ABORTED, why))
+
+    def _until_answered(self, what: str, call: Callable[[], object], done: tuple[str, Any],
+                        on_refusal: Callable[[Any], tuple[str, Any] | None] | None = None) -> tuple[str, Any]:
+        """Blocking: `call` (a commit or an abort) until Kafka answers, then `done`. A fatal error ends
+        it FATAL; then `on_refusal` may end it with its own outcome; while stopping, an error ends it
+        FATAL too (unknown: the next start reads what committed); any other error waits and retries."""
         while True:
             try:
-                producer.commit_transaction(CALL_TIMEOUT)
-                return _Outcome.COMMITTED, None
+                call()
+                return done
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.fatal():
                     return _Outcome.FATAL, err
-                if err.txn_requires_abort():
-                    return self._abort(producer, err)
+                outcome = on_refusal(err) if on_refusal is not None else None
+                if outcome is not None:
+                    return outcome
                 if not self._running.is_set():
-                    return _Outcome.FATAL, err  # stopping: unknown; the next start reads what committed
-                self._say_waiting(f"a commit waits for Kafka: {err.str()}")
-
-    def _abort(self, producer: Any, why: Any) -> tuple[str, Any]:
-        """Blocking: abort, retried while Kafka does not answer."""
-        while True:
-            try:
-                producer.abort_transaction(CALL_TIMEOUT)
-                return _Outcome.ABORTED, why
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.fatal() or not self._running.is_set():
                     return _Outcome.FATAL, err
-                self._say_waiting(f"an abort waits for Kafka: {err.str()}")
+                self._say_waiting(f"{what} waits for Kafka: {err.str()}")
 
     async def _settle_committing(self, open_txn: _Txn) -> bool:
         """Wait for the commit under way, and acknowledge its batches: True. When it did not commit,
@@ -600,14 +605,7 @@ class TransactionalSink(KafkaSink):
         if not self._producers:
             self._running.clear()
             return True
-        clean = await self.drain(timeout)
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            try:
-                await self._drain_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - _drain_finished reported how it ended
-                pass
-            self._drain_task = None
+        clean = await self._drain_and_end_draining(timeout)
         if self._committing is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._committing[1]), 5.0)
