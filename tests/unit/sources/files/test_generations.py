@@ -49,27 +49,45 @@ def _spool_known(reg: Registry, spool: Spool, tmp: Path, log: Path, dev: int, in
     return key
 
 
-def test_a_generation_never_seen_on_a_reused_inode_gets_an_entry_of_its_own(tmp_path: Path) -> None:
-    """Issue 20 item 4 (found by the compound fault test, 1,440 lines lost): an earlier file X, known
-    and read from the spool (its file compressed and unlinked), and a file Y never seen that got X's
-    freed inode number, both planned at one start. Y's CopyTailer registered itself under the
-    (device, inode) key that X's entry held: one entry for two files (Y's fingerprint, X's spool
-    copy), so the next start read one of them and lost the other."""
+def _y_reuses_xs_inode(tmp_path: Path, y_content: bytes, x_content: bytes
+                       ) -> tuple[Path, Registry, Spool, os.stat_result, str, TailContext]:
+    """logs/app.log.1 (Y, never seen) on the inode number the registry knows as X's (X's file gone,
+    its bytes in the spool), written after X was first seen; logs/app.log the current file. Blocking
+    (the spool copy runs its own loop). Returns (app.log, registry, spool, Y's stat, X's key, the
+    readers' context on a queue of its own)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "app.log"
     reg, spool = Registry(tmp_path / "data"), Spool(tmp_path / "data", 1 << 20)
     y = logs / "app.log.1"
-    y_content = b"".join(b"Y line %04d\n" % i for i in range(100))
     y.write_bytes(y_content)
     st = y.stat()
-    x_content = b"".join(b"X line %04d\n" % i for i in range(100))
     x_key = _spool_known(reg, spool, tmp_path, log, st.st_dev, st.st_ino, x_content)  # Y reuses X's inode
     later = time.time() + 1
     os.utime(y, (later, later))  # written after X was first seen
     log.write_text("current\n")
     ctx = TailContext(opts=OPTS, queue=BatchQueue(100000), registry=reg, budget=FdBudget(16),
                       allowed_paths=(f"{logs}/**",), spool=spool)
+    return log, reg, spool, st, x_key, ctx
+
+
+def _open_in_order(copies: list[CopyTailer], log: Path, ctx: TailContext, gens: list[Generation]) -> None:
+    """The generations' readers, each after the one before, opened (as EntryRunner._recover makes
+    them); appended to `copies` one by one, so that the caller closes those opened when one fails."""
+    for gen in gens:
+        copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
+        copies[-1].open()
+
+
+def test_a_generation_never_seen_on_a_reused_inode_gets_an_entry_of_its_own(tmp_path: Path) -> None:
+    """Issue 20 item 4 (found by the compound fault test, 1,440 lines lost): an earlier file X, known
+    and read from the spool (its file compressed and unlinked), and a file Y never seen that got X's
+    freed inode number, both planned at one start. Y's CopyTailer registered itself under the
+    (device, inode) key that X's entry held: one entry for two files (Y's fingerprint, X's spool
+    copy), so the next start read one of them and lost the other."""
+    y_content = b"".join(b"Y line %04d\n" % i for i in range(100))
+    x_content = b"".join(b"X line %04d\n" % i for i in range(100))
+    log, reg, spool, st, x_key, ctx = _y_reuses_xs_inode(tmp_path, y_content, x_content)
 
     gens = _plan(reg, spool, log, ctx)
     copies: list[CopyTailer] = []
@@ -78,9 +96,7 @@ def test_a_generation_never_seen_on_a_reused_inode_gets_an_entry_of_its_own(tmp_
         # moved it there (a file read from anything but its own inode is no longer that inode's).
         assert [g.kind for g in gens] == ["spool", "file"] and gens[1].key is None
         assert gens[0].key in (x_key, uid_of(st.st_dev, st.st_ino, gens[0].since))
-        for gen in gens:  # as EntryRunner._recover makes them
-            copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
-            copies[-1].open()
+        _open_in_order(copies, log, ctx, gens)
         # The agent is killed now (nothing acknowledged): the next start must find both files again.
         reg.save()
         again = Registry(tmp_path / "data")
@@ -101,26 +117,11 @@ async def test_each_generation_on_a_reused_inode_moves_its_own_offset(tmp_path: 
     """The same two files read and acknowledged: every line once, and once both are done a new start
     plans nothing (nothing read twice, nothing left), and Y's entry is Y's, done at its end. Also
     when Y's reader is made first (its registration moves X's entry before X's reader looks it up)."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log = logs / "app.log"
-    reg, spool = Registry(tmp_path / "data"), Spool(tmp_path / "data", 1 << 20)
-    y = logs / "app.log.1"
-    y.write_bytes(b"Y\n" * 50)
-    st = y.stat()
-    x_content = b"X\n" * 70
-    await asyncio.to_thread(_spool_known, reg, spool, tmp_path, log, st.st_dev, st.st_ino, x_content)
-    later = time.time() + 1
-    os.utime(y, (later, later))
-    log.write_text("current\n")
-    queue = BatchQueue(100000)
-    ctx = TailContext(opts=OPTS, queue=queue, registry=reg, budget=FdBudget(16), allowed_paths=(f"{logs}/**",),
-                      spool=spool)
+    log, reg, spool, st, _, ctx = await asyncio.to_thread(_y_reuses_xs_inode, tmp_path, b"Y\n" * 50, b"X\n" * 70)
+    queue = ctx.queue
     copies: list[CopyTailer] = []
     gens = _plan(reg, spool, log, ctx)
-    for gen in reversed(gens) if never_seen_first else gens:
-        copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
-        copies[-1].open()
+    _open_in_order(copies, log, ctx, list(reversed(gens)) if never_seen_first else gens)
     tasks = [asyncio.create_task(c.run()) for c in copies]
     try:
         shipped: list[bytes] = []
@@ -156,27 +157,13 @@ async def test_a_generation_never_seen_is_on_disk_before_its_first_line_goes(tmp
     its lines (docs/messages.md). Were it only in memory when its lines went out, a kill -9 before
     the next flush would make the restart find it never seen again, under another uid, and send
     those lines again under other msgids, which no consumer can drop."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log = logs / "app.log"
-    reg, spool = Registry(tmp_path / "data"), Spool(tmp_path / "data", 1 << 20)
-    y = logs / "app.log.1"
-    y.write_bytes(b"Y\n" * 50)
-    st = y.stat()
-    await asyncio.to_thread(_spool_known, reg, spool, tmp_path, log, st.st_dev, st.st_ino, b"X\n" * 70)
+    log, reg, spool, _, _, ctx = await asyncio.to_thread(_y_reuses_xs_inode, tmp_path, b"Y\n" * 50, b"X\n" * 70)
     await reg.persist()
-    later = time.time() + 1
-    os.utime(y, (later, later))
-    log.write_text("current\n")
-    queue = BatchQueue(100000)
-    ctx = TailContext(opts=OPTS, queue=queue, registry=reg, budget=FdBudget(16), allowed_paths=(f"{logs}/**",),
-                      spool=spool)
+    queue = ctx.queue
     copies: list[CopyTailer] = []
     gens = _plan(reg, spool, log, ctx)
     assert [g.kind for g in gens] == ["spool", "file"] and gens[1].key is None
-    for gen in gens:
-        copies.append(CopyTailer(str(log), Route("t"), ctx, None, gen, after=copies[-1] if copies else None))
-        copies[-1].open()
+    _open_in_order(copies, log, ctx, gens)
     y_copy = copies[1]
     tasks = [asyncio.create_task(c.run()) for c in copies]
     try:
