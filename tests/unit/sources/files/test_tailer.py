@@ -253,16 +253,22 @@ async def test_start_decision_is_on_disk_before_the_first_line_is_read(harness: 
     await asyncio.wait_for(task, 3)
 
 
-async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
-    h = harness()
-    log, _, _ = h.follow("a.log", "first line\n")
-    assert data(await h.batches()) == ["first line"]
+async def _truncated_then_written(h: Harness, log: Path, text: str) -> list[Batch]:
+    """truncate(0), a pause in which the tailer sees the file empty, then `text` appended: the
+    batches the tailer makes of it."""
     with open(log, "r+") as f:
         f.truncate(0)
     await asyncio.sleep(0.15)
     with open(log, "a") as f:
-        f.write("new\n")
-    batches = await h.batches()
+        f.write(text)
+    return await h.batches()
+
+
+async def test_truncation_starts_again_at_zero(harness: Callable[..., Harness]):
+    h = harness()
+    log, _, _ = h.follow("a.log", "first line\n")
+    assert data(await h.batches()) == ["first line"]
+    batches = await _truncated_then_written(h, log, "new\n")
     assert data(batches) == ["new"] and json.loads(batches[0].values[0])["offset"] == 0
 
 
@@ -275,12 +281,7 @@ async def test_the_new_content_after_a_truncate_is_on_disk_before_its_first_line
     log, t, _ = h.follow("a.log", "first line\n")
     assert data(await h.batches()) == ["first line"]
     await h.registry.persist()
-    with open(log, "r+") as f:
-        f.truncate(0)
-    await asyncio.sleep(0.15)
-    with open(log, "a") as f:
-        f.write("new\n")
-    batches = await h.batches()
+    batches = await _truncated_then_written(h, log, "new\n")
     assert data(batches) == ["new"]
     saved, live = h.on_disk(t), h.registry.get(t.reg_key)
     assert saved is not None and live is not None and saved.uid == live.uid
