@@ -37,13 +37,19 @@ def _known(reg: Registry, path: Path, offset: int) -> str:
     return reg.update(st.st_dev, st.st_ino, str(path), offset, fp, fp_len, size=st.st_size)
 
 
+def _known_at(tmp_path: Path, name: str, content: bytes, offset: int) -> tuple[Registry, Path]:
+    """A registry (in tmp_path/data) that knows tmp_path/name read to `offset`, when the file held
+    content's first `offset` bytes (the rest, if any, is the test's to write: grown while stopped)."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / name
+    log.write_bytes(content[:offset])
+    _known(reg, log, offset)
+    return reg, log
+
+
 def _read_to_its_end(tmp_path: Path) -> tuple[Registry, Path]:
     """A registry (in tmp_path/data) that knows app.log ("known\\n") read to its end, at offset 6."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
-    log.write_text("known\n")
-    _known(reg, log, 6)
-    return reg, log
+    return _known_at(tmp_path, "app.log", b"known\n", 6)
 
 
 def _plan(reg: Registry, log: Path, spool: Spool | None = None, owned: set[str] | None = None):  # type: ignore[no-untyped-def]
@@ -208,11 +214,8 @@ def _plan_at_start(reg: Registry, log: Path) -> tuple[list[Generation], tuple[in
 def _copytruncated_while_stopped(tmp_path: Path) -> tuple[Registry, Path, Path, bytes]:
     """app.log known to offset 2,000, then, while the agent was stopped, grown to 300 lines, copied to
     app.log.1, truncated and written again (copytruncate): (registry, app.log, app.log.1, what was copied)."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
     content = _lines("gen0", 300)
-    log.write_bytes(content[:2000])
-    _known(reg, log, 2000)
+    reg, log = _known_at(tmp_path, "app.log", content, 2000)
     copy = tmp_path / "app.log.1"
     copy.write_bytes(content)  # grown while stopped, copied ...
     log.write_bytes(b"")  # ... truncated
@@ -223,11 +226,8 @@ def _copytruncated_while_stopped(tmp_path: Path) -> tuple[Registry, Path, Path, 
 def test_the_compressed_copy_is_found_when_the_new_file_got_the_old_inode(tmp_path: Path) -> None:
     """Issue 20 item 1: the file at the path has the old file's inode number (here: the same inode,
     rewritten), and a tailer holds it; the old file's compressed copy is still read from its offset."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "app.log"
     old = _lines("old", 200)
-    log.write_bytes(old[:1800])
-    _known(reg, log, 1800)
+    reg, log = _known_at(tmp_path, "app.log", old, 1800)
     (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(old))  # grown while stopped, then compressed
     log.write_bytes(b"new file\n")  # the new file, with the old one's inode number
     [gen], current = _plan_at_start(reg, log)
@@ -415,11 +415,8 @@ def test_generations_are_read_in_the_order_they_were_written_whatever_a_compress
     gzipped to 0.log.<t1>.gz after 0.log.<t2> was renamed (a gzip's mtime is when it was made, later
     than the next file's last write); 0.log.<t2> and 0.log.<t3>.gz were never seen. Known ones first,
     in the order the agent first saw them, then the unseen ones by the time stamp in their names."""
-    reg = Registry(tmp_path / "data")
-    log = tmp_path / "0.log"
     gen1 = _lines("gen1", 100)
-    log.write_bytes(gen1[:500])
-    _known(reg, log, 500)
+    reg, log = _known_at(tmp_path, "0.log", gen1, 500)
     t1 = tmp_path / "0.log.20261206-100001"
     log.rename(t1)
     t1.write_bytes(gen1)  # grew while stopped
