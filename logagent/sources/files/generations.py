@@ -268,6 +268,7 @@ class CopyTailer(Shipper):
             await self.after.reading_done.wait()
         if durable is not None:
             await durable
+            durable = None  # a finished task kept in this frame for the file's life: ~1 KiB a file
         try:
             if not self._sources and not self.finished:
                 self.open()

@@ -277,7 +277,11 @@ class FileTailer(Shipper):
         # decide again at restart, past lines never sent, or see the file anew under another uid
         # and send lines again under other msgids. A file that follows a rotated one writes while
         # the earlier one is read to its end: its start is not held up behind the disk.
-        durable = asyncio.ensure_future(self._registry.persist()) if self._decided else None
+        durable = None
+        if self._decided and self.after is None:
+            await self._registry.persist()  # in this task: no task more per file at a start with many files
+        elif self._decided:
+            durable = asyncio.ensure_future(self._registry.persist())
         self._decided = False
         if self.after is not None:
             # The earlier file of this path first: per path, lines go out in the order written.
@@ -286,6 +290,7 @@ class FileTailer(Shipper):
             self.after = None
         if durable is not None:
             await durable
+            durable = None  # a finished task kept in this frame for the file's life: ~1 KiB a file
         while not self.finished:
             self._wake.clear()  # before reading: a wake-up during the read is not lost
             if self.acks.failed is not None:
