@@ -298,8 +298,13 @@ class FileTailer(Shipper):
             if self.fd is None and self._maybe_reopen():
                 break
             if self.fd is not None:
+                seen_rotated = self.rotated
                 await self._read_to_end()
                 self.check_name()
+                if self.rotated and not seen_rotated and self.fd is not None:
+                    # The rename was seen after that read began: bytes written before it (a container
+                    # log's first records of a line the next file ends) may lie past what it read.
+                    await self._read_to_end()
                 if self.rotated:
                     self._schedule_protect()
                     # Read to its end since the rename: the next file of the path may start. Only what

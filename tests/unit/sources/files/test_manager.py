@@ -264,3 +264,47 @@ async def test_a_pods_log_renamed_before_the_agent_first_looked_is_read_first(tm
     finally:
         await runner.stop()
         await watcher.stop()
+
+
+async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp_path: Path):
+    """The runtime writes a line's first records, the kubelet renames 0.log and the line ends in the
+    new 0.log, all between the reader's last read and its look at the name: the reader took the
+    rename for 'read to its end' and let the next file start, which sent the line's end alone; the
+    first records came later and went out cut (one line as two, in 1 of ~10 full runs of the
+    Kubernetes node test). It reads once more after seeing the rename, and the line is joined."""
+    tree = PodTree(tmp_path / "pods")
+    watcher = FileWatcher()
+    queue = BatchQueue(1000)
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1", rotate_wait=1.0, stat_interval=0.05),
+                         queue=queue, registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
+    runner = EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx)
+    pod = tree.add_pod("shop", "web", ("app",))
+    tree.write(pod, "app", [("stdout", "line 0")])
+    try:
+        assert await runner.scan(start_at_end=False) == 1
+        assert [m["data"] for _, m in await _messages(queue, 1)] == ["line 0"]
+        tailer = runner.tailers[str(tree.log_path(pod, "app"))]
+        read_to_end = tailer._read_to_end
+
+        async def read_then_rotate() -> None:  # the race, made certain: the rename right after a read
+            await read_to_end()
+            if not tailer.rotated:
+                tailer._read_to_end = read_to_end  # type: ignore[method-assign]
+                last = tree.write_partial(pod, "app", "stdout", "a line cut by the rotation")
+                tree.rotate(pod, "app")
+                tree.finish_partial(pod, "app", "stdout", "a line cut by the rotation", last)
+                tree.write(pod, "app", [("stdout", "in the new file")])
+
+        tailer._read_to_end = read_then_rotate  # type: ignore[method-assign]
+        tree.write(pod, "app", [("stdout", "line 1")])
+        tailer.wake()
+        await eventually(lambda: tailer.rotated, what="the rename seen")
+        await runner.scan(start_at_end=False)  # the new 0.log, while the old one is still open
+        got = [m["data"] for _, m in await _messages(queue, 3)]
+        assert got == ["line 1", "a line cut by the rotation", "in the new file"]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(queue.get(), 0.3)
+    finally:
+        await runner.stop()
+        await watcher.stop()
