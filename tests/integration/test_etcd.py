@@ -471,7 +471,14 @@ def test_config_cli_against_etcd(make_agent, kafka, etcd, kv, logdir, tmp_path):
     cfg = str(agent.config)
     log, topic = logdir / "cli.log", new_topic("cli")
     kv.put(key, '[{"path":"%s/old.log","topic":"old"}]' % logdir)
-    stored, before = kv.get(key)
+
+    def written() -> tuple[bytes | None, int]:
+        """The key's value and the revision it was written at (the store's revision moves with any
+        write to this shared etcd: an earlier test's status key whose lease expires deletes it)."""
+        snap = kv.read([key])
+        return snap.values[key], snap.mod_revisions[key]
+
+    stored, before = written()
 
     good = tmp_path / "good.json"
     good.write_text(entries((log, topic)) + "\n")
@@ -479,14 +486,14 @@ def test_config_cli_against_etcd(make_agent, kafka, etcd, kv, logdir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"--- {key} (stored)" in done.stdout and f'+    "path": "{log}"' in done.stdout
     assert "not written" in done.stdout
-    assert kv.get(key) == (stored, before)  # nothing written: not even the revision moved
+    assert written() == (stored, before)  # nothing written: not even the key's revision moved
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"path": str(log), "topic": topic}, {"path": "/etc/passwd", "topic": "x"}]))
     done = logagent("config", "set-collect", "-c", cfg, str(bad))
     assert done.returncode == 2
     assert "/etc/passwd" in done.stderr and "allowed_paths" in done.stderr and "nothing written" in done.stderr
-    assert kv.get(key) == (stored, before)
+    assert written() == (stored, before)
 
     done = logagent("config", "set-collect", "-c", cfg, "-", stdin=good.read_bytes())
     assert done.returncode == 0, done.stderr
