@@ -220,6 +220,13 @@ def test_permission_denied_agent_as_nobody(kafka, world_tmp, start_as_nobody, re
     assert agent.stop() == 0
 
 
+# This test's agent follows 10,000 files (the glob's cap), ~10 KiB each in memory on top of the ~45 MiB of
+# an agent with a few (sources/files keeps a tailer, its task, its acknowledgements and its message
+# format per followed file): 145-148 MiB measured in full runs. RSS_LIMIT_MB (the bound for a few files)
+# does not apply; this bound fails a leak of ~1.5 KiB per followed file.
+GLOB_RSS_LIMIT_MB = 165.0
+
+
 def test_glob_matching_100000_files(make_agent, kafka, logdir, results):
     many = logdir / "many"
     many.mkdir()
@@ -279,8 +286,8 @@ def test_glob_matching_100000_files(make_agent, kafka, logdir, results):
                             + c.summary())
     assert not t.missing, t.describe()
     assert t.duplicated == 0, t.describe()
-    if peak.peak >= RSS_LIMIT_MB:
-        c.problems.append(f"peak RSS {peak.peak:.0f} MiB (limit {RSS_LIMIT_MB:.0f})")
+    if peak.peak >= GLOB_RSS_LIMIT_MB:
+        c.problems.append(f"peak RSS {peak.peak:.0f} MiB (limit {GLOB_RSS_LIMIT_MB:.0f} for 10,000 followed files)")
     if max(lags, default=0) >= 10:
         c.problems.append(f"good.log lines took up to {max(lags):.1f} s")
     if max(open_files) > MAX_OPEN_FILES:
