@@ -48,6 +48,13 @@ class PeakTracker:
             self.peak = max(self.peak, peak_rss_mb(agent))
         return self.peak
 
+    def restart(self, agent: AgentProcess) -> None:
+        """A clean stop (exit status 0) and a start, the ending incarnation's peak taken first: VmHWM
+        is the process's, gone with it."""
+        self.sample(agent)
+        assert agent.stop() == 0
+        agent.start()
+
 
 def unmount_after(mount: Path, agents: Iterable[AgentProcess]) -> None:
     """Unmount a file system a test mounted, once the test's agents are gone (killed: they hold files

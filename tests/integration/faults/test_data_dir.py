@@ -117,9 +117,7 @@ def test_data_dir_fills_up_under_load(make_agent, kafka, logdir, small_fs, resul
             wait_until(lambda: registry_offset(data) > 0, timeout=10, what="a registry write after the disk freed")
             time.sleep(1.0)
             # From here on clean stops give no duplicates.
-            peak.sample(agent)
-            assert agent.stop() == 0
-            agent.start()
+            peak.restart(agent)
             time.sleep(2.0)
     finally:
         writer.stop()

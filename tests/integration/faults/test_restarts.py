@@ -67,9 +67,7 @@ def test_sigterm_five_times_under_load_no_duplicates(loaded_agent, kafka, result
     try:
         for _ in range(stops):
             time.sleep(rng.uniform(0.2, 1.5))
-            peak.sample(agent)
-            assert agent.stop() == 0
-            agent.start()
+            peak.restart(agent)
         time.sleep(1.0)
     finally:
         writer.stop()
