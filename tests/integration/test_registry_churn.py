@@ -93,6 +93,17 @@ def _saved(data_dir: Path) -> tuple[int, int]:
     return len(files), sum(1 for item in files.values() if item.get("done"))
 
 
+def _leftovers(data_dir: Path) -> str:
+    """The entries registry.json still holds, for a failure's message."""
+    try:
+        files = json.loads((data_dir / "registry.json").read_bytes())["files"]
+    except FileNotFoundError:
+        return "none"
+    return "; ".join(f"{key} {os.path.basename(item['path'])} offset {item['offset']} "
+                     f"{'done' if item.get('done') else 'live'} fp_len {item['fp_len']}"
+                     for key, item in list(files.items())[:10])
+
+
 def test_a_churning_glob_delivers_every_file_and_keeps_the_registry_bounded(make_agent, kafka, logdir, tmp_path):
     topic = new_topic("churn")
     folder = logdir / "jobs"
@@ -123,8 +134,13 @@ def test_a_churning_glob_delivers_every_file_and_keeps_the_registry_bounded(make
     print(f"registry: up to {peak_finished:.0f} finished entries in registry.json, up to {peak_gauge:.0f} entries "
           f"in the gauge; {_saved(data_dir)[0]} entries after the churn, for {files} files")
     # Every file is gone: once a sweep ran, the registry holds none of them.
-    wait_until(lambda: _saved(data_dir)[0] == 0 and agent.metric("logagent_registry_entries") == 0,
-               timeout=30, what=f"an empty registry (holds {_saved(data_dir)[0]} entries of {files} files)")
+    try:
+        wait_until(lambda: _saved(data_dir)[0] == 0 and agent.metric("logagent_registry_entries") == 0,
+                   timeout=30, what="an empty registry")
+    except AssertionError as exc:  # what is left then, not at the start of the wait
+        raise AssertionError(f"{exc}: registry.json holds {_saved(data_dir)[0]} entries of {files} files "
+                             f"({_leftovers(data_dir)}), the gauge says "
+                             f"{agent.metric('logagent_registry_entries'):.0f}") from None
     # (Others left when a new file reused their inode.)
     assert agent.metric("logagent_registry_pruned_total", reason="gone") > 0
     # Bounded while it ran: the files finished since the last sweep (a few seconds of them), not all.

@@ -273,6 +273,11 @@ class Registry:
         entry = self._drop(key)
         if entry is not None:
             self._put(entry.uid, entry)
+            if key in self._owned:
+                # Its reader still answers for it (a rotated file read and closed, its lines in flight):
+                # under its new key too, or recovery would plan it again from the spool (sent twice).
+                self._owned.discard(key)
+                self._owned.add(entry.uid)
             if entry.done:
                 # Swept under its new key: the sweep's pass over what finished lately knows the old
                 # key only, which names the new file now (a churning folder reuses inodes at once).

@@ -144,6 +144,7 @@ class Shipper:
         self.read_pos = 0
         self.acks = AckTracker()
         self.reg_key = ""  # this file's key in the registry
+        self._uid = ""  # its entry's uid: where registry.archive moves it when a new file takes the inode
         self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
         self.after: Shipper | None = None  # the earlier generation of this path, read first
         self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
@@ -221,7 +222,8 @@ class Shipper:
     def _file_uid(self) -> str:
         """The file's uid (device, inode, first seen; a copytruncate starts a new one): with the line's
         offset, what makes a message's msgid stable across re-sends and restarts."""
-        entry = self._registry.get(self.reg_key) if self.reg_key else None
+        key = self._entry_key()
+        entry = self._registry.get(key) if key else None
         return entry.uid if entry is not None else f"{self.dev}-{self.ino}-0"
 
     def _same_ids(self) -> None:
@@ -417,7 +419,7 @@ class Shipper:
         self._carry_handed = self._carry_delivered = False
         self.acks.rewind(self.read_pos)
         self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
-                              key=self.reg_key or None, size=self.read_pos)
+                              key=self._entry_key() or None, size=self.read_pos)
         if self._spooled is not None and self.ctx.spool is not None:
             self.ctx.spool.release(self._spooled.uid, self.acked)
         self._unacked.set(0)
@@ -431,9 +433,10 @@ class Shipper:
         """exactly_once: this file's offset record once `batch`, its last in a transaction, commits
         (pipeline/checkpoint.py). None for a batch from before a rewind (its offset is the old
         content's) or a file without a registry entry yet."""
-        if batch.generation != self.acks.generation or not self.reg_key:
+        key = self._entry_key()
+        if batch.generation != self.acks.generation or not key:
             return None
-        entry = self._registry.get(self.reg_key)
+        entry = self._registry.get(key)
         if entry is None:
             return None
         return Checkpoint(entry.uid, self.path, self.dev, self.ino, entry.since, self.fp, self.fp_len,
@@ -451,7 +454,7 @@ class Shipper:
             self.retry.reset()
             self._acked_at = time.monotonic()
             self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
-                                  key=self.reg_key or None, size=self.read_pos)
+                                  key=self._entry_key() or None, size=self.read_pos)
             self._unacked.set(max(0, self.read_pos - self.acked))
             if self._spooled is not None and self.ctx.spool is not None:
                 self.ctx.spool.release(self._spooled.uid, self.acked)
@@ -480,6 +483,7 @@ class Shipper:
         if not (self.complete and self.reg_key and self.acks.pending == 0 and self.acks.failed is None
                 and self.acked >= self.read_pos):
             return False
+        self._entry_key()
         entry = self._registry.get(self.reg_key)
         self._registry.mark_done(self.reg_key)
         self._registry.disown(self.reg_key)
@@ -488,6 +492,17 @@ class Shipper:
             self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too
         self._spooled = None
         return True
+
+    def _entry_key(self) -> str:
+        """This file's registry key now. Once its descriptor is closed (rotated away, read to its end,
+        not all acknowledged) a new file may take its inode number: registry.archive then moves its
+        entry under its uid, and its acknowledgements go there, never into the new file's entry."""
+        key = self.reg_key
+        if key and self._uid and key != self._uid:
+            entry = self._registry.get(key)
+            if (entry is None or entry.uid != self._uid) and self._registry.get(self._uid) is not None:
+                self.reg_key = key = self._uid
+        return key
 
     def wake(self) -> None:
         self._wake.set()

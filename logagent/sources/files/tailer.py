@@ -145,6 +145,8 @@ class FileTailer(Shipper):
         self.reg_key = self._registry.update(self.dev, self.ino, self.path, start, self.fp, self.fp_len,
                                              size=st.st_size)
         self._registry.own(self.reg_key)
+        entry = self._registry.get(self.reg_key)
+        self._uid = entry.uid if entry is not None else ""
         log.log(logging.INFO if self.announce else logging.DEBUG,
                 "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
 
@@ -181,7 +183,7 @@ class FileTailer(Shipper):
         self.reading_done.set()
         self.ctx.claims.release(self)
         if not self.rotated:
-            self._registry.disown(self.reg_key)  # a rotated file stays ours until Kafka has it all
+            self._registry.disown(self._entry_key())  # a rotated file stays ours until Kafka has it all
         self._unacked.set(0)
         self._held.set(0)
 

@@ -686,3 +686,28 @@ async def test_a_next_file_already_read_does_not_take_the_partial_line(harness: 
     rest = await h.batches(timeout=5)
     assert data(rest) == ["begun in the old file, "]
 
+async def test_a_rotated_file_closed_before_kafka_acknowledged_it_keeps_its_entry_when_its_inode_is_reused(
+        harness: Callable[..., Harness]):
+    """Read to its end and closed, its lines still in flight (Kafka down), a rotated file's inode number
+    is free: a new file takes it and registry.archive moves the old entry under its uid. The old file's
+    acknowledgements must move that entry, not the new file's (which they overwrote, offset and
+    fingerprint), and it stays owned, so recovery does not send it again from the spool (issue 23's
+    fault run: 900 lines twice)."""
+    h = harness()
+    log, t, _ = h.follow("a.log", "one\ntwo\n")
+    [batch] = await h.batches()
+    os.rename(log, h.tmp / "a.log.1")
+    await eventually(lambda: t.finished, timeout=5, what="the rotated file read to its end and closed")
+    old = h.registry.get(t.reg_key)
+    assert old is not None and t.fd is None
+    uid = old.uid
+    h.registry.archive(t.dev, t.ino)  # as a new file's FileTailer._identify does when it finds the inode taken
+    new_key = h.registry.update(t.dev, t.ino, str(log), 0, "new-file-fp", 11)
+    h.registry.own(new_key)
+    assert uid in h.registry.owned  # recovery does not plan it again while its tailer answers for it
+    h.ack(batch)
+    moved = h.registry.get(uid)
+    assert moved is not None and moved.offset == 8 and moved.done
+    new = h.registry.get(new_key)
+    assert new is not None and (new.offset, new.fp, new.done) == (0, "new-file-fp", False)
+    assert new_key in h.registry.owned and uid not in h.registry.owned
