@@ -9,20 +9,26 @@ chan_size`). Two full policies, named for who uses them:
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from logagent.pipeline.batch import Batch
 from logagent.runtime import metrics
 
 
 class BatchQueue:
-    """Bounded by message count; a batch larger than the capacity still passes when the queue is empty."""
+    """Bounded by message count; a batch larger than the capacity still passes when the queue is empty.
+
+    Producers that wait for room wait in a FIFO, and a `get` wakes the first of them only (which,
+    once its batch is in, wakes the next if there is room still): with 10,000 files behind a full
+    queue, an Event woke all 10,000 tailers on every get for one of them to fit (O(files) per
+    batch: issue 23's latency collapse once the agent fell behind). A new `put` does not overtake
+    those already waiting."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: asyncio.Queue[Batch] = asyncio.Queue()
         self._depth = 0
-        self._room = asyncio.Event()
-        self._room.set()
+        self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
         metrics.QUEUE_CAPACITY.set(capacity)
         metrics.QUEUE_DEPTH.set(0)
 
@@ -35,11 +41,41 @@ class BatchQueue:
         return self._depth == 0 or self._depth + n <= self.capacity
 
     async def put(self, batch: Batch) -> None:
-        """Queue a batch, waiting while the queue is full (backpressure)."""
-        while not self._fits(len(batch)):
-            self._room.clear()
-            await self._room.wait()
+        """Queue a batch, waiting while the queue is full (backpressure), in the order callers came."""
+        n = len(batch)
+        if not self._putters and self._fits(n):
+            self._push(batch)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._putters.append(fut)
+        try:
+            while True:
+                await fut
+                if self._fits(n):
+                    break
+                fut = loop.create_future()
+                self._putters.appendleft(fut)  # still first in line
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._wake_putter()  # it was this one's turn: the next one's now
+            else:
+                try:
+                    self._putters.remove(fut)
+                except ValueError:
+                    pass
+            raise
         self._push(batch)
+        if self._depth < self.capacity:
+            self._wake_putter()  # room for the next one, perhaps
+
+    def _wake_putter(self) -> None:
+        """Wake the first producer still waiting."""
+        while self._putters:
+            fut = self._putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     def offer(self, batch: Batch) -> bool:
         """Queue a batch if it fits now; False (nothing queued) when full."""
@@ -53,12 +89,15 @@ class BatchQueue:
         metrics.QUEUE_DEPTH.set(self._depth)
         self._items.put_nowait(batch)
 
-    async def get(self) -> Batch:
-        batch = await self._items.get()
+    def _taken(self, batch: Batch) -> None:
         self._depth -= len(batch)
         metrics.QUEUE_DEPTH.set(self._depth)
-        if self._fits(1):
-            self._room.set()
+        if self._putters and self._fits(1):
+            self._wake_putter()
+
+    async def get(self) -> Batch:
+        batch = await self._items.get()
+        self._taken(batch)
         return batch
 
     def get_nowait(self) -> Batch | None:
@@ -66,9 +105,7 @@ class BatchQueue:
             batch = self._items.get_nowait()
         except asyncio.QueueEmpty:
             return None
-        self._depth -= len(batch)
-        metrics.QUEUE_DEPTH.set(self._depth)
-        self._room.set()
+        self._taken(batch)
         return batch
 
     def empty(self) -> bool:
