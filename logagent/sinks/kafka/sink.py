@@ -46,6 +46,33 @@ from logagent.sinks.kafka.log import LibrdkafkaLog
 log = logging.getLogger("logagent.producer")
 
 
+class _Delivery:
+    """One batch's delivery callback: librdkafka calls it in the poll thread, once per message.
+
+    An object, not a closure: the closure named itself (to send a message again, cut), a reference
+    cycle per batch that only the cyclic garbage collector frees. At 10,000 files x 1 line/s every
+    batch is one line, and those collections showed as a quarter of the GIL's samples (issue 23)."""
+
+    __slots__ = ("sink", "batch")
+
+    def __init__(self, sink: KafkaSink, batch: Batch) -> None:
+        self.sink = sink
+        self.batch = batch
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        batch, sink = self.batch, self.sink
+        if err is not None and msg is not None and err.code() == RdKafkaError.MSG_SIZE_TOO_LARGE:
+            # Refused for its size: send this one again, cut (on the loop); the batch waits.
+            assert sink._loop is not None
+            sink._loop.call_soon_threadsafe(sink._resend_smaller, batch, self, msg.value(), err)
+            return
+        if err is not None and batch.error is None:
+            batch.error = err
+        batch.remaining -= 1
+        if batch.remaining == 0:
+            sink._completed.append(batch)  # handed to the loop after this poll (_hand_over)
+
+
 class KafkaSink:
     """Owns the Producer, its poll thread and the task that drains the queue."""
 
@@ -175,22 +202,7 @@ class KafkaSink:
         return out
 
     def _delivery_callback(self, batch: Batch) -> Callable[[Any, Any], None]:
-        loop = self._loop
-        assert loop is not None
-        too_large = RdKafkaError.MSG_SIZE_TOO_LARGE
-        completed = self._completed
-
-        def on_delivery(err: Any, msg: Any) -> None:  # runs in the poll thread
-            if err is not None and msg is not None and err.code() == too_large:
-                # Refused for its size: send this one again, cut (on the loop); the batch waits.
-                loop.call_soon_threadsafe(self._resend_smaller, batch, on_delivery, msg.value(), err)
-                return
-            if err is not None and batch.error is None:
-                batch.error = err
-            batch.remaining -= 1
-            if batch.remaining == 0:
-                completed.append(batch)  # handed to the loop after this poll (_hand_over)
-        return on_delivery
+        return _Delivery(self, batch)
 
     def _resend_smaller(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
                         err: Any) -> None:
