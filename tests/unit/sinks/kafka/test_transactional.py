@@ -271,6 +271,7 @@ class Rig:
         self.fatal: list[BaseException] = []
         self.tasks: list[asyncio.Task[None]] = []
         cluster = self.cluster
+        # start() makes its OffsetsTopic itself (no factory to inject): the module's name is replaced.
         monkeypatch.setattr(transactional, "OffsetsTopic",
                             lambda conf, topic, host_id: ClusterOffsets(cluster, conf, topic, host_id))
         settings = KafkaSettings(address="127.0.0.1:1", delivery="exactly_once", transaction_interval=interval,
