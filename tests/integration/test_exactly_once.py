@@ -68,7 +68,7 @@ def test_sysinfo_samples_travel_in_the_transactions(loaded_agent, kafka):
     they were inside that transaction, not beside it. The lines come again, once; the samples of a
     process that died are gone, as they are in at_least_once."""
     sys_topic = new_topic("eos-sys")
-    extra = eos(interval="2.0")
+    extra = eos(interval="5.0")  # the kill comes well before the next commit (seconds of margin under load)
     extra["sysinfo"] = {"enabled": "true", "topic": sys_topic, "interval": "0.2"}
     topic, agent, writer = loaded_agent("eos-sys", 200, extra=extra)
     with KafkaReader(kafka, topic, sys_topic) as done, \
@@ -77,6 +77,7 @@ def test_sysinfo_samples_travel_in_the_transactions(loaded_agent, kafka):
                    timeout=30, what="a committed transaction with lines and samples")
         done.settle(quiet=0.5)  # the next poll that gets anything is the next commit
         wait_until(lambda: done.poll(0.1) > 0, timeout=30, what="a commit")
+        done.settle(quiet=0.5)  # all of it, in both topics (their partitions are fetched apart)
         seen = {_key(m) for m in done.messages}
 
         def open_transaction_has_both() -> bool:
