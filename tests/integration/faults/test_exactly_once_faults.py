@@ -19,7 +19,8 @@ from devstack.stack import KafkaServer
 from tests.integration.faults.conftest import shown_logs
 from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.integration.faults.test_logrotate import Rotator, logrotate_binary
-from tests.kit import KafkaReader, LineWriter, new_topic, read_all, running, tally, wait_until
+from tests.integration.faults.test_rotation_outage import FAST, _lines, _needs_own_broker, _restart
+from tests.kit import KafkaReader, LineWriter, new_topic, read_all, running, tally, wait_delivered, wait_until
 
 RATE = 2500  # lines per second
 KILLS = 20
@@ -43,10 +44,16 @@ def committed_and_uncommitted(bootstrap: str, topic: str, writer: LineWriter
                               ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     """The lines of `topic` as a read_committed and as a read_uncommitted consumer see them, and
     the messages the latter read."""
+    return both_isolations(bootstrap, topic, writer.count, writer.line(writer.count - 1))
+
+
+def both_isolations(bootstrap: str, topic: str, count: int, last: str
+                    ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """committed_and_uncommitted for `count` messages whose last carries the data `last`."""
     out = []
     for isolation in ("read_committed", "read_uncommitted"):
         with KafkaReader(bootstrap, topic, isolation=isolation) as reader:
-            read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
+            read_all(reader, count, timeout=90, last=last)
             out.append(reader.values())
     return [v["data"] for v in out[0]], [v["data"] for v in out[1]], out[1]
 
@@ -226,3 +233,129 @@ def test_two_agents_with_one_id_the_older_is_fenced_and_exits_3(make_agent, kafk
     assert "CRITICAL" in older.log_text() and "another agent took over" in older.log_text()
     assert newer.alive() and "CRITICAL" not in newer.log_text()
     assert newer.stop() == 0
+
+
+# ---------------------------------------------------------------- the issue's "keep their guarantees in this mode"
+
+ML_KILLS = ("open", "committed", "open", "committed", "open")  # where each round's events are at the kill
+ML_EVENTS = 200  # complete events written before each round's open one
+ML_INTERVAL = "2.5"  # transaction_interval: an "open" kill lands well inside the transaction
+
+
+def java_event(i: int) -> list[str]:
+    """Event i as the java preset joins it: a single line, or a head with frames (and a cause)."""
+    if i % 4 == 0:
+        return [f"ev {i:06d} single"]
+    lines = [f"ev {i:06d} head: java.lang.IllegalStateException"]
+    lines += [f"\tat com.example.F{j}.run(F.java:{i % 97})" for j in range(1 + i % 3)]
+    if i % 2:
+        lines += [f"Caused by: java.io.IOException: cause of {i:06d}", "\t... 3 more"]
+    return lines
+
+
+def straddling_event(i: int) -> tuple[list[str], list[str]]:
+    """Event i in two parts: what is written before the kill, and its last lines, written after."""
+    return ([f"ev {i:06d} head: across a kill", "\tat com.example.A.run(A.java:1)", "\tat com.example.B.run(B.java:2)"],
+            [f"Caused by: java.io.IOException: cause of {i:06d}", "\t... 7 more"])
+
+
+def _append(path: Any, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def test_multiline_events_across_kill9_each_once_and_whole(make_agent, kafka, logdir, results):
+    """Issue 24: multiline events keep their guarantee in exactly_once. In each of 5 rounds, 200
+    events are written, then the head and first frames of one more (open: the java preset waits for
+    its next lines); once the agent has read that head (the event before it is in Kafka), it is
+    killed -9 and the event's last lines are written, then the agent starts again. The kill comes
+    while the transaction with the round's events is open ("open": read_uncommitted has them, it is
+    aborted at the restart and they are sent again) or once it committed ("committed": the offset
+    committed with them must stop at the open event). A read_committed consumer must see every
+    event once, whole (none cut at a kill, no fragment), in order."""
+    rng = random.Random(seed := _seed())
+    topic = new_topic("eos-multiline")
+    log = logdir / "app.log"
+    log.touch()
+    agent = make_agent(files=[{"path": str(log), "topic": topic, "multiline": {"preset": "java", "timeout": 60}}],
+                       extra=eos(transaction_interval=ML_INTERVAL))
+    expected: list[str] = []
+    i = 0
+    with KafkaReader(kafka, topic, isolation="read_uncommitted") as raw, KafkaReader(kafka, topic) as done:
+        for kill in ML_KILLS:
+            events = [java_event(n) for n in range(i, i + ML_EVENTS)]
+            before, after = straddling_event(i + ML_EVENTS)
+            _append(log, [line for event in events for line in event] + before)
+            expected += ["\n".join(event) for event in events]
+            wait_delivered(raw if kill == "open" else done, f"ev {i + ML_EVENTS - 1:06d} ", timeout=30,
+                           what=f"the event before the open one in Kafka ({kill})")
+            time.sleep(rng.uniform(0.0, 0.2))  # the kill's moment, not a wait
+            agent.kill()
+            _append(log, after)
+            expected.append("\n".join(before + after))
+            i += ML_EVENTS + 1
+            agent.start(timeout=60)
+    events = [java_event(n) for n in range(i, i + 50)]
+    _append(log, [line for event in events for line in event] + ["ev end"])  # "ev end" ends the last event
+    expected += ["\n".join(event) for event in events]
+    committed, uncommitted, messages = both_isolations(kafka, topic, len(expected), expected[-1])
+    t = tally(expected, committed)
+    u = tally(expected, uncommitted)
+    results.add_tally(f"exactly_once: java multiline events, kill -9 x{len(ML_KILLS)} each with an event open "
+                      "across it, 3 inside an open transaction (read_committed)", t, 0.0,
+                      notes=f"read_uncommitted: {u.duplicated} events twice (the open transactions'); "
+                            f"FAULTS_SEED={seed}")
+    assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
+    assert committed == expected, "read_committed: every event once, in order"
+    assert not u.missing and not u.unexpected, u.describe()  # never a fragment, even in an aborted transaction
+    assert u.duplicated > 0, "no kill landed inside an open transaction: the test did not test that"
+    d = tally(expected, dedup(messages))
+    assert not d.missing and d.duplicated == 0, d.describe()
+    assert agent.stop() == 0
+
+
+def test_spool_through_kill9_and_a_kafka_outage_each_line_once(make_agent, agents, kafka, kafka_server, logdir,
+                                                               results):
+    """Issue 24: the spool keeps its guarantee in exactly_once. Kafka stops; 5,000 lines are written
+    and read; the file is renamed, a new one created and written, the renamed one deleted: only
+    the agent's descriptor, then its spool, holds those lines. Once the spool has them the agent is
+    killed -9, Kafka comes back, the agent starts again: a read_committed consumer sees every line
+    (before the outage, the deleted file's, the new file's, after the restart) once, in order."""
+    _needs_own_broker(kafka_server)
+    topic = new_topic("eos-spool")
+    log = logdir / "app.log"
+    log.touch()
+    agent = make_agent(files=[{"path": str(log), "topic": topic}], extra={**eos(), **FAST})
+    expected = _lines(log, "pre", 0, 500)
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(len(expected), timeout=30)
+    wait_until(lambda: agent.metric("logagent_unacked_bytes") == 0, timeout=10, what="every commit acknowledged")
+    kafka_server.stop()
+    try:
+        out = _lines(log, "out", 0, 5000)
+        owed = len("".join(line + "\n" for line in out))
+        wait_until(lambda: agent.metric("logagent_bytes_read_total", path=str(log)) >= log.stat().st_size,
+                   timeout=20, what="the agent to read the file")
+        rotated = log.with_name("app.log.1")
+        log.rename(rotated)
+        new = _lines(log, "new", 0, 500)
+        rotated.unlink()  # deleted while Kafka has none of it: the descriptor holds it, then the spool
+        wait_until(lambda: agent.metric("logagent_spool_bytes") >= owed, timeout=20,
+                   what="the deleted file's unacknowledged bytes in the spool")
+        agent.kill()
+    finally:
+        kafka_server.start()
+    agent = _restart(agents, agent, wait_ready=True)
+    after = _lines(log, "after", 0, 500)
+    expected += out + new + after
+    committed, uncommitted, _ = both_isolations(kafka, topic, len(expected), expected[-1])
+    t = tally(expected, committed)
+    results.add_tally("exactly_once: Kafka down, 5,000 lines of a renamed and deleted file only in the spool, "
+                      "kill -9, Kafka back, restart (read_committed)", t, 0.0,
+                      notes=f"read_uncommitted: {tally(expected, uncommitted).duplicated} duplicates")
+    assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
+    assert committed == expected, "read_committed: every line once, the deleted file's before the new file's"
+    assert agent.metric("logagent_rotated_files_recovered_total", source="spool") == 1
+    wait_until(lambda: agent.metric("logagent_spool_bytes") == 0, timeout=20,
+               what="the spool emptied once the deleted file's lines are committed")
+    assert agent.stop() == 0
