@@ -33,7 +33,9 @@ a loss).
 **When.** A sweep looks at the entries finished since the last one, every SWEEP_INTERVAL
 seconds (at 50 files a second: ~250 entries, each folder listed once, in a thread); and at
 every finished entry every FULL_SWEEP_INTERVAL seconds (copies that logrotate deleted since).
-Entries loaded at start count as just finished.
+Entries loaded at start count as just finished. An entry a tailer answers for, or one a sweep could not
+decide on (the file it found at the entry's inode number was deleted before its first bytes were read),
+is looked at again by the next sweep.
 """
 
 from __future__ import annotations
@@ -106,25 +108,29 @@ def _list(folder: str) -> _Listing | None:
     return _Listing(ids, sorted(names))
 
 
-def _head(path: str, length: int) -> bytes | None:
+def _head(path: str, length: int) -> bytes | OSError:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
+    except OSError as exc:
+        return exc
     try:
         return os.pread(fd, length, 0)
-    except OSError:
-        return None
+    except OSError as exc:
+        return exc
     finally:
         os.close(fd)
 
 
-def _needed(item: Finished, listing: _Listing) -> bool:
-    """Could a file in the folder be taken for this finished entry (the module docstring's rule)?"""
+def _needed(item: Finished, listing: _Listing) -> bool | None:
+    """Could a file in the folder be taken for this finished entry (the module docstring's rule)?
+    None: the file the listing showed at its inode was gone when its first bytes were read (a
+    folder where files come and go): undecided, looked at again by the next sweep."""
     name = listing.ids.get((item.dev, item.ino))
     if name is not None:
         head = _head(name, item.fp_len)
-        if head is None or (len(head) == item.fp_len and fingerprint_of(head) == item.fp):
+        if isinstance(head, FileNotFoundError):
+            return None
+        if isinstance(head, OSError) or (len(head) == item.fp_len and fingerprint_of(head) == item.fp):
             return True  # its own file (or one we cannot read: kept)
     base = os.path.basename(item.path)
     at = bisect.bisect_left(listing.names, base)
@@ -136,27 +142,43 @@ def _needed(item: Finished, listing: _Listing) -> bool:
     return False
 
 
-def obsolete(items: list[Finished]) -> list[Finished]:
-    """The finished entries nothing on disk can be confused with (blocking: run in a thread).
-    Each folder is listed once."""
+def obsolete(items: list[Finished]) -> tuple[list[Finished], list[Finished]]:
+    """The finished entries nothing on disk can be confused with, and those undecided (_needed)
+    (blocking: run in a thread). Each folder is listed once."""
     listings: dict[str, _Listing | None] = {}
     out: list[Finished] = []
+    undecided: list[Finished] = []
     for item in items:
         folder = os.path.dirname(item.path) or "."
         if folder not in listings:
             listings[folder] = _list(folder)
         listing = listings[folder]
-        if listing is not None and not _needed(item, listing):
+        if listing is None:
+            continue
+        needed = _needed(item, listing)
+        if needed is None:
+            undecided.append(item)
+        elif not needed:
             out.append(item)
-    return out
+    return out, undecided
 
 
 async def sweep(registry: Registry, keys: set[str] | None, busy: Callable[[str], bool]) -> int:
-    """Drop the obsolete ones among the finished entries `keys` (None: all); how many went."""
-    items = [Finished.of(k, e) for k, e in registry.finished(keys) if not busy(k)]
+    """Drop the obsolete ones among the finished entries `keys` (None: all); how many went. Those a
+    tailer answers for now, or undecided, are looked at again by the next sweep (else only the full
+    sweep, minutes later, would: entries left behind in a churning folder)."""
+    items: list[Finished] = []
+    again: list[str] = []
+    for key, entry in registry.finished(keys):
+        if busy(key):
+            again.append(key)
+        else:
+            items.append(Finished.of(key, entry))
     if not items:
+        registry.look_again(again)
         return 0
-    found = await asyncio.to_thread(obsolete, items)
+    found, undecided = await asyncio.to_thread(obsolete, items)
+    registry.look_again(again + [f.key for f in undecided])
     # Entries that changed meanwhile (live again, another file's) are kept by Registry.prune.
     dropped = registry.prune([(f.key, f.uid, f.updated) for f in found], "gone")
     if dropped:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,6 +406,10 @@ class Registry:
         """The keys that became finished since the last call (what a prune sweep looks at)."""
         fresh, self._fresh_done = self._fresh_done, set()
         return fresh
+
+    def look_again(self, keys: Iterable[str]) -> None:
+        """Keys a sweep could not decide on now: the next sweep looks at them again."""
+        self._fresh_done.update(keys)
 
     def finished(self, keys: set[str] | None = None) -> list[tuple[str, RegistryEntry]]:
         """(key, entry) of the finished entries, all or those among `keys` still there."""
