@@ -28,11 +28,23 @@ run: setup
 	devstack/run.sh $(BIN)/python $(DEV_CONFIG)
 
 ## The whole test suite against a real Kafka broker and etcd server that it starts itself, and the
-## type check and lint (`make lint`); both run, and it fails when either fails.
+## type check and lint (`make lint`); all run, and it fails when any fails. The fault suite
+## (tests/integration/faults) and the rest run side by side, each with its own broker and etcd: most
+## of their time is spent waiting on the servers, and the two halves take about as long. The fault
+## suite's report is printed when both are done. With PYTEST_ARGS (a file, -k, ...) one run does it all.
 test: setup
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
-	$(BIN)/python -m pytest $(PYTEST_ARGS) || status=1; \
+	if [ -n "$(PYTEST_ARGS)" ]; then \
+		$(BIN)/python -m pytest $(PYTEST_ARGS) || status=1; \
+	else \
+		faults_log=$$(mktemp); \
+		$(BIN)/python -m pytest -p no:cacheprovider --durations=10 tests/integration/faults >"$$faults_log" 2>&1 & faults=$$!; \
+		$(BIN)/python -m pytest --durations=10 --ignore=tests/integration/faults || status=1; \
+		wait $$faults || status=1; \
+		echo "======================== tests/integration/faults ========================"; \
+		cat "$$faults_log"; rm -f "$$faults_log"; \
+	fi; \
 	exit $$status
 
 ## Unit tests only: no servers, no venvs built, nothing installed (tests marked `installs`, the

@@ -2,7 +2,8 @@
 
 - Session fixtures start a real Apache Kafka broker (KRaft, with SASL/PLAIN and TLS listeners) and a
   real etcd on free loopback ports, only for the tests that ask for them, and always stop them (one
-  broker and one etcd per run, shared with tests/integration/faults). LOGAGENT_TEST_KAFKA=host:port or
+  broker and one etcd per pytest run, shared with tests/integration/faults when run together; `make
+  test` runs the fault suite and the rest as two runs side by side, each with its own). LOGAGENT_TEST_KAFKA=host:port or
   LOGAGENT_TEST_ETCD=host:port use servers that already run instead. A server that does not start
   fails the run: never a silent skip.
 - Failing tests get the tails of the server and agent logs in their report.
