@@ -34,6 +34,7 @@ from logagent.errors import EtcdError
 from logagent.runtime.backoff import Backoff
 from logagent.runtime.names import escape_controls
 from logagent.runtime.supervise import spawn
+from logagent.runtime.wait import wait_event
 
 log = logging.getLogger("logagent.fleet")
 
@@ -238,10 +239,7 @@ class StatusPublisher:
         return max(0.05, due - now)
 
     async def _wait(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._poke.wait(), seconds)
-        except TimeoutError:
-            pass
+        await wait_event(self._poke, seconds)
 
     async def _step(self, client: StatusClient) -> None:
         now = time.monotonic()

@@ -39,6 +39,7 @@ from logagent.pipeline.message import fit_message
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.runtime.supervise import spawn
+from logagent.runtime.wait import wait_event
 from logagent.sinks.kafka.config import producer_config
 from logagent.sinks.kafka.limits import MessageLimits, usable
 from logagent.sinks.kafka.log import LibrdkafkaLog
@@ -164,10 +165,7 @@ class KafkaSink:
                 # complete (or 20 ms, whichever is first), never drop.
                 metrics.PRODUCER_FULL.inc()
                 self._room.clear()
-                try:
-                    await asyncio.wait_for(self._room.wait(), 0.02)
-                except TimeoutError:
-                    pass
+                await wait_event(self._room, 0.02)
             except KafkaException as exc:
                 err = exc.args[0]
                 log.error("kafka refused a message for topic %s: %s", topic, err.str())
@@ -342,9 +340,7 @@ class KafkaSink:
         while not self._queue.empty() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         while self._in_producer > 0 and time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout=max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
+            if not await wait_event(self._idle, max(0.01, deadline - time.monotonic())):
                 break
         return self._queue.empty() and self._in_producer == 0
 

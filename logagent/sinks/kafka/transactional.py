@@ -52,6 +52,7 @@ from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.checkpoint import TXN_KEY, Checkpoint, Checkpointed
 from logagent.runtime import metrics
 from logagent.runtime.supervise import spawn
+from logagent.runtime.wait import wait_event
 from logagent.sinks.kafka.config import producer_config
 from logagent.sinks.kafka.limits import MessageLimits
 from logagent.sinks.kafka.log import LibrdkafkaLog
@@ -387,9 +388,7 @@ class TransactionalSink(KafkaSink):
         if txn.reported >= txn.produced or txn.error is not None:
             return
         while not txn.delivered.is_set() and txn.error is None and not txn.settled:
-            try:
-                await asyncio.wait_for(txn.delivered.wait(), 1.0)
-            except TimeoutError:
+            if not await wait_event(txn.delivered, 1.0):
                 self._say_waiting("the transaction's messages wait for Kafka")
 
     def _say_waiting(self, what: str) -> None:

@@ -26,6 +26,7 @@ from logagent.errors import AlreadyCollected, FileReplaced, NotAllowed, SourceEr
 from logagent.pipeline.batch import Batch
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
+from logagent.runtime.wait import wait_event
 from logagent.sources.files.opener import open_checked, open_error_reason
 from logagent.sources.files.recovery import compression_of, find_copy
 from logagent.sources.files.registry import FINGERPRINT_BYTES, fingerprint, fingerprint_of, uid_of
@@ -337,10 +338,7 @@ class FileTailer(Shipper):
             if timeout is None:
                 await self._wake.wait()
             else:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), max(0.01, timeout))
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, max(0.01, timeout))
         self.reading_done.set()
 
     def _grew(self) -> bool:

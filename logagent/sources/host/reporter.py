@@ -28,6 +28,7 @@ import orjson
 from logagent.config.sysinfo import SysinfoSettings
 from logagent.runtime.metrics import SYSINFO_DROPPED, SYSINFO_SAMPLES
 from logagent.runtime.supervise import spawn
+from logagent.runtime.wait import wait_event
 from logagent.sources.host.influx import encode_line
 from logagent.sources.host.sampler import ErrorLog, HostSampler
 
@@ -131,11 +132,7 @@ class SysinfoReporter:
         """Sleep delay seconds; True when update() woke us first."""
         if delay <= 0:
             return wake.is_set()
-        try:
-            await asyncio.wait_for(wake.wait(), delay)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(wake, delay)
 
     def _encode_sample(self, fmt: str) -> list[tuple[str, bytes]]:
         """Sample and encode (in a worker thread: both cost cpu)."""
