@@ -182,11 +182,7 @@ class CopyTailer(Shipper):
     def _key_now(self, gen: Generation) -> str:
         """A known generation's key: the planned one, or its uid if its entry was archived since."""
         assert gen.key is not None
-        entry = self._registry.get(gen.key)
-        uid = uid_of(gen.dev, gen.ino, gen.since)
-        if (entry is None or entry.uid != uid) and self._registry.get(uid) is not None:
-            return uid
-        return gen.key
+        return self._registry.current_key(gen.key, uid_of(gen.dev, gen.ino, gen.since))
 
     def _leave_identity(self) -> None:
         """Read from the spool or a compressed copy: the file is gone and its inode number free for

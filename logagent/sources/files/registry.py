@@ -407,6 +407,14 @@ class Registry:
         fresh, self._fresh_done = self._fresh_done, set()
         return fresh
 
+    def current_key(self, key: str, uid: str) -> str:
+        """Where the entry stored at `key` for the file `uid` is now: `key`, or its uid once archive()
+        moved it there (a new file took its inode number and holds `key`)."""
+        entry = self._entries.get(key)
+        if (entry is None or entry.uid != uid) and uid in self._entries:
+            return uid
+        return key
+
     def look_again(self, keys: Iterable[str]) -> None:
         """Keys a sweep could not decide on now: the next sweep looks at them again."""
         self._fresh_done.update(keys)

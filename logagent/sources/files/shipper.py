@@ -483,10 +483,10 @@ class Shipper:
         if not (self.complete and self.reg_key and self.acks.pending == 0 and self.acks.failed is None
                 and self.acked >= self.read_pos):
             return False
-        self._entry_key()
-        entry = self._registry.get(self.reg_key)
-        self._registry.mark_done(self.reg_key)
-        self._registry.disown(self.reg_key)
+        key = self._entry_key()
+        entry = self._registry.get(key)
+        self._registry.mark_done(key)
+        self._registry.disown(key)
         uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
         if self.ctx.spool is not None and uid:
             self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too
@@ -497,12 +497,9 @@ class Shipper:
         """This file's registry key now. Once its descriptor is closed (rotated away, read to its end,
         not all acknowledged) a new file may take its inode number: registry.archive then moves its
         entry under its uid, and its acknowledgements go there, never into the new file's entry."""
-        key = self.reg_key
-        if key and self._uid and key != self._uid:
-            entry = self._registry.get(key)
-            if (entry is None or entry.uid != self._uid) and self._registry.get(self._uid) is not None:
-                self.reg_key = key = self._uid
-        return key
+        if self.reg_key and self._uid:
+            self.reg_key = self._registry.current_key(self.reg_key, self._uid)
+        return self.reg_key
 
     def wake(self) -> None:
         self._wake.set()
