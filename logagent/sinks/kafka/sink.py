@@ -240,12 +240,17 @@ class KafkaSink:
         """Poll thread: the batches completed since the last call go to the loop in one call."""
         if not self._completed or self._loop is None:
             return
-        done = self._completed[:]
-        del self._completed[:len(done)]  # the same list: the callbacks hold it
         try:
-            self._loop.call_soon_threadsafe(self._batches_done, done)
+            self._loop.call_soon_threadsafe(self._batches_done, self._take_completed())
         except RuntimeError:  # the loop is closed (shutdown): nobody waits for these any more
             pass
+
+    def _take_completed(self) -> list[Batch]:
+        """The batches completed so far, taken out of the list the callbacks append to (the same
+        list object stays: they hold it)."""
+        done = self._completed[:]
+        del self._completed[:len(done)]
+        return done
 
     def _batches_done(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -379,7 +384,5 @@ class KafkaSink:
         # Deliver any reports that arrived after the poll thread stopped.
         producer, self._producer = self._producer, None
         await asyncio.to_thread(producer.flush, 0 if not clean else 1)
-        done = self._completed[:]
-        del self._completed[:]
-        self._batches_done(done)  # completed by the reports flush() served
+        self._batches_done(self._take_completed())  # completed by the reports flush() served
         return clean
