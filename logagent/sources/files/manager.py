@@ -40,6 +40,7 @@ from logagent.sources.files.tailer import FileTailer
 
 log = logging.getLogger("logagent.manager")
 ANNOUNCE_FILES = 100  # per scan, the files whose start is logged at INFO
+YIELD_EVERY = 500  # files a scan starts between two turns of the event loop
 
 
 @dataclass(kw_only=True)
@@ -256,7 +257,9 @@ class EntryRunner:
         self._walked = []
         matches, walked = await self._matches()
         self._watch_walked()
-        for path in matches:
+        for n, path in enumerate(matches, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a glob of 100,000 new files: /metrics and running tailers go on
             if self.stopped:
                 break
             if path in self.tailers:
