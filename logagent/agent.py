@@ -82,7 +82,8 @@ class Agent:
         self.manager = TailerManager(ManagerContext(
             opts=opts, queue=self.queue, registry=self.registry,
             budget=FdBudget(descriptor_budget(a.max_open_files)), spool=Spool(a.data_dir, a.spool_max_bytes),
-            watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval, pods=self.pods))
+            watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval, pods=self.pods,
+            max_files_per_entry=a.max_files_per_glob))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
         self.http = StatusServer(*split_host_port(a.http_listen), self.readiness) if a.http_listen else None
         self.kafka_probe = KafkaProbe(self.sink)

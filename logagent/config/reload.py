@@ -45,7 +45,7 @@ RESTART_ONLY = frozenset({
     "fleet.prefix", "fleet.status", "fleet.status_ttl", "fleet.status_interval",
     "agent.max_line_bytes", "agent.read_buffer_bytes", "agent.max_open_files", "agent.close_inactive",
     "agent.stat_interval", "agent.scan_interval", "agent.rotate_wait", "agent.registry_flush_interval",
-    "agent.spool_max_bytes",
+    "agent.spool_max_bytes", "agent.max_files_per_glob",
     # The kubelet client is built once (and running tailers' messages carry what it gave them).
     "kubernetes.kubelet_url", "kubernetes.token_file", "kubernetes.ca_file", "kubernetes.tls_verify",
     "kubernetes.metadata_interval", "kubernetes.annotations",

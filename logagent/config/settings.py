@@ -83,6 +83,7 @@ class AgentSettings:
     close_inactive: float = 300.0
     stat_interval: float = 1.0
     scan_interval: float = 2.0
+    max_files_per_glob: int = 100_000  # files one glob entry follows; past it, the first in sorted order
     rotate_wait: float = 2.0
     registry_flush_interval: float = 1.0
     registry_max_entries: int = 50_000  # files in the registry; over it, the oldest finished go
@@ -327,6 +328,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
               "log_format": _choice("text", "json"), "http_listen": _listen,
               "max_line_bytes": _int(64), "read_buffer_bytes": _int(4096), "max_open_files": _int(8),
               "close_inactive": _seconds, "stat_interval": _seconds, "scan_interval": _seconds,
+              "max_files_per_glob": _int(1),
               "rotate_wait": _seconds, "registry_flush_interval": _seconds, "registry_max_entries": _int(100),
               "shutdown_timeout": _seconds, "spool_max_bytes": _int(0)},
     "fleet": {"prefix": _key_prefix, "status": _flag, "status_ttl": _seconds, "status_interval": _seconds},

@@ -69,7 +69,7 @@ class _Stop(Exception):
     pass
 
 
-def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_000,
+def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 100_000,
            max_dirs: int = MAX_DIRS, max_depth: int = MAX_DEPTH, deadline: float = DEADLINE) -> GlobResult:
     """The files (not folders) that `pattern` matches, sorted, within the limits above; for a
     pattern without `**`, also the folders it entered (the places a new match can appear)."""
@@ -171,7 +171,8 @@ def expand(pattern: str, may_hold: Callable[[str], bool], max_files: int = 10_00
         result.reason = "glob_limit"
     if matched > max_files:
         more = "at least " if result.problem else ""
-        result.problem = (f"it matches {more}{matched} files; only the first {max_files} are collected"
+        result.problem = (f"it matches {more}{matched} files; only the first {max_files} are collected "
+                          "(raise [agent] max_files_per_glob to follow more)"
                           + (f" ({result.problem})" if result.problem else ""))
         result.reason = "too_many_files"
     result.paths = sorted(item.path for item in kept)
