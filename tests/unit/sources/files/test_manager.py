@@ -308,3 +308,40 @@ async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp
     finally:
         await runner.stop()
         await watcher.stop()
+
+
+async def test_a_scan_of_many_new_files_lets_the_event_loop_run(tmp_path: Path):
+    """The first scan of a glob over 100,000 files held the event loop for its whole start (36-70 s:
+    no /metrics, no /readyz, no other file read). A scan now gives the loop a turn every
+    YIELD_EVERY files it starts: a task on the loop sees the scan part way through."""
+    from logagent.sources.files.manager import YIELD_EVERY
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files = 3 * YIELD_EVERY
+    for i in range(files):
+        (logs / f"f{i:05d}.log").touch()
+    watcher = FileWatcher()
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
+                         registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher, max_files_per_entry=files)
+    runner = EntryRunner(CollectEntry(str(logs / "*.log"), "t"), ctx)
+    seen: set[int] = set()  # how many files ran, at each turn of the loop during the scan
+    scanning = True
+
+    async def look() -> None:
+        while scanning:
+            seen.add(len(runner.tailers))
+            await asyncio.sleep(0)
+
+    try:
+        watching = asyncio.create_task(look())
+        started = await runner.scan()
+        scanning = False
+        await watching
+        assert started == files
+        part_way = sorted(n for n in seen if 0 < n < files)
+        assert len(part_way) >= 2, f"the loop turned only before and after the {files} starts: {sorted(seen)}"
+    finally:
+        scanning = False
+        await runner.stop()
+        await watcher.stop()
