@@ -78,8 +78,12 @@ dev-show: $(STAMP)
 
 ## Benchmark against the dev stack's own broker (about 10 min); writes bench/RESULTS.md.
 ## BENCH_ARGS=--quick for a smoke run, BENCH_ARGS='--only latency' for one scenario.
+## Then a Kubernetes node beside Fluent Bit (~5 min; its table is printed: RESULTS.md by hand) and the
+## fleet control plane at 1,000 simulated hosts (~3 min; replaces its section of RESULTS.md).
 bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/k8s_node.py
+	$(BIN)/python bench/fleet_scale.py
 
 ## The sidecar image logagent:<version>, with no registry and no network in the build: a base made
 ## with debootstrap from Debian's packages and a wheelhouse made here (deploy/docker/image.py; starts
