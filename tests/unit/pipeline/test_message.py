@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
-from logagent.pipeline.message import MessageFormat
+import pytest
+
+from logagent.pipeline import message
+from logagent.pipeline.message import MessageFormat, utc_timestamp
 
 
 def test_message_format_matches_design():
@@ -53,3 +58,14 @@ def test_msgid_is_the_prefix_and_the_offset_in_both_paths():
         ["web-1/8-9-100/10", "web-1/8-9-100/14"]
     assert container[0]["stream"] == "stdout" and "stream" not in container[1] and container[1]["truncated"]
     assert "msgid" not in json.loads(MessageFormat("ip", "h", "/p").build([(0, b"x", False)], b"T")[0])
+
+@pytest.mark.parametrize("now_ns", [1_764_979_199_999_999_000, 1_764_979_200_000_000_000, 1_764_979_200_000_001_000,
+                                    1_764_979_261_500_000_999])
+def test_utc_timestamp_is_iso_8601_utc_with_microseconds(monkeypatch: pytest.MonkeyPatch, now_ns: int):
+    """The second's prefix is cached: across a second (and a day) boundary it is formatted again."""
+    utc_timestamp()  # a cached prefix from another second
+    monkeypatch.setattr(time, "time_ns", lambda: now_ns)
+    exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_ns // 1000)  # no float rounding
+    want = exact.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    assert utc_timestamp() == want
+    assert message._cached[0] == now_ns // 1_000_000_000
