@@ -276,7 +276,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 kv.put(keys.group_collect(GROUP), value)
             wait_for(lambda w=want: len(watch.hosts_with(w)) >= args.hosts, 120, f"change {n}: all hosts")
             lat = [t - t0 for t in watch.hosts_with(want).values()]
-            change = {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat),
+            change = {"min": min(lat), "p10": pct(lat, 10), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat),
                       "etcd_cpu": cpu_etcd.percent(), "workers_cpu": cpu_workers.percent(),
                       "etcd_rss": rss_mb(etcd_proc) if etcd_proc else 0.0}
             changes.append(change)

@@ -122,8 +122,8 @@ class MessageFormat:
         fmt, fmt_trunc, dumps = self._quoted, self._quoted_trunc, orjson.dumps
         texts = self._decode([record[1] for record in records])
         out: list[bytes] = []
-        for (off, _, trunc, time, stream), text in zip(records, texts, strict=True):
-            after = ts + b',"time":"' + time + b'","stream":"' + stream + b'"' if stream else ts
+        for (off, _, trunc, written, stream), text in zip(records, texts, strict=True):
+            after = ts + b',"time":"' + written + b'","stream":"' + stream + b'"' if stream else ts
             values = (dumps(text), off, off, after) if self._ids else (dumps(text), off, after)
             out.append((fmt_trunc if trunc else fmt) % values)
         return out
