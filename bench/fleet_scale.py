@@ -375,13 +375,14 @@ def report(r: dict[str, Any], command: str) -> str:
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace the section in RESULTS.md (or append it at the end, where bench.py keeps it)."""
+    """Replace the section in RESULTS.md where it is (or append it at the end, where bench.py keeps it)."""
     old = path.read_text() if path.exists() else ""
-    i = old.find("\n" + SECTION)
-    if i >= 0:
-        j = old.find("\n## ", i + len(SECTION) + 1)
-        old = old[:i] + (old[j:] if j >= 0 else "")
-    path.write_text(old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+    i = old.find("\n" + SECTION + "\n")
+    if i < 0:
+        path.write_text(old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+        return
+    j = old.find("\n## ", i + len(SECTION) + 1)
+    path.write_text(old[:i + 1] + text.rstrip("\n") + "\n" + ("\n" + old[j + 1:] if j >= 0 else ""))
 
 
 def main() -> int:
