@@ -17,9 +17,7 @@ the same broker (the devstack's, started here, or LOGAGENT_TEST_KAFKA on loopbac
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
-import json
 import multiprocessing
 import os
 import shutil
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from peers import FLUENT_BIT, consume, cpu_seconds, create_topic, fluent_bit_conf, hwm_mb
 
 from devstack.agentproc import AgentProcess, write_config
 from devstack.stack import KafkaServer
@@ -99,115 +99,12 @@ def _writer(root: str, pods: int, quiet: float, noisy: float, seconds: float, do
     done.value = seq
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _hwm_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _create_topic(bootstrap: str, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1, config={"message.timestamp.type": "LogAppendTime"})])[topic].result(30)
-
-
-def _consume(bootstrap: str, topic: str, expected: int, timeout: float) -> dict[str, Any]:
-    """Every message of `topic` until `expected` unique lines or `timeout` s of nothing new."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    quiet_lat: list[float] = []
-    noisy_lat: list[float] = []
-    quiet_read: list[float] = []  # logagent's `timestamp` (when it read the line) minus the write time
-    seen: set[int] = set()
-    dups = 0
-    last_new = time.monotonic()
-    try:
-        while len(seen) < expected and time.monotonic() - last_new < timeout:
-            for m in consumer.consume(10000, 0.5):
-                if m.error():
-                    continue
-                doc = json.loads(m.value())
-                text = doc.get("data", doc.get("log", ""))
-                wns, seq, key = text.split(" ", 3)[:3]
-                if int(seq) in seen:
-                    dups += 1
-                    continue
-                seen.add(int(seq))
-                last_new = time.monotonic()
-                lat = m.timestamp()[1] - int(wns) / 1e6
-                (noisy_lat if key.startswith("noisy") else quiet_lat).append(lat)
-                read_at = doc.get("timestamp") if "data" in doc else None
-                if read_at and not key.startswith("noisy"):
-                    t = dt.datetime.strptime(read_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-                    quiet_read.append(t.timestamp() * 1e3 - int(wns) / 1e6)
-    finally:
-        consumer.close()
-
-    def pct(v: list[float], p: float) -> float:
-        return sorted(v)[min(len(v) - 1, int(len(v) * p / 100))] if v else float("nan")
-
-    return {"unique": len(seen), "dups": dups,
-            "quiet_p50": pct(quiet_lat, 50), "quiet_p99": pct(quiet_lat, 99), "quiet_max": max(quiet_lat, default=0),
-            "noisy_p50": pct(noisy_lat, 50), "noisy_p99": pct(noisy_lat, 99), "noisy_max": max(noisy_lat, default=0),
-            "read_p50": pct(quiet_read, 50), "read_p99": pct(quiet_read, 99)}
-
-
-def _fluent_bit_conf(work: Path, root: Path, bootstrap: str, topic: str) -> Path:
-    conf = work / "fluent-bit.conf"
-    conf.write_text(f"""[SERVICE]
-    Flush             1
-    Daemon            Off
-    Log_Level         warn
-    HTTP_Server       Off
-
-[INPUT]
-    Name              tail
-    Path              {root}/*/*/*.log
-    multiline.parser  cri
-    Read_from_Head    On
-    Refresh_Interval  1
-    Path_Key          path
-    Offset_Key        offset
-    DB                {work}/tail.db
-
-[FILTER]
-    Name              record_modifier
-    Match             *
-    Record            ip 127.0.0.1
-    Record            host bench-host
-
-[OUTPUT]
-    Name              kafka
-    Match             *
-    Brokers           {bootstrap}
-    Topics            {topic}
-    Format            json
-    Timestamp_Key     timestamp
-    Timestamp_Format  iso8601
-    rdkafka.request.required.acks  -1
-    rdkafka.compression.codec      lz4
-""")
-    return conf
-
-
 def run(shipper: str, args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict[str, Any]:
     work = tmp / shipper
     root = work / "pods"
     root.mkdir(parents=True)
     topic = f"k8s-node-{shipper}-{int(time.time())}"
-    _create_topic(bootstrap, topic)
+    create_topic(bootstrap, topic)
     agent: AgentProcess | None = None
     proc: subprocess.Popen[bytes] | None = None
     if shipper == "logagent":
@@ -219,7 +116,7 @@ def run(shipper: str, args: argparse.Namespace, bootstrap: str, tmp: Path) -> di
         agent = AgentProcess(cfg, work / "agent.log").start()
         pid = agent.proc.pid if agent.proc else 0
     else:
-        conf = _fluent_bit_conf(work, root, bootstrap, topic)
+        conf = fluent_bit_conf(work, f"{root}/*/*/*.log", bootstrap, topic, parser="cri")
         log = open(work / "fluent-bit.log", "ab")
         proc = subprocess.Popen([args.fluent_bit, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         pid = proc.pid
@@ -227,13 +124,13 @@ def run(shipper: str, args: argparse.Namespace, bootstrap: str, tmp: Path) -> di
     done = multiprocessing.Value("q", 0)
     writer = multiprocessing.Process(target=_writer, args=(str(root), args.pods, args.quiet, args.noisy,
                                                           args.seconds, done))
-    cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
     writer.start()
     writer.join()
-    cpu1, t1 = _cpu_seconds(pid), time.monotonic()
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
     written = int(done.value)
-    st = _consume(bootstrap, topic, written, timeout=30)
-    hwm = _hwm_mb(pid)
+    st = consume(bootstrap, topic, written, timeout=30)
+    hwm = hwm_mb(pid)
     if agent is not None:
         agent.stop()
     if proc is not None:
@@ -249,7 +146,7 @@ def main() -> int:
     p.add_argument("--noisy", type=float, default=5000.0, help="lines/s of the noisy pod")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--shippers", default="logagent,fluentbit")
-    p.add_argument("--fluent-bit", default="/work/shared/peers/fluent-bit")
+    p.add_argument("--fluent-bit", default=FLUENT_BIT)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="k8s-node-"))
     server = None

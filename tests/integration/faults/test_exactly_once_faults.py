@@ -6,6 +6,7 @@ every line at least once."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -81,9 +82,19 @@ def repeated_under_other_msgids(messages: list[dict[str, Any]], limit: int = 5) 
         f"{line[:40]!r}: {found}" for line, found in repeated[:limit])
 
 
-def in_order(expected: list[str], got: list[str]) -> bool:
+def order_problem(expected: list[str], got: list[str]) -> str | None:
+    """None when `got` holds `expected`'s lines in its order; else where the order first breaks, how
+    many lines are out of place and which ran ahead (for the failure's message)."""
     wanted = set(expected)
-    return [line for line in got if line in wanted] == expected
+    seen = [line for line in got if line in wanted]
+    if seen == expected:
+        return None
+    pairs = zip(seen, expected, strict=False)
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(seen), len(expected)))
+    place = {line: i for i, line in enumerate(expected)}
+    behind = sum(1 for a, b in itertools.pairwise(seen) if place[b] < place[a])
+    return (f"{behind} place(s) where a line came after a later one; first difference at position {first}: got "
+            f"{seen[max(0, first - 2):first + 4]}, expected {expected[max(0, first - 2):first + 4]}")
 
 
 def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka, kafka_server, logdir, tmp_path,
@@ -126,7 +137,8 @@ def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka
                       notes=f"read_uncommitted: {u.duplicated} duplicates, {len(u.missing)} missing; "
                             f"{rotator.runs} rotations; FAULTS_SEED={seed}")
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
-    assert in_order(writer.expected(), committed), "read_committed: lines out of order"
+    problem = order_problem(writer.expected(), committed)
+    assert problem is None, f"read_committed: lines out of order: {problem}"
     assert not u.missing and not u.unexpected, u.describe()
     assert not d.missing and not d.unexpected and d.duplicated == 0, (  # msgid dedup: exactly once
         f"{d.describe()}; {repeated_under_other_msgids(messages)}")
@@ -199,7 +211,8 @@ def test_a_transaction_aborted_by_force_rewinds_and_is_sent_again(make_agent, qu
     assert "new producers; transactions up to" in text, text[-3000:]
     assert "another agent took over" not in text  # librdkafka's own lines say "fenced" at CRITICAL: it cannot tell
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
-    assert in_order(writer.expected(), committed), "read_committed: lines out of order"
+    problem = order_problem(writer.expected(), committed)
+    assert problem is None, f"read_committed: lines out of order: {problem}"
     assert not u.missing and u.duplicated > 0, u.describe()  # the aborted lines were written, then sent again
     d = tally(writer.expected(), dedup(messages))
     assert not d.missing and d.duplicated == 0, d.describe()

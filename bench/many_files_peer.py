@@ -1,0 +1,166 @@
+"""Many files through logagent and through Fluent Bit, side by side (issue 23): FILES plain files under
+one folder, each appended RATE lines/s (spread evenly over each second), for SECONDS s; each shipper
+alone on a fresh folder of the same shape, one glob over it, against the same broker (the devstack's,
+started here, or LOGAGENT_TEST_KAFKA on loopback):
+
+- the shipper's CPU (% of one core over the write window, and microseconds of CPU per line) and peak
+  RSS (VmHWM);
+- latency per line: the broker's append time (LogAppendTime) minus the write time in the line, p50,
+  p99 and max;
+- every line delivered once (count, unique, duplicates).
+
+    .venv/bin/python bench/many_files_peer.py [--files 1000,10000] [--rate 1] [--seconds 30]
+        [--shippers logagent,fluentbit] [--rounds 1]
+    .venv/bin/python bench/many_files_peer.py --files 100 --rate 100     # issue 23 item 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from peers import FLUENT_BIT, consume, cpu_seconds, create_topic, fluent_bit_conf, hwm_mb
+
+from devstack.agentproc import AgentProcess, write_config
+from devstack.stack import KafkaServer
+
+PAD = "x" * 60
+SLICES = 100  # the writer wakes this many times a second and writes the files due in each slice
+
+
+def _writer(folder: str, files: int, rate: float, seconds: float, done: Any) -> None:
+    """Lines `<ns since epoch> <seq> f<i> <pad>`, open-write-close each time (a logger that reopens its
+    file). At 1 line/s each file has its own phase in the second; faster, every file gets its share of
+    each of the SLICES ticks of a second."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    paths = [os.path.join(folder, f"f{i:05d}.log") for i in range(files)]
+    per_slice = [paths[s::SLICES] for s in range(SLICES)]
+    seq = 0
+    t0 = time.monotonic()
+    next_tick = 0
+    while True:
+        elapsed = time.monotonic() - t0
+        if elapsed >= seconds:
+            break
+        tick = int(elapsed * SLICES)
+        while next_tick <= tick:
+            due = 1 if rate <= 1 else int((next_tick + 1) * rate / SLICES) - int(next_tick * rate / SLICES)
+            for path in (per_slice[next_tick % SLICES] if rate <= 1 else paths if due else ()):
+                lines = []
+                for _ in range(due):
+                    seq += 1
+                    lines.append(f"{time.time_ns()} {seq:010d} {os.path.basename(path)} {PAD}\n")
+                with open(path, "a") as f:
+                    f.write("".join(lines))
+            next_tick += 1
+        time.sleep(max(0.0, t0 + (tick + 1) / SLICES - time.monotonic()))
+    done.value = seq
+
+
+def _raise_nofile() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+
+
+def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict[str, Any]:
+    work = tmp / f"{shipper}-{files}-{int(time.time() * 1000)}"
+    folder = work / "logs"
+    folder.mkdir(parents=True)
+    for i in range(files):
+        (folder / f"f{i:05d}.log").touch()
+    topic = f"many-files-{work.name}"
+    create_topic(bootstrap, topic)
+    agent: AgentProcess | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    if shipper == "logagent":
+        cfg = write_config(work / "agent.ini", bootstrap, work / "data", f"{folder}/**",
+                           files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}],
+                           extra={"agent": {"log_level": "WARNING", "max_open_files": str(max(1024, 2 * files))}})
+        agent = AgentProcess(cfg, work / "agent.log")
+        old = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _raise_nofile()  # the agent inherits it
+        try:
+            agent.start()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, old)
+        pid = agent.proc.pid if agent.proc else 0
+    else:
+        conf = fluent_bit_conf(work, f"{folder}/*.log", bootstrap, topic)
+        log = open(work / "fluent-bit.log", "ab")
+        proc = subprocess.Popen([args.fluent_bit, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_raise_nofile)
+        pid = proc.pid
+    time.sleep(args.settle)  # both take their first look at every file before the writer starts
+    done = multiprocessing.Value("q", 0)
+    writer = multiprocessing.Process(target=_writer, args=(str(folder), files, args.rate, args.seconds, done))
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    writer.start()
+    writer.join()
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    written = int(done.value)
+    st = consume(bootstrap, topic, written, timeout=30)
+    hwm = hwm_mb(pid)
+    if agent is not None:
+        agent.stop()
+    if proc is not None:
+        proc.terminate()
+        proc.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+    cpu = cpu1 - cpu0
+    return {"shipper": shipper, "files": files, "written": written, "cpu_pct": cpu / (t1 - t0) * 100,
+            "us_per_line": cpu / max(1, written) * 1e6, "rss_mb": hwm, **st}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", default="1000,10000", help="file counts, one run of each shipper per count")
+    p.add_argument("--rate", type=float, default=1.0, help="lines/s per file")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--settle", type=float, default=10.0, help="seconds between the shipper's start and the writes")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--shippers", default="logagent,fluentbit")
+    p.add_argument("--fluent-bit", default=FLUENT_BIT)
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="many-files-"))
+    server = None
+    results = []
+    try:
+        bootstrap = os.environ.get("LOGAGENT_TEST_KAFKA", "")
+        if not bootstrap:
+            server = KafkaServer(tmp / "kafka")
+            server.start()
+            bootstrap = server.bootstrap
+        for _ in range(args.rounds):
+            for n in (int(x) for x in args.files.split(",")):
+                for s in args.shippers.split(","):
+                    r = run(s, n, args, bootstrap, tmp)
+                    print(f"[many-files {time.strftime('%H:%M:%S')}] {r}", file=sys.stderr, flush=True)
+                    results.append(r)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"files x {args.rate:g} lines/s each for {args.seconds:g} s; {os.cpu_count()} cores, {os.uname().release}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| files | shipper | lines written | delivered once | duplicates | CPU % of a core | CPU us per line "
+          "| peak RSS MB | latency p50 / p99 / max ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['files']:,} | {r['shipper']} | {r['written']:,} | {r['unique']:,} | {r['dups']:,} | "
+              f"{r['cpu_pct']:.1f} | {r['us_per_line']:.0f} | {r['rss_mb']:.0f} | "
+              f"{r['quiet_p50']:.0f} / {r['quiet_p99']:.0f} / {r['quiet_max']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
