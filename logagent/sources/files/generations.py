@@ -159,7 +159,7 @@ class CopyTailer(Shipper):
     """Reads one earlier generation to its end, then finishes."""
 
     def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None, gen: Generation,
-                 after: Shipper | None = None) -> None:
+                 after: Shipper | None = None, first_seen: float | None = None) -> None:
         super().__init__(path, route, ctx, spec)
         self.gen = gen
         self.after = after
@@ -172,7 +172,7 @@ class CopyTailer(Shipper):
         if gen.key is None:  # never seen: from now on the registry knows it
             if self._registry.lookup(gen.dev, gen.ino) is not None:
                 self._registry.archive(gen.dev, gen.ino)  # an older file's entry, whose inode number this one got
-            self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len)
+            self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len, since=first_seen)
         else:
             self.reg_key = self._key_now(gen)
         ctx.registry.own(self.reg_key)  # no other recovery pass of this process plans it again

@@ -33,7 +33,7 @@ from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
-from logagent.sources.files.recovery import FolderIndex, apply, plan
+from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
@@ -376,8 +376,10 @@ class EntryRunner:
         copies: list[CopyTailer] = []
         found = plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.registry.owned,
                      known=history, current=current, unseen_since=unseen_since)
-        for gen in apply(found, self.ctx.registry):
-            copy = CopyTailer(path, route, self.ctx, spec, gen)
+        gens = apply(found, self.ctx.registry)
+        first_seen = self._first_seen_before(current, gens)
+        for gen in gens:
+            copy = CopyTailer(path, route, self.ctx, spec, gen, first_seen=first_seen.get(id(gen)))
             copy.origin = self.entry.path
             self._await_pod(copy)
             try:
@@ -389,6 +391,24 @@ class EntryRunner:
             self.draining.add(copy)
             copies.append(copy)
         return copies
+
+    def _first_seen_before(self, current: tuple[int, int] | None, gens: list[Generation]) -> dict[int, float]:
+        """First-seen times for the generations never seen that are read before the file now at the
+        path (by id of generation): between the newest known generation's and that file's, in the
+        order they were written. A later recovery orders a path's known generations by first-seen
+        time; stamped with the moment they were found, they came after the file opened just before
+        them, and a restart before they were read sent that newer file's lines first."""
+        entry = self.ctx.registry.lookup(*current) if current is not None else None
+        unseen = [g for g in gens if g.key is None]
+        if entry is None or not unseen:
+            return {}
+        # Within the second before that file's (a first-seen time is also shown as a date).
+        newest = max((g.since for g in gens if g.key is not None), default=0.0)
+        lowest = max(newest, entry.since - 1.0)
+        if lowest >= entry.since:
+            return {}
+        step = (entry.since - lowest) / (len(unseen) + 1)
+        return {id(g): entry.since - step * (len(unseen) - i) for i, g in enumerate(unseen)}
 
     def _chain(self, path: str, tailer: Shipper) -> None:
         """`tailer` reads the newest file of `path`: after the one before it (which hands it a

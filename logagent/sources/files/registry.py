@@ -249,14 +249,15 @@ class Registry:
         return self._entries.get(key)
 
     def update(self, dev: int, ino: int, path: str, offset: int, fp: str, fp_len: int,
-               key: str | None = None, size: int | None = None) -> str:
+               key: str | None = None, size: int | None = None, since: float | None = None) -> str:
         """Record that every byte before `offset` of this file is acknowledged; returns its key
-        (`key`: an archived entry's, see `archive`)."""
+        (`key`: an archived entry's, see `archive`). `since`: the first-seen time a new entry gets
+        (default now; see EntryRunner._first_seen_before)."""
         key = key or identity_key(dev, ino)
         entry = self._entries.get(key)
         now = time.time()
         if entry is None:
-            self._put(key, RegistryEntry(path, offset, dev, ino, fp, fp_len, now, since=now,
+            self._put(key, RegistryEntry(path, offset, dev, ino, fp, fp_len, now, since=now if since is None else since,
                                          size=max(offset, size or 0)))
         else:
             entry.offset, entry.fp, entry.fp_len = offset, fp, fp_len

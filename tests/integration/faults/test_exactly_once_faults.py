@@ -82,6 +82,25 @@ def repeated_under_other_msgids(messages: list[dict[str, Any]], limit: int = 5) 
         f"{line[:40]!r}: {found}" for line, found in repeated[:limit])
 
 
+def around_break(bootstrap: str, topic: str, writer: LineWriter) -> str:
+    """For an order failure: the committed messages where the order first breaks, with their msgid
+    (file uid and offset) and path, read again."""
+    with KafkaReader(bootstrap, topic, isolation="read_committed") as reader:
+        read_all(reader, writer.count, timeout=90, last=writer.line(writer.count - 1))
+        docs = reader.values()
+    place = {line: i for i, line in enumerate(writer.expected())}
+    lines = [d for d in docs if d["data"] in place]
+    at = next((i for i, (a, b) in enumerate(itertools.pairwise(lines)) if place[b["data"]] != place[a["data"]] + 1),
+              None)
+    if at is None:
+        return ""
+    window = lines[max(0, at - 2):at + 3]
+    ends = [i for i, (a, b) in enumerate(itertools.pairwise(lines)) if place[b["data"]] < place[a["data"]]]
+    back = lines[ends[0]:ends[0] + 2] if ends else []
+    show = [f"{d['data']} msgid={d.get('msgid')} offset={d.get('offset')}" for d in window + back]
+    return "\n  " + "\n  ".join(show)
+
+
 def order_problem(expected: list[str], got: list[str]) -> str | None:
     """None when `got` holds `expected`'s lines in its order; else where the order first breaks, how
     many lines are out of place and which ran ahead (for the failure's message)."""
@@ -138,7 +157,7 @@ def test_kill9_twenty_times_with_logrotate_and_a_kafka_restart(make_agent, kafka
                             f"{rotator.runs} rotations; FAULTS_SEED={seed}")
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
     problem = order_problem(writer.expected(), committed)
-    assert problem is None, f"read_committed: lines out of order: {problem}"
+    assert problem is None, f"read_committed: lines out of order: {problem}{around_break(kafka, topic, writer)}"
     assert not u.missing and not u.unexpected, u.describe()
     assert not d.missing and not d.unexpected and d.duplicated == 0, (  # msgid dedup: exactly once
         f"{d.describe()}; {repeated_under_other_msgids(messages)}")
@@ -212,7 +231,7 @@ def test_a_transaction_aborted_by_force_rewinds_and_is_sent_again(make_agent, qu
     assert "another agent took over" not in text  # librdkafka's own lines say "fenced" at CRITICAL: it cannot tell
     assert not t.missing and not t.unexpected and t.duplicated == 0, t.describe()
     problem = order_problem(writer.expected(), committed)
-    assert problem is None, f"read_committed: lines out of order: {problem}"
+    assert problem is None, f"read_committed: lines out of order: {problem}{around_break(kafka, topic, writer)}"
     assert not u.missing and u.duplicated > 0, u.describe()  # the aborted lines were written, then sent again
     d = tally(writer.expected(), dedup(messages))
     assert not d.missing and d.duplicated == 0, d.describe()
