@@ -78,10 +78,12 @@ dev-show: $(STAMP)
 
 ## Benchmark against the dev stack's own broker (about 10 min); writes bench/RESULTS.md.
 ## BENCH_ARGS=--quick for a smoke run, BENCH_ARGS='--only latency' for one scenario.
-## Then a Kubernetes node beside Fluent Bit (~5 min; its table is printed: RESULTS.md by hand) and the
-## fleet control plane at 1,000 simulated hosts (~3 min; replaces its section of RESULTS.md).
+## Then many files and a Kubernetes node beside Fluent Bit (~6 and ~5 min; their tables are printed:
+## RESULTS.md by hand) and the fleet control plane at 1,000 simulated hosts (~3 min; replaces its section).
 bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/many_files_peer.py
+	$(BIN)/python bench/many_files_peer.py --files 100 --rate 100
 	$(BIN)/python bench/k8s_node.py
 	$(BIN)/python bench/fleet_scale.py
 
