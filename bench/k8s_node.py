@@ -30,10 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from peers import FLUENT_BIT, consume, cpu_seconds, create_topic, fluent_bit_conf, hwm_mb
+from peers import FLUENT_BIT, broker, create_topic, fluent_bit_conf, measure, start_fluent_bit
 
 from devstack.agentproc import AgentProcess, write_config
-from devstack.stack import KafkaServer
 
 ROTATE_AT = 10 * 1024 * 1024  # the kubelet's containerLogMaxSize default
 KEEP = 5  # containerLogMaxFiles
@@ -117,26 +116,13 @@ def run(shipper: str, args: argparse.Namespace, bootstrap: str, tmp: Path) -> di
         pid = agent.proc.pid if agent.proc else 0
     else:
         conf = fluent_bit_conf(work, f"{root}/*/*/*.log", bootstrap, topic, parser="cri")
-        log = open(work / "fluent-bit.log", "ab")
-        proc = subprocess.Popen([args.fluent_bit, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        proc = start_fluent_bit(args.fluent_bit, conf, work)
         pid = proc.pid
         time.sleep(1)  # no readiness endpoint in this build; its first scan runs at start
     done = multiprocessing.Value("q", 0)
     writer = multiprocessing.Process(target=_writer, args=(str(root), args.pods, args.quiet, args.noisy,
                                                           args.seconds, done))
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    writer.start()
-    writer.join()
-    cpu1, t1 = cpu_seconds(pid), time.monotonic()
-    written = int(done.value)
-    st = consume(bootstrap, topic, written, timeout=30)
-    hwm = hwm_mb(pid)
-    if agent is not None:
-        agent.stop()
-    if proc is not None:
-        proc.terminate()
-        proc.wait(30)
-    return {"shipper": shipper, "written": written, "cpu_pct": (cpu1 - cpu0) / (t1 - t0) * 100, "rss_mb": hwm, **st}
+    return {"shipper": shipper, **measure(pid, writer, done, bootstrap, topic, agent, proc)}
 
 
 def main() -> int:
@@ -149,17 +135,10 @@ def main() -> int:
     p.add_argument("--fluent-bit", default=FLUENT_BIT)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="k8s-node-"))
-    server = None
     try:
-        bootstrap = os.environ.get("LOGAGENT_TEST_KAFKA", "")
-        if not bootstrap:
-            server = KafkaServer(tmp / "kafka")
-            server.start()
-            bootstrap = server.bootstrap
-        results = [run(s, args, bootstrap, tmp) for s in args.shippers.split(",")]
+        with broker(tmp) as bootstrap:
+            results = [run(s, args, bootstrap, tmp) for s in args.shippers.split(",")]
     finally:
-        if server is not None:
-            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     rate = args.pods * 2 * args.quiet + args.noisy
     print(f"{args.pods} pods x 2 containers x {args.quiet:g} lines/s + 1 noisy pod x {args.noisy:g} lines/s "

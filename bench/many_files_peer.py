@@ -30,10 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from peers import FLUENT_BIT, consume, cpu_seconds, create_topic, fluent_bit_conf, hwm_mb
+from peers import FLUENT_BIT, broker, create_topic, fluent_bit_conf, measure, start_fluent_bit
 
 from devstack.agentproc import AgentProcess, write_config
-from devstack.stack import KafkaServer
 
 PAD = "x" * 60
 SLICES = 100  # the writer wakes this many times a second and writes the files due in each slice
@@ -98,29 +97,14 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
         pid = agent.proc.pid if agent.proc else 0
     else:
         conf = fluent_bit_conf(work, f"{folder}/*.log", bootstrap, topic)
-        log = open(work / "fluent-bit.log", "ab")
-        proc = subprocess.Popen([args.fluent_bit, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_raise_nofile)
+        proc = start_fluent_bit(args.fluent_bit, conf, work, preexec_fn=_raise_nofile)
         pid = proc.pid
     time.sleep(args.settle)  # both take their first look at every file before the writer starts
     done = multiprocessing.Value("q", 0)
     writer = multiprocessing.Process(target=_writer, args=(str(folder), files, args.rate, args.seconds, done))
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    writer.start()
-    writer.join()
-    cpu1, t1 = cpu_seconds(pid), time.monotonic()
-    written = int(done.value)
-    st = consume(bootstrap, topic, written, timeout=30)
-    hwm = hwm_mb(pid)
-    if agent is not None:
-        agent.stop()
-    if proc is not None:
-        proc.terminate()
-        proc.wait(30)
+    r = measure(pid, writer, done, bootstrap, topic, agent, proc)
     shutil.rmtree(work, ignore_errors=True)
-    cpu = cpu1 - cpu0
-    return {"shipper": shipper, "files": files, "written": written, "cpu_pct": cpu / (t1 - t0) * 100,
-            "us_per_line": cpu / max(1, written) * 1e6, "rss_mb": hwm, **st}
+    return {"shipper": shipper, "files": files, **r, "us_per_line": r["cpu_s"] / max(1, r["written"]) * 1e6}
 
 
 def main() -> int:
@@ -134,23 +118,16 @@ def main() -> int:
     p.add_argument("--fluent-bit", default=FLUENT_BIT)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="many-files-"))
-    server = None
     results = []
     try:
-        bootstrap = os.environ.get("LOGAGENT_TEST_KAFKA", "")
-        if not bootstrap:
-            server = KafkaServer(tmp / "kafka")
-            server.start()
-            bootstrap = server.bootstrap
-        for _ in range(args.rounds):
-            for n in (int(x) for x in args.files.split(",")):
-                for s in args.shippers.split(","):
-                    r = run(s, n, args, bootstrap, tmp)
-                    print(f"[many-files {time.strftime('%H:%M:%S')}] {r}", file=sys.stderr, flush=True)
-                    results.append(r)
+        with broker(tmp) as bootstrap:
+            for _ in range(args.rounds):
+                for n in (int(x) for x in args.files.split(",")):
+                    for s in args.shippers.split(","):
+                        r = run(s, n, args, bootstrap, tmp)
+                        print(f"[many-files {time.strftime('%H:%M:%S')}] {r}", file=sys.stderr, flush=True)
+                        results.append(r)
     finally:
-        if server is not None:
-            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"files x {args.rate:g} lines/s each for {args.seconds:g} s; {os.cpu_count()} cores, {os.uname().release}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

@@ -1,6 +1,7 @@
-"""What the side-by-side scripts share (k8s_node.py, many_files_peer.py): a shipper's CPU and peak
-RSS from /proc, a LogAppendTime topic, reading every line back with its latency, and Fluent Bit's
-configuration (tail -> kafka, the README's output: acks=all, lz4).
+"""What the side-by-side scripts share (k8s_node.py, many_files_peer.py): the broker, a LogAppendTime
+topic, Fluent Bit's configuration (tail -> kafka, the README's output: acks=all, lz4) and its start, and
+one measured run: a shipper's CPU and peak RSS from /proc while a writer runs, every line read back
+with its latency. (The scripts put the repository root on sys.path before importing this.)
 
 Lines are written as `<ns since epoch> <seq> <key> <pad>` (inside CRI records for k8s_node.py); the
 latency of a line is the broker's append time minus the time in it. Keys starting with "noisy" are
@@ -9,12 +10,18 @@ counted apart.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from devstack.agentproc import AgentProcess
+from devstack.stack import KafkaServer
 
 FLUENT_BIT = "/work/shared/peers/fluent-bit"
 
@@ -121,3 +128,46 @@ def fluent_bit_conf(work: Path, path_glob: str, bootstrap: str, topic: str, pars
     rdkafka.compression.codec      lz4
 """)
     return conf
+
+
+def start_fluent_bit(binary: str, conf: Path, work: Path,
+                     preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """Fluent Bit on `conf`, its output in `work`/fluent-bit.log."""
+    log = open(work / "fluent-bit.log", "ab")
+    return subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+
+
+def measure(pid: int, writer: Any, done: Any, bootstrap: str, topic: str, agent: AgentProcess | None,
+            proc: subprocess.Popen[bytes] | None) -> dict[str, Any]:
+    """Run `writer` (a multiprocessing.Process that sets `done.value` to the lines it wrote) to its end;
+    the shipper `pid`'s CPU seconds over it, every line read back from `topic` with its latency, the
+    shipper's peak RSS; then the shipper (`agent` or Fluent Bit's `proc`) is stopped."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    writer.start()
+    writer.join()
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    written = int(done.value)
+    st = consume(bootstrap, topic, written, timeout=30)
+    hwm = hwm_mb(pid)
+    if agent is not None:
+        agent.stop()
+    if proc is not None:
+        proc.terminate()
+        proc.wait(30)
+    return {"written": written, "cpu_s": cpu1 - cpu0, "cpu_pct": (cpu1 - cpu0) / (t1 - t0) * 100, "rss_mb": hwm,
+            **st}
+
+
+@contextlib.contextmanager
+def broker(tmp: Path) -> Iterator[str]:
+    """The broker's bootstrap address: LOGAGENT_TEST_KAFKA, or the devstack's, started in `tmp`."""
+    bootstrap = os.environ.get("LOGAGENT_TEST_KAFKA", "")
+    if bootstrap:
+        yield bootstrap
+        return
+    server = KafkaServer(tmp / "kafka")
+    server.start()
+    try:
+        yield server.bootstrap
+    finally:
+        server.stop()
