@@ -105,8 +105,22 @@ def test_twenty_agents_group_change_canaries_and_a_kill_lose_nothing(make_agent,
 
     # 4. Everything shipped; then kill -9 one host: offline within the TTL, nothing sent twice after.
     total = HOSTS * (len(expected_shared) + 10) + sum(len(v) for v in expected_own.values())
+
+    def check_every_host(values: list[dict]) -> None:
+        for h in ids:
+            where = (h, agents[h].log_path)  # on a failure: which host, and its log to read
+            t = host_tally(values, ips[h], shared, expected_shared)
+            assert not t.missing and t.duplicated == 0 and not t.unexpected, (where, "shared", t.describe())
+            t = host_tally(values, ips[h], own[h], expected_own[h])
+            assert not t.missing and t.duplicated == 0 and not t.unexpected, (where, "own", t.describe())
+            assert lines_of(values, ips[h], extra) == [f"x{i}" for i in range(10)], where
+
     with KafkaReader(kafka, t_shared, t_moved, t_own, t_extra) as reader:
-        reader.read(total, timeout=90)
+        try:
+            reader.read(total, timeout=90)
+        except AssertionError:
+            check_every_host(reader.values())  # says which host's lines are missing
+            raise
         victim = ids[7]
         agents[victim].kill()
         killed = time.monotonic()
@@ -119,12 +133,7 @@ def test_twenty_agents_group_change_canaries_and_a_kill_lose_nothing(make_agent,
                    what="the restarted host APPLIED")
         reader.settle(quiet=3.0)
         values = reader.values()
-    for h in ids:
-        t = host_tally(values, ips[h], shared, expected_shared)
-        assert not t.missing and t.duplicated == 0 and not t.unexpected, (h, "shared", t.describe())
-        t = host_tally(values, ips[h], own[h], expected_own[h])
-        assert not t.missing and t.duplicated == 0 and not t.unexpected, (h, "own", t.describe())
-        assert lines_of(values, ips[h], extra) == [f"x{i}" for i in range(10)], h
+    check_every_host(values)
     assert len(values) == total
     for agent in agents.values():
         assert agent.stop() == 0
