@@ -19,7 +19,17 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
@@ -29,14 +39,21 @@ log = logging.getLogger("logagent.watcher")
 
 Listener = Callable[[str], None]  # called on the loop with the path an event named
 
+# What a tailer or a scan acts on: growth (IN_MODIFY, IN_ATTRIB), new names, gone names, moves. Passed
+# to watchdog as an event filter, which it turns into the inotify mask, so the kernel does not
+# queue what nobody reads: a logger that opens, appends and closes its file for every line raised
+# three events a line (open, modify, close-write), each a Python object through watchdog's threads.
+# DirModifiedEvent is left out too: it would add IN_CLOSE_WRITE, and the creations, deletions and
+# moves it follows come as their own events.
+EVENTS = [FileModifiedEvent, FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent,
+          FileMovedEvent, DirMovedEvent]
+
 
 class _Handler(FileSystemEventHandler):
     def __init__(self, watcher: FileWatcher) -> None:
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
         paths = [event.src_path]
         dest = getattr(event, "dest_path", "")
         if dest:
@@ -94,7 +111,8 @@ class FileWatcher:
         if self._observer is None or not os.path.isdir(folder):
             return False
         try:
-            self._watches[folder] = self._observer.schedule(_Handler(self), folder, recursive=False)
+            self._watches[folder] = self._observer.schedule(_Handler(self), folder, recursive=False,
+                                                            event_filter=EVENTS)
             return True
         except OSError as exc:
             if folder not in self._warned:

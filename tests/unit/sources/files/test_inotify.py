@@ -88,6 +88,18 @@ def inotify_watches() -> int:
     return count
 
 
+def inotify_masks() -> list[int]:
+    """The event mask of each inotify watch this process holds, as the kernel keeps it."""
+    masks = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                masks += [int(line.split("mask:")[1].split()[0], 16) for line in f if line.startswith("inotify wd:")]
+        except OSError:  # closed meanwhile
+            pass
+    return masks
+
+
 @pytest.fixture
 async def watcher() -> AsyncIterator[FileWatcher]:
     w = FileWatcher()
@@ -122,6 +134,22 @@ async def test_events_reach_their_folders_listeners_on_the_loop(watcher: FileWat
     await heard(in_b, b / "y.log")
     assert a / "x.log" not in in_b and b / "y.log" not in in_a
     assert in_a.off_loop == 0 and in_b.off_loop == 0
+
+
+async def test_the_kernel_queues_no_open_close_or_access_events(watcher: FileWatcher,
+                                                                folders: Callable[[str], Path]):
+    """A logger that opens, appends and closes its file per line: only the write is an event (an
+    open, a close or a read would be two or three Python events a line through watchdog's threads)."""
+    a = folders("a")
+    listen(watcher, a)
+    IN_ACCESS, IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE, IN_OPEN = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+    IN_MOVE, IN_CREATE, IN_DELETE, IN_DELETE_SELF = 0xC0, 0x100, 0x200, 0x400
+    masks = inotify_masks()
+    assert len(masks) == 1
+    mask = masks[0]
+    assert mask & (IN_ACCESS | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_OPEN) == 0, hex(mask)
+    wanted = IN_MODIFY | IN_ATTRIB | IN_MOVE | IN_CREATE | IN_DELETE | IN_DELETE_SELF
+    assert mask & wanted == wanted, hex(mask)
 
 
 async def test_a_rename_names_both_paths(watcher: FileWatcher, folders: Callable[[str], Path]):
