@@ -102,9 +102,22 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     time.sleep(args.settle)  # both take their first look at every file before the writer starts
     done = multiprocessing.Value("q", 0)
     writer = multiprocessing.Process(target=_writer, args=(str(folder), files, args.rate, args.seconds, done))
+    spy = _py_spy(pid, args, f"{shipper}-{files}") if agent is not None and args.profile else None
     r = measure(pid, writer, done, bootstrap, topic, agent, proc)
+    if spy is not None:
+        spy.wait()
     shutil.rmtree(work, ignore_errors=True)
     return {"shipper": shipper, "files": files, **r, "us_per_line": r["cpu_s"] / max(1, r["written"]) * 1e6}
+
+
+def _py_spy(pid: int, args: argparse.Namespace, name: str) -> subprocess.Popen[bytes]:
+    """py-spy records the thread holding the GIL during the write window: raw stacks, one line each
+    with its sample count (a flame graph tool reads them)."""
+    out = Path(args.profile) / f"profile-{name}-{int(args.rate)}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "100", "--gil",
+                             "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -116,6 +129,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--shippers", default="logagent,fluentbit")
     p.add_argument("--fluent-bit", default=FLUENT_BIT)
+    p.add_argument("--profile", metavar="DIR", help="record logagent with py-spy into DIR during each window")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="many-files-"))
     results = []
