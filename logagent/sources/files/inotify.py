@@ -23,6 +23,8 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    EventsLostEvent,
+    FileAttribEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
@@ -39,14 +41,15 @@ log = logging.getLogger("logagent.watcher")
 
 Listener = Callable[[str], None]  # called on the loop with the path an event named
 
-# What a tailer or a scan acts on: growth (IN_MODIFY, IN_ATTRIB), new names, gone names, moves. Passed
-# to watchdog as an event filter, which it turns into the inotify mask, so the kernel does not
-# queue what nobody reads: a logger that opens, appends and closes its file for every line raised
-# three events a line (open, modify, close-write), each a Python object through watchdog's threads.
-# DirModifiedEvent is left out too: it would add IN_CLOSE_WRITE, and the creations, deletions and
-# moves it follows come as their own events.
-EVENTS = [FileModifiedEvent, FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent,
-          FileMovedEvent, DirMovedEvent]
+# What a tailer or a scan acts on: growth (IN_MODIFY), a mode change (IN_ATTRIB: a file made readable),
+# new names, gone names, moves, and lost events (the kernel's queue overflowed: the folder's
+# listeners hear of the folder itself). Passed to watchdog as an event filter, which it turns into
+# the inotify mask, so the kernel does not queue what nobody reads: a logger that opens, appends and
+# closes its file for every line raised three events a line (open, modify, close-write), each a
+# Python object through watchdog's threads (issue 23). DirModifiedEvent is left out too: it would add
+# IN_CLOSE_WRITE, and the creations, deletions and moves it follows come as their own events.
+EVENTS = [FileModifiedEvent, FileAttribEvent, FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent,
+          FileMovedEvent, DirMovedEvent, EventsLostEvent]
 
 
 class _Handler(FileSystemEventHandler):

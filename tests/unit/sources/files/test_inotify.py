@@ -152,6 +152,15 @@ async def test_the_kernel_queues_no_open_close_or_access_events(watcher: FileWat
     assert mask & wanted == wanted, hex(mask)
 
 
+async def test_a_mode_change_is_heard(watcher: FileWatcher, folders: Callable[[str], Path]):
+    """chmod (IN_ATTRIB): a file made readable again is read at once, not at the next tick."""
+    a = folders("a")
+    (a / "app.log").write_text("one\n")
+    listener = listen(watcher, a)
+    os.chmod(a / "app.log", 0o600)
+    await heard(listener, a / "app.log")
+
+
 async def test_a_rename_names_both_paths(watcher: FileWatcher, folders: Callable[[str], Path]):
     """Rotation: the tailer of the old name and the scan for the new one both hear of it."""
     a = folders("a")
