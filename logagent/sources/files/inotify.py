@@ -39,7 +39,10 @@ from logagent.runtime.names import display_name
 
 log = logging.getLogger("logagent.watcher")
 
-Listener = Callable[[str], None]  # called on the loop with the path an event named
+# Called on the loop with the path an event named, and whether the event may have changed what
+# the name leads to (created, deleted, moved, events lost) rather than only written to it.
+Listener = Callable[[str, bool], None]
+WRITES = ("modified", "attrib")  # watchdog's event types that leave every name as it was
 
 # What a tailer or a scan acts on: growth (IN_MODIFY), a mode change (IN_ATTRIB: a file made readable),
 # new names, gone names, moves, and lost events (the kernel's queue overflowed: the folder's
@@ -62,7 +65,7 @@ class _Handler(FileSystemEventHandler):
         if dest:
             paths.append(dest)
         gone = event.event_type == "deleted" and event.is_directory
-        self._watcher._from_thread([os.fsdecode(p) for p in paths], gone)
+        self._watcher._from_thread([os.fsdecode(p) for p in paths], gone, event.event_type not in WRITES)
 
 
 class FileWatcher:
@@ -72,7 +75,8 @@ class FileWatcher:
         self._observer: BaseObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._pending: set[str] = set()
+        self._pending: set[str] = set()  # names an event may have changed
+        self._written: set[str] = set()  # names whose files were only written to
         self._gone: set[str] = set()  # deleted folders: a watch on one of them is dead
         self._scheduled = False
         self._listeners: dict[str, list[Listener]] = defaultdict(list)
@@ -146,9 +150,9 @@ class FileWatcher:
             except (KeyError, OSError):
                 pass
 
-    def _from_thread(self, paths: list[str], gone: bool = False) -> None:
+    def _from_thread(self, paths: list[str], gone: bool = False, named: bool = True) -> None:
         with self._lock:
-            self._pending.update(paths)
+            (self._pending if named else self._written).update(paths)
             if gone:
                 self._gone.update(paths)
             if self._scheduled or self._loop is None:
@@ -162,14 +166,16 @@ class FileWatcher:
     def _dispatch(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, set()
+            written, self._written = self._written - pending, set()
             gone, self._gone = self._gone, set()
             self._scheduled = False
         for folder in gone:
             self._unwatch(folder)  # its listeners stay: the next subscribe watches it again
-        for path in pending:
-            folder = os.path.dirname(path)
-            for listener in list(self._listeners.get(folder, ())):
-                listener(path)
-            # An event on a watched folder itself (deleted, moved) concerns its listeners too.
-            for listener in list(self._listeners.get(path, ())):
-                listener(path)
+        for paths, named in ((pending, True), (written, False)):
+            for path in paths:
+                folder = os.path.dirname(path)
+                for listener in list(self._listeners.get(folder, ())):
+                    listener(path, named)
+                # An event on a watched folder itself (deleted, moved) concerns its listeners too.
+                for listener in list(self._listeners.get(path, ())):
+                    listener(path, named)

@@ -487,11 +487,10 @@ class EntryRunner:
         if new and not self.stopped:
             self.request_scan()
 
-    def _on_event(self, path: str) -> None:
+    def _on_event(self, path: str, named: bool) -> None:
         tailer = self.tailers.get(path)
         if tailer is not None:
-            tailer.check_name()  # a rename is seen now, even by a tailer waiting for the queue
-            tailer.wake()
+            tailer.notify(named)
         else:
             self.request_scan()
         for old in self.draining:

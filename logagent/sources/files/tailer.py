@@ -57,6 +57,8 @@ class FileTailer(Shipper):
         self._spooled_to = 0  # the spool holds this file's bytes up to here
         self._protecting: asyncio.Future[None] | None = None
         self._protect_again = False
+        self._notified_at = -1e9  # time.monotonic() of the last inotify event naming `path` (notify)
+        self._name_known = False  # notify() saw the name since the read loop last woke: no stat needed
 
     # ---- open / close
 
@@ -296,6 +298,7 @@ class FileTailer(Shipper):
             durable = None  # a finished task kept in this frame for the file's life: ~1 KiB a file
         while not self.finished:
             self._wake.clear()  # before reading: a wake-up during the read is not lost
+            name_known, self._name_known = self._name_known, False
             if self.acks.failed is not None:
                 await self._rewind_after_failure()
             if self.fd is None and self._maybe_reopen():
@@ -303,7 +306,8 @@ class FileTailer(Shipper):
             if self.fd is not None:
                 seen_rotated = self.rotated
                 await self._read_to_end()
-                self.check_name()
+                if not name_known:  # else inotify told: a rename meanwhile comes as its own event
+                    self.check_name()
                 if self.rotated and not seen_rotated and self.fd is not None:
                     # The rename was seen after that read began: bytes written before it (a container
                     # log's first records of a line the next file ends) may lie past what it read.
@@ -347,6 +351,23 @@ class FileTailer(Shipper):
             return self.fd is not None and os.fstat(self.fd).st_size > self.read_pos
         except OSError:
             return False
+
+    def notify(self, named: bool) -> None:
+        """inotify told of `path`: written (`named` False: the name still leads to the same file),
+        or its name created, deleted or moved (`named`: look at the name now, so that a rename is
+        seen even by a tailer waiting for room in the queue). Wakes the read loop, which then needs
+        no look at the name of its own: a rename during its read comes as an event of its own."""
+        self._notified_at = time.monotonic()
+        if named:
+            self.check_name()
+        self._name_known = True
+        self.wake()
+
+    def notified_since(self, since: float) -> bool:
+        """inotify told of this file since `since` and woke it: the stat tick may pass it by. Not a
+        file waiting behind an earlier one, rotated away or closed: their tick does more than look
+        for growth."""
+        return self._notified_at >= since and self.after is None and not self.rotated and self.fd is not None
 
     def needs_attention(self) -> bool:
         """The stat tick's cheap check (no task switch): has anything changed that inotify

@@ -29,11 +29,14 @@ class Heard:
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.named: list[str] = []  # the paths of events that may have changed what a name leads to
         self.off_loop = 0
         self._loop_thread = threading.get_ident()
 
-    def __call__(self, path: str) -> None:
+    def __call__(self, path: str, named: bool) -> None:
         self.paths.append(path)
+        if named:
+            self.named.append(path)
         if threading.get_ident() != self._loop_thread:
             self.off_loop += 1
 
@@ -150,6 +153,22 @@ async def test_the_kernel_queues_no_open_close_or_access_events(watcher: FileWat
     assert mask & (IN_ACCESS | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_OPEN) == 0, hex(mask)
     wanted = IN_MODIFY | IN_ATTRIB | IN_MOVE | IN_CREATE | IN_DELETE | IN_DELETE_SELF
     assert mask & wanted == wanted, hex(mask)
+
+
+async def test_writes_are_told_apart_from_name_changes(watcher: FileWatcher, folders: Callable[[str], Path]):
+    """A write leaves every name as it was (the tailer need not look at it); a rename or a delete
+    does not (it must)."""
+    a = folders("a")
+    (a / "app.log").write_text("one\n")
+    (a / "other.log").write_text("one\n")
+    listener = listen(watcher, a)
+    touch(a / "app.log")
+    await heard(listener, a / "app.log")
+    assert listener.named == []
+    os.rename(a / "app.log", a / "app.log.1")
+    (a / "other.log").unlink()
+    await eventually(lambda: {str(a / n) for n in ("app.log", "app.log.1", "other.log")} <= set(listener.named),
+                     timeout=WAIT, what="the rename and the delete as name changes")
 
 
 async def test_a_mode_change_is_heard(watcher: FileWatcher, folders: Callable[[str], Path]):
