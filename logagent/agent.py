@@ -41,13 +41,13 @@ from logagent.sinks.kafka.sink import KafkaSink
 from logagent.sinks.kafka.transactional import TransactionalSink
 from logagent.sources.files.budget import FdBudget, descriptor_budget
 from logagent.sources.files.entry import CollectEntry
-from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.manager import ManagerContext, TailerManager
 from logagent.sources.files.prune import sweep_forever
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.shipper import TailOptions
 from logagent.sources.files.spool import Spool
+from logagent.sources.files.watcher import new_watcher
 from logagent.sources.host.reporter import SysinfoReporter
 
 log = logging.getLogger("logagent.agent")
@@ -73,7 +73,7 @@ class Agent:
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
         self.sink = make_sink(settings, self.queue, self._on_fatal)
-        self.watcher = FileWatcher()
+        self.watcher = new_watcher()
         k8s = settings.kubernetes
         self.pods = PodMetadata(k8s, a.data_dir) if k8s.kubelet_url else None
         opts = TailOptions(ip=settings.ip, host=settings.hostname, host_id=settings.id, max_line_bytes=a.max_line_bytes,

@@ -1,181 +1,209 @@
-"""One watchdog (inotify) observer for all collected files.
+"""File events from one inotify descriptor, read on the event loop (Linux).
 
-Watchdog delivers events on its own thread; they are coalesced there and handed
-to the event loop with one `call_soon_threadsafe` per burst, so a file written
-20,000 times a second costs the loop one wake-up per burst, not one per write.
-A folder that cannot be watched (missing, or the inotify limit) is simply not
-watched: the tailers' stat tick and the runners' scans keep everything moving.
-A watched folder that is deleted loses its watch (watchdog stops watching it); the
-next subscribe watches the folder again.
+The descriptor is non-blocking and registered with the loop (`add_reader`): when the kernel has
+events, one callback reads everything queued (64 KiB a read, until the descriptor is empty),
+parses it with `struct`, and calls each listener once per path named in that burst. No thread:
+a file written 20,000 times a second, or 10,000 files written once a second each, cost the loop
+one wake-up per burst and a few microseconds per event. (watchdog's observer, still the watcher
+where this one cannot start, takes each event through three threads as a Python object; at
+10,000 files x 1 line/s those threads held the GIL for a fifth of the time: issue 23.)
+
+The kernel is asked for what is acted on only (WATCH_MASK): writes, mode changes, names created,
+deleted or moved, and the folder's own deletion or move; not opens, closes or reads. A watched
+folder that is deleted loses its watch (the kernel drops it: IN_IGNORED); so does one that is
+moved (its watch would follow it, under the old name); the next subscribe watches whatever the
+name holds then. An overflow of the kernel's event queue (IN_Q_OVERFLOW) makes every watched
+folder's listeners hear of the folder itself (a scan), and the stat tick sees the files' changes
+within its back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
-import threading
-from collections import defaultdict
-from collections.abc import Callable
+import struct
+import sys
+from collections.abc import Hashable
+from functools import cache
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    EventsLostEvent,
-    FileAttribEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-
-from logagent.runtime.names import display_name
+from logagent.sources.files.watcher import FileWatcher
 
 log = logging.getLogger("logagent.watcher")
 
-# Called on the loop with the path an event named, and whether the event may have changed what
-# the name leads to (created, deleted, moved, events lost) rather than only written to it.
-Listener = Callable[[str, bool], None]
-WRITES = ("modified", "attrib")  # watchdog's event types that leave every name as it was
+# <sys/inotify.h>
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
 
-# What a tailer or a scan acts on: growth (IN_MODIFY), a mode change (IN_ATTRIB: a file made readable),
-# new names, gone names, moves, and lost events (the kernel's queue overflowed: the folder's
-# listeners hear of the folder itself). Passed to watchdog as an event filter, which it turns into
-# the inotify mask, so the kernel does not queue what nobody reads: a logger that opens, appends and
-# closes its file for every line raised three events a line (open, modify, close-write), each a
-# Python object through watchdog's threads (issue 23). DirModifiedEvent is left out too: it would add
-# IN_CLOSE_WRITE, and the creations, deletions and moves it follows come as their own events.
-EVENTS = [FileModifiedEvent, FileAttribEvent, FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent,
-          FileMovedEvent, DirMovedEvent, EventsLostEvent]
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: FileWatcher) -> None:
-        self._watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = [event.src_path]
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            paths.append(dest)
-        gone = event.event_type == "deleted" and event.is_directory
-        self._watcher._from_thread([os.fsdecode(p) for p in paths], gone, event.event_type not in WRITES)
+WRITES = IN_MODIFY | IN_ATTRIB  # events that leave every name as it was
+WATCH_MASK = (WRITES | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+              | IN_ONLYDIR)
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
+_READ_BYTES = 64 * 1024
 
 
-class FileWatcher:
-    """Folder watches shared by every runner, with listeners per folder."""
+@cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def inotify_available() -> bool:
+    """This is Linux and its C library has inotify_init1."""
+    return _libc() is not None
+
+
+def inotify_add_watch(fd: int, path: bytes, mask: int) -> int:
+    """libc's inotify_add_watch (a module function, so tests can make it fail as the kernel does)."""
+    libc = _libc()
+    assert libc is not None
+    return int(libc.inotify_add_watch(fd, path, mask))
+
+
+def _rm_watch(fd: int, wd: int) -> None:
+    libc = _libc()
+    if libc is not None:
+        libc.inotify_rm_watch(fd, wd)  # EINVAL when the kernel dropped it already: fine
+
+
+class InotifyWatcher(FileWatcher):
+    """One inotify descriptor for all watched folders (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._observer: BaseObserver | None = None
+        super().__init__()
+        self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        self._pending: set[str] = set()  # names an event may have changed
-        self._written: set[str] = set()  # names whose files were only written to
-        self._gone: set[str] = set()  # deleted folders: a watch on one of them is dead
-        self._scheduled = False
-        self._listeners: dict[str, list[Listener]] = defaultdict(list)
-        self._watches: dict[str, ObservedWatch] = {}
-        self._warned: set[str] = set()
+        self._folders: dict[int, list[str]] = {}  # watch descriptor -> its folders (a symlink: two names)
 
     async def start(self) -> None:
-        if self._observer is not None:
+        if self._fd is not None:
             return
+        libc = _libc()
+        if libc is None:
+            raise OSError(errno.ENOSYS, "inotify is not available")
+        fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self._fd = fd
         self._loop = asyncio.get_running_loop()
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.start()
+        self._loop.add_reader(fd, self._read)
 
     async def stop(self) -> None:
-        """Stop the observer thread; safe to call twice."""
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            observer.unschedule_all()  # first: no event may reach an emitter that is stopping
-            observer.stop()
-            await asyncio.to_thread(observer.join, 5)
+        """Stop watching (every watch goes with the descriptor); safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(fd)
+            os.close(fd)
         self._watches.clear()
+        self._folders.clear()
 
-    def subscribe(self, folder: str, listener: Listener) -> bool:
-        """Call listener(path) for events in `folder` until `unsubscribe`, and return True; or
-        return False, keeping nothing, when the folder cannot be watched now (the caller polls)."""
-        folder = os.path.normpath(folder)
-        if folder not in self._watches and not self._watch(folder):
-            return False
-        if listener not in self._listeners[folder]:
-            self._listeners[folder].append(listener)
-        return True
+    def _add(self, folder: str) -> Hashable | None:
+        if self._fd is None:
+            return None
+        wd = inotify_add_watch(self._fd, os.fsencode(folder), WATCH_MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            if err in (errno.ENOENT, errno.ENOTDIR):
+                return None  # not a folder (yet): the scans poll it
+            raise OSError(err, os.strerror(err), folder)
+        names = self._folders.setdefault(wd, [])
+        if folder not in names:
+            names.append(folder)
+        return wd
 
-    def watching(self, folder: str) -> bool:
-        """True while `folder` has a watch (a folder deleted since has none: subscribe again)."""
-        return os.path.normpath(folder) in self._watches
+    def _remove(self, folder: str, handle: Hashable) -> None:
+        assert isinstance(handle, int)
+        names = self._folders.get(handle, [])
+        if folder in names:
+            names.remove(folder)
+        if not names:
+            self._folders.pop(handle, None)
+            if self._fd is not None:
+                _rm_watch(self._fd, handle)
 
-    def _watch(self, folder: str) -> bool:
-        if self._observer is None or not os.path.isdir(folder):
-            return False
-        try:
-            self._watches[folder] = self._observer.schedule(_Handler(self), folder, recursive=False,
-                                                            event_filter=EVENTS)
-            return True
-        except OSError as exc:
-            if folder not in self._warned:
-                self._warned.add(folder)
-                if exc.errno == errno.ENOSPC:
-                    log.warning("inotify watch limit reached (raise fs.inotify.max_user_watches); "
-                                "%s is polled every stat_interval instead", display_name(folder))
-                else:
-                    log.warning("cannot watch %s (%s); polling it instead", display_name(folder), exc.strerror or exc)
-            return False
+    def _forget(self, wd: int) -> None:
+        """The kernel dropped this watch (its folder deleted, or moved away): its names have none."""
+        for folder in self._folders.pop(wd, []):
+            if self._watches.get(folder) == wd:
+                del self._watches[folder]
 
-    def unsubscribe(self, folder: str, listener: Listener) -> None:
-        folder = os.path.normpath(folder)
-        listeners = self._listeners.get(folder)
-        if not listeners:
+    def _read(self) -> None:
+        """The loop's reader callback: every event queued now, then the listeners once per path."""
+        fd = self._fd
+        if fd is None:
             return
-        if listener in listeners:
-            listeners.remove(listener)
-        if not listeners:
-            del self._listeners[folder]
-            self._unwatch(folder)
-
-    def _unwatch(self, folder: str) -> None:
-        watch = self._watches.pop(folder, None)
-        if watch is not None and self._observer is not None:
+        paths: dict[str, bool] = {}  # in the order first named; True once an event may have changed the name
+        dropped: list[int] = []
+        overflow = False
+        while True:
             try:
-                self._observer.unschedule(watch)
-            except (KeyError, OSError):
-                pass
+                buf = os.read(fd, _READ_BYTES)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # EBADF on stop, or something odd: the stat tick carries on
+                log.debug("inotify read failed: %s", exc)
+                break
+            if not buf:
+                break
+            overflow |= self._parse(buf, paths, dropped)
+            if len(buf) < _READ_BYTES // 2:
+                break  # the kernel gave what it had; the loop calls again when there is more
+        for wd in dropped:
+            if self._folders.get(wd) and self._fd is not None:
+                _rm_watch(self._fd, wd)  # a moved folder's watch
+            self._forget(wd)
+        if overflow:
+            log.warning("inotify event queue overflowed (raise fs.inotify.max_queued_events?): every watched "
+                        "folder is scanned")
+            for folder in self._watches:
+                paths[folder] = True
+        self._dispatch(paths)
 
-    def _from_thread(self, paths: list[str], gone: bool = False, named: bool = True) -> None:
-        with self._lock:
-            (self._pending if named else self._written).update(paths)
-            if gone:
-                self._gone.update(paths)
-            if self._scheduled or self._loop is None:
-                return
-            self._scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._dispatch)
-        except RuntimeError:  # loop closed during shutdown
-            pass
-
-    def _dispatch(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, set()
-            written, self._written = self._written - pending, set()
-            gone, self._gone = self._gone, set()
-            self._scheduled = False
-        for folder in gone:
-            self._unwatch(folder)  # its listeners stay: the next subscribe watches it again
-        for paths, named in ((pending, True), (written, False)):
-            for path in paths:
-                folder = os.path.dirname(path)
-                for listener in list(self._listeners.get(folder, ())):
-                    listener(path, named)
-                # An event on a watched folder itself (deleted, moved) concerns its listeners too.
-                for listener in list(self._listeners.get(path, ())):
-                    listener(path, named)
+    def _parse(self, buf: bytes, paths: dict[str, bool], dropped: list[int]) -> bool:
+        """The paths named by the events in `buf` into `paths`; True when the kernel's queue overflowed."""
+        folders = self._folders
+        unpack = _HEADER.unpack_from
+        size = _HEADER.size
+        overflow = False
+        off, end = 0, len(buf)
+        while off < end:
+            wd, mask, _cookie, length = unpack(buf, off)
+            name = buf[off + size:off + size + length].rstrip(b"\0")
+            off += size + length
+            if mask & IN_Q_OVERFLOW:
+                overflow = True
+                continue
+            names = folders.get(wd)
+            if not names:
+                continue  # an event queued before its watch was removed
+            if mask & (IN_IGNORED | IN_MOVE_SELF):
+                dropped.append(wd)  # forgotten; the next subscribe watches whatever the name holds then
+                if mask & IN_IGNORED:
+                    continue
+            named = bool(mask & ~WRITES)  # a create, delete or move (of the folder, too)
+            for folder in names:
+                path = os.path.join(folder, os.fsdecode(name)) if name else folder
+                paths[path] = named or paths.get(path, False)
+        return overflow

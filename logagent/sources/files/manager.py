@@ -30,13 +30,13 @@ from logagent.sources.files.budget import stat_tick
 from logagent.sources.files.entry import CollectEntry, glob_regex
 from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
-from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
 from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
+from logagent.sources.files.watcher import FileWatcher
 
 log = logging.getLogger("logagent.manager")
 ANNOUNCE_FILES = 100  # per scan, the files whose start is logged at INFO

@@ -16,11 +16,11 @@ from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime import metrics
 from logagent.sources.files.budget import FdBudget
 from logagent.sources.files.entry import CollectEntry
-from logagent.sources.files.inotify import FileWatcher
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.manager import EntryRunner, ManagerContext
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.shipper import TailOptions
+from logagent.sources.files.watcher import new_watcher
 from tests.kit import KubeletServer, PodTree, eventually
 
 
@@ -30,7 +30,7 @@ async def test_problems_of_files_no_longer_matched_are_forgotten(tmp_path: Path)
     ever: one entry per vanished file, 39,120 of them in a churn of 100,000 files under load."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    watcher = FileWatcher()
+    watcher = new_watcher()
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
                          registry=Registry(tmp_path / "data"), budget=FdBudget(64),
                          allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
@@ -60,7 +60,7 @@ async def test_a_match_gone_since_the_walk_is_no_error_when_its_own_tailer_saw_i
     caplog.set_level(logging.DEBUG, logger="logagent.manager")
     logs = tmp_path / "logs"
     logs.mkdir()
-    watcher = FileWatcher()
+    watcher = new_watcher()
     registry = Registry(tmp_path / "data")
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=registry,
                          budget=FdBudget(64), allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
@@ -95,7 +95,7 @@ async def test_a_folder_deleted_and_made_anew_is_watched_again(tmp_path: Path):
     went with it) and made anew, its files were only polled (every stat_interval), not woken."""
     folder = tmp_path / "logs" / "app"
     folder.mkdir(parents=True)
-    watcher = FileWatcher()
+    watcher = new_watcher()
     await watcher.start()
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
                          registry=Registry(tmp_path / "data"), budget=FdBudget(64),
@@ -136,7 +136,7 @@ async def test_a_pods_files_carry_its_identity_and_go_to_their_templated_topic(t
     for pod in (shop, bad):
         for c in pod.containers:
             tree.write(pod, c, [("stdout", f"hello from {pod.name}/{c}")])
-    watcher = FileWatcher()
+    watcher = new_watcher()
     queue = BatchQueue(1000)
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue,
                          registry=Registry(tmp_path / "data"), budget=FdBudget(64),
@@ -166,7 +166,7 @@ async def test_a_pods_first_line_waits_for_the_kubelets_list_and_carries_its_lab
     tree = PodTree(tmp_path / "pods")
     with KubeletServer(tree.pods) as kubelet:
         pods = PodMetadata(KubernetesSettings(kubelet_url=kubelet.url, metadata_interval=0.3), tmp_path / "data")
-        watcher = FileWatcher()
+        watcher = new_watcher()
         queue = BatchQueue(1000)
         ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue,
                              registry=Registry(tmp_path / "data"), budget=FdBudget(64),
@@ -204,7 +204,7 @@ async def test_a_file_gone_for_good_and_a_removed_entry_leave_metrics(tmp_path: 
     and go, the first 1,000 names kept their series for ever and every later file shared (other)."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    watcher = FileWatcher()
+    watcher = new_watcher()
     await watcher.start()
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h", rotate_wait=0.05, stat_interval=0.05),
                          queue=BatchQueue(100), registry=Registry(tmp_path / "data"), budget=FdBudget(64),
@@ -237,7 +237,7 @@ async def test_a_pods_log_renamed_before_the_agent_first_looked_is_read_first(tm
     or read later after the newer file. Now it is read first, and the line joined. A plain path
     without entries keeps its old rotations unread (they may be shipped already)."""
     tree = PodTree(tmp_path / "pods")
-    watcher = FileWatcher()
+    watcher = new_watcher()
     queue = BatchQueue(1000)
     reg = Registry(tmp_path / "data")
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue, registry=reg,
@@ -273,7 +273,7 @@ async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp
     first records came later and went out cut (one line as two, in 1 of ~10 full runs of the
     Kubernetes node test). It reads once more after seeing the rename, and the line is joined."""
     tree = PodTree(tmp_path / "pods")
-    watcher = FileWatcher()
+    watcher = new_watcher()
     queue = BatchQueue(1000)
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1", rotate_wait=1.0, stat_interval=0.05),
                          queue=queue, registry=Registry(tmp_path / "data"), budget=FdBudget(64),
@@ -322,7 +322,7 @@ async def test_a_scan_of_many_new_files_lets_the_event_loop_run(tmp_path: Path, 
     files = 30
     for i in range(files):
         (logs / f"f{i:05d}.log").touch()
-    watcher = FileWatcher()
+    watcher = new_watcher()
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
                          registry=Registry(tmp_path / "data"), budget=FdBudget(64),
                          allowed_paths=(f"{tmp_path}/**",), watcher=watcher, max_files_per_entry=files)
@@ -362,7 +362,7 @@ async def test_an_earlier_file_first_seen_at_a_start_is_ordered_before_the_file_
 
     def ctx_with(registry: Registry) -> ManagerContext:
         return ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100), registry=registry,
-                              budget=FdBudget(64), allowed_paths=(f"{tmp_path}/**",), watcher=FileWatcher())
+                              budget=FdBudget(64), allowed_paths=(f"{tmp_path}/**",), watcher=new_watcher())
 
     first = ctx_with(Registry(tmp_path / "data"))
     runner = EntryRunner(CollectEntry(str(log), "t"), first)

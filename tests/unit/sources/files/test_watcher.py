@@ -1,8 +1,9 @@
-"""FileWatcher with the real watchdog observer on folders in tmp_path: events reach the listeners of
-their folder, on the event loop; renames name both paths; unsubscribe; a folder that cannot be
-watched (missing, the inotify watch limit) keeps nothing and is said once; start and stop are safe
-twice and leave no thread. The watch limit is reached by failing inotify_add_watch with ENOSPC
-under watchdog, so that watchdog's own error path runs."""
+"""Both file watchers (inotify read on the loop, and watchdog's observer, the fallback) on folders in
+tmp_path, each test run with each: events reach the listeners of their folder, on the event loop,
+with whether the name may have changed; renames name both paths; unsubscribe; a folder that cannot
+be watched (missing, the inotify watch limit) keeps nothing and is said once; start and stop are
+safe twice and leave no thread. The watch limit is reached by failing inotify_add_watch with ENOSPC
+(ours, and under watchdog), so that each watcher's own error path runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ctypes
 import errno
 import logging
 import os
+import struct
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +20,10 @@ from pathlib import Path
 import pytest
 from watchdog.observers import inotify_c
 
-from logagent.sources.files.inotify import FileWatcher
+from logagent.sources.files import inotify
+from logagent.sources.files.inotify import InotifyWatcher
+from logagent.sources.files.watchdog_watcher import WatchdogWatcher
+from logagent.sources.files.watcher import FileWatcher
 from tests.kit import eventually
 
 WAIT = 5.0  # seconds an event may take through watchdog's threads on a loaded machine
@@ -103,9 +108,15 @@ def inotify_masks() -> list[int]:
     return masks
 
 
+@pytest.fixture(params=[InotifyWatcher, WatchdogWatcher])
+def kind(request: pytest.FixtureRequest) -> type[FileWatcher]:
+    """Each watcher class in turn."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-async def watcher() -> AsyncIterator[FileWatcher]:
-    w = FileWatcher()
+async def watcher(kind: type[FileWatcher]) -> AsyncIterator[FileWatcher]:
+    w = kind()
     await w.start()
     try:
         yield w
@@ -304,6 +315,7 @@ def watch_limit(monkeypatch: pytest.MonkeyPatch) -> set[str]:
         return real(fd, path, mask)
 
     monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    monkeypatch.setattr(inotify, "inotify_add_watch", add_watch)
     return full
 
 
@@ -338,6 +350,7 @@ async def test_another_watch_error_is_one_warning_too(watcher: FileWatcher, fold
         return -1
 
     monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    monkeypatch.setattr(inotify, "inotify_add_watch", add_watch)
     assert not watcher.subscribe(str(a), Heard())
     assert not watcher.subscribe(str(a), Heard())
     (warning,) = [r.getMessage() for r in caplog.records]
@@ -347,10 +360,11 @@ async def test_another_watch_error_is_one_warning_too(watcher: FileWatcher, fold
 # ---- start and stop
 
 
-async def test_start_and_stop_are_safe_twice_and_leave_no_thread(folders: Callable[[str], Path]):
+async def test_start_and_stop_are_safe_twice_and_leave_no_thread(kind: type[FileWatcher],
+                                                                 folders: Callable[[str], Path]):
     before = {t.ident for t in threading.enumerate() if t.ident is not None}
     watches = inotify_watches()
-    w = FileWatcher()
+    w = kind()
     await w.stop()  # never started
     await w.start()
     await w.start()  # one observer, not two
@@ -359,7 +373,7 @@ async def test_start_and_stop_are_safe_twice_and_leave_no_thread(folders: Callab
     assert w.subscribe(str(a), listener) and w.subscribe(str(b), listener)
     touch(a / "x.log")
     await heard(listener, a / "x.log")
-    assert new_threads(before)
+    assert bool(new_threads(before)) == (kind is WatchdogWatcher)  # inotify is read on the loop
     await asyncio.wait_for(w.stop(), 10)
     assert new_threads(before) == []  # stopped and joined when stop() returns
     assert inotify_watches() == watches
@@ -367,9 +381,9 @@ async def test_start_and_stop_are_safe_twice_and_leave_no_thread(folders: Callab
 
 
 async def test_nothing_is_watched_before_start_or_after_stop_and_a_restart_watches_again(
-        folders: Callable[[str], Path]):
+        kind: type[FileWatcher], folders: Callable[[str], Path]):
     a = folders("a")
-    w = FileWatcher()
+    w = kind()
     assert not w.subscribe(str(a), Heard())
     await w.start()
     assert w.subscribe(str(a), Heard())
@@ -380,3 +394,50 @@ async def test_nothing_is_watched_before_start_or_after_stop_and_a_restart_watch
         await hears_a_write(w, a)
     finally:
         await asyncio.wait_for(w.stop(), 10)
+
+
+# ---- inotify read on the loop: what only it does
+
+
+async def test_inotify_a_moved_folder_loses_its_watch_and_is_watched_again_by_name(folders: Callable[[str], Path]):
+    """Its watch would follow the folder and report its new files under the old name."""
+    w = InotifyWatcher()
+    await w.start()
+    try:
+        a = folders("a")
+        listener = listen(w, a)
+        os.rename(a, a.parent / "a.old")
+        await heard(listener, a)
+        assert str(a) in listener.named
+        await eventually(lambda: not w.watching(str(a)), timeout=WAIT, what="the moved folder's watch dropped")
+        a.mkdir()
+        await hears_a_write(w, a)
+    finally:
+        await w.stop()
+
+
+def test_inotify_an_overflow_makes_every_folder_heard_as_a_name_change(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture):
+    """IN_Q_OVERFLOW: events were lost, so every watched folder is scanned (its listeners hear the
+    folder itself, as a name change), and it is said. The kernel's bytes come through a pipe here."""
+    w = InotifyWatcher()
+    a, b = tmp_path / "a", tmp_path / "b"
+    in_a, in_b = Heard(), Heard()
+    w._watches = {str(a): 1, str(b): 2}
+    w._folders = {1: [str(a)], 2: [str(b)]}
+    w._listeners.update({str(a): [in_a], str(b): [in_b]})
+    r, wr = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        w._fd = r
+        write = struct.pack("iIII", 1, inotify.IN_MODIFY, 0, 16) + b"x.log".ljust(16, b"\0")
+        overflow = struct.pack("iIII", -1, inotify.IN_Q_OVERFLOW, 0, 0)
+        os.write(wr, write + overflow)
+        w._read()
+    finally:
+        w._fd = None
+        os.close(r)
+        os.close(wr)
+    assert in_a.paths == [str(a / "x.log"), str(a)]  # the write, then the folder itself
+    assert in_a.named == [str(a)] and in_b.paths == [str(b)] == in_b.named
+    assert any("overflowed" in r.getMessage() for r in caplog.records)
