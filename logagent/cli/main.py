@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from logagent import __version__
 from logagent.config.settings import Settings, load
 from logagent.errors import ConfigError, LogagentError
+from logagent.runtime import collector
 from logagent.runtime.logs import setup_logging
 from logagent.runtime.names import escape_controls
 
@@ -27,6 +28,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     setup_logging(settings.agent.log_level, settings.agent.log_format)
     from logagent.agent import Agent
+
+    collector.tune()
 
     async def main() -> int:
         return await Agent(settings, args.config).run()
