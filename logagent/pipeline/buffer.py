@@ -77,6 +77,15 @@ class BatchQueue:
                 fut.set_result(None)
                 return
 
+    def has_room(self) -> bool:
+        """A put now would not wait: nobody waits for room and the queue is not full."""
+        return not self._putters and self._depth < self.capacity
+
+    def put_nowait(self, batch: Batch) -> None:
+        """Queue a batch now, after `has_room()` said so: taken whole, so the queue may pass its
+        capacity by this one batch (a reader that checked for room before reading, see tailer.py)."""
+        self._push(batch)
+
     def offer(self, batch: Batch) -> bool:
         """Queue a batch if it fits now; False (nothing queued) when full."""
         if self._depth + len(batch) > self.capacity:

@@ -249,14 +249,19 @@ class Shipper:
 
     async def _ship_chunk(self, data: bytes, offset: int) -> None:
         """Lines completed by `data` (at file offset `offset`) onto the queue."""
-        self._bytes.inc(len(data))
-        self._began = True
-        values = self._messages(data, offset)
-        self._held.set(self._splitter.pending)
+        values = self._chunk(data, offset)
         if values:
             await self._enqueue(values)
         else:
             await asyncio.sleep(0)  # a long line without newline must not starve the loop
+
+    def _chunk(self, data: bytes, offset: int) -> list[bytes]:
+        """The messages of the lines `data` (at file offset `offset`) completes, counted."""
+        self._bytes.inc(len(data))
+        self._began = True
+        values = self._messages(data, offset)
+        self._held.set(self._splitter.pending)
+        return values
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
@@ -341,13 +346,17 @@ class Shipper:
 
     async def _enqueue(self, values: list[bytes]) -> None:
         """Queue one batch of messages; waits while the queue is full (the file is the buffer)."""
+        await self._queue.put(self._batch(values))
+
+    def _batch(self, values: list[bytes]) -> Batch:
+        """The next batch of this file (in flight from now on: acknowledgements wait for it)."""
         self._lines.inc(len(values))
         batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.acks.generation)
         if self._carry_mark:
             self._carry_batch, self._carry_mark = batch, False
         self.acks.sent(batch)
         self._unacked.set(self.read_pos - self.acks.acked)
-        await self._queue.put(batch)
+        return batch
 
     async def _flush_held(self) -> None:
         """The file will not grow: send the held partial line and a pending multiline event. A

@@ -103,11 +103,12 @@ class FileWatcher:
         """On the loop: each path's folder's listeners, with whether its name may have changed."""
         listeners = self._listeners
         for path, named in paths.items():
-            for listener in list(listeners.get(os.path.dirname(path), ())):
-                listener(path, named)
             # An event on a watched folder itself (deleted, moved) concerns its listeners too.
-            for listener in list(listeners.get(path, ())):
-                listener(path, named)
+            for listener in [*listeners.get(os.path.dirname(path), ()), *listeners.get(path, ())]:
+                try:
+                    listener(path, named)
+                except Exception:  # one listener's bug must not cost the others their events
+                    log.exception("file event for %s: a listener failed", display_name(path))
 
 
 def new_watcher() -> FileWatcher:

@@ -751,3 +751,73 @@ async def test_a_write_inotify_told_of_is_read_without_a_look_at_the_name(harnes
     t.notify(named=True)
     assert looks == [str(log)] and t.rotated  # seen at once, before the read loop runs
     h.all.append(t)  # closed with the rest
+
+
+async def parked(t: FileTailer) -> None:
+    """t's read loop sleeps until woken, with nothing of its own to do."""
+    await eventually(lambda: t._parked, timeout=2.0, what="the read loop parked")
+
+
+async def test_a_write_notified_while_the_loop_sleeps_is_read_in_the_callback(harness: Callable[..., Harness]):
+    """issue 23: no task wake-up per line. The lines are on the queue when notify() returns, in
+    order, and the registry and acknowledgements move as for a read of the loop."""
+    h = harness()
+    head = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))  # past the fingerprint's 1 KiB
+    log, t, _ = h.follow("a.log", head)
+    first = await h.batches()
+    await parked(t)
+    with open(log, "a") as f:
+        f.write("one\ntwo\n")
+    t.notify(named=False)
+    assert not t._wake.is_set()  # the loop was not woken
+    [batch] = [h.queue.get_nowait()]
+    assert batch is not None and data([batch]) == ["one", "two"]
+    for b in [*first, batch]:
+        h.ack(b)
+    assert t.acked == len(head) + 8 == t.read_pos
+
+
+async def test_what_the_callback_does_not_read_the_loop_reads(harness: Callable[..., Harness]):
+    """Not read in the callback: a file under 1 KiB (its fingerprint grows), a full queue, a
+    truncated file, more than one read's worth (the loop reads the rest, in order)."""
+    h = harness()
+    log, t, _ = h.follow("small.log", "a\n")
+    await h.batches()
+    await parked(t)
+    with open(log, "a") as f:
+        f.write("b\n")
+    t.notify(named=False)
+    assert t._wake.is_set()  # under 1 KiB: the loop reads it
+    assert data(await h.batches()) == ["b"]
+
+    big = "".join(f"line {i:05d} {'y' * 50}\n" for i in range(20))
+    log2, t2, _ = h.follow("big.log", big)
+    await h.batches()
+    await parked(t2)
+    many = [f"more {i:05d} {'z' * 50}" for i in range(1000)]  # 64 KB: four reads' worth
+    with open(log2, "a") as f:
+        f.write("".join(line + "\n" for line in many))
+    t2.notify(named=False)
+    assert t2._wake.is_set()  # the first 16 KiB here, the rest by the loop
+    got: list[str] = []
+    while len(got) < len(many):
+        got += data(await h.batches())
+    assert got == many
+
+    await parked(t2)
+    h.queue.capacity = h.queue.depth  # full
+    with open(log2, "a") as f:
+        f.write("when full\n")
+    t2.notify(named=False)
+    assert t2._wake.is_set() and h.queue.depth == h.queue.capacity  # nothing taken past capacity
+    h.queue.capacity = 100000
+    assert data(await h.batches()) == ["when full"]
+
+    await parked(t2)
+    with open(log2, "r+") as f:
+        f.truncate(0)
+    with open(log2, "a") as f:
+        f.write("after truncation\n")
+    t2.notify(named=False)
+    assert t2._wake.is_set()  # the loop starts over
+    assert data(await h.batches()) == ["after truncation"]
