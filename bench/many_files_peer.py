@@ -12,6 +12,7 @@ started here, or LOGAGENT_TEST_KAFKA on loopback):
     .venv/bin/python bench/many_files_peer.py [--files 1000,10000] [--rate 1] [--seconds 30]
         [--shippers logagent,fluentbit] [--rounds 1]
     .venv/bin/python bench/many_files_peer.py --files 100 --rate 100     # issue 23 item 2
+    .venv/bin/python bench/many_files_peer.py --files 2000 --max-open 512 --shippers logagent   # item 3
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     if shipper == "logagent":
         cfg = write_config(work / "agent.ini", bootstrap, work / "data", f"{folder}/**",
                            files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}],
-                           extra={"agent": {"log_level": "WARNING", "max_open_files": str(max(1024, 2 * files))}})
+                           extra={"agent": {"log_level": "WARNING",
+                                            "max_open_files": str(args.max_open or max(1024, 2 * files))}})
         agent = AgentProcess(cfg, work / "agent.log")
         old = resource.getrlimit(resource.RLIMIT_NOFILE)
         _raise_nofile()  # the agent inherits it
@@ -129,6 +131,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--shippers", default="logagent,fluentbit")
     p.add_argument("--fluent-bit", default=FLUENT_BIT)
+    p.add_argument("--max-open", type=int, default=0, help="logagent's [agent] max_open_files (default max(1024, "
+                   "2 x files)); e.g. --files 2000 --max-open 512: files closed and reopened as they change")
     p.add_argument("--profile", metavar="DIR", help="record logagent with py-spy into DIR during each window")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="many-files-"))
