@@ -184,6 +184,8 @@ class Agent:
         await self.control.reload(merged)
         applied = ", ".join(ini_name(leaf) for leaf in change.live) or "no live setting changed"
         log.info("SIGHUP: configuration reloaded from %s (%s)", self.config_path, applied)
+        for line in describe(merged):  # at DEBUG, the whole configuration now in force
+            log.debug("config now: %s", line)
 
     def _on_sighup(self, sig: signal.Signals | None = None) -> None:
         """One reload at a time; SIGHUPs that arrive during one make exactly one more after it,

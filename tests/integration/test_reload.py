@@ -116,4 +116,5 @@ def test_sighup_applies_live_settings_and_names_restart_only_ones(make_agent, ka
     assert agent.stop() == 0
     after = agent.log_text().splitlines()[before:]
     records = [json.loads(line) for line in after if line.startswith("{")]
-    assert any(r["level"] == "DEBUG" for r in records), "log_level=DEBUG was not applied live"
+    assert any(r["level"] == "DEBUG" and r["message"].startswith("config now: ") for r in records), \
+        "log_level=DEBUG was not applied live"
