@@ -108,8 +108,13 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     r = measure(pid, writer, done, bootstrap, topic, agent, proc)
     if spy is not None:
         spy.wait()
+    # logagent's log (level WARNING): errors it logged, and descriptor exhaustion (EMFILE) above all.
+    logged = (work / "agent.log").read_text(errors="replace") if agent is not None else ""
+    errors = sum(" ERROR " in line or " CRITICAL " in line for line in logged.splitlines())
+    emfile = logged.count("Too many open files") + logged.count("too_many_open_files")
     shutil.rmtree(work, ignore_errors=True)
-    return {"shipper": shipper, "files": files, **r, "us_per_line": r["cpu_s"] / max(1, r["written"]) * 1e6}
+    return {"shipper": shipper, "files": files, **r, "us_per_line": r["cpu_s"] / max(1, r["written"]) * 1e6,
+            "errors": errors if agent is not None else "-", "emfile": emfile if agent is not None else "-"}
 
 
 def _py_spy(pid: int, args: argparse.Namespace, name: str) -> subprocess.Popen[bytes]:
@@ -150,12 +155,12 @@ def main() -> int:
     print(f"files x {args.rate:g} lines/s each for {args.seconds:g} s; {os.cpu_count()} cores, {os.uname().release}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("| files | shipper | lines written | delivered once | duplicates | CPU % of a core | CPU us per line "
-          "| peak RSS MB | latency p50 / p99 / max ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS MB | latency p50 / p99 / max ms | errors logged (EMFILE) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['files']:,} | {r['shipper']} | {r['written']:,} | {r['unique']:,} | {r['dups']:,} | "
               f"{r['cpu_pct']:.1f} | {r['us_per_line']:.0f} | {r['rss_mb']:.0f} | "
-              f"{r['quiet_p50']:.0f} / {r['quiet_p99']:.0f} / {r['quiet_max']:.0f} |")
+              f"{r['quiet_p50']:.0f} / {r['quiet_p99']:.0f} / {r['quiet_max']:.0f} | {r['errors']} ({r['emfile']}) |")
     return 0
 
 
