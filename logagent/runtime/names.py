@@ -69,6 +69,8 @@ def escape_controls(text: str) -> str:
 
 def is_raw(path: str) -> bool:
     """True when the name is not valid UTF-8 (its wire form is escaped)."""
+    if path.isascii():  # nearly every name, and no exception to catch (the registry asks per entry per write)
+        return False
     try:
         path.encode("utf-8")
         return False

@@ -457,8 +457,7 @@ class Registry:
         # Runs every flush interval on the loop: with 10,000 files dataclasses.asdict + json cost
         # ~10 % of a core here, dict literals + orjson 7 ms, the entries themselves (orjson writes a
         # dataclass's fields in C) 2 ms. Only a name that is not UTF-8 needs a dict of its own.
-        files = {k: e if e.path.isascii() or not is_raw(e.path) else self._raw_item(e)
-                 for k, e in self._entries.items()}
+        files = {k: self._raw_item(e) if is_raw(e.path) else e for k, e in self._entries.items()}
         return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
 
     @staticmethod

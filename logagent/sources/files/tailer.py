@@ -386,20 +386,16 @@ class FileTailer(Shipper):
             return False
         try:
             size = os.fstat(fd).st_size
-            if size <= self.read_pos:
-                return size == self.read_pos  # nothing new; shorter (truncated): the loop starts over
-            if fingerprint(fd, self.fp_len)[0] != self.fp:
-                return False  # truncated and written again: the loop starts over
+            if self._rewritten(fd, size):
+                return False  # the loop starts over
+            if size == self.read_pos:
+                return True  # nothing new
             data = os.pread(fd, min(INLINE_READ_BYTES, size - self.read_pos), self.read_pos)
         except OSError:
             return False  # the read loop meets it and says so
         if not data:
             return True
-        offset = self.read_pos
-        self.read_pos += len(data)
-        self._last_growth = time.monotonic()
-        self._budget.touch(self)
-        values = self._chunk(data, offset)
+        values = self._chunk(data, self._took(data))
         if values:
             self._queue.put_nowait(self._batch(values))
         return self.read_pos >= size  # more than one read's worth: the loop reads the rest
@@ -450,11 +446,9 @@ class FileTailer(Shipper):
         fd = self.fd
         assert fd is not None
         size = os.fstat(fd).st_size
-        if size < self.read_pos:
-            await self._start_over(fd, f"was truncated (size {size} < offset {self.read_pos}): copytruncate?")
-        elif size > self.read_pos > 0 and self.fp_len and fingerprint(fd, self.fp_len)[0] != self.fp:
-            # Truncated and at once written past the old offset: only its first bytes tell.
-            await self._start_over(fd, "was truncated and written again (its first bytes changed)")
+        rewritten = self._rewritten(fd, size)
+        if rewritten:
+            await self._start_over(fd, rewritten)
         bufsize = self.opts.read_buffer_bytes
         while True:
             try:
@@ -466,10 +460,7 @@ class FileTailer(Shipper):
                 return
             if not self.encoding:
                 self._resolve_encoding(os.pread(fd, 4, 0))
-            offset = self.read_pos
-            self.read_pos += len(data)
-            self._last_growth = time.monotonic()
-            self._budget.touch(self)
+            offset = self._took(data)
             if self.fp_len < FINGERPRINT_BYTES:
                 # The fingerprint grows with the file up to FINGERPRINT_BYTES: the more of the
                 # head it covers, the surer a reused inode, a rewrite or a compressed copy is told
@@ -480,6 +471,23 @@ class FileTailer(Shipper):
             await self._ship_chunk(data, offset)
             if len(data) < bufsize:
                 return
+
+    def _rewritten(self, fd: int, size: int) -> str:
+        """Why the file (its size now `size`) was rewritten from the start under us, or "" (it was not)."""
+        if size < self.read_pos:
+            return f"was truncated (size {size} < offset {self.read_pos}): copytruncate?"
+        if size > self.read_pos > 0 and self.fp_len and fingerprint(fd, self.fp_len)[0] != self.fp:
+            # Truncated and at once written past the old offset: only its first bytes tell.
+            return "was truncated and written again (its first bytes changed)"
+        return ""
+
+    def _took(self, data: bytes) -> int:
+        """`data` was read at the read position: the position moves past it; returns where it began."""
+        offset = self.read_pos
+        self.read_pos += len(data)
+        self._last_growth = time.monotonic()
+        self._budget.touch(self)
+        return offset
 
     async def _start_over(self, fd: int, why: str) -> None:
         """The file was rewritten from the start under us: read it again from offset 0. What is
