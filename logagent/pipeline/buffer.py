@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import weakref
 
 from logagent.pipeline.batch import Batch
 from logagent.runtime import metrics
@@ -30,7 +31,9 @@ class BatchQueue:
         self._depth = 0
         self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
         metrics.QUEUE_CAPACITY.set(capacity)
-        metrics.QUEUE_DEPTH.set(0)
+        # Read when /metrics is rendered, not set at every put and get (a lock each, twice a batch).
+        ref = weakref.ref(self)
+        metrics.QUEUE_DEPTH.set_function(lambda: float(q._depth) if (q := ref()) is not None else 0.0)
 
     @property
     def depth(self) -> int:
@@ -95,12 +98,10 @@ class BatchQueue:
 
     def _push(self, batch: Batch) -> None:
         self._depth += len(batch)
-        metrics.QUEUE_DEPTH.set(self._depth)
         self._items.put_nowait(batch)
 
     def _taken(self, batch: Batch) -> None:
         self._depth -= len(batch)
-        metrics.QUEUE_DEPTH.set(self._depth)
         if self._putters and self._fits(1):
             self._wake_putter()
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from logagent.errors import LogagentError
+from logagent.runtime import metrics
 
 log = logging.getLogger("logagent.http")
 
@@ -82,6 +83,7 @@ class StatusServer:
         time: scrapes that arrive while one runs share its result, so a burst of scrapes costs one
         render."""
         if self._rendering is None:
+            metrics.flush()  # the counts kept per line since the last render (runtime/metrics.py)
             if self._renderer is None:
                 self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logagent-metrics")
             future = asyncio.get_running_loop().run_in_executor(self._renderer, generate_latest)

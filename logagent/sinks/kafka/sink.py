@@ -96,7 +96,8 @@ class KafkaSink:
         self._room = asyncio.Event()  # set when a batch completes: librdkafka's queue has room again
         self._last_error_log = 0.0
         self._connected = False
-        self._delivered: dict[str, Any] = {}
+        self._delivered: dict[str, int] = {}  # messages acknowledged per topic, not in their series yet
+        self._due = False  # ... metrics.defer()red: flush_metrics() runs at the next metrics.flush()
         self._limits: MessageLimits | None = None
         # Reports the loop makes up for messages librdkafka never took (produce() raised), handed
         # to the poll thread so that only it counts batch.remaining down.
@@ -151,7 +152,10 @@ class KafkaSink:
         i, n = 0, len(values)
         self._in_producer += n  # counted before any await: a stop's drain must wait for this batch
         self._idle.clear()
-        if n and max(map(len, values)) > (fit := await self._fit_for(topic, key)):
+        limits = self._limits
+        limit = limits.cached(topic) if limits is not None else None
+        fit = usable(limit, len(key or b"")) if limit is not None else await self._fit_for(topic, key)
+        if n and max(map(len, values)) > fit:
             values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit, batch.owner) or v
                                     for v in values]
         while i < n:
@@ -264,12 +268,10 @@ class KafkaSink:
             self._in_producer = 0
             self._idle.set()
         if batch.error is None:
-            self._connected = True
-            metrics.KAFKA_UP.set(1)
-            child = self._delivered.get(batch.topic)
-            if child is None:
-                child = self._delivered[batch.topic] = metrics.DELIVERED.labels(batch.topic)
-            child.inc(n)
+            if not self._connected:
+                self._connected = True
+                metrics.KAFKA_UP.set(1)
+            self._count_delivered(batch.topic, n)
         else:
             err = batch.error
             reason = err.name() if isinstance(err, RdKafkaError) else type(err).__name__
@@ -278,6 +280,21 @@ class KafkaSink:
                 self._limits.forget(batch.topic)  # the operator may be changing the topic: ask again
         if batch.owner is not None:
             batch.owner.batch_done(batch)
+
+    def _count_delivered(self, topic: str, n: int) -> None:
+        """`n` messages of `topic` acknowledged: into logagent_messages_delivered_total at the next flush."""
+        delivered = self._delivered
+        delivered[topic] = delivered.get(topic, 0) + n
+        if not self._due:
+            self._due = True
+            metrics.defer(self)
+
+    def flush_metrics(self) -> None:
+        """The acknowledgements counted since the last call into logagent_messages_delivered_total."""
+        self._due = False
+        delivered, self._delivered = self._delivered, {}
+        for topic, n in delivered.items():
+            metrics.DELIVERED.labels(topic).inc(n)
 
     def _poll_loop(self) -> None:
         producer = self._producer

@@ -477,16 +477,12 @@ class TransactionalSink(KafkaSink):
             if self._limits is not None:
                 for batch, _ in txn.batches:
                     self._limits.forget(batch.topic)
-        delivered = self._delivered
         for batch, kept in txn.batches:
             n = batch.count
             self._in_producer -= n
             batch.remaining = 0
             if err is None:
-                child = delivered.get(batch.topic)
-                if child is None:
-                    child = delivered[batch.topic] = metrics.DELIVERED.labels(batch.topic)
-                child.inc(n)
+                self._count_delivered(batch.topic, n)
             else:
                 batch.error = err
                 metrics.FAILED.labels(batch.topic, _reason(err)).inc(n)

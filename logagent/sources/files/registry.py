@@ -123,6 +123,9 @@ class Registry:
         # happened (cut off by a stop) must leave the registry still to be written.
         self._version = 0
         self._saved_version = 0
+        # Counts changes of keys and uids (an entry added, dropped, moved, or a new content): a reader
+        # that looked its file's uid up at one epoch need not look again while it stays (per line).
+        self.epoch = 0
         self._write_lock = asyncio.Lock()  # one write at a time, held until it has ended (they share a temp file)
 
     def load(self) -> None:
@@ -167,6 +170,7 @@ class Registry:
             self._entries.clear()
             self._by_path.clear()
             self._applied.clear()
+            self.epoch += 1
             self._fresh_done.clear()
 
     def adopt(self, checkpoints: list[Checkpoint]) -> int:
@@ -308,6 +312,7 @@ class Registry:
         entry = self._entries.get(key)
         if entry is not None:
             entry.since = time.time()
+            self.epoch += 1
             self._changed()
 
     def mark_done(self, key: str) -> None:
@@ -343,6 +348,7 @@ class Registry:
             self._changed()
 
     def _put(self, key: str, entry: RegistryEntry) -> None:
+        self.epoch += 1
         old = self._entries.get(key)
         if old is not None and old.path != entry.path:
             self._drop(key)
@@ -350,6 +356,7 @@ class Registry:
         self._by_path.setdefault(entry.path, set()).add(key)
 
     def _drop(self, key: str) -> RegistryEntry | None:
+        self.epoch += 1
         entry = self._entries.pop(key, None)
         if entry is not None:
             keys = self._by_path.get(entry.path)
@@ -556,9 +563,9 @@ class Registry:
     def spacing(self) -> float:
         """Seconds between writes while offsets move. A kill -9 re-sends what Kafka acknowledged
         since the last write, so writes come every quarter of registry_flush_interval; but never
-        more often than 100 times the cost of serialising the registry (10,000 files: ~5 ms), so
-        many files are not paid for with a loop busy writing."""
-        return min(self.flush_interval, max(self.flush_interval / 4, 100 * self._serialize_cost))
+        more often than 400 times the cost of serialising the registry (10,000 files: 2-5 ms, so
+        every flush interval), so many files are not paid for with a loop busy writing."""
+        return min(self.flush_interval, max(self.flush_interval / 4, 400 * self._serialize_cost))
 
     async def _run(self) -> None:
         while True:

@@ -180,7 +180,14 @@ class Shipper:
         own = self._label != metrics.OTHER_PATHS
         self._unacked = metrics.UNACKED_BYTES.labels(self._label) if own else _NoGauge()
         self._held = metrics.PARTIAL_LINE_BYTES.labels(self._label) if own else _NoGauge()
+        # Counted per read and per batch, put into the series above when the metrics are read
+        # (metrics.defer): a series' update takes a lock, and there were six per line.
+        self._n_lines = self._n_bytes = 0
+        self._due = False  # deferred: flush_metrics() runs at the next metrics.flush()
+        self._gauges_final = False  # closed: its gauges say 0 from now on
+        self._shown = (0, 0)  # what the gauges say (held, unacked)
         self._id_uid = ""  # the file uid in the format's msgid prefix
+        self._ids_epoch = -1  # registry.epoch when _id_uid was last checked
         self._format = self._make_format(route)
 
     # ---- offsets
@@ -227,7 +234,12 @@ class Shipper:
         return entry.uid if entry is not None else f"{self.dev}-{self.ino}-0"
 
     def _same_ids(self) -> None:
-        """Before building messages: a format whose msgid prefix names the file's current uid."""
+        """Before building messages: a format whose msgid prefix names the file's current uid (looked up
+        again only when the registry's keys or uids changed since the last look: registry.epoch)."""
+        epoch = self._registry.epoch
+        if epoch == self._ids_epoch:
+            return
+        self._ids_epoch = epoch
         if self._file_uid() != self._id_uid:
             self._format = self._make_format(self.route)
 
@@ -257,10 +269,10 @@ class Shipper:
 
     def _chunk(self, data: bytes, offset: int) -> list[bytes]:
         """The messages of the lines `data` (at file offset `offset`) completes, counted."""
-        self._bytes.inc(len(data))
+        self._n_bytes += len(data)
         self._began = True
         values = self._messages(data, offset)
-        self._held.set(self._splitter.pending)
+        self._metrics_due()
         return values
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
@@ -350,20 +362,48 @@ class Shipper:
 
     def _batch(self, values: list[bytes]) -> Batch:
         """The next batch of this file (in flight from now on: acknowledgements wait for it)."""
-        self._lines.inc(len(values))
+        self._n_lines += len(values)
         batch = Batch(self.route.topic, self._key, values, self.resume_offset, self, self.acks.generation)
         if self._carry_mark:
             self._carry_batch, self._carry_mark = batch, False
         self.acks.sent(batch)
-        self._unacked.set(self.read_pos - self.acks.acked)
+        self._metrics_due()
         return batch
+
+    def _metrics_due(self) -> None:
+        """Counts or gauges of this file changed: flush_metrics() at the next metrics.flush()."""
+        if not self._due:
+            self._due = True
+            metrics.defer(self)
+
+    def flush_metrics(self) -> None:
+        """Lines and bytes read since the last call into their series; the gauges set from the state."""
+        self._due = False
+        lines, size, self._n_lines, self._n_bytes = self._n_lines, self._n_bytes, 0, 0
+        if lines:
+            self._lines.inc(lines)
+        if size:
+            self._bytes.inc(size)
+        if not self._gauges_final:  # set when changed only: most files show 0 and 0 most of the time
+            held, unacked = self._splitter.pending, max(0, self.read_pos - self.acks.acked)
+            if held != self._shown[0]:
+                self._held.set(held)
+            if unacked != self._shown[1]:
+                self._unacked.set(unacked)
+            self._shown = (held, unacked)
+
+    def _zero_gauges(self) -> None:
+        """Closed for good: its gauges say 0 (what is still counted goes into the counters)."""
+        self._gauges_final = True
+        self._unacked.set(0)
+        self._held.set(0)
 
     async def _flush_held(self) -> None:
         """The file will not grow: send the held partial line and a pending multiline event. A
         container log's line still partial goes on in the next file of the path when its reader
         takes it (else it is sent as it is)."""
         last = self._splitter.flush()
-        self._held.set(0)
+        self._metrics_due()
         if self._joiner is not None:
             records = self._joiner.push(last)
             if self._joiner.holding:
@@ -431,7 +471,7 @@ class Shipper:
                               key=self._entry_key() or None, size=self.read_pos)
         if self._spooled is not None and self.ctx.spool is not None:
             self.ctx.spool.release(self._spooled.uid, self.acked)
-        self._unacked.set(0)
+        self._metrics_due()
         if self.finished:
             self._done_if_acknowledged()
         self.wake()
@@ -464,7 +504,7 @@ class Shipper:
             self._acked_at = time.monotonic()
             self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
                                   key=self._entry_key() or None, size=self.read_pos)
-            self._unacked.set(max(0, self.read_pos - self.acked))
+            self._metrics_due()
             if self._spooled is not None and self.ctx.spool is not None:
                 self.ctx.spool.release(self._spooled.uid, self.acked)
             self._carry_check()

@@ -189,8 +189,7 @@ class FileTailer(Shipper):
         self.ctx.claims.release(self)
         if not self.rotated:
             self._registry.disown(self._entry_key())  # a rotated file stays ours until Kafka has it all
-        self._unacked.set(0)
-        self._held.set(0)
+        self._zero_gauges()
 
     # ---- the spool: a rotated-away file's unacknowledged bytes, kept where a restart finds them
 
@@ -376,13 +375,13 @@ class FileTailer(Shipper):
         watcher's callback, and queue its lines now, instead of waking the loop to do the same (at
         10,000 files written once a second each, a task wake-up per line was the largest cost
         left: issue 23). Only the plain case: not rotated, nothing waiting before it, no failure to
-        rewind from, no multiline event or container record held, a full fingerprint, room in the
-        queue (a batch read here is taken whole); at most INLINE_READ_BYTES. False when the read
+        rewind from, no multiline event or container record held, room in the queue (a batch read
+        here is taken whole); at most INLINE_READ_BYTES. False when the read
         loop must do it (it is then woken)."""
         fd = self.fd
         if (fd is None or self.rotated or self.finished or self.after is not None or self.acks.failed is not None
-                or self._events is not None or self._joiner is not None or not self.encoding
-                or self.fp_len < FINGERPRINT_BYTES or self._wake.is_set() or not self._queue.has_room()):
+                or self._events is not None or self._joiner is not None
+                or self._wake.is_set() or not self._queue.has_room()):
             return False
         try:
             size = os.fstat(fd).st_size
@@ -391,11 +390,12 @@ class FileTailer(Shipper):
             if size == self.read_pos:
                 return True  # nothing new
             data = os.pread(fd, min(INLINE_READ_BYTES, size - self.read_pos), self.read_pos)
+            if not data:
+                return True
+            offset = self._took(fd, data)
         except OSError:
             return False  # the read loop meets it and says so
-        if not data:
-            return True
-        values = self._chunk(data, self._took(data))
+        values = self._chunk(data, offset)
         if values:
             self._queue.put_nowait(self._batch(values))
         return self.read_pos >= size  # more than one read's worth: the loop reads the rest
@@ -458,16 +458,7 @@ class FileTailer(Shipper):
                 raise SourceError(f"{self.name}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
             if not data:
                 return
-            if not self.encoding:
-                self._resolve_encoding(os.pread(fd, 4, 0))
-            offset = self._took(data)
-            if self.fp_len < FINGERPRINT_BYTES:
-                # The fingerprint grows with the file up to FINGERPRINT_BYTES: the more of the
-                # head it covers, the surer a reused inode, a rewrite or a compressed copy is told
-                # apart. The registry hears of it now, not at the next acknowledgement.
-                self.fp, self.fp_len = fingerprint(fd, min(self.read_pos, FINGERPRINT_BYTES))
-                self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
-                                      key=self.reg_key or None)
+            offset = self._took(fd, data)
             await self._ship_chunk(data, offset)
             if len(data) < bufsize:
                 return
@@ -481,12 +472,25 @@ class FileTailer(Shipper):
             return "was truncated and written again (its first bytes changed)"
         return ""
 
-    def _took(self, data: bytes) -> int:
-        """`data` was read at the read position: the position moves past it; returns where it began."""
+    def _took(self, fd: int, data: bytes) -> int:
+        """`data` was read at the read position: the position moves past it; returns where it began.
+        The file's first bytes decide its encoding; within its first FINGERPRINT_BYTES the fingerprint
+        grows with the file (the more of the head it covers, the surer a reused inode, a rewrite or a
+        compressed copy is told apart), and the registry hears of it now, not at the next
+        acknowledgement."""
         offset = self.read_pos
-        self.read_pos += len(data)
+        end = offset + len(data)
+        grown = fingerprint(fd, min(end, FINGERPRINT_BYTES)) if self.fp_len < FINGERPRINT_BYTES else None
+        if not self.encoding:
+            self._resolve_encoding(os.pread(fd, 4, 0))
+        # Nothing below raises: the position never moves past bytes that are then not shipped.
+        self.read_pos = end
         self._last_growth = time.monotonic()
         self._budget.touch(self)
+        if grown is not None:
+            self.fp, self.fp_len = grown
+            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+                                  key=self.reg_key or None)
         return offset
 
     async def _start_over(self, fd: int, why: str) -> None:

@@ -99,12 +99,14 @@ class FileWatcher:
         if handle is not None:
             self._remove(folder, handle)
 
-    def _dispatch(self, paths: dict[str, bool]) -> None:
-        """On the loop: each path's folder's listeners, with whether its name may have changed."""
+    def _dispatch(self, paths: dict[str, bool], folders: dict[str, str] | None = None) -> None:
+        """On the loop: each path's folder's listeners, with whether its name may have changed
+        (`folders`: each path's folder, when the caller knows it)."""
         listeners = self._listeners
         for path, named in paths.items():
+            folder = folders[path] if folders is not None else os.path.dirname(path)
             # An event on a watched folder itself (deleted, moved) concerns its listeners too.
-            for listener in [*listeners.get(os.path.dirname(path), ()), *listeners.get(path, ())]:
+            for listener in [*listeners.get(folder, ()), *listeners.get(path, ())]:
                 try:
                     listener(path, named)
                 except Exception:  # one listener's bug must not cost the others their events

@@ -115,8 +115,10 @@ def test_writes_come_every_quarter_interval_unless_serialising_is_costly(tmp_pat
     reg.update(1, 2, "/var/log/a.log", 10, "fp", 4)
     reg._snapshot()
     assert reg.spacing() == 0.25  # a kill -9 re-sends at most about a quarter second of traffic
-    reg._serialize_cost = 0.005  # 10,000 files
+    reg._serialize_cost = 0.00125  # 2,500 files
     assert reg.spacing() == 0.5
+    reg._serialize_cost = 0.003  # 10,000 files: once a flush interval
+    assert reg.spacing() == 1.0
     reg._serialize_cost = 1.0
     assert reg.spacing() == 1.0  # never less often than registry_flush_interval
 

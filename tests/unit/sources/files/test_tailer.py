@@ -24,7 +24,7 @@ from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime.backoff import Backoff
 from logagent.sources.files.budget import FdBudget, stat_tick
-from logagent.sources.files.registry import Registry, RegistryEntry
+from logagent.sources.files.registry import Registry, RegistryEntry, fingerprint_of
 from logagent.sources.files.shipper import Claims, Route, SourceSpec, TailContext, TailOptions
 from logagent.sources.files.tailer import FileTailer
 from tests.kit import eventually
@@ -585,10 +585,12 @@ async def test_a_held_partial_line_is_shown_in_a_metric(harness: Callable[..., H
     log, _, _ = h.follow("p.log", "done\nno newline yet")
     assert data(await h.batches()) == ["done"]
     gauge = metrics.PARTIAL_LINE_BYTES.labels(metrics.path_label(str(log)))
+    metrics.flush()  # set from the reader's state when the metrics are read
     assert gauge._value.get() == len("no newline yet")
     with open(log, "a") as f:
         f.write("\n")
     assert data(await h.batches()) == ["no newline yet"]
+    metrics.flush()
     assert gauge._value.get() == 0
 
 
@@ -622,6 +624,7 @@ async def test_a_name_with_control_characters_is_shipped_as_it_is_and_shown_esca
     os.unlink(name)
     t.check_name()
     assert f"{shown} was renamed or deleted" in caplog.text
+    metrics.flush()
     assert metrics.LINES_READ.labels(shown)._value.get() == 1
     h.ack(batch)
     h.registry.save()
@@ -777,19 +780,32 @@ async def test_a_write_notified_while_the_loop_sleeps_is_read_in_the_callback(ha
     assert t.acked == len(head) + 8 == t.read_pos
 
 
-async def test_what_the_callback_does_not_read_the_loop_reads(harness: Callable[..., Harness]):
-    """Not read in the callback: a file under 1 KiB (its fingerprint grows), a full queue, a
-    truncated file, more than one read's worth (the loop reads the rest, in order)."""
+async def test_a_new_file_is_read_in_the_callback_and_its_fingerprint_grows(harness: Callable[..., Harness]):
+    """A file under 1 KiB, even empty until now: read in the callback too; its encoding is decided
+    by its first bytes, and its fingerprint grows with it, in the registry at once."""
     h = harness()
-    log, t, _ = h.follow("small.log", "a\n")
-    await h.batches()
+    log, t, _ = h.follow("small.log", "")
     await parked(t)
+    assert t.fp_len == 0 and not t.encoding
+    with open(log, "a") as f:
+        f.write("a\n")
+    t.notify(named=False)
+    assert not t._wake.is_set()
+    [batch] = [h.queue.get_nowait()]
+    assert batch is not None and data([batch]) == ["a"] and t.encoding == "utf-8"
     with open(log, "a") as f:
         f.write("b\n")
     t.notify(named=False)
-    assert t._wake.is_set()  # under 1 KiB: the loop reads it
-    assert data(await h.batches()) == ["b"]
+    assert not t._wake.is_set()
+    assert data([h.queue.get_nowait()]) == ["b"]
+    entry = h.registry.get(t.reg_key)
+    assert entry is not None and (t.fp, t.fp_len) == (fingerprint_of(b"a\nb\n"), 4) == (entry.fp, entry.fp_len)
 
+
+async def test_what_the_callback_does_not_read_the_loop_reads(harness: Callable[..., Harness]):
+    """Not read in the callback: a full queue, a truncated file, more than one read's worth (the
+    loop reads the rest, in order)."""
+    h = harness()
     big = "".join(f"line {i:05d} {'y' * 50}\n" for i in range(20))
     log2, t2, _ = h.follow("big.log", big)
     await h.batches()
