@@ -441,3 +441,51 @@ def test_inotify_an_overflow_makes_every_folder_heard_as_a_name_change(tmp_path:
     assert in_a.paths == [str(a / "x.log"), str(a)]  # the write, then the folder itself
     assert in_a.named == [str(a)] and in_b.paths == [str(b)] == in_b.named
     assert any("overflowed" in r.getMessage() for r in caplog.records)
+
+
+async def test_inotify_rests_after_a_burst_and_then_hears_all_that_came_meanwhile(folders: Callable[[str], Path],
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    """issue 23: after a burst the descriptor rests REST_SECONDS (no reader on the loop), and the next
+    burst brings, in one callback, every file written meanwhile; a quiet watcher hears at once."""
+    monkeypatch.setattr(inotify, "REST_SECONDS", 0.3)
+    w = InotifyWatcher()
+    await w.start()
+    try:
+        a = folders("a")
+        listener = listen(w, a)
+        bursts: list[int] = []
+        real = w._dispatch
+        monkeypatch.setattr(w, "_dispatch", lambda paths, folders=None: (bursts.append(len(paths)), real(paths, folders)))
+        touch(a / "first.log")
+        await heard(listener, a / "first.log")
+        assert w._resting is not None  # resting now: the loop does not read the descriptor
+        for i in range(20):
+            touch(a / f"f{i}.log")
+        await asyncio.sleep(0.1)
+        assert not any(f"f{i}" in p for p in listener.paths for i in range(20))  # still resting
+        await heard(listener, *(a / f"f{i}.log" for i in range(20)))
+        assert bursts[:2] == [1, 20]  # the 20 files in one burst
+        assert listener.off_loop == 0
+    finally:
+        await w.stop()
+    assert w._resting is None
+
+
+async def test_inotify_a_folder_watched_under_a_second_name_is_heard_under_both(tmp_path: Path):
+    """The paths an event names are kept per (watch, name): a name added to a watch since is heard too."""
+    real = tmp_path / "real"
+    real.mkdir()
+    alias = tmp_path / "alias"
+    alias.symlink_to(real)
+    w = InotifyWatcher()
+    await w.start()
+    try:
+        in_real = listen(w, real)
+        touch(real / "x.log")
+        await heard(in_real, real / "x.log")
+        in_alias = listen(w, alias)  # the same folder, so the same watch: a second name for it
+        touch(real / "x.log")
+        await heard(in_alias, alias / "x.log")
+        assert in_real.paths.count(str(real / "x.log")) == 2
+    finally:
+        await w.stop()
