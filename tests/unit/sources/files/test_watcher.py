@@ -455,7 +455,12 @@ async def test_inotify_rests_after_a_burst_and_then_hears_all_that_came_meanwhil
         listener = listen(w, a)
         bursts: list[int] = []
         real = w._dispatch
-        monkeypatch.setattr(w, "_dispatch", lambda paths, folders=None: (bursts.append(len(paths)), real(paths, folders)))
+
+        def dispatch(paths: dict[str, bool], folders: dict[str, str] | None = None) -> None:
+            bursts.append(len(paths))
+            real(paths, folders)
+
+        monkeypatch.setattr(w, "_dispatch", dispatch)
         touch(a / "first.log")
         await heard(listener, a / "first.log")
         assert w._resting is not None  # resting now: the loop does not read the descriptor
