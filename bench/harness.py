@@ -450,6 +450,27 @@ def writer_main(spec: dict[str, Any]) -> int:
     return 0
 
 
+def agent_messages(path: str) -> list[bytes]:
+    """The agent's Kafka messages for the lines of the file at `path`, built as its reader builds them
+    (plain lines, no msgid: the produce-only bound and kcat on the agent's JSON send these)."""
+    from logagent.pipeline.message import MessageFormat, json_plain, utc_timestamp
+    from logagent.sources.files.lines import LineSplitter
+
+    data = Path(path).read_bytes()
+    split = LineSplitter(1 << 20).feed_plain(data, 0)
+    assert split is not None
+    start, parts = split
+    return MessageFormat("127.0.0.1", "bench", path).build_plain(start, parts, utc_timestamp(), json_plain(data))
+
+
+def write_agent_messages(path: Path, out: Path) -> None:
+    """The agent's messages for `path`, one per line into `out` (JSON has no raw newline): what
+    `kcat -P -l` sends for the same-messages comparison of issue 23."""
+    with open(out, "wb") as f:
+        for value in agent_messages(str(path)):
+            f.write(value + b"\n")
+
+
 def produce_only_main(spec: dict[str, Any]) -> int:
     """Child of the throughput scenario: a bound, not a shipper. The agent's messages for the
     file are built in memory first (not timed); then a confluent-kafka Producer with the agent's
@@ -458,18 +479,10 @@ def produce_only_main(spec: dict[str, Any]) -> int:
     Prints seconds and CPU from Producer creation to the last delivery report."""
     from confluent_kafka import Producer
 
-    from logagent.pipeline.message import MessageFormat, json_plain, utc_timestamp
     from logagent.sinks.kafka.config import PRODUCER_DEFAULTS
-    from logagent.sources.files.lines import LineSplitter
 
     path = spec["path"]
-    data = Path(path).read_bytes()
-    split = LineSplitter(1 << 20).feed_plain(data, 0)
-    assert split is not None
-    start, parts = split
-    values = MessageFormat("127.0.0.1", "bench", path).build_plain(start, parts, utc_timestamp(),
-                                                                  json_plain(data))
-    del data, parts
+    values = agent_messages(path)
     n = len(values)
     key = f"127.0.0.1:{path}".encode()
     conf: dict[str, Any] = dict(PRODUCER_DEFAULTS, **PRODUCER)
