@@ -106,6 +106,8 @@ class KafkaSink:
         # Batches whose last report came during the current poll (appended by the thread that runs
         # the callbacks, the poll thread; handed to the loop as one list after each poll).
         self._completed: list[Batch] = []
+        # Batches taken in part by librdkafka (its queue was full), with their delivery callback.
+        self._reports: dict[Batch, Callable[[Any, Any], None]] = {}
 
     @property
     def connected(self) -> bool:
@@ -140,50 +142,79 @@ class KafkaSink:
     async def _drain(self) -> None:
         queue = self._queue
         while True:
-            batch = await queue.get()
-            await self._produce(batch)
+            batch: Batch | None = await queue.get()
+            while batch is not None:  # then every batch queued meanwhile, with no coroutine per batch
+                taken = self._produce_now(batch)
+                if taken < batch.count:
+                    await self._produce(batch, taken)
+                batch = queue.get_nowait()
 
-    async def _produce(self, batch: Batch) -> None:
+    def _produce_now(self, batch: Batch, limit: int | None = None) -> int:
+        """Hand the batch's messages to librdkafka as far as it takes them without waiting; returns how
+        many it took (the batch is then counted in flight), or -1, with nothing done, when the topic's
+        largest message (`limit`, else the one cached) is not known yet: `_produce` asks the cluster."""
+        assert self._limits is not None
+        topic, key = batch.topic, batch.key
+        if limit is None:
+            if (limit := self._limits.cached(topic)) is None:
+                return -1
+            self._counted(batch)
+        self._reports[batch] = self._delivery_callback(batch)
+        values = batch.values
+        if values and max(map(len, values)) > (fit := usable(limit, len(key or b""))):
+            batch.values = [v if len(v) <= fit else self._cut(topic, v, fit, batch.owner) or v for v in values]
+        return self._send_from(batch, 0)
+
+    def _counted(self, batch: Batch) -> None:
+        """The batch is in flight from now on (until its last report)."""
+        self._in_producer += batch.count
+        self._idle.clear()
+
+    def _send_from(self, batch: Batch, i: int) -> int:
+        """produce() the batch's messages from the i-th on; returns where librdkafka's full queue stopped
+        it (BufferError), or the batch's length once all are taken (or refused: their reports made up)."""
         assert self._producer is not None
         produce = self._producer.produce
-        topic, key = batch.topic, batch.key
-        on_delivery = self._delivery_callback(batch)
-        values = batch.values
-        i, n = 0, len(values)
-        self._in_producer += n  # counted before any await: a stop's drain must wait for this batch
-        self._idle.clear()
-        limits = self._limits
-        limit = limits.cached(topic) if limits is not None else None
-        fit = usable(limit, len(key or b"")) if limit is not None else await self._fit_for(topic, key)
-        if n and max(map(len, values)) > fit:
-            values = batch.values = [v if len(v) <= fit else self._cut(topic, v, fit, batch.owner) or v
-                                    for v in values]
-        while i < n:
-            try:
-                for i in range(i, n):  # noqa: B020 - resumes where BufferError stopped it
-                    produce(topic, values[i], key, -1, on_delivery)  # positional: measurably cheaper
-                i = n
-                batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
-            except BufferError:
-                # librdkafka's local queue is full (broker slow or down): wait for a batch to
-                # complete (or 20 ms, whichever is first), never drop.
-                metrics.PRODUCER_FULL.inc()
-                self._room.clear()
-                await wait_event(self._room, 0.02)
-            except KafkaException as exc:
-                err = exc.args[0]
-                log.error("kafka refused a message for topic %s: %s", topic, err.str())
-                for _ in range(n - i):  # never produced: no report will come, so make them up
-                    self._unsent.put((on_delivery, err))
-                return
+        topic, key, values = batch.topic, batch.key, batch.values
+        on_delivery = self._reports[batch]
+        n = len(values)
+        try:
+            for i in range(i, n):  # noqa: B020 - the index reached is the result
+                produce(topic, values[i], key, -1, on_delivery)  # positional: measurably cheaper
+        except BufferError:
+            return i
+        except KafkaException as exc:
+            err = exc.args[0]
+            log.error("kafka refused a message for topic %s: %s", topic, err.str())
+            for _ in range(n - i):  # never produced: no report will come, so make them up
+                self._unsent.put((on_delivery, err))
+        del self._reports[batch]
+        batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
+        return n
+
+    async def _produce(self, batch: Batch, taken: int = -1) -> None:
+        """Send a batch, waiting when librdkafka's local queue is full (broker slow or down): for a
+        batch to complete, or 20 ms, whichever is first; never drop. `taken`: what _produce_now took."""
+        if taken < 0:
+            self._counted(batch)  # before the await: a stop's drain must wait for this batch
+            taken = self._produce_now(batch, await self._limit_for(batch.topic))
+        while taken < batch.count and batch in self._reports:
+            metrics.PRODUCER_FULL.inc()
+            self._room.clear()
+            await wait_event(self._room, 0.02)
+            taken = self._send_from(batch, taken)
 
     async def _fit_for(self, topic: str, key: bytes | None) -> int:
         """The largest value this topic takes with this key (asks the cluster the first time)."""
+        return usable(await self._limit_for(topic), len(key or b""))
+
+    async def _limit_for(self, topic: str) -> int:
+        """The topic's max.message.bytes as the cluster says (asks it when not cached)."""
         assert self._limits is not None
         limit = self._limits.cached(topic)
         if limit is None:
             limit = await asyncio.to_thread(self._limits.lookup, topic)
-        return usable(limit, len(key or b""))
+        return limit
 
     def _cut(self, topic: str, value: bytes, fit: int, owner: BatchOwner | None = None) -> bytes | None:
         """A message cut to `fit` bytes (counted and logged); None when it cannot be cut (not a
