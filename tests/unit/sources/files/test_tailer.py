@@ -802,6 +802,23 @@ async def test_a_new_file_is_read_in_the_callback_and_its_fingerprint_grows(harn
     assert entry is not None and (t.fp, t.fp_len) == (fingerprint_of(b"a\nb\n"), 4) == (entry.fp, entry.fp_len)
 
 
+async def test_a_new_multiline_file_is_read_by_its_loop_which_sends_the_last_event_by_timeout(
+        harness: Callable[..., Harness]):
+    """Found by the full suite: a multiline file empty at start has no aggregator until its first bytes;
+    read in the callback, its last event waited for a timeout its parked loop never ran."""
+    from logagent.sources.files.multiline import MultilineSpec
+
+    h = harness()
+    spec = SourceSpec(multiline=MultilineSpec(preset="java", timeout=0.1))
+    log, t, _ = h.follow("m.log", "", spec=spec)
+    await parked(t)
+    with open(log, "a") as f:
+        f.write("Exception in thread main\n\tat a.b(C.java:1)\n")
+    t.notify(named=False)
+    assert t._wake.is_set()  # the loop reads it, and keeps the event's timeout
+    assert data(await h.batches()) == ["Exception in thread main\n\tat a.b(C.java:1)"]
+
+
 async def test_what_the_callback_does_not_read_the_loop_reads(harness: Callable[..., Harness]):
     """Not read in the callback: a full queue, a truncated file, more than one read's worth (the
     loop reads the rest, in order)."""
