@@ -263,6 +263,7 @@ def scenario_throughput(ctx: Ctx) -> None:
             if size == 100:
                 log(f"throughput {label}: run {r + 1}/{a.runs}: kcat with the agent's JSON messages")
                 jr = kcat_throughput_run(ctx, json_path, n, label + "json")
+                jr.tool = "kcat, agent's JSON"
                 log_run(jr)
                 same.append((ar, jr))
                 time.sleep(1)
