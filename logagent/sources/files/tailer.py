@@ -374,15 +374,18 @@ class FileTailer(Shipper):
         """A write to a file whose read loop sleeps with nothing else to do: read it here, in the
         watcher's callback, and queue its lines now, instead of waking the loop to do the same (at
         10,000 files written once a second each, a task wake-up per line was the largest cost
-        left: issue 23). Only the plain case: not rotated, nothing waiting before it, no failure to
+        left: issue 23). A file closed while idle is reopened here first (_reopen_inline). Only the
+        plain case: not rotated, nothing waiting before it, no failure to
         rewind from, not a multiline entry (an event held waits for a timeout only the loop keeps; its
         aggregator exists from the file's first bytes on, so the spec decides) nor a container log,
         room in the queue (a batch read here is taken whole); at most INLINE_READ_BYTES. False when
         the read loop must do it (it is then woken)."""
-        fd = self.fd
-        if (fd is None or self.rotated or self.finished or self.after is not None or self.acks.failed is not None
+        if (self.rotated or self.finished or self.after is not None or self.acks.failed is not None
                 or self.spec.multiline is not None or self._joiner is not None
                 or self._wake.is_set() or not self._queue.has_room()):
+            return False
+        fd = self.fd if self.fd is not None else self._reopen_inline()
+        if fd is None:
             return False
         try:
             size = os.fstat(fd).st_size
@@ -400,6 +403,22 @@ class FileTailer(Shipper):
         if values:
             self._queue.put_nowait(self._batch(values))
         return self.read_pos >= size  # more than one read's worth: the loop reads the rest
+
+    def _reopen_inline(self) -> int | None:
+        """A file closed while idle (all max_open_files descriptors were wanted) and written again:
+        reopened here when its name still leads to it (open() checks the fingerprint too), so that
+        under a descriptor limit a write costs no task wake-up either (issue 23). None when the read
+        loop must decide: not closed idle, renamed or replaced meanwhile, refused, or no slot free."""
+        if not self._closed_idle or self.dev == 0:
+            return None
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+                return None  # the loop follows it (_maybe_reopen)
+            self.open()
+        except (SourceError, OSError):
+            return None
+        return self.fd
 
     def notified_since(self, since: float) -> bool:
         """inotify told of this file since `since` and woke it: the stat tick may pass it by. Not a

@@ -819,6 +819,35 @@ async def test_a_new_multiline_file_is_read_by_its_loop_which_sends_the_last_eve
     assert data(await h.batches()) == ["Exception in thread main\n\tat a.b(C.java:1)"]
 
 
+async def test_a_file_closed_for_the_descriptor_limit_is_reopened_and_read_in_the_callback(
+        harness: Callable[..., Harness], tmp_path: Path):
+    """Under max_open_files a write to a file closed while idle is read in the callback too: reopened
+    there (the least recently active idle file closed for it), with no wake-up of its loop. Replaced
+    while closed: the loop decides (it follows the old file)."""
+    h = harness(budget=1)
+    a_log, a, _ = h.follow("a.log", "a0\n")
+    assert data(await h.batches()) == ["a0"]
+    await parked(a)
+    b_log, b, _ = h.follow("b.log", "b0\n")  # takes the only descriptor: a is closed, idle
+    assert data(await h.batches()) == ["b0"]
+    await parked(b)
+    assert a.fd is None and b.fd is not None
+    with open(a_log, "a") as f:
+        f.write("a1\n")
+    a.notify(named=False)
+    assert not a._wake.is_set() and a.fd is not None and b.fd is None  # reopened here; b closed for it
+    assert data([h.queue.get_nowait()]) == ["a1"]
+    os.rename(b_log, tmp_path / "b.log.1")
+    b_log.write_text("new file\n")
+    with open(tmp_path / "b.log.1", "a") as f:
+        f.write("b1\n")
+    b.notify(named=False)
+    assert b._wake.is_set() and b.fd is None  # not the file it had: its loop follows it
+    got: list[str] = []
+    while "b1" not in got:
+        got += data(await h.batches(timeout=5))
+
+
 async def test_what_the_callback_does_not_read_the_loop_reads(harness: Callable[..., Harness]):
     """Not read in the callback: a full queue, a truncated file, more than one read's worth (the
     loop reads the rest, in order)."""
