@@ -84,6 +84,7 @@ bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/many_files_peer.py
 	$(BIN)/python bench/many_files_peer.py --files 100 --rate 100
+	$(BIN)/python bench/many_files_peer.py --files 2000 --max-open 512 --shippers logagent
 	$(BIN)/python bench/k8s_node.py
 	$(BIN)/python bench/fleet_scale.py
 
