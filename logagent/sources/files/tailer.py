@@ -375,11 +375,11 @@ class FileTailer(Shipper):
         watcher's callback, and queue its lines now, instead of waking the loop to do the same (at
         10,000 files written once a second each, a task wake-up per line was the largest cost
         left: issue 23). A file closed while idle is reopened here first (_reopen_inline). Only the
-        plain case: not rotated, nothing waiting before it, no failure to
-        rewind from, not a multiline entry (an event held waits for a timeout only the loop keeps; its
-        aggregator exists from the file's first bytes on, so the spec decides) nor a container log,
-        room in the queue (a batch read here is taken whole); at most INLINE_READ_BYTES. False when
-        the read loop must do it (it is then woken)."""
+        plain case: not rotated, nothing waiting before it, no failure to rewind from, not a
+        multiline entry (an event held waits for a timeout only the loop keeps; its aggregator exists
+        from the file's first bytes on, so the spec decides) nor a container log, room in the queue
+        (a batch read here is taken whole); at most INLINE_READ_BYTES. False when the read loop must
+        do it (it is then woken)."""
         if (self.rotated or self.finished or self.after is not None or self.acks.failed is not None
                 or self.spec.multiline is not None or self._joiner is not None
                 or self._wake.is_set() or not self._queue.has_room()):
