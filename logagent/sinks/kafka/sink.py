@@ -106,8 +106,6 @@ class KafkaSink:
         # Batches whose last report came during the current poll (appended by the thread that runs
         # the callbacks, the poll thread; handed to the loop as one list after each poll).
         self._completed: list[Batch] = []
-        # Batches taken in part by librdkafka (its queue was full), with their delivery callback.
-        self._reports: dict[Batch, Callable[[Any, Any], None]] = {}
 
     @property
     def connected(self) -> bool:
@@ -159,7 +157,6 @@ class KafkaSink:
             if (limit := self._limits.cached(topic)) is None:
                 return -1
             self._counted(batch)
-        self._reports[batch] = self._delivery_callback(batch)
         values = batch.values
         if values and max(map(len, values)) > (fit := usable(limit, len(key or b""))):
             batch.values = [v if len(v) <= fit else self._cut(topic, v, fit, batch.owner) or v for v in values]
@@ -172,11 +169,12 @@ class KafkaSink:
 
     def _send_from(self, batch: Batch, i: int) -> int:
         """produce() the batch's messages from the i-th on; returns where librdkafka's full queue stopped
-        it (BufferError), or the batch's length once all are taken (or refused: their reports made up)."""
+        it (BufferError), or the batch's length once all are taken (or refused: their reports made up).
+        A resumed batch gets another callback object: it counts on the batch itself (batch.remaining)."""
         assert self._producer is not None
         produce = self._producer.produce
         topic, key, values = batch.topic, batch.key, batch.values
-        on_delivery = self._reports[batch]
+        on_delivery = self._delivery_callback(batch)
         n = len(values)
         try:
             for i in range(i, n):  # noqa: B020 - the index reached is the result
@@ -188,9 +186,8 @@ class KafkaSink:
             log.error("kafka refused a message for topic %s: %s", topic, err.str())
             for _ in range(n - i):  # never produced: no report will come, so make them up
                 self._unsent.put((on_delivery, err))
-        del self._reports[batch]
         batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
-        return n
+        return batch.count
 
     async def _produce(self, batch: Batch, taken: int = -1) -> None:
         """Send a batch, waiting when librdkafka's local queue is full (broker slow or down): for a
@@ -198,7 +195,7 @@ class KafkaSink:
         if taken < 0:
             self._counted(batch)  # before the await: a stop's drain must wait for this batch
             taken = self._produce_now(batch, await self._limit_for(batch.topic))
-        while taken < batch.count and batch in self._reports:
+        while taken < batch.count:
             metrics.PRODUCER_FULL.inc()
             self._room.clear()
             await wait_event(self._room, 0.02)

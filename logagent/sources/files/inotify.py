@@ -171,7 +171,7 @@ class InotifyWatcher(FileWatcher):
         if fd is None:
             return
         paths: dict[str, bool] = {}  # in the order first named; True once an event may have changed the name
-        folders: dict[str, str] = {}  # the folder of each of them
+        folder_of: dict[str, str] = {}  # the folder of each of them
         dropped: list[int] = []
         overflow = False
         while True:
@@ -184,7 +184,7 @@ class InotifyWatcher(FileWatcher):
                 break
             if not buf:
                 break
-            overflow |= self._parse(buf, paths, folders, dropped)
+            overflow |= self._parse(buf, paths, folder_of, dropped)
             if len(buf) < _READ_BYTES // 2:
                 break  # the kernel gave what it had; the loop calls again when there is more
         for wd in dropped:
@@ -196,8 +196,8 @@ class InotifyWatcher(FileWatcher):
                         "folder is scanned")
             for folder in self._watches:
                 paths[folder] = True
-                folders[folder] = os.path.dirname(folder)
-        self._dispatch(paths, folders)
+                folder_of[folder] = os.path.dirname(folder)
+        self._dispatch(paths, folder_of)
         if self._fd is not None and self._loop is not None:  # (a listener may have stopped the watcher)
             self._loop.remove_reader(self._fd)
             self._resting = self._loop.call_later(REST_SECONDS, self._listen)
