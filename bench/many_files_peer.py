@@ -36,6 +36,10 @@ from peers import FLUENT_BIT, broker, create_topic, fluent_bit_conf, measure, st
 from devstack.agentproc import AgentProcess, write_config
 
 PAD = "x" * 60
+# The agent as config.ini ships it, not the test suite's fast intervals (devstack.agentproc.write_config:
+# 0.5 s stat, scan and registry writes, linger.ms 5), but the scan each second as Fluent Bit's
+# Refresh_Interval 1 here (its default is 60 s, the agent's scan_interval 2 s).
+AGENT_AS_SHIPPED = {"stat_interval": "1", "scan_interval": "1", "registry_flush_interval": "1", "rotate_wait": "2"}
 SLICES = 100  # the writer wakes this many times a second and writes the files due in each slice
 
 
@@ -87,8 +91,9 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     if shipper == "logagent":
         cfg = write_config(work / "agent.ini", bootstrap, work / "data", f"{folder}/**",
                            files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}],
-                           extra={"agent": {"log_level": "WARNING",
-                                            "max_open_files": str(args.max_open or max(1024, 2 * files))}})
+                           extra={"agent": {**AGENT_AS_SHIPPED, "log_level": "WARNING",
+                                            "max_open_files": str(args.max_open or max(1024, 2 * files))},
+                                  "kafka.producer": {"linger.ms": "20"}})
         agent = AgentProcess(cfg, work / "agent.log")
         old = resource.getrlimit(resource.RLIMIT_NOFILE)
         _raise_nofile()  # the agent inherits it
