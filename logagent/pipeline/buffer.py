@@ -1,6 +1,6 @@
 """The bounded buffer between sources and the Kafka producer.
 
-An asyncio.Queue of batches whose capacity is counted in messages (`[kafka]
+A FIFO of batches whose capacity is counted in messages (`[kafka]
 chan_size`). Two full policies, named for who uses them:
 - `put` (log lines): waits until there is room; the file on disk is the buffer.
 - `offer` (metrics): never waits; returns False when full so the caller drops and counts.
@@ -27,7 +27,8 @@ class BatchQueue:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: asyncio.Queue[Batch] = asyncio.Queue()
+        self._items: collections.deque[Batch] = collections.deque()
+        self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._depth = 0
         self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
         metrics.QUEUE_CAPACITY.set(capacity)
@@ -45,7 +46,7 @@ class BatchQueue:
 
     async def put(self, batch: Batch) -> None:
         """Queue a batch, waiting while the queue is full (backpressure), in the order callers came."""
-        n = len(batch)
+        n = batch.count
         if not self._putters and self._fits(n):
             self._push(batch)
             return
@@ -74,11 +75,7 @@ class BatchQueue:
 
     def _wake_putter(self) -> None:
         """Wake the first producer still waiting."""
-        while self._putters:
-            fut = self._putters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+        _wake_first(self._putters)
 
     def has_room(self) -> bool:
         """A put now would not wait: nobody waits for room and the queue is not full."""
@@ -91,32 +88,63 @@ class BatchQueue:
 
     def offer(self, batch: Batch) -> bool:
         """Queue a batch if it fits now; False (nothing queued) when full."""
-        if self._depth + len(batch) > self.capacity:
+        if self._depth + batch.count > self.capacity:
             return False
         self._push(batch)
         return True
 
     def _push(self, batch: Batch) -> None:
-        self._depth += len(batch)
-        self._items.put_nowait(batch)
+        self._depth += batch.count
+        self._items.append(batch)
+        if self._getters:
+            _wake_first(self._getters)
 
     def _taken(self, batch: Batch) -> None:
-        self._depth -= len(batch)
+        self._depth -= batch.count
         if self._putters and self._fits(1):
             self._wake_putter()
 
     async def get(self) -> Batch:
-        batch = await self._items.get()
+        """The oldest batch, waiting for one (consumers waiting are served in the order they came)."""
+        items = self._items
+        while not items:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    if items:
+                        _wake_first(self._getters)  # it was this one's turn: the next one's now
+                else:
+                    try:
+                        self._getters.remove(fut)
+                    except ValueError:
+                        pass
+                raise
+        batch = items.popleft()
         self._taken(batch)
+        if items and self._getters:
+            _wake_first(self._getters)
         return batch
 
     def get_nowait(self) -> Batch | None:
-        try:
-            batch = self._items.get_nowait()
-        except asyncio.QueueEmpty:
+        """The oldest batch, or None when there is none."""
+        if not self._items:
             return None
+        batch = self._items.popleft()
         self._taken(batch)
         return batch
 
     def empty(self) -> bool:
-        return self._depth == 0 and self._items.empty()
+        return self._depth == 0 and not self._items
+
+
+def _wake_first(waiters: collections.deque[asyncio.Future[None]]) -> None:
+    """Wake the first of `waiters` still waiting (a deque with no asyncio.Queue around it: a put and
+    a get are a few list operations, not a queue's futures and events each; issue 23)."""
+    while waiters:
+        fut = waiters.popleft()
+        if not fut.done():
+            fut.set_result(None)
+            return

@@ -32,10 +32,13 @@ RETRY = 30.0  # after a failed lookup (cluster down): the default meanwhile
 TIMEOUT = 5.0
 
 
+SMALLEST_FIT = 1024  # what usable() gives at least, whatever the limit
+
+
 def usable(limit: int, key_len: int) -> int:
     """The largest message value that fits `limit` once framed (batch header, record header,
     key) and compressed (lz4's worst case on incompressible bytes is under 0.5 %)."""
-    return max(1024, limit - 512 - key_len - limit // 200)
+    return max(SMALLEST_FIT, limit - 512 - key_len - limit // 200)
 
 
 class MessageLimits:

@@ -41,7 +41,7 @@ from logagent.runtime.names import display_name
 from logagent.runtime.supervise import spawn
 from logagent.runtime.wait import wait_event
 from logagent.sinks.kafka.config import producer_config
-from logagent.sinks.kafka.limits import MessageLimits, usable
+from logagent.sinks.kafka.limits import SMALLEST_FIT, MessageLimits, usable
 from logagent.sinks.kafka.log import LibrdkafkaLog
 
 log = logging.getLogger("logagent.producer")
@@ -94,6 +94,7 @@ class KafkaSink:
         self._in_producer = 0  # messages handed to librdkafka without a delivery report yet
         self._idle = asyncio.Event()
         self._room = asyncio.Event()  # set when a batch completes: librdkafka's queue has room again
+        self._room_wanted = False  # ... and a batch waits for that (_produce)
         self._last_error_log = 0.0
         self._connected = False
         self._delivered: dict[str, int] = {}  # messages acknowledged per topic, not in their series yet
@@ -158,14 +159,17 @@ class KafkaSink:
                 return -1
             self._counted(batch)
         values = batch.values
-        if values and max(map(len, values)) > (fit := usable(limit, len(key or b""))):
+        # Every topic takes SMALLEST_FIT bytes: most batches need no look at the topic's limit.
+        if values and (longest := max(map(len, values))) > SMALLEST_FIT and \
+                longest > (fit := usable(limit, len(key or b""))):
             batch.values = [v if len(v) <= fit else self._cut(topic, v, fit, batch.owner) or v for v in values]
         return self._send_from(batch, 0)
 
     def _counted(self, batch: Batch) -> None:
         """The batch is in flight from now on (until its last report)."""
+        if self._in_producer <= 0:
+            self._idle.clear()  # set again when the count is back at 0 (_batch_done)
         self._in_producer += batch.count
-        self._idle.clear()
 
     def _send_from(self, batch: Batch, i: int) -> int:
         """produce() the batch's messages from the i-th on; returns where librdkafka's full queue stopped
@@ -198,7 +202,9 @@ class KafkaSink:
         while taken < batch.count:
             metrics.PRODUCER_FULL.inc()
             self._room.clear()
+            self._room_wanted = True
             await wait_event(self._room, 0.02)
+            self._room_wanted = False
             taken = self._send_from(batch, taken)
 
     async def _fit_for(self, topic: str, key: bytes | None) -> int:
@@ -290,7 +296,8 @@ class KafkaSink:
 
     def _batch_done(self, batch: Batch) -> None:
         n = batch.count
-        self._room.set()
+        if self._room_wanted:
+            self._room.set()
         self._in_producer -= n
         if self._in_producer <= 0:
             self._in_producer = 0

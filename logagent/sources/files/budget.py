@@ -16,6 +16,7 @@ import collections
 import logging
 import resource
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -61,6 +62,9 @@ class FdBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._open: collections.OrderedDict[int, Budgeted] = collections.OrderedDict()
+        # Read when /metrics is rendered: under a descriptor limit every line may open and close a file.
+        ref = weakref.ref(self)
+        metrics.FILES_OPEN.set_function(lambda: float(len(b._open)) if (b := ref()) is not None else 0.0)
 
     def acquire(self, tailer: Budgeted) -> bool:
         """A descriptor slot for `tailer`, closing the least recently active caught-up file if
@@ -73,7 +77,6 @@ class FdBudget:
                 return False
             victim.close_idle("max_open_files reached")
         self._open[id(tailer)] = tailer
-        metrics.FILES_OPEN.set(len(self._open))
         return True
 
     def touch(self, tailer: Budgeted) -> None:
@@ -82,8 +85,7 @@ class FdBudget:
             self._open.move_to_end(key)
 
     def release(self, tailer: Budgeted) -> None:
-        if self._open.pop(id(tailer), None) is not None:
-            metrics.FILES_OPEN.set(len(self._open))
+        self._open.pop(id(tailer), None)
 
     @property
     def in_use(self) -> int:

@@ -272,7 +272,8 @@ class Shipper:
         self._n_bytes += len(data)
         self._began = True
         values = self._messages(data, offset)
-        self._metrics_due()
+        if not self._due:
+            self._metrics_due()
         return values
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
@@ -288,7 +289,7 @@ class Shipper:
                 start, parts = fast
                 if not parts:
                     return []
-                plain = self.encoding == "utf-8" and json_plain(data) and json_plain(held)
+                plain = self.encoding == "utf-8" and json_plain(data) and (not held or json_plain(held))
                 values = self._format.build_plain(start, parts, utc_timestamp(), plain)
                 self._count_replaced(start)
                 return values
@@ -367,7 +368,8 @@ class Shipper:
         if self._carry_mark:
             self._carry_batch, self._carry_mark = batch, False
         self.acks.sent(batch)
-        self._metrics_due()
+        if not self._due:
+            self._metrics_due()
         return batch
 
     def _metrics_due(self) -> None:
@@ -500,15 +502,21 @@ class Shipper:
                       self.name, batch.topic, self.acked, text, self.acked)
             self.wake()
         elif outcome is Ack.MOVED:
-            self.retry.reset()
+            # Once per line at 10,000 files written once a second each: what has nothing to do is
+            # passed by without a call.
+            if self.retry.failures:
+                self.retry.reset()
             self._acked_at = time.monotonic()
-            self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
+            self._registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
                                   key=self._entry_key() or None, size=self.read_pos)
-            self._metrics_due()
+            if not self._due:
+                self._metrics_due()
             if self._spooled is not None and self.ctx.spool is not None:
                 self.ctx.spool.release(self._spooled.uid, self.acked)
-            self._carry_check()
-            self._settle_carry()
+            if self._carried_from:
+                self._carry_check()
+            if self._carry_handed:
+                self._settle_carry()
 
     async def _rewind_after_failure(self) -> None:
         await self.retry.sleep()

@@ -59,6 +59,7 @@ class FileTailer(Shipper):
         self._protecting: asyncio.Future[None] | None = None
         self._protect_again = False
         self._notified_at = -1e9  # time.monotonic() of the last inotify event naming `path` (notify)
+        self._head: bytes | None = None  # the first bytes _rewritten read, for _took to grow the fingerprint from
         self._name_known = False  # notify() saw the name since the read loop last woke: no stat needed
         self._parked = False  # the read loop sleeps until woken, with nothing of its own to do
 
@@ -487,9 +488,13 @@ class FileTailer(Shipper):
         """Why the file (its size now `size`) was rewritten from the start under us, or "" (it was not)."""
         if size < self.read_pos:
             return f"was truncated (size {size} < offset {self.read_pos}): copytruncate?"
-        if size > self.read_pos > 0 and self.fp_len and fingerprint(fd, self.fp_len)[0] != self.fp:
-            # Truncated and at once written past the old offset: only its first bytes tell.
-            return "was truncated and written again (its first bytes changed)"
+        if size > self.read_pos > 0 and self.fp_len:
+            # Truncated and at once written past the old offset: only its first bytes tell. A head
+            # still growing is read as far as _took grows the fingerprint next (one read, not two).
+            head = os.pread(fd, max(self.fp_len, min(size, FINGERPRINT_BYTES)), 0)
+            self._head = head if self.fp_len < FINGERPRINT_BYTES else None
+            if fingerprint_of(head[:self.fp_len]) != self.fp:
+                return "was truncated and written again (its first bytes changed)"
         return ""
 
     def _took(self, fd: int, data: bytes) -> int:
@@ -500,7 +505,13 @@ class FileTailer(Shipper):
         acknowledgement."""
         offset = self.read_pos
         end = offset + len(data)
-        grown = fingerprint(fd, min(end, FINGERPRINT_BYTES)) if self.fp_len < FINGERPRINT_BYTES else None
+        grown = None
+        if self.fp_len < FINGERPRINT_BYTES:
+            want = min(end, FINGERPRINT_BYTES)
+            head = data if offset == 0 else self._head  # (the head _rewritten read just before)
+            grown = (fingerprint_of(head[:want]), want) if head is not None and len(head) >= want \
+                else fingerprint(fd, want)
+        self._head = None
         if not self.encoding:
             self._resolve_encoding(os.pread(fd, 4, 0))
         # Nothing below raises: the position never moves past bytes that are then not shipped.

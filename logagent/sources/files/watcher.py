@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable, Hashable
 
 from logagent.runtime.names import display_name
@@ -34,7 +33,9 @@ class FileWatcher:
     removes the watches themselves (`_add`, `_remove`) and calls `_dispatch` on the loop."""
 
     def __init__(self) -> None:
-        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+        # Tuples, replaced whole on (un)subscribe: an event iterates them with no copy, and a listener
+        # that unsubscribes meanwhile does not change what that event calls.
+        self._listeners: dict[str, tuple[Listener, ...]] = {}
         self._watches: dict[str, Hashable] = {}  # folder -> its watch (the subclass's handle)
         self._warned: set[str] = set()
 
@@ -58,8 +59,9 @@ class FileWatcher:
         folder = os.path.normpath(folder)
         if folder not in self._watches and not self._watch(folder):
             return False
-        if listener not in self._listeners[folder]:
-            self._listeners[folder].append(listener)
+        current = self._listeners.get(folder, ())
+        if listener not in current:
+            self._listeners[folder] = (*current, listener)
         return True
 
     def watching(self, folder: str) -> bool:
@@ -89,8 +91,11 @@ class FileWatcher:
         if not listeners:
             return
         if listener in listeners:
-            listeners.remove(listener)
-        if not listeners:
+            i = listeners.index(listener)
+            listeners = listeners[:i] + listeners[i + 1:]
+        if listeners:
+            self._listeners[folder] = listeners
+        else:
             del self._listeners[folder]
             self._unwatch(folder)
 
@@ -105,8 +110,11 @@ class FileWatcher:
         listeners = self._listeners
         for path, named in paths.items():
             folder = folders[path] if folders is not None else os.path.dirname(path)
-            # An event on a watched folder itself (deleted, moved) concerns its listeners too.
-            for listener in [*listeners.get(folder, ()), *listeners.get(path, ())]:
+            targets = listeners.get(folder, ())
+            own = listeners.get(path)  # an event on a watched folder itself (deleted, moved) concerns its listeners too
+            if own:
+                targets += own
+            for listener in targets:
                 try:
                     listener(path, named)
                 except Exception:  # one listener's bug must not cost the others their events

@@ -425,7 +425,7 @@ def test_inotify_an_overflow_makes_every_folder_heard_as_a_name_change(tmp_path:
     in_a, in_b = Heard(), Heard()
     w._watches = {str(a): 1, str(b): 2}
     w._folders = {1: [str(a)], 2: [str(b)]}
-    w._listeners.update({str(a): [in_a], str(b): [in_b]})
+    w._listeners.update({str(a): (in_a,), str(b): (in_b,)})
     r, wr = os.pipe()
     os.set_blocking(r, False)
     try:
