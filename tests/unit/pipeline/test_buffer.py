@@ -110,3 +110,51 @@ async def test_several_waiters_fill_what_one_get_frees():
     await q.get()
     await asyncio.wait_for(asyncio.gather(*tasks), 1)
     assert q.depth == 4
+
+
+async def test_a_get_waits_for_a_batch_and_takes_them_in_order():
+    q = BatchQueue(10)
+    getter = asyncio.create_task(q.get())
+    await asyncio.sleep(0.02)
+    assert not getter.done() and q.get_nowait() is None
+    first, second = _batch(1), _batch(2)
+    q.put_nowait(first)
+    q.put_nowait(second)
+    assert await asyncio.wait_for(getter, 1) is first
+    assert q.get_nowait() is second and q.empty() and q.depth == 0
+
+
+async def test_waiting_consumers_are_served_in_the_order_they_came():
+    q = BatchQueue(10)
+    getters = [asyncio.create_task(q.get()) for _ in range(3)]
+    await asyncio.sleep(0.02)
+    batches = [_batch(1) for _ in range(3)]
+    for b in batches:
+        q.put_nowait(b)
+    assert await asyncio.wait_for(asyncio.gather(*getters), 1) == batches
+    assert q.empty()
+
+
+async def test_a_cancelled_consumer_whose_turn_came_passes_the_batch_on():
+    q = BatchQueue(10)
+    first, second = asyncio.create_task(q.get()), asyncio.create_task(q.get())
+    await asyncio.sleep(0.02)
+    batch = _batch(1)
+    q.put_nowait(batch)  # first's turn...
+    first.cancel()  # ...but it is cancelled before it runs
+    await asyncio.gather(first, return_exceptions=True)
+    assert await asyncio.wait_for(second, 1) is batch
+    assert q.empty()
+
+
+async def test_a_consumer_cancelled_while_waiting_leaves_nothing_behind():
+    q = BatchQueue(10)
+    getter = asyncio.create_task(q.get())
+    await asyncio.sleep(0.02)
+    getter.cancel()
+    await asyncio.gather(getter, return_exceptions=True)
+    later = asyncio.create_task(q.get())
+    await asyncio.sleep(0.02)
+    batch = _batch(3)
+    await q.put(batch)
+    assert await asyncio.wait_for(later, 1) is batch and q.depth == 0

@@ -802,6 +802,48 @@ async def test_a_new_file_is_read_in_the_callback_and_its_fingerprint_grows(harn
     assert entry is not None and (t.fp, t.fp_len) == (fingerprint_of(b"a\nb\n"), 4) == (entry.fp, entry.fp_len)
 
 
+async def test_the_fingerprint_grows_to_1_kib_from_the_head_the_rewrite_check_read(harness: Callable[..., Harness]):
+    """A head under 1 KiB is read once per read for both the rewrite check and the fingerprint's growth:
+    the fingerprint is always that of the file's first bytes, up to 1 KiB and no further."""
+    h = harness()
+    log, t, _ = h.follow("grow.log", "")
+    await parked(t)
+    written = b""
+    for i in range(6):  # 6 x 300 bytes: past FINGERPRINT_BYTES in the fifth write
+        line = f"{i} {'y' * 297}\n".encode()
+        with open(log, "ab") as f:
+            f.write(line)
+        written += line
+        t.notify(named=False)
+        assert not t._wake.is_set() and data([h.queue.get_nowait()]) == [line[:-1].decode()]
+        want = min(len(written), 1024)
+        assert (t.fp, t.fp_len) == (fingerprint_of(written[:want]), want)
+    entry = h.registry.get(t.reg_key)
+    assert entry is not None and (entry.fp, entry.fp_len) == (fingerprint_of(written[:1024]), 1024)
+
+
+async def test_a_small_file_rewritten_past_its_offset_is_read_again_from_zero_not_in_the_callback(
+        harness: Callable[..., Harness]):
+    """Truncated and at once written past the old offset, then notified: the callback's rewrite check
+    (first bytes changed) leaves it to the loop, which reads the new content from offset 0."""
+    h = harness()
+    log, t, _ = h.follow("small.log", "")
+    await parked(t)
+    with open(log, "a") as f:
+        f.write("old 1\n")
+    t.notify(named=False)
+    assert data([h.queue.get_nowait()]) == ["old 1"]
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write("new content 1\nnew content 2\n")
+    t.notify(named=False)
+    assert t._wake.is_set() and h.queue.get_nowait() is None  # not read in the callback
+    batches = await h.batches()
+    assert data(batches) == ["new content 1", "new content 2"]
+    assert json.loads(batches[0].values[0])["offset"] == 0
+    assert (t.fp, t.fp_len) == (fingerprint_of(b"new content 1\nnew content 2\n"), 28)
+
+
 async def test_a_new_multiline_file_is_read_by_its_loop_which_sends_the_last_event_by_timeout(
         harness: Callable[..., Harness]):
     """Found by the full suite: a multiline file empty at start has no aggregator until its first bytes;
