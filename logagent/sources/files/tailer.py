@@ -60,6 +60,7 @@ class FileTailer(Shipper):
         self._protect_again = False
         self._notified_at = -1e9  # time.monotonic() of the last inotify event naming `path` (notify)
         self._head: bytes | None = None  # the first bytes _rewritten read, for _took to grow the fingerprint from
+        self._head_crc: tuple[str, int] = ("", 0)  # (fingerprint, CRC-32 of the head it was taken of): _same_head
         self._name_known = False  # notify() saw the name since the read loop last woke: no stat needed
         self._parked = False  # the read loop sleeps until woken, with nothing of its own to do
 
@@ -493,9 +494,23 @@ class FileTailer(Shipper):
             # still growing is read as far as _took grows the fingerprint next (one read, not two).
             head = os.pread(fd, max(self.fp_len, min(size, FINGERPRINT_BYTES)), 0)
             self._head = head if self.fp_len < FINGERPRINT_BYTES else None
-            if fingerprint_of(head[:self.fp_len]) != self.fp:
+            if not self._same_head(head[:self.fp_len]):
                 return "was truncated and written again (its first bytes changed)"
         return ""
+
+    def _same_head(self, head: bytes) -> bool:
+        """`head` (the file's first fp_len bytes now) is what the fingerprint was taken of. Checked at
+        every read: a CRC-32 of the head (a quarter of the hash's cost) decides when it matches the one
+        taken of the same head that matched the fingerprint last time; any other case (a new
+        fingerprint, a CRC that differs) is decided by the fingerprint itself, so the CRC never finds
+        a rewrite that is not one."""
+        crc = zlib.crc32(head)
+        if self._head_crc == (self.fp, crc):
+            return True
+        if fingerprint_of(head) != self.fp:
+            return False
+        self._head_crc = (self.fp, crc)
+        return True
 
     def _took(self, fd: int, data: bytes) -> int:
         """`data` was read at the read position: the position moves past it; returns where it began.

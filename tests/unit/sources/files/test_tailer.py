@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -820,6 +821,21 @@ async def test_the_fingerprint_grows_to_1_kib_from_the_head_the_rewrite_check_re
         assert (t.fp, t.fp_len) == (fingerprint_of(written[:want]), want)
     entry = h.registry.get(t.reg_key)
     assert entry is not None and (entry.fp, entry.fp_len) == (fingerprint_of(written[:1024]), 1024)
+
+
+async def test_the_rewrite_check_trusts_a_crc_only_for_the_head_that_matched_the_fingerprint(
+        harness: Callable[..., Harness]):
+    """_same_head: a CRC-32 of the head decides only once the fingerprint itself matched that head;
+    a changed head, or a fingerprint grown since, is decided by the fingerprint."""
+    h = harness()
+    _, t, _ = h.follow("crc.log", "abc\n")
+    assert data(await h.batches()) == ["abc"] and t.fp == fingerprint_of(b"abc\n")
+    assert t._same_head(b"abc\n") and t._head_crc == (t.fp, zlib.crc32(b"abc\n"))
+    assert t._same_head(b"abc\n")  # now by the CRC alone
+    assert not t._same_head(b"abd\n")  # another CRC: the fingerprint says no
+    t.fp, t.fp_len = fingerprint_of(b"abc\nd"), 5  # grown since: the old CRC is not for this fingerprint
+    assert not t._same_head(b"abc\n")
+    assert t._same_head(b"abc\nd") and t._head_crc == (t.fp, zlib.crc32(b"abc\nd"))
 
 
 async def test_a_small_file_rewritten_past_its_offset_is_read_again_from_zero_not_in_the_callback(
