@@ -390,21 +390,21 @@ class FileTailer(Shipper):
         if fd is None:
             return False
         try:
-            size = os.fstat(fd).st_size
-            if self._rewritten(fd, size):
+            # Read first, then look at the head: a rewrite before the read, or between the read and
+            # the look, shows in the head, and what was read is dropped. No fstat unless nothing was
+            # read (then only a truncation below the offset is news): bytes read prove the size.
+            data = os.pread(fd, INLINE_READ_BYTES, self.read_pos)
+            if self._rewritten(fd, self.read_pos + len(data) if data else os.fstat(fd).st_size):
                 return False  # the loop starts over
-            if size == self.read_pos:
-                return True  # nothing new
-            data = os.pread(fd, min(INLINE_READ_BYTES, size - self.read_pos), self.read_pos)
             if not data:
-                return True
+                return True  # nothing new
             offset = self._took(fd, data)
         except OSError:
             return False  # the read loop meets it and says so
         values = self._chunk(data, offset)
         if values:
             self._queue.put_nowait(self._batch(values))
-        return self.read_pos >= size  # more than one read's worth: the loop reads the rest
+        return len(data) < INLINE_READ_BYTES  # a whole read's worth: the loop reads the rest
 
     def _reopen_inline(self) -> int | None:
         """A file closed while idle (all max_open_files descriptors were wanted) and written again:
@@ -486,7 +486,8 @@ class FileTailer(Shipper):
                 return
 
     def _rewritten(self, fd: int, size: int) -> str:
-        """Why the file (its size now `size`) was rewritten from the start under us, or "" (it was not)."""
+        """Why the file (its size now `size`, or at least: the end of what was just read) was rewritten
+        from the start under us, or "" (it was not)."""
         if size < self.read_pos:
             return f"was truncated (size {size} < offset {self.read_pos}): copytruncate?"
         if size > self.read_pos > 0 and self.fp_len:

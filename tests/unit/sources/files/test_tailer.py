@@ -823,6 +823,40 @@ async def test_the_fingerprint_grows_to_1_kib_from_the_head_the_rewrite_check_re
     assert entry is not None and (entry.fp, entry.fp_len) == (fingerprint_of(written[:1024]), 1024)
 
 
+async def test_a_rewrite_between_the_callbacks_read_and_its_look_at_the_head_drops_what_was_read(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch):
+    """The callback reads first and looks at the head after: a file truncated and written again just
+    after the read has another head, so the bytes read (the old content's) are not shipped at the old
+    offset; the loop reads the new content from 0."""
+    h = harness()
+    head = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))  # past the fingerprint's 1 KiB
+    log, t, _ = h.follow("race.log", head)
+    for b in await h.batches():
+        h.ack(b)
+    await parked(t)
+    with open(log, "a") as f:
+        f.write("old tail\n")
+    real_pread, raced = os.pread, []
+
+    def pread_then_rewrite(fd: int, n: int, offset: int) -> bytes:
+        out = real_pread(fd, n, offset)
+        if offset == t.read_pos and not raced:  # the callback's read of the new bytes
+            raced.append(out)
+            with open(log, "r+") as f:
+                f.truncate(0)
+                f.write("new " + "y" * (len(head) + 20) + "\n")
+        return out
+
+    monkeypatch.setattr(os, "pread", pread_then_rewrite)
+    t.notify(named=False)
+    monkeypatch.setattr(os, "pread", real_pread)
+    assert raced == [b"old tail\n"]
+    assert t._wake.is_set() and h.queue.get_nowait() is None  # nothing read here was queued
+    batches = await h.batches()
+    assert data(batches) == ["new " + "y" * (len(head) + 20)]
+    assert json.loads(batches[0].values[0])["offset"] == 0
+
+
 async def test_the_rewrite_check_trusts_a_crc_only_for_the_head_that_matched_the_fingerprint(
         harness: Callable[..., Harness]):
     """_same_head: a CRC-32 of the head decides only once the fingerprint itself matched that head;
