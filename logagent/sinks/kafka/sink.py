@@ -178,7 +178,7 @@ class KafkaSink:
         assert self._producer is not None
         produce = self._producer.produce
         topic, key, values = batch.topic, batch.key, batch.values
-        on_delivery = self._delivery_callback(batch)
+        on_delivery = _Delivery(self, batch)
         n = len(values)
         try:
             for i in range(i, n):  # noqa: B020 - the index reached is the result
@@ -236,9 +236,6 @@ class KafkaSink:
             log.warning("topic %s takes messages up to its max.message.bytes: a line of %s (a %d-byte "
                         "message) was cut to %d bytes and flagged truncated", topic, path, len(value), len(out))
         return out
-
-    def _delivery_callback(self, batch: Batch) -> Callable[[Any, Any], None]:
-        return _Delivery(self, batch)
 
     def _resend_smaller(self, batch: Batch, on_delivery: Callable[[Any, Any], None], value: bytes,
                         err: Any) -> None:

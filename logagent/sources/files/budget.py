@@ -80,9 +80,12 @@ class FdBudget:
         return True
 
     def touch(self, tailer: Budgeted) -> None:
-        key = id(tailer)
-        if key in self._open:
-            self._open.move_to_end(key)
+        """`tailer` read bytes: the last its file will be closed for another. Kept in order only from
+        half the limit up (below it nothing is closed soon; a move per line is then a cost for nothing)."""
+        if len(self._open) * 2 >= self.limit:
+            key = id(tailer)
+            if key in self._open:
+                self._open.move_to_end(key)
 
     def release(self, tailer: Budgeted) -> None:
         self._open.pop(id(tailer), None)

@@ -278,7 +278,8 @@ class Shipper:
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
-        self._same_ids()
+        if self._registry.epoch != self._ids_epoch:
+            self._same_ids()
         if self._joiner is not None:
             records = self._joiner.push(self._splitter.feed(data, offset))
             return self._build_records(records) if records else []
