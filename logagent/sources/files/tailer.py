@@ -467,10 +467,6 @@ class FileTailer(Shipper):
     async def _read_to_end(self) -> None:
         fd = self.fd
         assert fd is not None
-        size = os.fstat(fd).st_size
-        rewritten = self._rewritten(fd, size)
-        if rewritten:
-            await self._start_over(fd, rewritten)
         bufsize = self.opts.read_buffer_bytes
         while True:
             try:
@@ -478,6 +474,12 @@ class FileTailer(Shipper):
             except OSError as exc:
                 metrics.FILE_ERRORS.labels(self._label, open_error_reason(exc)).inc()
                 raise SourceError(f"{self.name}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
+            # Each chunk is read first and the head looked at after (as _read_inline does): a rewrite
+            # before or during the read shows there, and the chunk is dropped, never shipped.
+            rewritten = self._rewritten(fd, self.read_pos + len(data) if data else os.fstat(fd).st_size)
+            if rewritten:
+                await self._start_over(fd, rewritten)
+                continue  # the new content, from its start
             if not data:
                 return
             offset = self._took(fd, data)

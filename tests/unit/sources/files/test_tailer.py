@@ -857,6 +857,38 @@ async def test_a_rewrite_between_the_callbacks_read_and_its_look_at_the_head_dro
     assert json.loads(batches[0].values[0])["offset"] == 0
 
 
+async def test_a_rewrite_during_the_read_loops_read_drops_the_chunk_read(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch):
+    """The read loop too looks at the head after each chunk it read: a file truncated and written
+    again just after the read does not get the old content's bytes shipped at the old offset."""
+    h = harness()
+    head = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))
+    log, t, _ = h.follow("race2.log", head)
+    for b in await h.batches():
+        h.ack(b)
+    await parked(t)
+    real_pread, raced = os.pread, []
+
+    def pread_then_rewrite(fd: int, n: int, offset: int) -> bytes:
+        out = real_pread(fd, n, offset)
+        if offset == t.read_pos and n == t.opts.read_buffer_bytes and out and not raced:  # the loop's read
+            raced.append(out)
+            with open(log, "r+") as f:
+                f.truncate(0)
+                f.write("new " + "y" * (len(head) + 20) + "\n")
+        return out
+
+    monkeypatch.setattr(os, "pread", pread_then_rewrite)
+    with open(log, "a") as f:
+        f.write("old tail\n")
+    t.wake()  # the loop reads it (not the callback)
+    batches = await h.batches()
+    monkeypatch.setattr(os, "pread", real_pread)
+    assert raced == [b"old tail\n"]
+    assert data(batches) == ["new " + "y" * (len(head) + 20)]
+    assert json.loads(batches[0].values[0])["offset"] == 0
+
+
 async def test_the_rewrite_check_trusts_a_crc_only_for_the_head_that_matched_the_fingerprint(
         harness: Callable[..., Harness]):
     """_same_head: a CRC-32 of the head decides only once the fingerprint itself matched that head;
