@@ -823,47 +823,16 @@ async def test_the_fingerprint_grows_to_1_kib_from_the_head_the_rewrite_check_re
     assert entry is not None and (entry.fp, entry.fp_len) == (fingerprint_of(written[:1024]), 1024)
 
 
-async def test_a_rewrite_between_the_callbacks_read_and_its_look_at_the_head_drops_what_was_read(
-        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch):
-    """The callback reads first and looks at the head after: a file truncated and written again just
-    after the read has another head, so the bytes read (the old content's) are not shipped at the old
-    offset; the loop reads the new content from 0."""
-    h = harness()
-    head = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))  # past the fingerprint's 1 KiB
-    log, t, _ = h.follow("race.log", head)
-    for b in await h.batches():
-        h.ack(b)
-    await parked(t)
-    with open(log, "a") as f:
-        f.write("old tail\n")
-    real_pread, raced = os.pread, []
-
-    def pread_then_rewrite(fd: int, n: int, offset: int) -> bytes:
-        out = real_pread(fd, n, offset)
-        if offset == t.read_pos and not raced:  # the callback's read of the new bytes
-            raced.append(out)
-            with open(log, "r+") as f:
-                f.truncate(0)
-                f.write("new " + "y" * (len(head) + 20) + "\n")
-        return out
-
-    monkeypatch.setattr(os, "pread", pread_then_rewrite)
-    t.notify(named=False)
-    monkeypatch.setattr(os, "pread", real_pread)
-    assert raced == [b"old tail\n"]
-    assert t._wake.is_set() and h.queue.get_nowait() is None  # nothing read here was queued
-    batches = await h.batches()
-    assert data(batches) == ["new " + "y" * (len(head) + 20)]
-    assert json.loads(batches[0].values[0])["offset"] == 0
+RACE_HEAD = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))  # past the fingerprint's 1 KiB
+RACE_NEW = "new " + "y" * (len(RACE_HEAD) + 20)  # the new content: one line past the old offset
 
 
-async def test_a_rewrite_during_the_read_loops_read_drops_the_chunk_read(
-        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch):
-    """The read loop too looks at the head after each chunk it read: a file truncated and written
-    again just after the read does not get the old content's bytes shipped at the old offset."""
-    h = harness()
-    head = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))
-    log, t, _ = h.follow("race2.log", head)
+async def _rewritten_after_a_read(h: Harness, monkeypatch: pytest.MonkeyPatch, name: str, loop: bool) -> list[bytes]:
+    """A parked tailer of `name` (RACE_HEAD read and acknowledged) whose next read of "old tail" (by the
+    read loop when `loop`, else by the watcher's callback) is followed at once, before anything else,
+    by a truncate and RACE_NEW: a rewrite between the read and the look at the head. Returns what that
+    read got (one item once it happened)."""
+    log, t, _ = h.follow(name, RACE_HEAD)
     for b in await h.batches():
         h.ack(b)
     await parked(t)
@@ -871,21 +840,36 @@ async def test_a_rewrite_during_the_read_loops_read_drops_the_chunk_read(
 
     def pread_then_rewrite(fd: int, n: int, offset: int) -> bytes:
         out = real_pread(fd, n, offset)
-        if offset == t.read_pos and n == t.opts.read_buffer_bytes and out and not raced:  # the loop's read
+        if offset == t.read_pos and out and not raced and (n == t.opts.read_buffer_bytes or not loop):
             raced.append(out)
+            monkeypatch.setattr(os, "pread", real_pread)
             with open(log, "r+") as f:
                 f.truncate(0)
-                f.write("new " + "y" * (len(head) + 20) + "\n")
+                f.write(RACE_NEW + "\n")
         return out
 
     monkeypatch.setattr(os, "pread", pread_then_rewrite)
     with open(log, "a") as f:
         f.write("old tail\n")
-    t.wake()  # the loop reads it (not the callback)
+    if loop:
+        t.wake()  # the loop reads it (not the callback)
+    else:
+        t.notify(named=False)
+        assert t._wake.is_set() and h.queue.get_nowait() is None  # nothing read in the callback was queued
+    return raced
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["callback", "read loop"])
+async def test_a_rewrite_between_a_read_and_the_look_at_the_head_drops_what_was_read(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, loop: bool):
+    """The watcher's callback and the read loop both read first and look at the head after: a file
+    truncated and written again just after the read has another head, so the bytes read (the old
+    content's) are not shipped at the old offset; the new content is read from 0."""
+    h = harness()
+    raced = await _rewritten_after_a_read(h, monkeypatch, "race.log", loop)
     batches = await h.batches()
-    monkeypatch.setattr(os, "pread", real_pread)
     assert raced == [b"old tail\n"]
-    assert data(batches) == ["new " + "y" * (len(head) + 20)]
+    assert data(batches) == [RACE_NEW]
     assert json.loads(batches[0].values[0])["offset"] == 0
 
 
