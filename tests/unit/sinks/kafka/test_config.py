@@ -17,3 +17,5 @@ def test_producer_defaults_never_drop_and_operator_keys_win():
 def test_no_operator_key_means_the_agent_defaults():
     conf = producer_config(KafkaSettings(address="127.0.0.1:1"))
     assert conf["acks"] == "all" and conf["enable.idempotence"] == "true" and conf["compression.type"] == "lz4"
+    # one request in flight: no request overtaken by the next around a topic's creation (KAFKA-15591)
+    assert conf["max.in.flight.requests.per.connection"] == "1"
