@@ -272,14 +272,12 @@ class Shipper:
         self._n_bytes += len(data)
         self._began = True
         values = self._messages(data, offset)
-        if not self._due:
-            self._metrics_due()
+        self._metrics_due()
         return values
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
-        if self._registry.epoch != self._ids_epoch:
-            self._same_ids()
+        self._same_ids()
         if self._joiner is not None:
             records = self._joiner.push(self._splitter.feed(data, offset))
             return self._build_records(records) if records else []
@@ -369,8 +367,7 @@ class Shipper:
         if self._carry_mark:
             self._carry_batch, self._carry_mark = batch, False
         self.acks.sent(batch)
-        if not self._due:
-            self._metrics_due()
+        self._metrics_due()
         return batch
 
     def _metrics_due(self) -> None:
@@ -503,21 +500,15 @@ class Shipper:
                       self.name, batch.topic, self.acked, text, self.acked)
             self.wake()
         elif outcome is Ack.MOVED:
-            # Once per line at 10,000 files written once a second each: what has nothing to do is
-            # passed by without a call.
-            if self.retry.failures:
-                self.retry.reset()
+            self.retry.reset()
             self._acked_at = time.monotonic()
             self._registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
                                   key=self._entry_key() or None, size=self.read_pos)
-            if not self._due:
-                self._metrics_due()
+            self._metrics_due()
             if self._spooled is not None and self.ctx.spool is not None:
                 self.ctx.spool.release(self._spooled.uid, self.acked)
-            if self._carried_from:
-                self._carry_check()
-            if self._carry_handed:
-                self._settle_carry()
+            self._carry_check()
+            self._settle_carry()
 
     async def _rewind_after_failure(self) -> None:
         await self.retry.sleep()

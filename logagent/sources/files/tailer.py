@@ -394,7 +394,7 @@ class FileTailer(Shipper):
             # the look, shows in the head, and what was read is dropped. No fstat unless nothing was
             # read (then only a truncation below the offset is news): bytes read prove the size.
             data = os.pread(fd, INLINE_READ_BYTES, self.read_pos)
-            if self._rewritten(fd, self.read_pos + len(data) if data else os.fstat(fd).st_size):
+            if self._rewritten(fd, data):
                 return False  # the loop starts over
             if not data:
                 return True  # nothing new
@@ -476,7 +476,7 @@ class FileTailer(Shipper):
                 raise SourceError(f"{self.name}: read failed at offset {self.read_pos}: {exc.strerror}") from exc
             # Each chunk is read first and the head looked at after (as _read_inline does): a rewrite
             # before or during the read shows there, and the chunk is dropped, never shipped.
-            rewritten = self._rewritten(fd, self.read_pos + len(data) if data else os.fstat(fd).st_size)
+            rewritten = self._rewritten(fd, data)
             if rewritten:
                 await self._start_over(fd, rewritten)
                 continue  # the new content, from its start
@@ -487,9 +487,10 @@ class FileTailer(Shipper):
             if len(data) < bufsize:
                 return
 
-    def _rewritten(self, fd: int, size: int) -> str:
-        """Why the file (its size now `size`, or at least: the end of what was just read) was rewritten
-        from the start under us, or "" (it was not)."""
+    def _rewritten(self, fd: int, data: bytes) -> str:
+        """Why the file was rewritten from the start under us, or "" (it was not); `data`: what was just
+        read at the read position (its end is a size the file has at least; nothing read, fstat says)."""
+        size = self.read_pos + len(data) if data else os.fstat(fd).st_size
         if size < self.read_pos:
             return f"was truncated (size {size} < offset {self.read_pos}): copytruncate?"
         if size > self.read_pos > 0 and self.fp_len:
