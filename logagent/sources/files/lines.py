@@ -136,14 +136,19 @@ class LineSplitter:
         None, with nothing consumed, when feed() must do it."""
         if self._width != 1 or self._skipping or self._cr in data or (offset == 0 and data[:1] in BOM_STARTS):
             return None
-        start = self._buf_start if self._buf else offset
-        parts = (self._buf + data if self._buf else data).split(self._nl)
-        rest = parts[-1]
-        if len(rest) > self.max_line_bytes or (len(parts) > 1 and max(map(len, parts)) > self.max_line_bytes):
+        buf = self._buf
+        if buf:
+            start, data = self._buf_start, buf + data
+        else:
+            start = offset
+        parts = data.split(self._nl)
+        rest = parts.pop()
+        # No part is longer than the whole: the lengths are looked at only when the whole is too long.
+        if len(data) > self.max_line_bytes and (len(rest) > self.max_line_bytes
+                                                or (parts and max(map(len, parts)) > self.max_line_bytes)):
             return None
-        del parts[-1]
         self._buf = rest
-        self._buf_start = start + sum(map(len, parts)) + len(parts)
+        self._buf_start = start + len(data) - len(rest)
         return start, parts
 
     def flush(self) -> list[Line]:

@@ -21,6 +21,10 @@ from logagent.errors import NotAllowed, SourceError
 from logagent.runtime.names import display_name
 
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+# Reading a file does not change its access time: without it, the first read after each write updates
+# the inode (relatime), a journal transaction on ext4 per line of a file written a line at a time. The
+# kernel allows it to the file's owner and to root (CAP_FOWNER); anyone else opens without it.
+NOATIME = getattr(os, "O_NOATIME", 0)
 _DELETED = " (deleted)"
 
 Allowed = Callable[[str], bool]  # is this resolved path inside [agent] allowed_paths?
@@ -58,6 +62,17 @@ def _resolved_if_same(name: str, st: os.stat_result) -> str | None:
     return real if (same.st_dev, same.st_ino) == (st.st_dev, st.st_ino) else None
 
 
+def _open(name: str, flags: int) -> int:
+    """os.open with NOATIME when the kernel allows it (EPERM: not the file's owner), else without."""
+    if NOATIME:
+        try:
+            return os.open(name, flags | NOATIME)
+        except PermissionError as exc:
+            if exc.errno != errno.EPERM:
+                raise  # EACCES: not readable at all
+    return os.open(name, flags)
+
+
 def open_checked(name: str, allowed: Allowed, nofollow: bool = False) -> tuple[int, os.stat_result]:
     """Open `name` for reading and judge the descriptor: a regular file inside allowed_paths.
 
@@ -68,7 +83,7 @@ def open_checked(name: str, allowed: Allowed, nofollow: bool = False) -> tuple[i
     flags = OPEN_FLAGS | (os.O_NOFOLLOW if nofollow else 0)
     shown = display_name(name)
     try:
-        fd = os.open(name, flags)
+        fd = _open(name, flags)
     except OSError as exc:
         raise SourceError(f"{shown}: cannot open: {exc.strerror}", reason=open_error_reason(exc)) from exc
     try:

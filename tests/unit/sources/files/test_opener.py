@@ -61,3 +61,63 @@ def test_only_regular_files(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "in" / "fifo.log")
     with pytest.raises(SourceError, match="not a regular file"):
         open_checked(str(tmp_path / "in" / "fifo.log"), allow(tmp_path))
+
+
+def _fd_flags(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        return next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+
+
+@pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
+def test_reading_does_not_touch_the_access_time_of_an_owned_file(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    log = tmp_path / "in" / "app.log"
+    log.write_text("a line\n")
+    os.utime(log, (1_000_000_000, 2_000_000_000))  # atime before mtime: a plain read would update it
+    fd, _ = open_checked(str(log), allow(tmp_path))
+    try:
+        assert _fd_flags(fd) & os.O_NOATIME
+        assert os.pread(fd, 100, 0) == b"a line\n"
+        assert os.stat(log).st_atime == 1_000_000_000
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
+def test_a_file_the_kernel_refuses_noatime_for_is_opened_without_it(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in").mkdir()
+    log = tmp_path / "in" / "app.log"
+    log.write_text("x\n")
+    real_open = os.open
+    tried: list[bool] = []
+
+    def not_the_owner(path: str, flags: int, *args: int) -> int:  # as the kernel answers a non-owner
+        tried.append(bool(flags & os.O_NOATIME))
+        if flags & os.O_NOATIME:
+            raise PermissionError(1, "Operation not permitted")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", not_the_owner)
+    fd, _ = open_checked(str(log), allow(tmp_path))
+    try:
+        assert tried == [True, False]
+        assert not _fd_flags(fd) & os.O_NOATIME
+    finally:
+        os.close(fd)
+
+
+def test_an_unreadable_file_is_not_retried_without_noatime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in").mkdir()
+    log = tmp_path / "in" / "app.log"
+    log.write_text("x\n")
+    calls: list[int] = []
+
+    def denied(path: str, flags: int, *args: int) -> int:
+        calls.append(flags)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(SourceError) as caught:
+        open_checked(str(log), allow(tmp_path))
+    assert caught.value.reason == "permission_denied" and len(calls) == 1
