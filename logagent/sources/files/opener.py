@@ -23,8 +23,11 @@ from logagent.runtime.names import display_name
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 # Reading a file does not change its access time: without it, the first read after each write updates
 # the inode (relatime), a journal transaction on ext4 per line of a file written a line at a time. The
-# kernel allows it to the file's owner and to root (CAP_FOWNER); anyone else opens without it.
+# kernel allows it to the file's owner and to root (CAP_FOWNER). An agent refused it once (systemd's
+# DynamicUser with CAP_DAC_READ_SEARCH owns no log file) opens without it from then on: not two opens
+# per file, one refused.
 NOATIME = getattr(os, "O_NOATIME", 0)
+_noatime = NOATIME  # 0 once the kernel refused it
 _DELETED = " (deleted)"
 
 Allowed = Callable[[str], bool]  # is this resolved path inside [agent] allowed_paths?
@@ -63,13 +66,15 @@ def _resolved_if_same(name: str, st: os.stat_result) -> str | None:
 
 
 def _open(name: str, flags: int) -> int:
-    """os.open with NOATIME when the kernel allows it (EPERM: not the file's owner), else without."""
-    if NOATIME:
+    """os.open with NOATIME while the kernel allows it (EPERM: not the file's owner), else without."""
+    global _noatime
+    if _noatime:
         try:
-            return os.open(name, flags | NOATIME)
+            return os.open(name, flags | _noatime)
         except PermissionError as exc:
             if exc.errno != errno.EPERM:
                 raise  # EACCES: not readable at all
+            _noatime = 0
     return os.open(name, flags)
 
 
