@@ -13,6 +13,7 @@ started here, or LOGAGENT_TEST_KAFKA on loopback):
         [--shippers logagent,fluentbit] [--rounds 1]
     .venv/bin/python bench/many_files_peer.py --files 100 --rate 100     # issue 23 item 2
     .venv/bin/python bench/many_files_peer.py --files 2000 --max-open 512 --shippers logagent   # item 3
+    .venv/bin/python bench/many_files_peer.py --files 10000 --shippers logagent --loop-cpu /tmp/lc  # where
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
                            extra={"agent": {**AGENT_AS_SHIPPED, "log_level": "WARNING",
                                             "max_open_files": str(args.max_open or max(1024, 2 * files))},
                                   "kafka.producer": {"linger.ms": "20"}})
-        agent = AgentProcess(cfg, work / "agent.log")
+        loop_cpu = _loop_cpu_env(args, f"{shipper}-{files}")
+        agent = AgentProcess(cfg, work / "agent.log", loop_cpu)
         old = resource.getrlimit(resource.RLIMIT_NOFILE)
         _raise_nofile()  # the agent inherits it
         try:
@@ -110,7 +112,10 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     done = multiprocessing.Value("q", 0)
     writer = multiprocessing.Process(target=_writer, args=(str(folder), files, args.rate, args.seconds, done))
     spy = _py_spy(pid, args, f"{shipper}-{files}") if agent is not None and args.profile else None
-    r = measure(pid, writer, done, bootstrap, topic, agent, proc)
+    window = Path(loop_cpu["LOGAGENT_LOOP_CPU"]) if agent is not None and loop_cpu else None
+    r = measure(pid, writer, done, bootstrap, topic, agent, proc, window)
+    if window is not None:
+        _show_loop_cpu(window)
     if spy is not None:
         spy.wait()
     # logagent's log (level WARNING): errors it logged, and descriptor exhaustion (EMFILE) above all.
@@ -120,6 +125,28 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     shutil.rmtree(work, ignore_errors=True)
     return {"shipper": shipper, "files": files, **r, "us_per_line": r["cpu_s"] / max(1, r["written"]) * 1e6,
             "errors": errors if agent is not None else "-", "emfile": emfile if agent is not None else "-"}
+
+
+def _loop_cpu_env(args: argparse.Namespace, name: str) -> dict[str, str]:
+    """With --loop-cpu: the agent loads bench/loopcpu/sitecustomize.py, which times each callback of its
+    event loop over the write window (the table goes to DIR)."""
+    if not args.loop_cpu:
+        return {}
+    out = Path(args.loop_cpu).resolve() / f"loop-cpu-{name}-{args.rate:g}-{int(time.time())}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    here = str(Path(__file__).resolve().parent / "loopcpu")
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    return {"LOGAGENT_LOOP_CPU": str(out), "PYTHONPATH": path}
+
+
+def _show_loop_cpu(out: Path) -> None:
+    """The agent's table, once it has written it (to stderr, beside the progress lines)."""
+    for _ in range(50):
+        if out.exists() and out.read_text().count("\n") > 3:
+            print(out.read_text(), file=sys.stderr, flush=True)
+            return
+        time.sleep(0.1)
+    print(f"no loop CPU table in {out}", file=sys.stderr)
 
 
 def _py_spy(pid: int, args: argparse.Namespace, name: str) -> subprocess.Popen[bytes]:
@@ -144,6 +171,8 @@ def main() -> int:
     p.add_argument("--max-open", type=int, default=0, help="logagent's [agent] max_open_files (default max(1024, "
                    "2 x files)); e.g. --files 2000 --max-open 512: files closed and reopened as they change")
     p.add_argument("--profile", metavar="DIR", help="record logagent with py-spy into DIR during each window")
+    p.add_argument("--loop-cpu", metavar="DIR", help="time each callback of logagent's event loop over each "
+                   "window (bench/loopcpu), a table per run into DIR")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="many-files-"))
     results = []

@@ -138,14 +138,19 @@ def start_fluent_bit(binary: str, conf: Path, work: Path,
 
 
 def measure(pid: int, writer: Any, done: Any, bootstrap: str, topic: str, agent: AgentProcess | None,
-            proc: subprocess.Popen[bytes] | None) -> dict[str, Any]:
+            proc: subprocess.Popen[bytes] | None, marks: Path | None = None) -> dict[str, Any]:
     """Run `writer` (a multiprocessing.Process that sets `done.value` to the lines it wrote) to its end;
     the shipper `pid`'s CPU seconds over it, every line read back from `topic` with its latency, the
-    shipper's peak RSS; then the shipper (`agent` or Fluent Bit's `proc`) is stopped."""
+    shipper's peak RSS; then the shipper (`agent` or Fluent Bit's `proc`) is stopped. `marks`: the
+    files `<marks>.start` and `<marks>.stop` are created as the window opens and closes (bench/loopcpu)."""
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    if marks is not None:
+        Path(f"{marks}.start").touch()
     writer.start()
     writer.join()
     cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    if marks is not None:
+        Path(f"{marks}.stop").touch()
     written = int(done.value)
     st = consume(bootstrap, topic, written, timeout=30)
     hwm = hwm_mb(pid)
