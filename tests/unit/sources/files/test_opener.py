@@ -69,14 +69,20 @@ def _fd_flags(fd: int) -> int:
         return next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
 
 
+def _collected(tmp: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """in/app.log holding `text`, with the opener as the agent starts: O_NOATIME not refused yet."""
+    (tmp / "in").mkdir()
+    log = tmp / "in" / "app.log"
+    log.write_text(text)
+    monkeypatch.setattr(opener, "_noatime", getattr(os, "O_NOATIME", 0))
+    return log
+
+
 @pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
 def test_reading_does_not_touch_the_access_time_of_an_owned_file(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "in").mkdir()
-    log = tmp_path / "in" / "app.log"
-    log.write_text("a line\n")
+    log = _collected(tmp_path, "a line\n", monkeypatch)  # this test's user owns it
     os.utime(log, (1_000_000_000, 2_000_000_000))  # atime before mtime: a plain read would update it
-    monkeypatch.setattr(opener, "_noatime", os.O_NOATIME)  # as the agent starts (root or the owner)
     fd, _ = open_checked(str(log), allow(tmp_path))
     try:
         assert _fd_flags(fd) & os.O_NOATIME
@@ -89,10 +95,7 @@ def test_reading_does_not_touch_the_access_time_of_an_owned_file(tmp_path: Path,
 @pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
 def test_once_the_kernel_refuses_noatime_files_are_opened_without_it(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "in").mkdir()
-    log = tmp_path / "in" / "app.log"
-    log.write_text("x\n")
-    monkeypatch.setattr(opener, "_noatime", os.O_NOATIME)  # as the agent starts
+    log = _collected(tmp_path, "x\n", monkeypatch)
     real_open = os.open
     tried: list[bool] = []
 
@@ -113,16 +116,13 @@ def test_once_the_kernel_refuses_noatime_files_are_opened_without_it(tmp_path: P
 
 
 def test_an_unreadable_file_is_not_retried_without_noatime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "in").mkdir()
-    log = tmp_path / "in" / "app.log"
-    log.write_text("x\n")
+    log = _collected(tmp_path, "x\n", monkeypatch)
     calls: list[int] = []
 
     def denied(path: str, flags: int, *args: int) -> int:
         calls.append(flags)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(opener, "_noatime", getattr(os, "O_NOATIME", 0))
     monkeypatch.setattr(os, "open", denied)
     with pytest.raises(SourceError) as caught:
         open_checked(str(log), allow(tmp_path))
