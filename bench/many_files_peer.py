@@ -89,6 +89,7 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     create_topic(bootstrap, topic)
     agent: AgentProcess | None = None
     proc: subprocess.Popen[bytes] | None = None
+    window: Path | None = None  # with --loop-cpu: where the agent writes its table (bench/loopcpu)
     if shipper == "logagent":
         cfg = write_config(work / "agent.ini", bootstrap, work / "data", f"{folder}/**",
                            files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}],
@@ -96,6 +97,7 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
                                             "max_open_files": str(args.max_open or max(1024, 2 * files))},
                                   "kafka.producer": {"linger.ms": "20"}})
         loop_cpu = _loop_cpu_env(args, f"{shipper}-{files}")
+        window = Path(loop_cpu["LOGAGENT_LOOP_CPU"]) if loop_cpu else None
         agent = AgentProcess(cfg, work / "agent.log", loop_cpu)
         old = resource.getrlimit(resource.RLIMIT_NOFILE)
         _raise_nofile()  # the agent inherits it
@@ -112,7 +114,6 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     done = multiprocessing.Value("q", 0)
     writer = multiprocessing.Process(target=_writer, args=(str(folder), files, args.rate, args.seconds, done))
     spy = _py_spy(pid, args, f"{shipper}-{files}") if agent is not None and args.profile else None
-    window = Path(loop_cpu["LOGAGENT_LOOP_CPU"]) if agent is not None and loop_cpu else None
     r = measure(pid, writer, done, bootstrap, topic, agent, proc, window)
     if window is not None:
         _show_loop_cpu(window)

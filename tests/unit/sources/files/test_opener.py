@@ -74,25 +74,25 @@ def _collected(tmp: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp / "in").mkdir()
     log = tmp / "in" / "app.log"
     log.write_text(text)
-    monkeypatch.setattr(opener, "_noatime", getattr(os, "O_NOATIME", 0))
+    monkeypatch.setattr(opener, "_noatime", opener.NOATIME)
     return log
 
 
-@pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
+@pytest.mark.skipif(not opener.NOATIME, reason="O_NOATIME is Linux's")
 def test_reading_does_not_touch_the_access_time_of_an_owned_file(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     log = _collected(tmp_path, "a line\n", monkeypatch)  # this test's user owns it
     os.utime(log, (1_000_000_000, 2_000_000_000))  # atime before mtime: a plain read would update it
     fd, _ = open_checked(str(log), allow(tmp_path))
     try:
-        assert _fd_flags(fd) & os.O_NOATIME
+        assert _fd_flags(fd) & opener.NOATIME
         assert os.pread(fd, 100, 0) == b"a line\n"
         assert os.stat(log).st_atime == 1_000_000_000
     finally:
         os.close(fd)
 
 
-@pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
+@pytest.mark.skipif(not opener.NOATIME, reason="O_NOATIME is Linux's")
 def test_once_the_kernel_refuses_noatime_files_are_opened_without_it(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     log = _collected(tmp_path, "x\n", monkeypatch)
@@ -100,8 +100,8 @@ def test_once_the_kernel_refuses_noatime_files_are_opened_without_it(tmp_path: P
     tried: list[bool] = []
 
     def not_the_owner(path: str, flags: int, *args: int) -> int:  # as the kernel answers a non-owner
-        tried.append(bool(flags & os.O_NOATIME))
-        if flags & os.O_NOATIME:
+        tried.append(bool(flags & opener.NOATIME))
+        if flags & opener.NOATIME:
             raise PermissionError(1, "Operation not permitted")
         return real_open(path, flags, *args)
 
@@ -109,7 +109,7 @@ def test_once_the_kernel_refuses_noatime_files_are_opened_without_it(tmp_path: P
     for _ in range(2):
         fd, _ = open_checked(str(log), allow(tmp_path))
         try:
-            assert not _fd_flags(fd) & os.O_NOATIME
+            assert not _fd_flags(fd) & opener.NOATIME
         finally:
             os.close(fd)
     assert tried == [True, False, False]  # refused once: not asked again (one open per file, not two)
@@ -127,4 +127,4 @@ def test_an_unreadable_file_is_not_retried_without_noatime(tmp_path: Path, monke
     with pytest.raises(SourceError) as caught:
         open_checked(str(log), allow(tmp_path))
     assert caught.value.reason == "permission_denied" and len(calls) == 1
-    assert opener._noatime == getattr(os, "O_NOATIME", 0)  # EACCES says nothing of O_NOATIME
+    assert opener._noatime == opener.NOATIME  # EACCES says nothing of O_NOATIME
