@@ -111,6 +111,7 @@ class KafkaTools:
         self.bootstrap = bootstrap
         # log_level 2: keep librdkafka's connection chatter (e.g. when the broker stops) off stderr.
         self.admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+        self._watcher: Any = None  # a Consumer, made at the first high_watermark()
 
     def create_topic(self, topic: str, config: dict[str, str] | None = None) -> None:
         from confluent_kafka.admin import NewTopic
@@ -126,6 +127,16 @@ class KafkaTools:
                 return
             time.sleep(0.1)
         raise BenchError(f"topic {topic} has no leader after 30 s")
+
+    def high_watermark(self, topic: str) -> int:
+        """Partition 0's high watermark now (a request to the broker, not the agent: the throughput
+        runs watch it instead of scraping the agent's /metrics, whose every scrape the agent pays for)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        if self._watcher is None:
+            self._watcher = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-watermarks",
+                                      "enable.auto.commit": False, "log_level": 2})
+        return int(self._watcher.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1])
 
     def delete_topic(self, topic: str) -> None:
         try:
