@@ -14,6 +14,7 @@ started here, or LOGAGENT_TEST_KAFKA on loopback):
     .venv/bin/python bench/many_files_peer.py --files 100 --rate 100     # issue 23 item 2
     .venv/bin/python bench/many_files_peer.py --files 2000 --max-open 512 --shippers logagent   # item 3
     .venv/bin/python bench/many_files_peer.py --files 10000 --shippers logagent --loop-cpu /tmp/lc  # where
+    .venv/bin/python bench/many_files_peer.py --files 10000 --shippers logagent,logagent-system  # the OS's python3
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +92,7 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
     agent: AgentProcess | None = None
     proc: subprocess.Popen[bytes] | None = None
     window: Path | None = None  # with --loop-cpu: where the agent writes its table (bench/loopcpu)
-    if shipper == "logagent":
+    if shipper.startswith("logagent"):
         cfg = write_config(work / "agent.ini", bootstrap, work / "data", f"{folder}/**",
                            files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}],
                            extra={"agent": {**AGENT_AS_SHIPPED, "log_level": "WARNING",
@@ -98,7 +100,8 @@ def run(shipper: str, files: int, args: argparse.Namespace, bootstrap: str, tmp:
                                   "kafka.producer": {"linger.ms": "20"}})
         loop_cpu = _loop_cpu_env(args, f"{shipper}-{files}")
         window = Path(loop_cpu["LOGAGENT_LOOP_CPU"]) if loop_cpu else None
-        agent = AgentProcess(cfg, work / "agent.log", loop_cpu)
+        python = _system_venv(args, tmp) if shipper == "logagent-system" else None
+        agent = AgentProcess(cfg, work / "agent.log", loop_cpu, python=python)
         old = resource.getrlimit(resource.RLIMIT_NOFILE)
         _raise_nofile()  # the agent inherits it
         try:
@@ -140,6 +143,28 @@ def _loop_cpu_env(args: argparse.Namespace, name: str) -> dict[str, str]:
     return {"LOGAGENT_LOOP_CPU": str(out), "PYTHONPATH": path}
 
 
+def _system_venv(args: argparse.Namespace, tmp: Path) -> str:
+    """The interpreter for the shipper `logagent-system`: --system-python (Debian's python3, built with
+    PGO and LTO, which the systemd unit and the image run the agent with; this venv's may be built
+    without them, as pyenv's is here) in a venv of its own under `tmp` that sees this venv's packages
+    (the same Python minor version: the same compiled wheels)."""
+    venv = tmp / "system-venv"
+    python = venv / "bin" / "python"
+    if python.exists():
+        return str(python)
+    ours = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    theirs = subprocess.run([args.system_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if theirs != ours:
+        raise SystemExit(f"--system-python {args.system_python} is Python {theirs}, this venv's is {ours}")
+    subprocess.run([args.system_python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "logagent-bench.pth").write_text(
+        f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    return str(python)
+
+
 def _show_loop_cpu(out: Path) -> None:
     """The agent's table, once it has written it (to stderr, beside the progress lines)."""
     for _ in range(50):
@@ -167,7 +192,10 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--settle", type=float, default=10.0, help="seconds between the shipper's start and the writes")
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--shippers", default="logagent,fluentbit")
+    p.add_argument("--shippers", default="logagent,fluentbit",
+                   help="logagent (run by this venv's python), logagent-system (by --system-python), fluentbit")
+    p.add_argument("--system-python", default="/usr/bin/python3",
+                   help="the interpreter of the shipper logagent-system (the OS's, as the systemd unit runs it)")
     p.add_argument("--fluent-bit", default=FLUENT_BIT)
     p.add_argument("--max-open", type=int, default=0, help="logagent's [agent] max_open_files (default max(1024, "
                    "2 x files)); e.g. --files 2000 --max-open 512: files closed and reopened as they change")

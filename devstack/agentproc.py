@@ -74,9 +74,11 @@ class AgentProcess:
 
     def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None, *,
                  base_env: Mapping[str, str] | None = None,
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None, python: str | None = None) -> None:
         """env: variables set on top of base_env (default: this process's environment);
-        preexec_fn: run in the child before exec (the benchmark's setsid and RLIMIT_NOFILE)."""
+        preexec_fn: run in the child before exec (the benchmark's setsid and RLIMIT_NOFILE);
+        python: the interpreter that runs the agent (default: this one)."""
+        self.python = python or sys.executable
         self.config = config
         self.log_path = log_path
         self.env = dict(os.environ if base_env is None else base_env, **(env or {}))
@@ -91,7 +93,7 @@ class AgentProcess:
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> AgentProcess:
         with open(self.log_path, "ab") as log:
             self.t_spawn = time.perf_counter()
-            self.proc = subprocess.Popen([sys.executable, "-m", "logagent", "run", "-c", str(self.config)],
+            self.proc = subprocess.Popen([self.python, "-m", "logagent", "run", "-c", str(self.config)],
                                          stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                          env=self.env, preexec_fn=self.preexec_fn)
         if wait_ready:
