@@ -113,6 +113,7 @@ class Registry:
         self._entries: dict[str, RegistryEntry] = {}
         self._owned: set[str] = set()  # keys a reader of this process answers for (see own())
         self._by_path: dict[str, set[str]] = {}  # path -> keys of its entries (its generations)
+        self._raw_paths: set[str] = set()  # those of its paths that are not UTF-8 (see _serialize)
         self._done_since_prune = 0
         self._serialize_cost = 0.0  # seconds the last snapshot took on the loop
         self._applied: dict[str, float] = {}  # collect entry path -> when it was first applied
@@ -169,6 +170,7 @@ class Registry:
             log.error("registry %s is corrupt (%s); %s; starting without saved offsets", self.path, exc, where)
             self._entries.clear()
             self._by_path.clear()
+            self._raw_paths.clear()
             self._applied.clear()
             self.epoch += 1
             self._fresh_done.clear()
@@ -353,7 +355,12 @@ class Registry:
         if old is not None and old.path != entry.path:
             self._drop(key)
         self._entries[key] = entry
-        self._by_path.setdefault(entry.path, set()).add(key)
+        keys = self._by_path.get(entry.path)
+        if keys is None:
+            keys = self._by_path[entry.path] = set()
+            if is_raw(entry.path):
+                self._raw_paths.add(entry.path)
+        keys.add(key)
 
     def _drop(self, key: str) -> RegistryEntry | None:
         self.epoch += 1
@@ -364,6 +371,7 @@ class Registry:
                 keys.discard(key)
                 if not keys:
                     del self._by_path[entry.path]
+                    self._raw_paths.discard(entry.path)
         return entry
 
     def _prune_done(self) -> None:
@@ -463,8 +471,10 @@ class Registry:
     def _serialize(self) -> bytes:
         # Runs every flush interval on the loop: with 10,000 files dataclasses.asdict + json cost
         # ~10 % of a core here, dict literals + orjson 7 ms, the entries themselves (orjson writes a
-        # dataclass's fields in C) 2 ms. Only a name that is not UTF-8 needs a dict of its own.
-        files = {k: self._raw_item(e) if is_raw(e.path) else e for k, e in self._entries.items()}
+        # dataclass's fields in C) 2 ms. Only a name that is not UTF-8 needs a dict of its own; with none
+        # (nearly always) the entries go as they are, without a look at each name every second.
+        files = {k: self._raw_item(e) if e.path in self._raw_paths else e for k, e in self._entries.items()} \
+            if self._raw_paths else self._entries
         return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
 
     @staticmethod

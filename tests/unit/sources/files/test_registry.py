@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -29,6 +30,27 @@ def test_roundtrip(tmp_path: Path):
     assert e is not None and (e.path, e.offset, e.fp, e.fp_len) == ("/var/log/a", 100, "ff", 10)
     assert r2.entry_applied("/var/log/*.log") is True
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_name_that_is_not_utf8_is_saved_escaped_and_read_back(tmp_path: Path):
+    """Such a name is saved in its escaped form (flagged raw) and loaded as it was; once its entry is
+    gone, the next save holds no raw item (the registry tracks such names as entries come and go)."""
+    name = os.fsdecode(b"/var/log/a\xff.log")
+    r = Registry(tmp_path)
+    r.update(1, 2, name, 100, "ff", 10)
+    r.update(1, 3, "/var/log/b.log", 7, "ee", 10)
+    r.save()
+    saved = json.loads((tmp_path / "registry.json").read_bytes())["files"]
+    assert saved["1:2"]["raw"] is True and saved["1:2"]["path"] == "/var/log/a\\xff.log"
+    assert "raw" not in saved["1:3"]
+    r2 = Registry(tmp_path)
+    r2.load()
+    e = r2.lookup(1, 2)
+    assert e is not None and (e.path, e.offset) == (name, 100)
+    r2.forget(1, 2)
+    r2.save()
+    saved = json.loads((tmp_path / "registry.json").read_bytes())["files"]
+    assert list(saved) == ["1:3"] and "raw" not in saved["1:3"]
 
 
 def test_corrupt_registry_is_set_aside(tmp_path: Path):
