@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -378,28 +379,22 @@ def scenario_throughput(ctx: Ctx) -> None:
         if bounds:
             rows.append(["bound: the agent's messages produced from memory by Python (no reading)"]
                         + summary([b[0] for b in bounds]))
-        rows.append(["**agent/kcat**", f"**{pair_ratio:.2f}**",
-                     f"{median(p[0].rate / p[1].rate for p in runs):.2f}",
-                     f"{median(p[0].cpu / p[1].cpu for p in runs):.2f}",
-                     f"{median(p[0].maxrss_kb / p[1].maxrss_kb for p in runs):.2f}",
-                     f"{median(p[0].wall / p[1].wall for p in runs):.2f}",
-                     f"{median(p[0].broker_cpu / p[1].broker_cpu for p in runs if p[1].broker_cpu):.2f}", ""])
+        def ratio_row(label: str, pairs: list[tuple[RunResult, RunResult]], cpu_bold: bool = False) -> list[str]:
+            """A table row of the medians of the per-pair ratios (first run / second)."""
+            def ratio(field: str, bold: bool = False) -> str:
+                of = attrgetter(field)
+                text = f"{median(of(p[0]) / of(p[1]) for p in pairs if of(p[1])):.2f}"
+                return f"**{text}**" if bold else text
+            return [f"**{label}**", ratio("rate", True), ratio("rate"), ratio("cpu", cpu_bold), ratio("maxrss_kb"),
+                    ratio("wall"), ratio("broker_cpu"), ""]
+
+        rows.append(ratio_row("agent/kcat", runs))
         if same:
-            rows.append(["**agent/kcat, same JSON messages**", f"**{median(p[0].rate / p[1].rate for p in same):.2f}**",
-                         f"{median(p[0].rate / p[1].rate for p in same):.2f}",
-                         f"{median(p[0].cpu / p[1].cpu for p in same):.2f}",
-                         f"{median(p[0].maxrss_kb / p[1].maxrss_kb for p in same):.2f}",
-                         f"{median(p[0].wall / p[1].wall for p in same):.2f}",
-                         f"{median(p[0].broker_cpu / p[1].broker_cpu for p in same if p[1].broker_cpu):.2f}", ""])
+            rows.append(ratio_row("agent/kcat, same JSON messages", same))
         if fluent:
             rows.append(["Fluent Bit 5.1.1 (tail -> kafka, wall until the broker holds every line)"]
-                         + summary([p[1] for p in fluent]))
-            rows.append(["**agent/Fluent Bit**", f"**{median(p[0].rate / p[1].rate for p in fluent):.2f}**",
-                         f"{median(p[0].rate / p[1].rate for p in fluent):.2f}",
-                         f"**{median(p[0].cpu / p[1].cpu for p in fluent):.2f}**",
-                         f"{median(p[0].maxrss_kb / p[1].maxrss_kb for p in fluent):.2f}",
-                         f"{median(p[0].wall / p[1].wall for p in fluent):.2f}",
-                         f"{median(p[0].broker_cpu / p[1].broker_cpu for p in fluent if p[1].broker_cpu):.2f}", ""])
+                        + summary([p[1] for p in fluent]))
+            rows.append(ratio_row("agent/Fluent Bit", fluent, cpu_bold=True))
         if bounds:
             rows.append(["**bound/kcat**", f"**{median(b[0].rate / b[1].rate for b in bounds):.2f}**",
                          f"{median(b[0].rate / b[1].rate for b in bounds):.2f}",
