@@ -28,6 +28,7 @@ Used as a library by tests/integration/test_image.py, and as a command:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import hashlib
 import io
@@ -44,6 +45,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from devstack.stack import tail
 
@@ -120,18 +122,45 @@ def docker_answers(timeout: float = 20) -> bool:
 
 @dataclass
 class Engine:
-    """A Docker engine that answers; `proc` is set when this process started it (and stops it)."""
+    """A Docker engine that answers; `proc` is set when this process started it.
+
+    Every process that uses an engine through ensure_engine holds a shared lock on
+    cache_root()/engine.lock until it stops (alone while it finds or starts the engine: two
+    processes never start two); a dockerd started here is written down in
+    cache_root()/dockerd.pid. The last user to stop (the one that gets the lock alone) stops that
+    dockerd, whichever process started it: two test suites side by side share one engine, and
+    the first to end no longer takes it from the other."""
 
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     driver: str = ""
+    lock: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def started_here(self) -> bool:
         return self.proc is not None
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the dockerd this process started (it stops its containerd too); no-op otherwise."""
+        """Let go of the engine; stop the dockerd a test or build started when no other process uses it."""
+        lock, self.lock = self.lock, None
+        if lock is None:  # not from ensure_engine: a dockerd that did not start in time
+            self._stop_proc(timeout)
+            return
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another process uses it: the last one stops it
+            if self.proc is not None:
+                self._stop_proc(timeout)
+            elif (pid := _started_dockerd()) is not None:
+                _stop_pid(pid, timeout)
+            _pid_file().unlink(missing_ok=True)
+        finally:
+            lock.close()
+
+    def _stop_proc(self, timeout: float) -> None:
+        """SIGTERM the dockerd this process started (it stops its containerd too)."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -142,12 +171,73 @@ class Engine:
             self.proc.wait()
 
 
-def ensure_engine(log_path: Path, timeout: float = 60) -> Engine:
+def _pid_file() -> Path:
+    """Where a dockerd started for tests is written down (cache_root() follows LOGAGENT_IMAGE_CACHE)."""
+    return cache_root() / "dockerd.pid"
+
+
+def _started_dockerd() -> int | None:
+    """The pid in _pid_file() when it is a dockerd still running; None otherwise."""
+    try:
+        pid = int(_pid_file().read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "dockerd" else None
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    """SIGTERM a dockerd another process started; SIGKILL when it still runs after `timeout`."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _runs(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _runs(pid):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _runs(pid: int) -> bool:
+    """The process exists and has not exited (an exited child its parent has not reaped yet is a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _hold_engine_lock(exclusive: bool = False) -> IO[bytes]:
+    """A hold on cache_root()/engine.lock: shared, or `exclusive` (waits while another process holds it
+    alone: finding or starting the engine, or stopping it)."""
+    path = cache_root() / "engine.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(path, "ab")
+    fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    return lock
+
+
+def ensure_engine(log_path: Path, timeout: float = 60, keep: bool = False) -> Engine:
     """A Docker engine that answers `docker info`: the running one, else a dockerd started here.
 
     overlay2 first; when dockerd dies or never answers with it, vfs (slower, works on
     any filesystem). Raises ImageError with dockerd's last log lines when neither starts.
+    The engine is held (see Engine) until its stop(); a dockerd started with `keep` (`make image`)
+    is not written down, and no stop() of anyone's stops it.
     """
+    lock = _hold_engine_lock(exclusive=True)  # one process at a time finds or starts it
+    try:
+        engine = _answering_engine(log_path, timeout, keep)
+    except BaseException:
+        lock.close()
+        raise
+    fcntl.flock(lock, fcntl.LOCK_SH)  # then shared with every other user until stop()
+    engine.lock = lock
+    return engine
+
+
+def _answering_engine(log_path: Path, timeout: float, keep: bool) -> Engine:
     if docker_answers():
         return Engine(driver="(already running)")
     ensure_packages()
@@ -170,6 +260,8 @@ def ensure_engine(log_path: Path, timeout: float = 60) -> Engine:
         while proc.poll() is None and time.monotonic() < deadline:
             if docker_answers(timeout=5):
                 _say(f"started dockerd (pid {proc.pid}, {driver}); its log: {log_path}")
+                if not keep:
+                    _pid_file().write_text(f"{proc.pid}\n")
                 return Engine(proc, log_path, driver)
             time.sleep(0.5)
         Engine(proc).stop()
@@ -439,7 +531,7 @@ def build(tag: str, base: str, wheels: list[Path]) -> Built:
 
 def make_image(tag: str, base: str | None = None, log_dir: Path | None = None) -> tuple[Engine, Built]:
     """Engine, base (Debian-made unless `base` is given), wheelhouse and build: what `make image` does."""
-    engine = ensure_engine((log_dir or cache_root()) / "dockerd.log")
+    engine = ensure_engine((log_dir or cache_root()) / "dockerd.log", keep=True)
     base = base or base_image()
     built = build(tag, base, wheelhouse())
     return engine, built

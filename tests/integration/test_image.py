@@ -3,7 +3,8 @@ and as the node agent of deploy/kubernetes/daemonset.yaml over a tree of pods' l
 
 The engine, the Debian-made base image and the wheelhouse come from deploy/docker/image.py
 (`make image` does the same): docker.io and debootstrap are installed when missing and
-dockerd is started when none answers (and stopped again at the end). Under CI an engine
+dockerd is started when none answers (and stopped again at the end by its last user: two
+suites side by side share it). Under CI an engine
 that does not start fails the run; elsewhere the tests are skipped with the reason.
 
 Every container runs with --network host (it talks only to 127.0.0.1), a read-only root

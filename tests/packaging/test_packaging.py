@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -286,6 +287,31 @@ def test_make_image_context_is_what_dockerignore_allows() -> None:
 
 
 @pytest.mark.installs
+def test_the_last_user_of_a_shared_docker_engine_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two holders of the engine (two test suites side by side): the first to stop leaves the dockerd a
+    test started running for the other, the last one stops it. No Docker needed: the `dockerd` here is
+    sleep under that name."""
+    from deploy.docker import image as dimage
+
+    monkeypatch.setenv("LOGAGENT_IMAGE_CACHE", str(tmp_path / "cache"))
+    fake = tmp_path / "dockerd"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "300"])
+    try:
+        first, second = (dimage.Engine(lock=dimage._hold_engine_lock()) for _ in range(2))
+        dimage._pid_file().write_text(f"{proc.pid}\n")
+        first.stop(timeout=5)
+        assert proc.poll() is None, "the first to stop took the engine from the other user"
+        second.stop(timeout=5)
+        assert proc.wait(5) == -signal.SIGTERM
+        assert not dimage._pid_file().exists()
+        third = dimage.Engine(lock=dimage._hold_engine_lock())  # a new user after both: nothing to stop
+        third.stop(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_hadolint(tools: Path) -> None:
     hadolint = tools / "bin" / "hadolint"
     if not hadolint.exists():
