@@ -286,32 +286,49 @@ def test_make_image_context_is_what_dockerignore_allows() -> None:
                                                 "config.ini", "deploy", "logagent"}
 
 
-@pytest.mark.installs
-def test_the_last_user_of_a_shared_docker_engine_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two holders of the engine (two test suites side by side): the first to stop leaves the dockerd a
-    test started running for the other, the last one stops it. No Docker needed: the `dockerd` here is
-    sleep under that name."""
-    from deploy.docker import image as dimage
+# A user of the engine in a process of its own (as a test suite is): holds it, stops when told.
+_ENGINE_USER = """
+import sys
+from deploy.docker import image
+engine = image.Engine(lock=image._hold_engine_lock())
+print("held", flush=True)
+sys.stdin.readline()
+engine.stop(timeout=30)
+print("stopped", flush=True)
+"""
 
-    monkeypatch.setenv("LOGAGENT_IMAGE_CACHE", str(tmp_path / "cache"))
+
+def test_the_last_user_of_a_shared_docker_engine_stops_it(tmp_path: Path) -> None:
+    """Two processes use the engine (two test suites side by side): the first to stop leaves the dockerd
+    a test started running for the other, the last one stops it. No Docker needed: the `dockerd` here is
+    sleep under that name."""
+    env = {**os.environ, "LOGAGENT_IMAGE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     fake = tmp_path / "dockerd"
     shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)
-    proc = subprocess.Popen([str(fake), "300"])
+    dockerd = subprocess.Popen([str(fake), "300"])
+    users = [subprocess.Popen([sys.executable, "-c", _ENGINE_USER], env=env, cwd=REPO, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(2)]
     try:
-        first, second = (dimage.Engine(lock=dimage._hold_engine_lock()) for _ in range(2))
-        dimage._pid_file().write_text(f"{proc.pid}\n")
-        first.stop(timeout=5)
-        assert proc.poll() is None, "the first to stop took the engine from the other user"
-        second.stop(timeout=5)
-        assert proc.wait(5) == -signal.SIGTERM
-        assert not dimage._pid_file().exists()
-        third = dimage.Engine(lock=dimage._hold_engine_lock())  # a new user after both: nothing to stop
-        third.stop(timeout=5)
+        for user in users:
+            assert user.stdout is not None and user.stdout.readline().strip() == "held"
+        (tmp_path / "cache" / "dockerd.pid").write_text(f"{dockerd.pid}\n")
+        for i, user in enumerate(users):
+            assert user.stdin is not None and user.stdout is not None
+            user.stdin.write("stop\n")
+            user.stdin.flush()
+            assert user.stdout.readline().strip() == "stopped" and user.wait(30) == 0
+            if i == 0:
+                assert dockerd.poll() is None, "the first to stop took the engine from the other user"
+                assert (tmp_path / "cache" / "dockerd.pid").exists()
+        assert dockerd.wait(30) == -signal.SIGTERM, "the last user did not stop it"
+        assert not (tmp_path / "cache" / "dockerd.pid").exists()
     finally:
-        proc.kill()
-        proc.wait()
+        for p in (*users, dockerd):
+            p.kill()
+            p.wait()
 
 
+@pytest.mark.installs
 def test_hadolint(tools: Path) -> None:
     hadolint = tools / "bin" / "hadolint"
     if not hadolint.exists():
