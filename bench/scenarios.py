@@ -81,6 +81,23 @@ class RunResult:
         return self.lines / self.wall if self.wall > 0 else float("nan")
 
 
+def _read_back(ctx: Ctx, topic: str, path: Path, n: int, key: str) -> tuple[int, bool, str, Any]:
+    """The topic read back: (messages, whether they are the file's n lines, why not, the first message);
+    `key`: the JSON field that holds the line (the agent's "data", Fluent Bit's "log")."""
+    assert ctx.tools is not None
+    count, _high, first, last = ctx.tools.consume(topic)
+    ok = count == n
+    note = "" if ok else f"consumed {count} != {n}"
+    if first is not None:
+        f_line, l_line = read_first_last(path)
+        try:
+            if json.loads(first.value())[key] != f_line or json.loads(last.value())[key] != l_line:
+                ok, note = False, (note + " first/last line differ").strip()
+        except (ValueError, KeyError) as exc:
+            ok, note = False, f"bad message: {exc}"
+    return count, ok, note, first
+
+
 def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
                          profile_out: Path | None = None, spy_args: tuple[str, ...] = (),
                          entry_extra: dict[str, Any] | None = None,
@@ -147,16 +164,7 @@ def agent_throughput_run(ctx: Ctx, path: Path, n: int, label: str,
         raise BenchError(f"agent delivered {delivered:.0f}/{n} lines within {ctx.args.run_timeout}s:\n"
                          f"{agent.log_tail(30)}")
     wall = t_done - agent.t_spawn
-    count, _high, first, last = ctx.tools.consume(topic)
-    ok = count == n
-    note = "" if ok else f"consumed {count} != {n}"
-    if first is not None:
-        f_line, l_line = read_first_last(path)
-        try:
-            if json.loads(first.value())["data"] != f_line or json.loads(last.value())["data"] != l_line:
-                ok, note = False, (note + " first/last line differ").strip()
-        except (ValueError, KeyError) as exc:
-            ok, note = False, f"bad message: {exc}"
+    count, ok, note, first = _read_back(ctx, topic, path, n, "data")
     if code != 0:
         note = (note + f" exit {code}").strip()
     ctx.tools.delete_topic(topic)
@@ -245,15 +253,7 @@ def fluent_bit_throughput_run(ctx: Ctx, path: Path, n: int, label: str) -> RunRe
     if t1 is None or cpu is None:
         raise BenchError(f"Fluent Bit did not send {n:,} lines within {ctx.args.run_timeout}s "
                          f"(exit {proc.returncode}):\n" + (wd / "fluent-bit.log").read_text(errors="replace")[-2000:])
-    count, _high, first, last = ctx.tools.consume(topic)
-    ok, note = count == n, "" if count == n else f"consumed {count} != {n}"
-    if first is not None:
-        f_line, l_line = read_first_last(path)
-        try:
-            if json.loads(first.value())["log"] != f_line or json.loads(last.value())["log"] != l_line:
-                ok, note = False, (note + " first/last line differ").strip()
-        except (ValueError, KeyError) as exc:
-            ok, note = False, f"bad message: {exc}"
+    count, ok, note, first = _read_back(ctx, topic, path, n, "log")
     ctx.tools.delete_topic(topic)
     return RunResult("Fluent Bit", n, t1 - t0, cpu, peak_kb, b1 - b0, count, ok, note,
                      msg_bytes=len(first.value()) if first is not None else 0)
