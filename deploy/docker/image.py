@@ -160,15 +160,11 @@ class Engine:
             lock.close()
 
     def _stop_proc(self, timeout: float) -> None:
-        """SIGTERM the dockerd this process started (it stops its containerd too)."""
+        """Stop the dockerd this process started (it stops its containerd too), and reap it."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _stop_pid(self.proc.pid, timeout)
+        self.proc.wait()
 
 
 def _pid_file() -> Path:
@@ -187,7 +183,7 @@ def _started_dockerd() -> int | None:
 
 
 def _stop_pid(pid: int, timeout: float) -> None:
-    """SIGTERM a dockerd another process started; SIGKILL when it still runs after `timeout`."""
+    """SIGTERM a dockerd (this process's or another's); SIGKILL when it still runs after `timeout`."""
     try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
