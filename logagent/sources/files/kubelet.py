@@ -135,6 +135,8 @@ class PodMetadata:
         self._unknown: set[str] = set()  # asked for, and not in the last list
         self._wanted: set[str] = set()  # asked for since the last list began
         self._listed = asyncio.Event()  # set when a list ends; a new one for each
+        self._begun = 0  # lists begun so far
+        self._ended = 0  # the number of the last list that ended (they run one at a time)
         self._failing = False  # the last list failed
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +157,14 @@ class PodMetadata:
         if self.known(uid) or self._failing or self._task is None or self._task.done():
             return self._pods.get(uid)
         self._wanted.add(uid)
-        await self._listed.wait()  # the next list to end (each list ends with a new event)
+        # The list under way, if it has the pod; else one begun from now on: the one under way may have
+        # been answered before the pod was made (its first line went out without its labels). The
+        # next begins at most an interval after that one did.
+        after = self._begun
+        while self._task is not None and not self._task.done():
+            await self._listed.wait()  # each list ends with a new event
+            if uid in self._pods or self._ended > after or self._failing:
+                break
         return self._pods.get(uid)
 
     def subscribe(self, listener: Listener) -> None:
@@ -212,6 +221,8 @@ class PodMetadata:
     async def refresh(self) -> None:
         """One list request; the cache updated, the listeners told what changed, the waiters woken."""
         wanted, self._wanted = self._wanted, set()
+        self._begun += 1
+        number = self._begun
         try:
             body = await asyncio.to_thread(self._fetch)
             listed = await asyncio.to_thread(parse_pod_list, body, self.settings.annotations, time.time())
@@ -230,6 +241,7 @@ class PodMetadata:
                 self._last_error = ""
             await self._update(listed, wanted)
         finally:
+            self._ended = number
             done, self._listed = self._listed, asyncio.Event()
             done.set()
 

@@ -94,7 +94,7 @@ class EntryRunner:
             paths = [self.entry.path]
         for path in paths:
             if path not in self.tailers and not os.path.lexists(path):
-                for copy in self._recover(path, self._spec()):
+                for copy in self._recover(path, self._spec())[0]:
                     self._run(copy)
 
     def _spec(self) -> SourceSpec:
@@ -347,10 +347,11 @@ class EntryRunner:
         since = None
         if not history and not start_at_end and self.entry.format != "plain":
             since = self.ctx.registry.applied_at(self.entry.path)
-        for copy in self._recover(path, spec, history, current, since):
+        earlier, newer = self._recover(path, spec, history, current, since)
+        for copy in earlier:
             self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
         if not opened:
-            return False
+            return False  # (newer is empty: files newer than the current one need one to be open)
         if path in self._errors:
             log.info("%s: collecting now", shown)
             del self._errors[path]
@@ -358,39 +359,53 @@ class EntryRunner:
         self.tailers[path] = tailer
         self._watch(os.path.dirname(path))
         self._run(tailer)
+        for copy in newer:  # rotated on since the tailer opened its file: read after it
+            self._chain(path, copy)
+            self._run(copy)
         return True
 
     def _recover(self, path: str, spec: SourceSpec, history: list[tuple[str, RegistryEntry]] | None = None,
-                 current: tuple[int, int] | None = None, unseen_since: float | None = None) -> list[CopyTailer]:
+                 current: tuple[int, int] | None = None,
+                 unseen_since: float | None = None) -> tuple[list[CopyTailer], list[CopyTailer]]:
         """Tailers for the earlier files of `path` that still hold unread lines (rotated away while
         the agent was stopped, or while it could not keep up), chained oldest first after the
-        path's newest tailer; recovery.plan finds them."""
+        path's newest tailer; recovery.plan finds them. And, not chained yet, tailers for the files
+        found newer than the `current` one (rotation went on after its tailer opened it): the caller
+        chains them after that tailer."""
         folders = self._folders_index or FolderIndex()
         route = self._route_for(path)
         if route is None:
-            return []
+            return [], []
 
         def held(dev: int, ino: int) -> bool:
             return self.ctx.claims.holder((dev, ino)) is not None
 
-        copies: list[CopyTailer] = []
+        def head_held(dev: int, ino: int) -> bytes | None:
+            holder = self.ctx.claims.holder((dev, ino))
+            return holder.first_bytes() if isinstance(holder, FileTailer) else None
+
         found = plan(path, self.ctx.registry, self.ctx.spool, held, folders, self.ctx.registry.owned,
-                     known=history, current=current, unseen_since=unseen_since)
+                     known=history, current=current, unseen_since=unseen_since, head_held=head_held)
         gens = apply(found, self.ctx.registry)
         first_seen = self._first_seen_before(current, gens)
-        for gen in gens:
-            copy = CopyTailer(path, route, self.ctx, spec, gen, first_seen=first_seen.get(id(gen)))
-            copy.origin = self.entry.path
-            self._await_pod(copy)
-            try:
-                copy.open()
-            except SourceError as exc:
-                copy.give_up(exc)
-                continue
+        earlier = [c for c in (self._copy_tailer(path, route, spec, g, first_seen.get(id(g))) for g in gens) if c]
+        for copy in earlier:
             self._chain(path, copy)
-            self.draining.add(copy)
-            copies.append(copy)
-        return copies
+        return earlier, [c for c in (self._copy_tailer(path, route, spec, g) for g in found.later) if c]
+
+    def _copy_tailer(self, path: str, route: Route, spec: SourceSpec, gen: Generation,
+                     first_seen: float | None = None) -> CopyTailer | None:
+        """A tailer for one generation of `path`, its sources open; None when it cannot be read (said)."""
+        copy = CopyTailer(path, route, self.ctx, spec, gen, first_seen=first_seen)
+        copy.origin = self.entry.path
+        self._await_pod(copy)
+        try:
+            copy.open()
+        except SourceError as exc:
+            copy.give_up(exc)
+            return None
+        self.draining.add(copy)
+        return copy
 
     def _first_seen_before(self, current: tuple[int, int] | None, gens: list[Generation]) -> dict[int, float]:
         """First-seen times for the generations never seen that are read before the file now at the

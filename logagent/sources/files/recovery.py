@@ -138,6 +138,9 @@ class Plan:
 
     generations: list[Generation] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    # Generations never seen that were written after the current file: rotation went on between
+    # its tailer's open and the listing (see _before_current). Read after it, oldest first.
+    later: list[Generation] = field(default_factory=list)
 
 
 def apply(plan: Plan, registry: Registry) -> list[Generation]:
@@ -291,10 +294,15 @@ def find_copy(path: str, fp: str, fp_len: int, past: int, exclude: tuple[int, in
     return None
 
 
+def _no_head(dev: int, ino: int) -> bytes | None:
+    return None
+
+
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
          folders: FolderIndex, owned: AbstractSet[str] = frozenset(),
          known: list[tuple[str, RegistryEntry]] | None = None,
-         current: tuple[int, int] | None = None, unseen_since: float | None = None) -> Plan:
+         current: tuple[int, int] | None = None, unseen_since: float | None = None,
+         head_held: Callable[[int, int], bytes | None] = _no_head) -> Plan:
     """The earlier generations of `path` to read before its current file, oldest first, and the
     steps that go with them (see the module docstring: nothing is changed here). `held`:
     is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
@@ -303,7 +311,9 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     (device, inode) of the file a tailer opened at the path (else the path is looked at).
     `unseen_since`: for a path the registry has no entry of, the time since which its files are
     collected: rotated files of it written after that are generations never seen (a pod's 0.log
-    renamed by the kubelet before the agent first looked at the path), else none are."""
+    renamed by the kubelet before the agent first looked at the path), else none are. `head_held`: the
+    first bytes of a file (device, inode) a tailer of this process holds open, read through its
+    descriptor, or None."""
     if known is None:
         known = registry.entries_for(path)
     steps: list[Step] = []
@@ -399,14 +409,54 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
         if (entry.dev, entry.ino) not in by_inode:
             steps += [Finish(key), _lost(path, entry, [])]
     newest = max(e.since for _, e in known) if known else unseen_since or 0.0
+    later: list[Generation] = []
     if replaced:
-        found.extend(_unseen(path, newest, sure, listing, head_of, held, current, steps))
-    log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s",
+        fps = {(e.fp, e.fp_len) for _, e in sure}
+        # The current file's first bytes, through its tailer's descriptor: a copy of it is not an
+        # earlier generation (it may have been renamed and compressed since its tailer opened it).
+        mine = head_held(*current) if current is not None else None
+        if mine:
+            fps.add((fingerprint_of(mine), len(mine)))
+        before, later = _around_current(_unseen(path, newest, fps, listing, head_of, held, current, steps),
+                                        current, mine, listing, head_of, base)
+        found.extend(before)
+    log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s, after it: %s",
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
-              newest, len(listing),
-              [(g.kind, os.path.basename(g.where), g.start) for g in found])
+              newest, len(listing), [(g.kind, os.path.basename(g.where), g.start) for g in found],
+              [(g.kind, os.path.basename(g.where)) for g in later])
     found.sort(key=lambda g: _written_order(g, base))
-    return Plan(found, steps)
+    later.sort(key=lambda g: _written_order(g, base))
+    return Plan(found, steps, later)
+
+
+def _around_current(unseen: list[Generation], current: tuple[int, int] | None, mine: bytes | None,
+                    listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
+                    base: str) -> tuple[list[Generation], list[Generation]]:
+    """The generations never seen that were written before the current file, and those written
+    after it. A tailer opens the file at the path, then the folder is listed: if the file
+    was renamed in between and rotation went on (the kubelet renames 0.log, makes a new one and
+    rotates that too within a second), the listing holds files newer than it, which must be read
+    after it. Its place among them is where it is now: under a rotated name (by its inode), else
+    as a compressed copy (by its first bytes `mine`); still at the path, every one is older."""
+    if current is None or not unseen:
+        return unseen, []
+    here: Generation | None = None
+    for p, s in listing:
+        name = os.path.basename(p)
+        if not is_rotated_name(name, base):
+            continue
+        if (s.st_dev, s.st_ino) == current:
+            here = Generation("file", p, 0, s.st_mtime, s.st_dev, s.st_ino, "", 0, None, s.st_mtime)
+            break
+        if mine and compression_of(name) and here is None:
+            head = head_of(p)
+            if head is not None and len(head) >= len(mine) and head[: len(mine)] == mine:
+                here = Generation("compressed", p, 0, s.st_mtime, s.st_dev, s.st_ino, "", 0, None, s.st_mtime)
+    if here is None:
+        return unseen, []
+    place = _written_order(here, base)
+    return ([g for g in unseen if _written_order(g, base) <= place],
+            [g for g in unseen if _written_order(g, base) > place])
 
 
 def _written_order(gen: Generation, base: str) -> tuple[int, float, str, float]:
@@ -451,7 +501,7 @@ def _lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> Lost:
                 f"written to it after the agent stopped are lost{known}{hint}", at_stake=at_stake)
 
 
-def _unseen(path: str, newest: float, sure: list[tuple[str, RegistryEntry]],
+def _unseen(path: str, newest: float, fps: set[tuple[str, int]],
             listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
             held: Callable[[int, int], bool], current: tuple[int, int] | None,
             steps: list[Step]) -> list[Generation]:
@@ -461,7 +511,6 @@ def _unseen(path: str, newest: float, sure: list[tuple[str, RegistryEntry]],
     being made of it, or one file listed under two names): candidates with the same first bytes
     are one generation, read from the plain file if it can be opened, else from its compressed copy."""
     base = os.path.basename(path)
-    fps = {(e.fp, e.fp_len) for _, e in sure}
     groups: list[tuple[bytes, list[Generation]]] = []  # (first bytes, the candidates that share them)
     for p, s in listing:
         name = os.path.basename(p)

@@ -167,6 +167,17 @@ class FileTailer(Shipper):
         nl = tail.rfind(b"\n")
         return size - look + nl + 1 if nl >= 0 else size
 
+    def first_bytes(self) -> bytes | None:
+        """Up to FINGERPRINT_BYTES first bytes of the file, read through its descriptor whatever became
+        of its name (renamed, compressed and unlinked); None while it is closed or cannot be read.
+        Recovery asks for them when the file was opened empty: its entry has no fingerprint yet."""
+        if self.fd is None:
+            return None
+        try:
+            return os.pread(self.fd, FINGERPRINT_BYTES, 0)
+        except OSError:
+            return None
+
     def close_idle(self, why: str) -> None:
         """Close the descriptor but keep identity and offsets; reopened when the file changes."""
         if self.fd is None:

@@ -496,3 +496,55 @@ def test_an_unseen_generation_compressed_while_it_is_planned_is_read_from_its_co
     assert [(g.kind, os.path.basename(g.where)) for g in found.generations] == [
         ("file", "0.log.20261206-100001"), ("compressed", "0.log.20261206-100002.gz")]
     assert not [s for s in found.steps if type(s).__name__ == "Lost"]
+
+
+
+def test_files_rotated_on_after_the_current_one_opened_are_read_after_it_and_its_copy_not_at_all(
+        tmp_path: Path) -> None:
+    """A tailer opens 0.log; before the folder is listed for the files rotated before it, the kubelet
+    renames it, makes a new 0.log, renames that one too and compresses the first (its tailer still
+    reads it through its descriptor). The newer file was planned before it (lines out of order: 2 of
+    90,720 in a run of 180 pods) and its compressed copy as a generation never seen (read twice: 101
+    lines in 1 of 5 full runs under load). Now the file rotated before it comes first, the newer
+    one after it, and its copy not at all; without its tailer's first bytes, as before."""
+    reg = Registry(tmp_path / "data")
+    log = tmp_path / "0.log"
+    log.write_bytes(_lines("gen0", 10))
+    _known(reg, log, 0)
+    log.rename(tmp_path / "0.log.20261206-100000")
+    log.write_bytes(_lines("gen1", 10))
+    log.rename(tmp_path / "0.log.20261206-100001")
+    (tmp_path / "0.log.20261206-100001.gz").write_bytes(gzip.compress(_lines("gen1", 10)))
+    (tmp_path / "0.log.20261206-100001").unlink()
+    gen2 = _lines("gen2", 10)
+    log.write_bytes(gen2)
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    owned = {k for k, _ in history} | {identity_key(*current)}
+    held_fd = os.open(log, os.O_RDONLY)  # its tailer's
+    try:
+        log.rename(tmp_path / "0.log.20261206-100002")  # rotation goes on before the listing
+        log.write_bytes(_lines("gen3", 10))
+        log.rename(tmp_path / "0.log.20261206-100003")
+        log.write_bytes(_lines("gen4", 10))
+
+        def held(dev: int, ino: int) -> bool:
+            return (dev, ino) == current or reg.lookup(dev, ino) is not None
+
+        def head_held(dev: int, ino: int) -> bytes | None:
+            return os.pread(held_fd, FINGERPRINT_BYTES, 0) if (dev, ino) == current else None
+
+        def planned(**kw: object) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+            found = plan(str(log), reg, None, held, FolderIndex(), owned, known=history, current=current, **kw)
+            return ([(g.kind, os.path.basename(g.where)) for g in found.generations],
+                    [(g.kind, os.path.basename(g.where)) for g in found.later])
+
+        before, after = [("compressed", "0.log.20261206-100001.gz")], [("file", "0.log.20261206-100003")]
+        assert planned(head_held=head_held) == (before, after)  # found under its rotated name
+        (tmp_path / "0.log.20261206-100002.gz").write_bytes(gzip.compress(gen2))
+        (tmp_path / "0.log.20261206-100002").unlink()
+        assert planned(head_held=head_held) == (before, after)  # found by its first bytes
+        blind = planned()
+        assert ("compressed", "0.log.20261206-100002.gz") in blind[0] and blind[1] == []
+    finally:
+        os.close(held_fd)
