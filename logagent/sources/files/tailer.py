@@ -130,8 +130,14 @@ class FileTailer(Shipper):
         self.fp, self.fp_len = fingerprint(fd)
         saved = self._registry.lookup(st.st_dev, st.st_ino)
         self._decided = True  # a new decision, unless the registry had one
-        if saved is not None and fingerprint(fd, saved.fp_len)[0] != saved.fp:
-            self._registry.archive(st.st_dev, st.st_ino)  # a reused inode: the old file may still be owed
+        # A reused inode: the old file may still be owed. An entry seen only empty has no first bytes
+        # to tell; one of another name is another file (a folder where files come and go hands a
+        # deleted file's inode number to the next new one: taken over, the new file's offsets went
+        # under the other name, where a restart did not look for them, and that name's recovery
+        # read the new file as one of its own).
+        if saved is not None and (fingerprint(fd, saved.fp_len)[0] != saved.fp
+                                  or (saved.fp_len == 0 and saved.path != self.path)):
+            self._registry.archive(st.st_dev, st.st_ino)
             saved = None
         if saved is not None:
             start = saved.offset if saved.offset <= st.st_size else 0

@@ -991,3 +991,34 @@ async def test_what_the_callback_does_not_read_the_loop_reads(harness: Callable[
     t2.notify(named=False)
     assert t2._wake.is_set()  # the loop starts over
     assert data(await h.batches()) == ["after truncation"]
+
+
+async def test_a_new_file_given_the_inode_of_another_names_file_seen_only_empty_is_a_file_of_its_own(
+        harness: Callable[..., Harness]) -> None:
+    """svc14.log was seen only empty (no fingerprint) and deleted; svc15.log's next file got its inode
+    number. The entry was taken over: svc15.log's offsets went under svc14.log's name, a restart's
+    recovery of svc15.log did not know that file (50 lines lost) and svc14.log's read it as one of its
+    own (kill -9 with logrotate, 1 in 5 runs of 20 files). Now the old entry is archived and the new
+    file has an entry of its own; a file of the same name seen only empty is still taken as itself."""
+    h = harness()
+    new = h.tmp / "svc15.log"
+    new.write_text("svc15 line 1\n")
+    st = new.stat()
+    other = str(h.tmp / "svc14.log")
+    h.registry.update(st.st_dev, st.st_ino, other, 0, fingerprint_of(b""), 0)
+    t = h.tailer(new)
+    t.open()
+    entry = h.registry.get(t.reg_key)
+    assert entry is not None and entry.path == str(new)
+    assert [k for k, _ in h.registry.entries_for(str(new))] == [t.reg_key]
+    assert [e.fp_len for _, e in h.registry.entries_for(other)] == [0], "kept, under its uid"
+    t.close()
+    same = h.tmp / "app.log"
+    same.write_text("")
+    st = same.stat()
+    key = h.registry.update(st.st_dev, st.st_ino, str(same), 0, fingerprint_of(b""), 0)
+    same.write_text("app line 1\n")
+    t2 = h.tailer(same)
+    t2.open()
+    assert t2.reg_key == key and len(h.registry.entries_for(str(same))) == 1
+    t2.close()
