@@ -417,8 +417,12 @@ class EntryRunner:
         unseen = [g for g in gens if g.key is None]
         if entry is None or not unseen:
             return {}
-        # Within the second before that file's (a first-seen time is also shown as a date).
-        newest = max((g.since for g in gens if g.key is not None), default=0.0)
+        # Within the second before that file's (a first-seen time is also shown as a date), after every
+        # generation of the path first seen before it: the planned ones, and those read by a tailer
+        # now (a restart ordered such an earlier file after these, and joined a line one of them
+        # ends with to that file's first line).
+        older = [e.since for _, e in self.ctx.registry.entries_for(entry.path) if e.since < entry.since]
+        newest = max([*older, *(g.since for g in gens if g.key is not None)], default=0.0)
         lowest = max(newest, entry.since - 1.0)
         if lowest >= entry.since:
             return {}

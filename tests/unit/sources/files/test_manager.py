@@ -395,6 +395,39 @@ async def test_an_earlier_file_first_seen_at_a_start_is_ordered_before_the_file_
         await second.watcher.stop()
 
 
+
+async def test_a_file_never_seen_found_beside_a_running_reader_is_ordered_after_its_file(tmp_path: Path):
+    """app.log is read; before the rename is seen, it is renamed and the next file is written and
+    renamed too: that one, never seen, got a first-seen time from the current file's alone (a second
+    before it), earlier than the file still being read. A restart ordered it first, and joined the
+    line it ends with to the older file's first line (kill -9 with kubelet rotation, 1 in 2 runs)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text("g0 line 1\n")
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
+                         registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=new_watcher())
+    runner = EntryRunner(CollectEntry(str(log), "t"), ctx)
+    try:
+        await runner.scan()
+        g0 = os.stat(log)
+        await asyncio.sleep(0.01)
+        os.rename(log, logs / "app.log.2")
+        log.write_text("g1 line 1\n")
+        g1 = os.stat(log)
+        os.rename(log, logs / "app.log.1")
+        log.write_text("g2 line 1\n")
+        g2 = os.stat(log)
+        runner.tailers[str(log)].check_name()  # the rename seen: g2 opens, g1 is found
+        await eventually(lambda: str(log) in runner.tailers, what="the next file opened")
+        since = {(e.dev, e.ino): e.since for _, e in ctx.registry.entries_for(str(log))}
+        assert sorted(since, key=lambda k: since[k]) == [(s.st_dev, s.st_ino) for s in (g0, g1, g2)], since
+    finally:
+        await runner.stop()
+        await ctx.watcher.stop()
+
+
 async def test_files_rotated_on_while_the_next_file_is_opened_are_read_once_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The kubelet renames 0.log; the runner opens the new 0.log, and before it lists the folder for
