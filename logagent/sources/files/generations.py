@@ -165,6 +165,7 @@ class CopyTailer(Shipper):
         self.after = after
         self.dev, self.ino, self.fp, self.fp_len = gen.dev, gen.ino, gen.fp, gen.fp_len
         self.read_pos = self.acks.rewind(gen.start)
+        self.resumed_at = gen.start if gen.key is not None else 0
         self._splitter.reset(gen.start)
         self._sources: list[tuple[str, Source]] = []
         self._claimed = False

@@ -157,6 +157,9 @@ class Shipper:
         # A line this file ended with, continued by the next file of the path (carried there):
         self.successor: Shipper | None = None  # the next file of the path, once its reader exists
         self._carry_handed = False  # handed over, and not yet acknowledged in the next file
+        # Where an earlier run left this file acknowledged and this one began reading it (0: from its
+        # start). Past 0, its first records, which end a line an earlier file began, went out then.
+        self.resumed_at = 0
         self._carry_delivered = False  # ... now acknowledged there: this file is acknowledged to its end
         # A line an earlier file of the path began, which this file goes on with:
         self._carry_in: list[Chain] = []  # as it was handed over (seeded again after a rewind)
@@ -426,6 +429,14 @@ class Shipper:
             return []
         successor = self.successor
         chains = joiner.take()
+        if successor is not None and successor.resumed_at > 0 and not self._carried_from:
+            # Read again after a restart: the next file, acknowledged past its first records, sent
+            # this line whole then (this file's offset had not been saved past it). Not sent again,
+            # cut; this file is acknowledged to its end with its other lines.
+            log.debug("%s: the partial line at its end went out whole before the restart", self.name)
+            self._carry_handed = self._carry_delivered = True
+            self._settle_carry()
+            return []
         if successor is not None and successor.accept_carry(chains, [*self._carried_from, self]):
             self._carry_handed = True
             self._carried_from, self._carry_in = [], []  # the next file answers for them now

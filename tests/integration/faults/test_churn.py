@@ -1,0 +1,156 @@
+"""Rotation churn, alone and with kill -9 at random moments: many files rotated the way logrotate does
+it (numbered, compressed through .gz.tmp) and many pods' logs rotated by the kubelet, written without
+waiting for the agent. Every line must come out whole, under its own path; without kills once and
+in order. The moments are random (a seed per run, in every failure message: LOGAGENT_TEST_SEED=<n>
+replays one): each of these races was found this way, none by a fixed schedule (a new file given
+the inode number of another name's empty file; a file rotated on between an open and a listing; a
+file never seen ordered before an older one at a restart)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_kubernetes import _k8s_agent, _pod_lines, _rotate_between_records
+from tests.kit import KafkaReader, PodTree, new_topic, tally_pods
+
+FAST = {"shutdown_timeout": "3", "registry_flush_interval": "0.5"}
+
+
+class Seeded(random.Random):
+    """The run's random moments, from a seed said in every failure."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.seed_value = seed
+
+    def replay(self) -> str:
+        return f"(replay: LOGAGENT_TEST_SEED={self.seed_value})"
+
+
+@pytest.fixture
+def rnd() -> Seeded:
+    return Seeded(int(os.environ.get("LOGAGENT_TEST_SEED") or time.time_ns() % 2**32))
+
+
+def _read_until(reader: KafkaReader, done: Callable[[list[Any]], bool], timeout: float = 90) -> list[Any]:
+    """Messages until `done` says all came (or the timeout: the caller says what is missing), then
+    until nothing more comes for 2 s (lines sent twice after a kill come too)."""
+    deadline = time.monotonic() + timeout
+    while not done(reader.values()) and time.monotonic() < deadline:
+        for _ in range(4):
+            reader.poll(0.5)
+    reader.settle(quiet=2)
+    return reader.values()
+
+
+def logrotate_once(log: Path, rnd: Seeded) -> None:
+    """logrotate's `rotate` with `compress` and `delaycompress`, most of the time: app.log.k -> .k+1,
+    app.log -> .1, a new app.log; .2 compressed through .2.gz.tmp (keeping its times, as gzip does)
+    and then unlinked. One time in five .2 stays plain."""
+    n = 1
+    while any((log.parent / f"{log.name}.{n}{ext}").exists() for ext in ("", ".gz")):
+        n += 1
+    for k in range(n - 1, 0, -1):
+        for ext in ("", ".gz"):
+            if (log.parent / f"{log.name}.{k}{ext}").exists():
+                os.rename(log.parent / f"{log.name}.{k}{ext}", log.parent / f"{log.name}.{k + 1}{ext}")
+    os.rename(log, log.parent / f"{log.name}.1")
+    log.touch()
+    two = log.parent / f"{log.name}.2"
+    if two.exists() and rnd.random() < 0.8:
+        tmp = log.parent / f"{log.name}.2.gz.tmp"
+        with open(two, "rb") as src, gzip.open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        st = two.stat()
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.rename(tmp, log.parent / f"{log.name}.2.gz")
+        two.unlink()
+
+
+def _kill_now(agent, rnd: Seeded) -> bool:  # type: ignore[no-untyped-def]
+    """kill -9 now, then start again after up to 0.3 s, waiting for it to be ready or not."""
+    agent.kill()
+    time.sleep(rnd.random() * 0.3)
+    agent.start(wait_ready=rnd.random() < 0.5)
+    return True
+
+
+@pytest.mark.parametrize("kills", [False, True], ids=["running", "killed"])
+def test_many_files_rotated_by_logrotate(kills, make_agent, kafka, logdir, results, rnd):  # type: ignore[no-untyped-def]
+    """20 files in one folder (empty when the agent starts), 8 rounds of 50 lines each, most rounds
+    rotated: every line under its own path; without kills once and in order."""
+    folder = logdir / "churn"
+    folder.mkdir()
+    files = [folder / f"svc{i}.log" for i in range(20)]
+    for f in files:
+        f.touch()
+    topic = new_topic("churn")
+    agent = make_agent(files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}], extra={"agent": FAST})
+    written: dict[str, list[str]] = {str(f): [] for f in files}
+    killed = 0
+    for r in range(8):
+        for f in files:
+            lines = [f"{f.name} gen {r} line {j:04d} " + "z" * rnd.randrange(60) for j in range(50)]
+            with open(f, "a") as out:
+                out.write("".join(line + "\n" for line in lines))
+            written[str(f)] += lines
+            if rnd.random() < 0.7:
+                logrotate_once(f, rnd)
+            if kills and rnd.random() < 0.03:
+                killed += _kill_now(agent, rnd)
+    total = sum(len(v) for v in written.values())
+    unique = {line for lines in written.values() for line in lines}
+    with KafkaReader(kafka, topic) as reader:
+        messages = _read_until(reader, lambda got: unique <= {m["data"] for m in got})
+    got: dict[str, list[str]] = {}
+    for m in messages:
+        got.setdefault(m["path"], []).append(m["data"])
+    wrong = sorted(set(got) - set(written))
+    missing = {os.path.basename(p): len(set(lines) - set(got.get(p, []))) for p, lines in written.items()}
+    missing = {p: n for p, n in missing.items() if n}
+    dups = sum(len(v) - len(set(v)) for v in got.values())
+    how = f"kill -9 {killed}x" if kills else "running"
+    results.add(f"20 files x 8 logrotates, {how}",
+                written=total, delivered=sum(len(v) for v in got.values()), missing=sum(missing.values()),
+                duplicated=dups)
+    assert not wrong and not missing, f"{rnd.replay()} killed {killed}x; missing per file {missing}; paths {wrong}"
+    if not kills:
+        assert dups == 0 and all(got[p] == lines for p, lines in written.items()), \
+            f"{rnd.replay()} every line once, in the order written"
+
+
+@pytest.mark.parametrize("kills", [False, True], ids=["running", "killed"])
+def test_many_pods_rotated_by_the_kubelet(kills, make_agent, kafka, tmp_path, results, rnd):  # type: ignore[no-untyped-def]
+    """Pods made before the agent starts (their logs empty), then, group by group, four kubelet
+    rotations each, a line split by each: every line whole; without kills once and in order."""
+    tree = PodTree(tmp_path / "pods")
+    groups = [[tree.add_pod("shop", f"web{k}-{i}", ("app",)) for i in range(3)] for k in range(16 if kills else 30)]
+    topic = new_topic("churn-k8s")
+    agent = _k8s_agent(make_agent, tree, topic, tmp_path, **FAST)
+    killed = 0
+    for pods in groups:
+        for r in range(4):
+            for pod in pods:
+                tree.write(pod, "app", _pod_lines(pod, "app", 100 * r, 100))
+                _rotate_between_records(tree, pod, "app", r)
+                if kills and rnd.random() < 0.04:
+                    killed += _kill_now(agent, rnd)
+        for pod in pods:
+            tree.write(pod, "app", _pod_lines(pod, "app", 400, 100))
+    with KafkaReader(kafka, topic) as reader:
+        t = tally_pods(tree, _read_until(reader, lambda got: tally_pods(tree, got).missing == 0))
+    how = f"kill -9 {killed}x" if kills else "running"
+    results.add(f"{3 * len(groups)} pods x 4 kubelet rotations, {how}",
+                written=t.written, delivered=t.delivered, missing=t.missing, duplicated=t.duplicated)
+    assert not (t.missing or t.unexpected or t.no_identity), f"{rnd.replay()} killed {killed}x: {t.describe()}"
+    if not kills:
+        assert t.ok, f"{rnd.replay()} {t.describe()}"
