@@ -171,6 +171,12 @@ class FolderIndex:
             found = self._inodes[folder] = {(s.st_dev, s.st_ino): p for p, s in self.files(folder)}
         return found
 
+    def forget(self, folder: str) -> None:
+        """The next look lists `folder` again."""
+        self._folders.pop(folder, None)
+        self._inodes.pop(folder, None)
+        self._stamps.pop(folder, None)
+
     def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
         """The regular files of `folder`. Listed twice and merged: a readdir racing logrotate's
         renames (app.log.2.gz -> app.log.3.gz ...) can miss a file that moved during the listing."""
@@ -200,11 +206,37 @@ class FolderIndex:
         return found
 
 
-def _plain_head(path: str, length: int = FINGERPRINT_BYTES) -> bytes | None:
-    """The first bytes of a plain file (never through a symlink); None when it cannot be read."""
+class Relisted(Exception):
+    """A name of the folder's listing leads to another file now: rotation renamed files since."""
+
+
+Identities = AbstractSet[tuple[int, int]]
+
+
+def _open_head(path: str, expect: Identities | None) -> int | None:
+    """`path` opened to read its first bytes (never through a symlink); None when it cannot be.
+    With `expect` (the (device, inode) the listing gave the name), raises Relisted when the name
+    leads to another file now: its bytes would be taken for the listed file's."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
+        return None
+    if expect is not None:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if (st.st_dev, st.st_ino) not in expect:
+            os.close(fd)
+            raise Relisted(path)
+    return fd
+
+
+def _plain_head(path: str, length: int = FINGERPRINT_BYTES, expect: Identities | None = None) -> bytes | None:
+    """The first bytes of a plain file; None when it cannot be read (see _open_head)."""
+    fd = _open_head(path, expect)
+    if fd is None:
         return None
     try:
         return os.pread(fd, length, 0)
@@ -217,13 +249,13 @@ def _plain_fp(path: str, length: int) -> str | None:
     return None if head is None else fingerprint_of(head)
 
 
-def _compressed_head(path: str, ext: str) -> bytes | None:
+def _compressed_head(path: str, ext: str, expect: Identities | None = None) -> bytes | None:
     """Up to FINGERPRINT_BYTES first decompressed bytes of a copy: fewer when that is all it holds yet
     (a copy still being written); None when it cannot be opened or is not in its format. Decompressed
-    step by step, never more than needed (a small copy can expand to gigabytes)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    step by step, never more than needed (a small copy can expand to gigabytes). `expect`: see
+    _open_head."""
+    fd = _open_head(path, expect)
+    if fd is None:
         return None
     out = b""
     dec = _DECOMPRESSORS[ext]()
@@ -298,11 +330,35 @@ def _no_head(dev: int, ino: int) -> bytes | None:
     return None
 
 
+RELISTS = 3  # listings of a folder a plan tries while rotation renames files under it
+
+
 def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
          folders: FolderIndex, owned: AbstractSet[str] = frozenset(),
          known: list[tuple[str, RegistryEntry]] | None = None,
          current: tuple[int, int] | None = None, unseen_since: float | None = None,
          head_held: Callable[[int, int], bytes | None] = _no_head) -> Plan:
+    """_plan, on a listing of the folder whose names still lead to the files it listed when their
+    first bytes are read. Rotation may rename them in between (logrotate's app.log.1 -> .2, then a
+    new .1): the first bytes of another file were taken for a listed one's (a generation never seen
+    got the current file's fingerprint, its copy was looked for by that, and its lines were lost: 1
+    in 30 runs of 20 files rotated every few milliseconds). The folder is listed again, a few times;
+    then the plan is made as before, unchecked."""
+    folder = os.path.dirname(path) or "."
+    for _ in range(RELISTS):
+        try:
+            return _plan(path, registry, spool, held, folders, owned, known, current, unseen_since, head_held, True)
+        except Relisted as exc:
+            log.debug("recovery of %s: %s was renamed since the folder was listed; listing it again",
+                      display_name(path), display_name(str(exc)))
+            folders.forget(folder)
+    return _plan(path, registry, spool, held, folders, owned, known, current, unseen_since, head_held, False)
+
+
+def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int, int], bool],
+          folders: FolderIndex, owned: AbstractSet[str], known: list[tuple[str, RegistryEntry]] | None,
+          current: tuple[int, int] | None, unseen_since: float | None,
+          head_held: Callable[[int, int], bytes | None], checked: bool) -> Plan:
     """The earlier generations of `path` to read before its current file, oldest first, and the
     steps that go with them (see the module docstring: nothing is changed here). `held`:
     is a file (device, inode) open in a tailer now; `owned`: registry keys tailers of this process
@@ -367,10 +423,15 @@ def plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[int
     by_inode = folders.by_inode(folder)
     heads: dict[str, bytes | None] = {}
 
+    named: dict[str, set[tuple[int, int]]] = {}
+    for p, s in listing:
+        named.setdefault(p, set()).add((s.st_dev, s.st_ino))
+
     def head_of(p: str) -> bytes | None:
         if p not in heads:
             ext = compression_of(p)
-            heads[p] = _compressed_head(p, ext) if ext else _plain_head(p)
+            expect = named.get(p) if checked else None
+            heads[p] = _compressed_head(p, ext, expect) if ext else _plain_head(p, expect=expect)
         return heads[p]
 
     def copies_of(entry: RegistryEntry) -> list[tuple[str, str, os.stat_result]]:

@@ -481,13 +481,13 @@ def test_an_unseen_generation_compressed_while_it_is_planned_is_read_from_its_co
     log.write_bytes(_lines("gen3", 10))
     real = recovery._plain_head
 
-    def racing(path: str, length: int = 1024) -> bytes | None:
+    def racing(path: str, length: int = 1024, expect: object = None) -> bytes | None:
         if path == str(second) and second.exists():  # the kubelet's compression comes now
             tmp = tmp_path / (second.name + ".gz.tmp")
             tmp.write_bytes(gzip.compress(gen2))
             tmp.rename(tmp_path / (second.name + ".gz"))
             second.unlink()
-        return real(path, length)
+        return real(path, length, expect)  # type: ignore[arg-type]
 
     monkeypatch.setattr(recovery, "_plain_head", racing)
     history = _history(reg, log)
@@ -548,3 +548,45 @@ def test_files_rotated_on_after_the_current_one_opened_are_read_after_it_and_its
         assert ("compressed", "0.log.20261206-100002.gz") in blind[0] and blind[1] == []
     finally:
         os.close(held_fd)
+
+
+def test_a_listing_that_rotation_made_stale_is_taken_again(tmp_path: Path) -> None:
+    """The folder is listed (app.log.1 is a file never seen), then logrotate renames app.log.1 to .2
+    and the current file to .1 before the first bytes are read by name: the never-seen file got the
+    current file's fingerprint, was looked for by it when opened, and its lines were lost (1 in 30
+    runs of 20 files rotated every few milliseconds; the folder's own time stamp, ticking coarser
+    than that, did not renew the listing). The name is checked against the listed inode, and the
+    folder listed again."""
+
+    class Coarse(FolderIndex):
+        """A listing the folder's time stamp does not renew (changes within one tick of its clock)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.listings = 0
+
+        def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
+            if folder not in self._folders:
+                self.listings += 1
+                return super().files(folder)
+            return self._folders[folder]
+
+    reg, log = _known_at(tmp_path, "app.log", _lines("gen5", 10), 50)
+    log.rename(tmp_path / "app.log.1")
+    gen6 = _lines("gen6", 10)
+    log.write_bytes(gen6)
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    log.rename(tmp_path / "app.log.1")
+    log.write_bytes(_lines("gen7", 10))
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    folders = Coarse()
+    folders.files(str(tmp_path))  # listed now: app.log.1 is gen6
+    os.rename(tmp_path / "app.log.2", tmp_path / "app.log.3")  # then logrotate runs again
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    log.rename(tmp_path / "app.log.1")
+    log.write_bytes(_lines("gen8", 10))
+    found = plan(str(log), reg, None, lambda dev, ino: False, folders, set(), known=history, current=current)
+    unseen = [g for g in found.generations if g.key is None]
+    assert [(os.path.basename(g.where), g.fp) for g in unseen] == [("app.log.2", fingerprint_of(gen6))]
+    assert folders.listings == 2
