@@ -216,9 +216,14 @@ Identities = AbstractSet[tuple[int, int]]
 def _open_head(path: str, expect: Identities | None) -> int | None:
     """`path` opened to read its first bytes (never through a symlink); None when it cannot be.
     With `expect` (the (device, inode) the listing gave the name), raises Relisted when the name
-    leads to another file now: its bytes would be taken for the listed file's."""
+    leads to another file now (its bytes would be taken for the listed file's), or to none (the
+    file was said unreadable, and lost, while it had only moved)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        if expect is not None:
+            raise Relisted(path) from None
+        return None
     except OSError:
         return None
     if expect is not None:

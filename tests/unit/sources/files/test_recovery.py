@@ -550,6 +550,20 @@ def test_files_rotated_on_after_the_current_one_opened_are_read_after_it_and_its
         os.close(held_fd)
 
 
+class Coarse(FolderIndex):
+    """A listing the folder's time stamp does not renew (changes within one tick of its clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings = 0
+
+    def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
+        if folder not in self._folders:
+            self.listings += 1
+            return super().files(folder)
+        return self._folders[folder]
+
+
 def test_a_listing_that_rotation_made_stale_is_taken_again(tmp_path: Path) -> None:
     """The folder is listed (app.log.1 is a file never seen), then logrotate renames app.log.1 to .2
     and the current file to .1 before the first bytes are read by name: the never-seen file got the
@@ -557,19 +571,6 @@ def test_a_listing_that_rotation_made_stale_is_taken_again(tmp_path: Path) -> No
     runs of 20 files rotated every few milliseconds; the folder's own time stamp, ticking coarser
     than that, did not renew the listing). The name is checked against the listed inode, and the
     folder listed again."""
-
-    class Coarse(FolderIndex):
-        """A listing the folder's time stamp does not renew (changes within one tick of its clock)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.listings = 0
-
-        def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
-            if folder not in self._folders:
-                self.listings += 1
-                return super().files(folder)
-            return self._folders[folder]
 
     reg, log = _known_at(tmp_path, "app.log", _lines("gen5", 10), 50)
     log.rename(tmp_path / "app.log.1")
@@ -590,3 +591,22 @@ def test_a_listing_that_rotation_made_stale_is_taken_again(tmp_path: Path) -> No
     unseen = [g for g in found.generations if g.key is None]
     assert [(os.path.basename(g.where), g.fp) for g in unseen] == [("app.log.2", fingerprint_of(gen6))]
     assert folders.listings == 2
+
+
+def test_a_listed_copy_renamed_away_before_it_is_read_is_found_under_its_new_name(tmp_path: Path) -> None:
+    """The folder is listed with app.log.2.gz, a file never seen; logrotate renames it to .3.gz before
+    its first bytes are read: it was said unreadable and its lines lost (churn test, 4 in 17 runs)."""
+    reg, log = _read_to_its_end(tmp_path)
+    time.sleep(0.01)
+    log.rename(tmp_path / "app.log.9")  # known, read to its end
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(_lines("unseen", 10)))
+    log.write_text("current\n")
+    history = _history(reg, log)
+    current = _open_at_path(reg, log)
+    folders = Coarse()
+    folders.files(str(tmp_path))  # listed now
+    os.rename(tmp_path / "app.log.2.gz", tmp_path / "app.log.3.gz")
+    found = plan(str(log), reg, None, lambda dev, ino: False, folders, set(), known=history, current=current)
+    assert [(g.kind, os.path.basename(g.where)) for g in found.generations if g.key is None] == [
+        ("compressed", "app.log.3.gz")]
+    assert not [s for s in found.steps if type(s).__name__ == "Lost"]
