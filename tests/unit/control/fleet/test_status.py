@@ -91,7 +91,8 @@ async def test_written_under_a_lease_at_start_then_only_on_change_and_seldom_for
     etcd, obs, state = FakeStatusEtcd(), FakeObserver(), {}
     pub = publisher(etcd, state, obs, interval=0.6)
     pub.start()
-    await eventually(lambda: len(etcd.status_puts()) == 1)
+    # The status, then the seen key (a second put: under load the test looked between the two).
+    await eventually(lambda: len(etcd.status_puts()) == 1 and SEEN in [k for k, _, _ in etcd.puts])
     key, first, lease = etcd.puts[0]
     assert key == KEY and lease in etcd.leases and first["state"] == "APPLIED"
     assert first["config"] == {"hash": "abc", "sources": {"/k": 3}}
