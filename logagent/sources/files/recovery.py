@@ -443,18 +443,18 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
     base = os.path.basename(path)
     listing = folders.files(folder)
     by_inode = folders.by_inode(folder)
-    heads: dict[str, bytes | None] = {}
+    heads: dict[tuple[str, int, int], bytes | None] = {}
 
-    named: dict[str, set[tuple[int, int]]] = {}
-    for p, s in listing:
-        named.setdefault(p, set()).add((s.st_dev, s.st_ino))
-
-    def head_of(p: str) -> bytes | None:
-        if p not in heads:
+    def head_of(p: str, s: os.stat_result) -> bytes | None:
+        """The first bytes of the file listed as `p` with `s`: of that file, not of another one the name
+        leads to by now (a listing is two, merged, and each name stat'ed after it was read: one name
+        can show twice, with two files)."""
+        at = (p, s.st_dev, s.st_ino)
+        if at not in heads:
             ext = compression_of(p)
-            expect = named.get(p) if checked else None
-            heads[p] = _compressed_head(p, ext, expect) if ext else _plain_head(p, expect=expect)
-        return heads[p]
+            expect = {(s.st_dev, s.st_ino)} if checked else None
+            heads[at] = _compressed_head(p, ext, expect) if ext else _plain_head(p, expect=expect)
+        return heads[at]
 
     def copies_of(entry: RegistryEntry) -> list[tuple[str, str, os.stat_result]]:
         """(kind, name, stat) of the rotated copies whose first bytes are the entry's: plain ones
@@ -468,7 +468,7 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
             if not ext and ((s.st_dev, s.st_ino) == (entry.dev, entry.ino) or s.st_size < max(entry.offset,
                                                                                             entry.fp_len)):
                 continue  # the file itself (found by its inode, not as a copy), or too short to go on
-            head = head_of(p)
+            head = head_of(p, s)
             if head is not None and len(head) >= entry.fp_len and fingerprint_of(head[: entry.fp_len]) == entry.fp:
                 (packed if ext else plain).append(("compressed" if ext else "copy", p, s))
         plain.sort(key=lambda c: -c[2].st_size)
@@ -478,8 +478,8 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
     for key, entry in todo:
         gen = _locate(key, entry, by_inode, spool, copies_of)
         if gen is None:
-            unreadable = [os.path.basename(p) for p, _ in listing
-                          if is_rotated_name(os.path.basename(p), base) and compression_of(p) and head_of(p) is None]
+            unreadable = [os.path.basename(p) for p, s in listing
+                          if is_rotated_name(os.path.basename(p), base) and compression_of(p) and head_of(p, s) is None]
             steps += [Finish(key), _lost(path, entry, unreadable)]
             continue
         if gen.kind != "file" and key == identity_key(entry.dev, entry.ino):
@@ -513,7 +513,7 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
 
 
 def _around_current(unseen: list[Generation], current: tuple[int, int] | None, mine: bytes | None,
-                    listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
+                    listing: list[tuple[str, os.stat_result]], head_of: Callable[[str, os.stat_result], bytes | None],
                     base: str) -> tuple[list[Generation], list[Generation]]:
     """The generations never seen that were written before the current file, and those written
     after it. A tailer opens the file at the path, then the folder is listed: if the file
@@ -532,7 +532,7 @@ def _around_current(unseen: list[Generation], current: tuple[int, int] | None, m
             here = Generation("file", p, 0, s.st_mtime, s.st_dev, s.st_ino, "", 0, None, s.st_mtime)
             break
         if mine and compression_of(name) and here is None:
-            head = head_of(p)
+            head = head_of(p, s)
             if head is not None and len(head) >= len(mine) and head[: len(mine)] == mine:
                 here = Generation("compressed", p, 0, s.st_mtime, s.st_dev, s.st_ino, "", 0, None, s.st_mtime)
     if here is None:
@@ -585,7 +585,7 @@ def _lost(path: str, entry: RegistryEntry, unreadable: list[str]) -> Lost:
 
 
 def _unseen(path: str, newest: float, fps: set[tuple[str, int]],
-            listing: list[tuple[str, os.stat_result]], head_of: Callable[[str], bytes | None],
+            listing: list[tuple[str, os.stat_result]], head_of: Callable[[str, os.stat_result], bytes | None],
             held: Callable[[int, int], bool], current: tuple[int, int] | None,
             steps: list[Step]) -> list[Generation]:
     """The path holds a file we never saw: the generations created and rotated away meanwhile
@@ -602,14 +602,14 @@ def _unseen(path: str, newest: float, fps: set[tuple[str, int]],
                 or held(s.st_dev, s.st_ino):
             continue
         kind = "compressed" if compression_of(name) else "file"
-        head = head_of(p)
+        head = head_of(p, s)
         if head is None and kind == "file":
             # Compressed (and unlinked) since the listing: the kubelet gzips 0.log.<time> to
             # 0.log.<time>.gz, then unlinks it. Read from that copy, not said lost.
             twin = _compressed_twin(p)
             if twin is not None:
                 (p, s), kind = twin, "compressed"
-                head = head_of(p)
+                head = head_of(p, s)
         if head is None:
             why = "not a readable " + kind if kind == "compressed" else "cannot be opened"
             steps.append(Lost("unreadable_copy", f"{display_name(path)}: {display_name(p)}, rotated while the agent "
