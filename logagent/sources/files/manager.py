@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 from logagent.config.values import topic_problem
@@ -32,7 +33,7 @@ from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
-from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan
+from logagent.sources.files.recovery import QUIET_NS, FolderIndex, Generation, apply, plan
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
@@ -211,7 +212,9 @@ class EntryRunner:
 
     def _folder_stamp(self) -> tuple[int, int] | None:
         """For a glob whose only wildcards are in its last component: its folder's change stamp.
-        While it stays the same and every match runs, no file can have appeared: no walk."""
+        While it stays the same and every match runs, no file can have appeared: no walk. None
+        (walk) while the folder changed within QUIET_NS: its stamps tick with a coarse clock, and a
+        file made in the tick of a walk would leave them as they were."""
         pattern = self.entry.path
         folder = os.path.dirname(pattern)
         if literal_base(pattern) != folder:
@@ -219,6 +222,8 @@ class EntryRunner:
         try:
             st = os.stat(folder)
         except OSError:
+            return None
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) <= QUIET_NS:
             return None
         return st.st_mtime_ns, st.st_ctime_ns
 
@@ -478,6 +483,9 @@ class EntryRunner:
         if self.tailers.get(tailer.path) is tailer:
             del self.tailers[tailer.path]
             self.draining.add(tailer)
+            # A match no longer runs: the next scan walks, whatever the folder's stamp says (the
+            # rename may have come in the tick of the last walk: the new file was never opened).
+            self._quiet_stamp = None
         self.request_scan()
 
     def _watch(self, folder: str) -> bool:
