@@ -266,19 +266,25 @@ async def test_a_pods_log_renamed_before_the_agent_first_looked_is_read_first(tm
         await watcher.stop()
 
 
+def _pod_runner(tmp_path: Path, rotate_wait: float) -> tuple[PodTree, EntryRunner, BatchQueue]:
+    """A kubelet-style pod tree under tmp_path/pods, and a runner of its container logs (CRI) with a
+    fast stat tick, its queue and a watcher of its own (runner.ctx.watcher)."""
+    tree = PodTree(tmp_path / "pods")
+    queue = BatchQueue(1000)
+    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1", rotate_wait=rotate_wait, stat_interval=0.05),
+                         queue=queue, registry=Registry(tmp_path / "data"), budget=FdBudget(64),
+                         allowed_paths=(f"{tmp_path}/**",), watcher=new_watcher())
+    return tree, EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx), queue
+
+
 async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp_path: Path):
     """The runtime writes a line's first records, the kubelet renames 0.log and the line ends in the
     new 0.log, all between the reader's last read and its look at the name: the reader took the
     rename for 'read to its end' and let the next file start, which sent the line's end alone; the
     first records came later and went out cut (one line as two, in 1 of ~10 full runs of the
     Kubernetes node test). It reads once more after seeing the rename, and the line is joined."""
-    tree = PodTree(tmp_path / "pods")
-    watcher = new_watcher()
-    queue = BatchQueue(1000)
-    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1", rotate_wait=1.0, stat_interval=0.05),
-                         queue=queue, registry=Registry(tmp_path / "data"), budget=FdBudget(64),
-                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
-    runner = EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx)
+    tree, runner, queue = _pod_runner(tmp_path, rotate_wait=1.0)
+    watcher = runner.ctx.watcher
     pod = tree.add_pod("shop", "web", ("app",))
     tree.write(pod, "app", [("stdout", "line 0")])
     try:
@@ -349,6 +355,26 @@ async def test_a_scan_of_many_new_files_lets_the_event_loop_run(tmp_path: Path, 
         await watcher.stop()
 
 
+def _rotated_twice(log: Path) -> list[tuple[int, int]]:
+    """g0 (the file at the path) renamed to app.log.2, g1 written and renamed to app.log.1, g2 written:
+    their (device, inode), oldest first."""
+    files = []
+    for gen, rotated in ((1, ".2"), (2, ".1")):
+        st = os.stat(log)
+        files.append((st.st_dev, st.st_ino))
+        os.rename(log, log.with_name(log.name + rotated))
+        log.write_text(f"g{gen} line 1\n")
+    st = os.stat(log)
+    return [*files, (st.st_dev, st.st_ino)]
+
+
+def _assert_first_seen_in_order(registry: Registry, log: Path, files: list[tuple[int, int]]) -> None:
+    """The path's registry entries, by first-seen time, are `files` in that order (a later recovery
+    orders a path's known files so)."""
+    since = {(e.dev, e.ino): e.since for _, e in registry.entries_for(str(log))}
+    assert sorted(since, key=lambda k: since[k]) == files, since
+
+
 async def test_an_earlier_file_first_seen_at_a_start_is_ordered_before_the_file_it_precedes(tmp_path: Path):
     """At a start the file now at the path is opened first, then the earlier files are looked for:
     one never seen (rotated while the agent was down) got its first-seen time after the current
@@ -370,30 +396,18 @@ async def test_an_earlier_file_first_seen_at_a_start_is_ordered_before_the_file_
     await runner.stop()
     await first.registry.persist()
     await first.watcher.stop()
-    g0 = os.stat(log)
     await asyncio.sleep(0.01)
-    # While the agent is down: g0 rotated away, g1 written and rotated away, g2 at the path.
-    os.rename(log, logs / "app.log.2")
-    log.write_text("g1 line 1\n")
-    g1 = os.stat(log)
-    os.rename(log, logs / "app.log.1")
-    log.write_text("g2 line 1\n")
-    g2 = os.stat(log)
+    files = _rotated_twice(log)  # while the agent is down
     registry = Registry(tmp_path / "data")
     registry.load()
     second = ctx_with(registry)
     runner = EntryRunner(CollectEntry(str(log), "t"), second)
     try:
         await runner.scan()
-        since = {}
-        for _, entry in registry.entries_for(str(log)):
-            since[(entry.dev, entry.ino)] = entry.since
-        order = sorted(since, key=lambda k: since[k])
-        assert order == [(s.st_dev, s.st_ino) for s in (g0, g1, g2)], since
+        _assert_first_seen_in_order(registry, log, files)
     finally:
         await runner.stop()
         await second.watcher.stop()
-
 
 
 async def test_a_file_never_seen_found_beside_a_running_reader_is_ordered_after_its_file(tmp_path: Path):
@@ -411,18 +425,11 @@ async def test_a_file_never_seen_found_beside_a_running_reader_is_ordered_after_
     runner = EntryRunner(CollectEntry(str(log), "t"), ctx)
     try:
         await runner.scan()
-        g0 = os.stat(log)
         await asyncio.sleep(0.01)
-        os.rename(log, logs / "app.log.2")
-        log.write_text("g1 line 1\n")
-        g1 = os.stat(log)
-        os.rename(log, logs / "app.log.1")
-        log.write_text("g2 line 1\n")
-        g2 = os.stat(log)
+        files = _rotated_twice(log)  # before the rename is seen
         runner.tailers[str(log)].check_name()  # the rename seen: g2 opens, g1 is found
         await eventually(lambda: str(log) in runner.tailers, what="the next file opened")
-        since = {(e.dev, e.ino): e.since for _, e in ctx.registry.entries_for(str(log))}
-        assert sorted(since, key=lambda k: since[k]) == [(s.st_dev, s.st_ino) for s in (g0, g1, g2)], since
+        _assert_first_seen_in_order(ctx.registry, log, files)
     finally:
         await runner.stop()
         await ctx.watcher.stop()
@@ -437,13 +444,8 @@ async def test_files_rotated_on_while_the_next_file_is_opened_are_read_once_in_o
     integration test (1 in 5 full runs under load). Every line once, in the order written."""
     from logagent.sources.files.recovery import FolderIndex
 
-    tree = PodTree(tmp_path / "pods")
-    watcher = new_watcher()
-    queue = BatchQueue(1000)
-    ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1", rotate_wait=0.5, stat_interval=0.05),
-                         queue=queue, registry=Registry(tmp_path / "data"), budget=FdBudget(64),
-                         allowed_paths=(f"{tmp_path}/**",), watcher=watcher)
-    runner = EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx)
+    tree, runner, queue = _pod_runner(tmp_path, rotate_wait=0.5)
+    watcher = runner.ctx.watcher
     pod = tree.add_pod("shop", "web", ("app",))
 
     def lines(gen: int) -> list[tuple[str, str]]:
