@@ -140,7 +140,7 @@ class Plan:
     generations: list[Generation] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     # Generations never seen that were written after the current file: rotation went on between
-    # its tailer's open and the listing (see _before_current). Read after it, oldest first.
+    # its tailer's open and the listing (see _around_current). Read after it, oldest first.
     later: list[Generation] = field(default_factory=list)
 
 
