@@ -164,6 +164,9 @@ def apply(plan: Plan, registry: Registry) -> list[Generation]:
 QUIET_NS = 50_000_000
 
 
+LISTING_PASSES = 6  # readdirs of one listing, merged: at least two, more while renames run through them
+
+
 class FolderIndex:
     """One listing per folder per recovery pass: 10,000 files in one folder are listed once, while
     the folder does not change (a folder that just changed is listed at every look)."""
@@ -188,8 +191,9 @@ class FolderIndex:
         self._settled.discard(folder)
 
     def files(self, folder: str) -> list[tuple[str, os.stat_result]]:
-        """The regular files of `folder`. Listed twice and merged: a readdir racing logrotate's
-        renames (app.log.2.gz -> app.log.3.gz ...) can miss a file that moved during the listing."""
+        """The regular files of `folder`. Listed at least twice and merged, more while a pass sees a
+        name change files under it: a readdir racing logrotate's renames (app.log.2.gz ->
+        app.log.3.gz ...) can miss a file that moved during the listing."""
         try:
             st = os.stat(folder)
             stamp = (st.st_mtime_ns, st.st_ctime_ns)
@@ -207,18 +211,27 @@ class FolderIndex:
                 self._settled.discard(folder)
             self._inodes.pop(folder, None)
             merged: dict[tuple[str, int], tuple[str, os.stat_result]] = {}
-            for _ in range(2):
+            for n in range(LISTING_PASSES):
+                moved = False
                 try:
                     with os.scandir(folder) as it:
                         for entry in it:
                             try:
                                 st = entry.stat(follow_symlinks=False)
                             except OSError:
+                                moved = True  # gone between the readdir and the stat
                                 continue
+                            # The name led to another file by the time it was stat'ed: a rename ran
+                            # through this pass, which may have missed the file it moved (logrotate's
+                            # app.log.1 -> .2 while the current file became .1: that round was never
+                            # read, 1 in ~120 churn runs under load).
+                            moved = moved or st.st_ino != entry.inode()
                             if stat.S_ISREG(st.st_mode):
                                 merged[(entry.path, st.st_ino)] = (entry.path, st)
                 except OSError:
                     pass
+                if n >= 1 and not moved:
+                    break
             found = self._folders[folder] = list(merged.values())
         return found
 
