@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import time
 from dataclasses import dataclass
 
 from logagent.config.values import topic_problem
@@ -33,7 +32,7 @@ from logagent.sources.files.generations import CopyTailer
 from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
-from logagent.sources.files.recovery import QUIET_NS, FolderIndex, Generation, apply, plan
+from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan, settled
 from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
@@ -223,9 +222,8 @@ class EntryRunner:
             st = os.stat(folder)
         except OSError:
             return None
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) <= QUIET_NS:
-            return None
-        return st.st_mtime_ns, st.st_ctime_ns
+        stamp = st.st_mtime_ns, st.st_ctime_ns
+        return stamp if settled(stamp) else None
 
     async def _matches(self) -> tuple[list[str], tuple[int, int] | None]:
         """The matches not collected yet, and the glob's folder stamp when it was walked."""

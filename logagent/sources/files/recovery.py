@@ -164,6 +164,12 @@ def apply(plan: Plan, registry: Registry) -> list[Generation]:
 QUIET_NS = 50_000_000
 
 
+def settled(stamp: tuple[int, int]) -> bool:
+    """The folder whose (mtime, ctime) this is last changed more than QUIET_NS ago: any later change
+    moves its stamp. Else a change may come unseen, and the stamp does not say the folder is as it was."""
+    return time.time_ns() - max(stamp) > QUIET_NS
+
+
 LISTING_PASSES = 6  # readdirs of one listing, merged: at least two, more while renames run through them
 
 
@@ -205,7 +211,7 @@ class FolderIndex:
             # of 20 files rotated every few milliseconds: a file renamed in the same tick as the last
             # listing was missing from it, and never read).
             self._stamps[folder] = stamp
-            if time.time_ns() - max(stamp) > QUIET_NS:
+            if settled(stamp):
                 self._settled.add(folder)
             else:
                 self._settled.discard(folder)

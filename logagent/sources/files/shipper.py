@@ -157,10 +157,10 @@ class Shipper:
         # A line this file ended with, continued by the next file of the path (carried there):
         self.successor: Shipper | None = None  # the next file of the path, once its reader exists
         self._carry_handed = False  # handed over, and not yet acknowledged in the next file
+        self._carry_delivered = False  # ... now acknowledged there: this file is acknowledged to its end
         # Where an earlier run left this file acknowledged and this one began reading it (0: from its
         # start). Past 0, its first records, which end a line an earlier file began, went out then.
         self.resumed_at = 0
-        self._carry_delivered = False  # ... now acknowledged there: this file is acknowledged to its end
         # A line an earlier file of the path began, which this file goes on with:
         self._carry_in: list[Chain] = []  # as it was handed over (seeded again after a rewind)
         self._carried_from: list[Shipper] = []  # the files it began in, told when it is acknowledged

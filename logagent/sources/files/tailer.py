@@ -177,7 +177,7 @@ class FileTailer(Shipper):
     def first_bytes(self) -> bytes | None:
         """Up to FINGERPRINT_BYTES first bytes of the file, read through its descriptor whatever became
         of its name (renamed, compressed and unlinked); None while it is closed or cannot be read.
-        Recovery asks for them when the file was opened empty: its entry has no fingerprint yet."""
+        Recovery tells the current file's copies, and where it is now, by them (recovery.plan)."""
         if self.fd is None:
             return None
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -526,8 +527,6 @@ async def test_a_rename_in_the_tick_of_the_last_walk_still_opens_the_new_file(tm
     not walked again. A rename in the tick of that walk left the stamps as they were: the rotated
     file's name was never opened again (its last round lost, 4 files in 1 of ~35 churn runs). A
     match that stops running (a rotation) makes the next scan walk."""
-    from logagent.sources.files import manager
-
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "app.log"
@@ -539,7 +538,7 @@ async def test_a_rename_in_the_tick_of_the_last_walk_still_opens_the_new_file(tm
         return frozen if str(path) == str(logs) else real_stat(path, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "stat", same_tick)  # the folder's stamps never move
-    monkeypatch.setattr(manager.time, "time_ns", lambda: frozen.st_ctime_ns + 10**9)  # and look old
+    monkeypatch.setattr(time, "time_ns", lambda: frozen.st_ctime_ns + 10**9)  # and look old
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="h"), queue=BatchQueue(100),
                          registry=Registry(tmp_path / "data"), budget=FdBudget(64),
                          allowed_paths=(f"{tmp_path}/**",), watcher=new_watcher())
