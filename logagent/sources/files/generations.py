@@ -327,7 +327,7 @@ class CopyTailer(Shipper):
                     f" ({at_stake} bytes known)" if at_stake else "")
         metrics.FILES_LOST.labels("unreadable_copy").inc()
         metrics.LOST_BYTES.labels("unreadable_copy").inc(at_stake)
-        self.close()
+        self._end(keep=True)  # not planned again by this process: tried again at the next start
 
     def _check_length(self) -> None:
         """Read to its end: a copy that ends before the size the agent knew the file had lacks the rest
@@ -340,7 +340,10 @@ class CopyTailer(Shipper):
 
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)
-        self.wake()
+        if self.finished:
+            self._done_if_acknowledged()  # closed (its entry stopped) after it was read to its end
+        else:
+            self.wake()
 
     def _close_sources(self) -> None:
         sources, self._sources = self._sources, []
@@ -354,6 +357,13 @@ class CopyTailer(Shipper):
             self.ctx.claims.release(self)
 
     def close(self) -> None:
+        """Stopped for good (its entry removed, the agent stopping): read to its end, it stays ours
+        until Kafka has it all; stopped before, it is the next plan's to read from its acknowledged offset."""
+        self._end(keep=self.complete)
+
+    def _end(self, keep: bool) -> None:
         self._close_sources()
         self.finished = True
         self.reading_done.set()
+        if not keep:
+            self._registry.disown(self.reg_key)

@@ -207,8 +207,10 @@ class FileTailer(Shipper):
         self.finished = True
         self.reading_done.set()
         self.ctx.claims.release(self)
-        if not self.rotated:
-            self._registry.disown(self._entry_key())  # a rotated file stays ours until Kafka has it all
+        if not (self.rotated and self.complete):
+            # A rotated file read to its end stays ours until Kafka has it all (batch_done then marks it
+            # done); one stopped before its end is the next plan's to read from its acknowledged offset.
+            self._registry.disown(self._entry_key())
         self._zero_gauges()
 
     # ---- the spool: a rotated-away file's unacknowledged bytes, kept where a restart finds them
