@@ -1,15 +1,17 @@
 """Rotation churn: many files rotated the way logrotate does it (numbered, compressed through .gz.tmp)
 and many pods' logs rotated by the kubelet, written without waiting for the agent; alone, with kill -9
-at random moments, and with those inside a broker outage. Every line must come out whole, under its
-own path; without kills once and in order. The moments are random (a seed per run, in every failure
-message: LOGAGENT_TEST_SEED=<n> replays one): each of these races was found this way, none by a fixed
-schedule (a new file given the inode number of another name's empty file; a file rotated on between
-an open and a listing; a file never seen ordered before an older one at a restart; a listing pass a
-rename ran through)."""
+at random moments, with those inside a broker outage, and with the collect list changed through etcd.
+Every line must come out whole, under its own path; without kills once and in order. The moments are
+random (a seed per run, in every failure message: LOGAGENT_TEST_SEED=<n> replays one): each of these
+races was found this way, none by a fixed schedule (a new file given the inode number of another
+name's empty file; a file rotated on between an open and a listing; a file never seen ordered before
+an older one at a restart; a listing pass a rename ran through; an earlier file left unread by an
+entry that etcd replaced)."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import random
 import shutil
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.faults.test_etcd_faults import collect_key, put, unique_ip
 from tests.integration.test_kubernetes import _k8s_agent, _pod_lines, _rotate_between_records
 from tests.kit import KafkaReader, PodTree, new_topic, tally_pods
 
@@ -114,22 +117,39 @@ class Outage:
         return f"broker down steps {self.down}-{self.up}"
 
 
-@pytest.mark.parametrize("faults", ["running", "killed", "outage"])
-def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server, logdir, results, rnd):  # type: ignore[no-untyped-def]
+def _collect(folder: Path, topics: list[str], k: int) -> str:
+    """The k-th collect list of the "etcd" variant: one glob over the folder, or (k odd) two globs
+    that split it; each time to other topics."""
+    if k % 2:
+        return json.dumps([{"path": f"{folder}/svc1*.log", "topic": topics[k % 3], "start": "beginning"},
+                           {"path": f"{folder}/svc[02-9].log", "topic": topics[(k + 1) % 3], "start": "beginning"}])
+    return json.dumps([{"path": f"{folder}/*.log", "topic": topics[k % 3], "start": "beginning"}])
+
+
+@pytest.mark.parametrize("faults", ["running", "killed", "outage", "etcd"])
+def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server, etcd, logdir, results, rnd):  # type: ignore[no-untyped-def]
     """20 files in one folder (empty when the agent starts), 8 rounds of 50 lines each, most rounds
     rotated: every line under its own path; without kills once and in order. "killed": kill -9 at
     random moments; "outage": those and the broker stopped for 2-5 rounds in the middle (restarts
-    inside the outage too)."""
+    inside the outage too); "etcd": kills, and the collect list changed through etcd at random moments
+    (the glob split in two entries and joined again, each time to other topics)."""
     outage = Outage(kafka_server, rnd, (1, 3), (4, 7)) if faults == "outage" else None
     folder = logdir / "churn"
     folder.mkdir()
     files = [folder / f"svc{i}.log" for i in range(20)]
     for f in files:
         f.touch()
-    topic = new_topic("churn")
-    agent = make_agent(files=[{"path": f"{folder}/*.log", "topic": topic, "start": "beginning"}], extra={"agent": FAST})
+    topics = [new_topic(f"churn{i}") for i in range(3 if faults == "etcd" else 1)]
+    ip = unique_ip()
+    key = collect_key(ip)
+    if faults == "etcd":
+        put(etcd, key, _collect(folder, topics, 0))
+        agent = make_agent(etcd=etcd, ip=ip, extra={"agent": FAST})
+    else:
+        agent = make_agent(files=[{"path": f"{folder}/*.log", "topic": topics[0], "start": "beginning"}],
+                           extra={"agent": FAST})
     written: dict[str, list[str]] = {str(f): [] for f in files}
-    killed = 0
+    killed = changes = 0
     try:
         for r in range(8):
             if outage is not None:
@@ -143,12 +163,15 @@ def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server
                     logrotate_once(f, rnd)
                 if faults != "running" and rnd.random() < 0.03:
                     killed += _kill_now(agent, rnd, outage is None or outage.broker_up)
+                if faults == "etcd" and rnd.random() < 0.04:
+                    changes += 1
+                    put(etcd, key, _collect(folder, topics, changes))
     finally:
         if outage is not None:
             outage.end()
     total = sum(len(v) for v in written.values())
     unique = {line for lines in written.values() for line in lines}
-    with KafkaReader(kafka, topic) as reader:
+    with KafkaReader(kafka, *topics) as reader:
         messages = _read_until(reader, lambda got: unique <= {m["data"] for m in got}, 90 if outage is None else 150)
     got: dict[str, list[str]] = {}
     for m in messages:
@@ -157,7 +180,8 @@ def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server
     missing = {os.path.basename(p): len(set(lines) - set(got.get(p, []))) for p, lines in written.items()}
     missing = {p: n for p, n in missing.items() if n}
     dups = sum(len(v) - len(set(v)) for v in got.values())
-    how = "running" if faults == "running" else f"kill -9 {killed}x" + (f", {outage}" if outage else "")
+    how = "running" if faults == "running" else f"kill -9 {killed}x" + (f", {outage}" if outage else "") + \
+        (f", {changes} collect list changes through etcd" if faults == "etcd" else "")
     results.add(f"20 files x 8 logrotates, {how}",
                 written=total, delivered=sum(len(v) for v in got.values()), missing=sum(missing.values()),
                 duplicated=dups)
