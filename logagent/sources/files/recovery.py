@@ -507,11 +507,14 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
             steps.append(Archive(entry.dev, entry.ino))
             _rekey(gen, entry.uid)
         found.append(gen)
-    for key, entry in blank:
-        if (entry.dev, entry.ino) not in by_inode:
-            steps += [Finish(key), _lost(path, entry, [])]
     newest = max(e.since for _, e in known) if known else unseen_since or 0.0
+    if blank:
+        # What was written to a file seen only empty was never acknowledged: files written since it
+        # was first seen are looked at (a run killed right after it saw the next file of the path,
+        # empty too, left the first one's lines written before that out of reach: lost).
+        newest = min(newest, *(e.since for _, e in blank))
     later: list[Generation] = []
+    unseen: list[Generation] = []
     if replaced:
         fps = {(e.fp, e.fp_len) for _, e in sure}
         # The current file's first bytes, through its tailer's descriptor: a copy of it is not an
@@ -519,9 +522,17 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
         mine = head_held(*current) if current is not None else None
         if mine:
             fps.add((fingerprint_of(mine), len(mine)))
-        before, later = _around_current(_unseen(path, newest, fps, listing, head_of, held, current, steps),
-                                        current, mine, listing, head_of, base)
+        unseen = _unseen(path, newest, fps, listing, head_of, held, current, steps)
+        before, later = _around_current(unseen, current, mine, listing, head_of, base)
         found.extend(before)
+    read_whole = {(g.dev, g.ino) for g in unseen if g.kind == "file"}
+    for key, entry in blank:
+        if (entry.dev, entry.ino) in read_whole:
+            steps.append(Finish(key))  # read as a file never seen, from its start
+        elif (entry.dev, entry.ino) not in by_inode:
+            steps.append(Finish(key))
+            if not any(g.mtime > entry.since for g in unseen):  # else its lines are in a copy read above
+                steps.append(_lost(path, entry, []))
     log.debug("recovery of %s: %d known, %d owed, current %s %s, newest seen %.3f, listing %d: %s, after it: %s",
               display_name(path), len(known), len(todo), current, "replaced" if replaced else "kept",
               newest, len(listing), [(g.kind, os.path.basename(g.where), g.start) for g in found],
