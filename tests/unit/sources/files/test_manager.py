@@ -577,26 +577,45 @@ async def _data(queue: BatchQueue, count: int) -> list[object]:
     return [m["data"] for _, m in await _messages(queue, count)]
 
 
+def _hundred_lines(tmp_path: Path) -> tuple[Path, BatchQueue, ManagerContext, CollectEntry]:
+    """logs/app.log with 100 lines, a queue of 1,000 places, a context and the glob logs/*.log."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f"first {i}\n" for i in range(100)))
+    queue = BatchQueue(1000)
+    return logs, queue, _plain_ctx(tmp_path, queue), CollectEntry(str(logs / "*.log"), "t")
+
+
+def _rotate(logs: Path) -> None:
+    os.rename(logs / "app.log", logs / "app.log.1")
+    (logs / "app.log").write_text("second 0\n")
+
+
+async def _next_entry_reads_it_all(ctx: ManagerContext, queue: BatchQueue, entry: CollectEntry) -> None:
+    """The queue emptied of the blocker, an entry started anew reads app.log.1 whole, then app.log."""
+    assert queue.get_nowait() is not None and queue.empty()
+    runner = EntryRunner(entry, ctx)
+    try:
+        await runner.scan()
+        assert await _data(queue, 101) == [f"first {i}" for i in range(100)] + ["second 0"]
+    finally:
+        await runner.stop()
+        await ctx.watcher.stop()
+
+
 async def test_an_earlier_file_an_entry_stopped_before_reading_is_read_by_the_next(tmp_path: Path):
     """etcd changed the collect list (one entry stopped, another started for the same files) while an
     earlier file of a path waited to be read: its reader kept the file as its own after it was
     stopped, so no later plan of this process read it (350 of a file's 400 lines never sent in the
     churn test with etcd changes, until a restart). The next entry reads it."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    app = logs / "app.log"
-    app.write_text("".join(f"first {i}\n" for i in range(100)))
-    queue = BatchQueue(1000)
-    ctx = _plain_ctx(tmp_path, queue)
-    glob = CollectEntry(str(logs / "*.log"), "t")
+    logs, queue, ctx, glob = _hundred_lines(tmp_path)
     first = EntryRunner(glob, ctx)
     try:
         await first.scan()
         assert len(await _data(queue, 100)) == 100  # read; no Kafka here: never acknowledged
     finally:
         await first.stop()
-    os.rename(app, logs / "app.log.1")
-    app.write_text("second 0\n")
+    _rotate(logs)
     _fill(queue, 1000)
     second = EntryRunner(CollectEntry(str(logs / "app*.log"), "t"), ctx)
     try:
@@ -604,43 +623,22 @@ async def test_an_earlier_file_an_entry_stopped_before_reading_is_read_by_the_ne
         await eventually(lambda: len(second.draining) == 1, what="the earlier file's reader")
     finally:
         await second.stop()
-    assert queue.get_nowait() is not None and queue.empty()
-    third = EntryRunner(glob, ctx)
-    try:
-        await third.scan()
-        assert await _data(queue, 101) == [f"first {i}" for i in range(100)] + ["second 0"]
-    finally:
-        await third.stop()
-        await ctx.watcher.stop()
+    await _next_entry_reads_it_all(ctx, queue, glob)
 
 
 async def test_a_rotated_file_an_entry_stopped_before_its_end_is_read_by_the_next(tmp_path: Path):
     """The same for a file rotated away while its tailer waited for room: stopped before its end, it
     stayed the stopped tailer's, and its lines were never read again in this process."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    app = logs / "app.log"
-    app.write_text("".join(f"first {i}\n" for i in range(100)))
-    queue = BatchQueue(1000)
-    ctx = _plain_ctx(tmp_path, queue)
-    glob = CollectEntry(str(logs / "*.log"), "t")
+    logs, queue, ctx, glob = _hundred_lines(tmp_path)
     first = EntryRunner(glob, ctx)
     _fill(queue, 1000)
     try:
         await first.scan()
-        tailer = first.tailers[str(app)]
+        tailer = first.tailers[str(logs / "app.log")]
         await eventually(lambda: tailer.read_pos > 0, what="the file read (its lines wait for room)")
-        os.rename(app, logs / "app.log.1")
-        app.write_text("second 0\n")
+        _rotate(logs)
         tailer.check_name()
         assert tailer.rotated
     finally:
         await first.stop()
-    assert queue.get_nowait() is not None and queue.empty()
-    second = EntryRunner(glob, ctx)
-    try:
-        await second.scan()
-        assert await _data(queue, 101) == [f"first {i}" for i in range(100)] + ["second 0"]
-    finally:
-        await second.stop()
-        await ctx.watcher.stop()
+    await _next_entry_reads_it_all(ctx, queue, glob)
