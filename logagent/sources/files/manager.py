@@ -33,7 +33,7 @@ from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
 from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan, settled
-from logagent.sources.files.registry import RegistryEntry
+from logagent.sources.files.registry import RegistryEntry, identity_key
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
 from logagent.sources.files.watcher import FileWatcher
@@ -424,11 +424,15 @@ class EntryRunner:
         # generation of the path first seen before it: the planned ones, and those read by a tailer
         # now (a restart ordered such an earlier file after these, and joined a line one of them
         # ends with to that file's first line).
-        older = [e.since for _, e in self.ctx.registry.entries_for(entry.path) if e.since < entry.since]
+        mine = identity_key(*current) if current is not None else ""
+        older = [e.since for k, e in self.ctx.registry.entries_for(entry.path) if k != mine and e.uid != entry.uid]
         newest = max([*older, *(g.since for g in gens if g.key is not None)], default=0.0)
+        if newest >= entry.since:
+            # That file's entry is older than generations it came after: its inode number was first
+            # seen (empty) by another file long ago. The files never seen still come after every known
+            # generation (a restart must not read them before those, nor join their lines wrongly).
+            return {id(g): newest + 0.001 * (i + 1) for i, g in enumerate(unseen)}
         lowest = max(newest, entry.since - 1.0)
-        if lowest >= entry.since:
-            return {}
         step = (entry.since - lowest) / (len(unseen) + 1)
         return {id(g): entry.since - step * (len(unseen) - i) for i, g in enumerate(unseen)}
 

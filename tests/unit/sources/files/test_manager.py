@@ -642,3 +642,21 @@ async def test_a_rotated_file_an_entry_stopped_before_its_end_is_read_by_the_nex
     finally:
         await first.stop()
     await _next_entry_reads_it_all(ctx, queue, glob)
+
+
+async def test_a_file_never_seen_is_ordered_after_the_known_ones_when_the_current_entry_is_stale(tmp_path: Path):
+    """The file now at the path reused the inode number of a file first seen (empty) long before, so
+    its registry entry's first-seen time was that old one's; a file never seen, found at its open, got
+    a time from it: before a generation the agent had read since. A restart read the never-seen one
+    first and dropped the partial line it ends with as "sent whole" (one line of 24,192 cut, pods
+    with kill -9). Its time comes after every known generation of the path now."""
+    from logagent.sources.files.recovery import Generation
+
+    ctx = _plain_ctx(tmp_path, BatchQueue(10))
+    registry, path = ctx.registry, str(tmp_path / "logs" / "0.log")
+    registry.update(1, 10, path, 0, "", 0, since=100.0)  # the current file's inode: a stale entry, seen empty
+    registry.update(1, 11, path, 500, "a" * 24, 1024, since=103.6)  # read since (its spool copy is owed)
+    unseen = Generation("file", path + ".20260528-202802", 0, 104.0, 1, 12, "b" * 24, 1024, None)
+    runner = EntryRunner(CollectEntry(path, "t"), ctx)
+    times = runner._first_seen_before((1, 10), [unseen])
+    assert times[id(unseen)] > 103.6, times
