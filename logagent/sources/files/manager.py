@@ -33,7 +33,7 @@ from logagent.sources.files.globs import AllowedDirs, expand, literal_base
 from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
 from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan, settled
-from logagent.sources.files.registry import RegistryEntry, identity_key
+from logagent.sources.files.registry import RegistryEntry
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
 from logagent.sources.files.watcher import FileWatcher
@@ -413,9 +413,11 @@ class EntryRunner:
     def _first_seen_before(self, current: tuple[int, int] | None, gens: list[Generation]) -> dict[int, float]:
         """First-seen times for the generations never seen that are read before the file now at the
         path (by id of generation): between the newest known generation's and that file's, in the
-        order they were written. A later recovery orders a path's known generations by first-seen
-        time; stamped with the moment they were found, they came after the file opened just before
-        them, and a restart before they were read sent that newer file's lines first."""
+        order they were written (just after the newest known one's when that file's entry is older
+        than it: its inode number's, first seen by another file). A later recovery orders a path's
+        known generations by first-seen time; stamped with the moment they were found, they came
+        after the file opened just before them, and a restart before they were read sent that newer
+        file's lines first."""
         entry = self.ctx.registry.lookup(*current) if current is not None else None
         unseen = [g for g in gens if g.key is None]
         if entry is None or not unseen:
@@ -424,8 +426,7 @@ class EntryRunner:
         # generation of the path first seen before it: the planned ones, and those read by a tailer
         # now (a restart ordered such an earlier file after these, and joined a line one of them
         # ends with to that file's first line).
-        mine = identity_key(*current) if current is not None else ""
-        older = [e.since for k, e in self.ctx.registry.entries_for(entry.path) if k != mine and e.uid != entry.uid]
+        older = [e.since for _, e in self.ctx.registry.entries_for(entry.path) if e.uid != entry.uid]
         newest = max([*older, *(g.since for g in gens if g.key is not None)], default=0.0)
         if newest >= entry.since:
             # That file's entry is older than generations it came after: its inode number was first

@@ -110,7 +110,7 @@ class Outage:
         return bool(self.server.alive())
 
     def end(self) -> None:
-        if not self.server.alive():
+        if not self.broker_up:
             self.server.start()
 
     def __str__(self) -> str:
