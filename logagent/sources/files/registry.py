@@ -310,7 +310,8 @@ class Registry:
     def new_content(self, key: str) -> None:
         """The file was truncated and is read again from 0 (copytruncate): from now on it is another
         content, with a uid of its own (`since` = now), so the msgid of a line at an offset the old
-        content also had differs, and exactly_once's offset record is a new key."""
+        content also had differs, and exactly_once's offset record is a new key. Also a file seen only
+        empty whose entry was an earlier file's (see seen_after)."""
         entry = self._entries.get(key)
         if entry is not None:
             entry.since = time.time()
@@ -332,6 +333,12 @@ class Registry:
             # (until the prune sweep finds no copy of it left).
             self._fresh_done.add(key)
             self._changed()
+
+    def seen_after(self, entry: RegistryEntry) -> bool:
+        """Another file of `entry`'s path was first seen at or after it (so a file at the path now
+        under the entry's inode number is not the one it was made for)."""
+        return any(e.since >= entry.since for e in map(self._entries.__getitem__, self._by_path.get(entry.path, ()))
+                   if e is not entry)
 
     def entries_for(self, path: str) -> list[tuple[str, RegistryEntry]]:
         """(key, entry) of every file collected under `path`: its generations."""

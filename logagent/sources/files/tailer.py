@@ -29,7 +29,7 @@ from logagent.runtime.names import display_name
 from logagent.runtime.wait import wait_event
 from logagent.sources.files.opener import open_checked, open_error_reason
 from logagent.sources.files.recovery import compression_of, find_copy
-from logagent.sources.files.registry import FINGERPRINT_BYTES, fingerprint, fingerprint_of, uid_of
+from logagent.sources.files.registry import FINGERPRINT_BYTES, fingerprint, fingerprint_of, identity_key, uid_of
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.spool import SpoolFile
 
@@ -139,6 +139,12 @@ class FileTailer(Shipper):
                                   or (saved.fp_len == 0 and saved.path != self.path)):
             self._registry.archive(st.st_dev, st.st_ino)
             saved = None
+        elif saved is not None and saved.fp_len == 0 and self._registry.seen_after(saved):
+            # Seen only empty (nothing of it acknowledged), and first seen before files of its path the
+            # agent saw since: its inode number's entry was an earlier file's, deleted. Kept, the old
+            # first-seen time ordered this file before those at a later recovery (its lines first, a
+            # line one of them ends with joined wrongly). It gets its own time, now.
+            self._registry.new_content(identity_key(st.st_dev, st.st_ino))
         if saved is not None:
             start = saved.offset if saved.offset <= st.st_size else 0
             how = f"saved offset {saved.offset}" + ("" if start == saved.offset else ", file is shorter: from 0")

@@ -25,7 +25,7 @@ from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime.backoff import Backoff
 from logagent.sources.files.budget import FdBudget, stat_tick
-from logagent.sources.files.registry import Registry, RegistryEntry, fingerprint_of
+from logagent.sources.files.registry import Registry, RegistryEntry, fingerprint_of, uid_of
 from logagent.sources.files.shipper import Claims, Route, SourceSpec, TailContext, TailOptions
 from logagent.sources.files.tailer import FileTailer
 from tests.kit import eventually
@@ -1021,4 +1021,35 @@ async def test_a_new_file_given_the_inode_of_another_names_file_seen_only_empty_
     t2 = h.tailer(same)
     t2.open()
     assert t2.reg_key == key and len(h.registry.entries_for(str(same))) == 1
+    t2.close()
+
+
+async def test_a_file_under_an_entry_seen_only_empty_before_other_files_of_its_path_gets_its_own_time(
+        harness: Callable[..., Harness]) -> None:
+    """0.log reused the inode number of a file first seen (empty) long before, whose entry was kept (the
+    same name, no first bytes to tell them apart): the file kept that old first-seen time, so a later
+    recovery owing it and files rotated away before it would have read it first (and joined a partial
+    line wrongly). It gets a first-seen time of its own, after the path's other files, and its messages
+    the uid that goes with it. A file seen only empty that is still the path's newest keeps its time."""
+    h = harness()
+    log = h.tmp / "0.log"
+    log.write_text("")
+    st = log.stat()
+    key = h.registry.update(st.st_dev, st.st_ino, str(log), 0, fingerprint_of(b""), 0, since=100.0)
+    h.registry.update(999, 1, str(log), 500, "a" * 24, 1024, since=103.6)
+    log.write_text("line 1\n")
+    t = h.tailer(log)
+    t.open()
+    entry = h.registry.get(t.reg_key)
+    assert t.reg_key == key and entry is not None and entry.since > 103.6
+    assert t._uid == entry.uid
+    t.close()
+    app = h.tmp / "app.log"
+    app.write_text("")
+    st = app.stat()
+    h.registry.update(999, 2, str(app), 500, "b" * 24, 1024, since=150.0)
+    key = h.registry.update(st.st_dev, st.st_ino, str(app), 0, fingerprint_of(b""), 0, since=200.0)
+    t2 = h.tailer(app)
+    t2.open()
+    assert t2.reg_key == key and t2._uid == uid_of(st.st_dev, st.st_ino, 200.0)
     t2.close()
