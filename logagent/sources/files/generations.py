@@ -165,7 +165,6 @@ class CopyTailer(Shipper):
         self.after = after
         self.dev, self.ino, self.fp, self.fp_len = gen.dev, gen.ino, gen.fp, gen.fp_len
         self.read_pos = self.acks.rewind(gen.start)
-        self.resumed_at = gen.start if gen.key is not None else 0
         self._splitter.reset(gen.start)
         self._sources: list[tuple[str, Source]] = []
         self._claimed = False
@@ -176,6 +175,7 @@ class CopyTailer(Shipper):
             self.reg_key = self._registry.update(gen.dev, gen.ino, path, 0, gen.fp, gen.fp_len, since=first_seen)
         else:
             self.reg_key = self._key_now(gen)
+            self.carry_sent = gen.start > 0 and self._registry.joined(self.reg_key)
         ctx.registry.own(self.reg_key)  # no other recovery pass of this process plans it again
         if gen.kind != "file":
             self._leave_identity()

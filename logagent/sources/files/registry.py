@@ -117,6 +117,10 @@ class Registry:
         self._done_since_prune = 0
         self._serialize_cost = 0.0  # seconds the last snapshot took on the loop
         self._applied: dict[str, float] = {}  # collect entry path -> when it was first applied
+        # uids of files whose first records went out joined to the line an earlier file of their path
+        # ended with (see mark_joined). Saved beside the entries, not in them: an older agent reads
+        # the file as it is (it would take an unknown field of an entry for a corrupt registry).
+        self._joined: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
         # Counts changes; _saved_version is the last one known to be on disk. "Anything to write" is
@@ -145,6 +149,8 @@ class Registry:
                 raise ValueError("no 'files' object")
             now = time.time()
             self._applied = {str(k): float(v) for k, v in data.get("entries", {}).items()}
+            joined = data.get("joined", [])
+            self._joined = {u for u in joined if isinstance(u, str)} if isinstance(joined, list) else set()
             for key, item in data["files"].items():
                 item = dict(item)
                 if item.pop("raw", False):  # a name that is not UTF-8, saved in its escaped form
@@ -172,6 +178,7 @@ class Registry:
             self._by_path.clear()
             self._raw_paths.clear()
             self._applied.clear()
+            self._joined.clear()
             self.epoch += 1
             self._fresh_done.clear()
 
@@ -317,6 +324,21 @@ class Registry:
             entry.since = time.time()
             self.epoch += 1
             self._changed()
+
+    def mark_joined(self, key: str) -> None:
+        """The file of entry `key` goes on with a line an earlier file of its path ended with (a
+        container log's partial line): its first records go out joined to it, not on their own. A
+        restart that reads the earlier file again, and finds this one acknowledged past those
+        records, knows by it that the line went out whole (else the earlier file's part is sent)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.uid not in self._joined:
+            self._joined.add(entry.uid)
+            self._changed()
+
+    def joined(self, key: str) -> bool:
+        """mark_joined was called for the file of entry `key` (in this run or one before)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.uid in self._joined
 
     def mark_done(self, key: str) -> None:
         """The file was rotated away and is acknowledged to its end."""
@@ -482,7 +504,19 @@ class Registry:
         # (nearly always) the entries go as they are, without a look at each name every second.
         files = {k: self._raw_item(e) if e.path in self._raw_paths else e for k, e in self._entries.items()} \
             if self._raw_paths else self._entries
-        return orjson.dumps({"version": VERSION, "entries": self._applied, "files": files})
+        data: dict[str, object] = {"version": VERSION, "entries": self._applied, "files": files}
+        if self._joined:
+            self._joined = {u for u in self._joined if self._has_uid(u)}  # those of files dropped since go
+            data["joined"] = sorted(self._joined)
+        return orjson.dumps(data)
+
+    def _has_uid(self, uid: str) -> bool:
+        """An entry of the file `uid` is kept (under its device and inode, or archived under its uid)."""
+        if uid in self._entries:
+            return True
+        parts = uid.split("-", 2)  # uid_of's form; its first two parts make identity_key's
+        entry = self._entries.get(f"{parts[0]}:{parts[1]}") if len(parts) == 3 else None
+        return entry is not None and entry.uid == uid
 
     @staticmethod
     def _raw_item(e: RegistryEntry) -> dict[str, object]:

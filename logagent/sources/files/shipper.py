@@ -158,9 +158,10 @@ class Shipper:
         self.successor: Shipper | None = None  # the next file of the path, once its reader exists
         self._carry_handed = False  # handed over, and not yet acknowledged in the next file
         self._carry_delivered = False  # ... now acknowledged there: this file is acknowledged to its end
-        # Where an earlier run left this file acknowledged and this one began reading it (0: from its
-        # start). Past 0, its first records, which end a line an earlier file began, went out then.
-        self.resumed_at = 0
+        # An earlier run sent the line an earlier file of the path ended with, joined to this file's
+        # first records, and acknowledged this file past them (the registry's mark_joined): a restart
+        # that reads the earlier file again does not send its part of that line once more.
+        self.carry_sent = False
         # A line an earlier file of the path began, which this file goes on with:
         self._carry_in: list[Chain] = []  # as it was handed over (seeded again after a rewind)
         self._carried_from: list[Shipper] = []  # the files it began in, told when it is acknowledged
@@ -429,10 +430,11 @@ class Shipper:
             return []
         successor = self.successor
         chains = joiner.take()
-        if successor is not None and successor.resumed_at > 0 and not self._carried_from:
+        if successor is not None and successor.carry_sent and not self._carried_from:
             # Read again after a restart: the next file, acknowledged past its first records, sent
             # this line whole then (this file's offset had not been saved past it). Not sent again,
-            # cut; this file is acknowledged to its end with its other lines.
+            # cut; this file is acknowledged to its end with its other lines. (A next file resumed
+            # past first records it sent on their own cannot take the line: it goes out cut, below.)
             log.debug("%s: the partial line at its end went out whole before the restart", self.name)
             self._carry_handed = self._carry_delivered = True
             self._settle_carry()
@@ -453,6 +455,8 @@ class Shipper:
             return False
         self._carry_in, self._carried_from = [c.copy() for c in chains], list(origins)
         self._joiner.seed(chains, self.read_pos)
+        if self.reg_key:
+            self._registry.mark_joined(self.reg_key)
         return True
 
     def _carry_check(self) -> None:

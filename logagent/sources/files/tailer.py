@@ -149,7 +149,7 @@ class FileTailer(Shipper):
             start = saved.offset if saved.offset <= st.st_size else 0
             how = f"saved offset {saved.offset}" + ("" if start == saved.offset else ", file is shorter: from 0")
             self._decided = False
-            self.resumed_at = start
+            self.carry_sent = start > 0 and self._registry.joined(identity_key(st.st_dev, st.st_ino))
         elif self._start_at_end:
             start = self._last_line_end(fd, st.st_size)
             how = "start=end"

@@ -484,13 +484,16 @@ async def test_files_rotated_on_while_the_next_file_is_opened_are_read_once_in_o
         await watcher.stop()
 
 
-async def test_a_line_sent_whole_before_a_restart_is_not_sent_again_cut(tmp_path: Path):
+@pytest.mark.parametrize("joined", [True, False], ids=["sent_whole", "sent_alone"])
+async def test_a_line_sent_whole_before_a_restart_is_not_sent_again_cut(tmp_path: Path, joined: bool):
     """A line's first records end 0.log's earlier file, its last record begins the next; the agent
     sent it whole, the next file's offset was saved past it, the earlier file's not yet, and the agent
     was killed. At the restart the earlier file is read again, and its partial line, which the next
     file (resumed past its first records) could not take, went out cut: a piece of a line sent twice
     (kill -9 with kubelet rotation, 2 of 42 runs). It is not sent again; the earlier file's other
-    lines are (at least once)."""
+    lines are (at least once). But when the next file's first records went out on their own (it was
+    read before the earlier file was known), the earlier file's part of the line is sent, cut: it was
+    dropped as "sent whole", never sent at all (the registry now says which of the two it was)."""
     from tests.kit import file_fingerprint
 
     tree = PodTree(tmp_path / "pods")
@@ -506,15 +509,25 @@ async def test_a_line_sent_whole_before_a_restart_is_not_sent_again_cut(tmp_path
     for f, offset in ((earlier, 0), (live, past_first)):
         st = f.stat()
         fp, fp_len = file_fingerprint(f)
-        reg.update(st.st_dev, st.st_ino, str(live), offset, fp, fp_len, size=st.st_size)
+        key = reg.update(st.st_dev, st.st_ino, str(live), offset, fp, fp_len, size=st.st_size)
+    if joined:
+        reg.mark_joined(key)
+    reg.save()
+    reg = Registry(tmp_path / "data")  # as a restart finds it
+    reg.load()
     queue = BatchQueue(1000)
     ctx = ManagerContext(opts=TailOptions(ip="127.0.0.1", host="node-1"), queue=queue, registry=reg,
                          budget=FdBudget(64), allowed_paths=(f"{tmp_path}/**",), watcher=new_watcher())
     runner = EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx)
     try:
         assert await runner.scan() == 1
-        got = [m["data"] for _, m in await _messages(queue, 3)]
-        assert got == ["line 1", "line 2", "line 3"]
+        if joined:
+            got = [m["data"] for _, m in await _messages(queue, 3)]
+            assert got == ["line 1", "line 2", "line 3"]
+        else:
+            got = [m["data"] for _, m in await _messages(queue, 4)]
+            assert got[:2] == ["line 1", "line 2"] and got[3] == "line 3"
+            assert "a line cut by the rotation".startswith(str(got[2])) and got[2] != "a line cut by the rotation"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(queue.get(), 0.5)
     finally:

@@ -273,3 +273,38 @@ def test_new_content_gives_the_file_a_new_uid(tmp_path: Path):
     e.since -= 1.0  # as if seen a second ago
     r.new_content(key)
     assert e.uid != before and r.lookup(1, 2) is e
+
+
+def test_a_file_joined_to_an_earlier_ones_line_is_known_after_a_restart_as_long_as_its_entry(tmp_path: Path):
+    """mark_joined is saved beside the entries (an older agent reads the file as before: an unknown
+    field in an entry would make it set the registry aside as corrupt), follows the entry when it is
+    archived under its uid, and goes with it; a new file under the inode number is not joined."""
+    path = "/var/log/pods/x/0.log"
+    r = Registry(tmp_path)
+    a = r.update(1, 2, path, 100, "ff", 10)
+    b = r.update(1, 3, path, 50, "ee", 10)
+    r.mark_joined(a)
+    r.mark_joined(b)
+    r.save()
+    raw = json.loads((tmp_path / "registry.json").read_bytes())
+    assert set(raw["files"][a]) == set(raw["files"][b]) and "joined" not in raw["files"][a]
+    assert len(raw["joined"]) == 2
+    r2 = Registry(tmp_path)
+    r2.load()
+    assert r2.joined(a) and r2.joined(b)
+    entry_a = r2.get(a)
+    assert entry_a is not None
+    r2.archive(1, 2)  # a new file took its inode number: the entry is under its uid now
+    assert r2.joined(entry_a.uid)
+    r2.update(1, 2, path, 0, "dd", 10)  # the new file
+    assert not r2.joined(a)
+    r2.forget(1, 3)  # b's entry goes, and its mark with it
+    r2.save()
+    assert json.loads((tmp_path / "registry.json").read_bytes())["joined"] == [entry_a.uid]
+    r3 = Registry(tmp_path)
+    r3.load()
+    assert r3.joined(entry_a.uid) and not r3.joined(a)
+    (tmp_path / "registry.json").write_text(json.dumps({**raw, "joined": {"not": "a list"}}))
+    r4 = Registry(tmp_path)
+    r4.load()
+    assert r4.lookup(1, 2) is not None and not r4.joined(a), "a bad list is ignored, the entries kept"
