@@ -507,7 +507,13 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
             steps.append(Archive(entry.dev, entry.ino))
             _rekey(gen, entry.uid)
         found.append(gen)
-    newest = max(e.since for _, e in known) if known else unseen_since or 0.0
+    # Files never seen were written after the path's newest file first seen before them: not after
+    # the current file's own first-seen time, which comes after theirs (it was made when they were
+    # renamed away; a run killed just after it saw the file passed them all by). Only when the path
+    # has no other file is that time the bound (files older than the first the agent saw are not its).
+    current_key = identity_key(*current) if current is not None else None
+    before_it = [e.since for k, e in known if k != current_key]
+    newest = max(before_it) if before_it else known[0][1].since if known else unseen_since or 0.0
     if blank:
         # What was written to a file seen only empty was never acknowledged: files written since it
         # was first seen are looked at (a run killed right after it saw the next file of the path,
