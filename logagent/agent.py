@@ -85,7 +85,8 @@ class Agent:
             watcher=self.watcher, allowed_paths=a.allowed_paths, scan_interval=a.scan_interval, pods=self.pods,
             max_files_per_entry=a.max_files_per_glob))
         self.sysinfo = SysinfoReporter(settings.sysinfo, self._emit_metric, settings.ip, settings.hostname)
-        self.http = StatusServer(*split_host_port(a.http_listen), self.readiness) if a.http_listen else None
+        self.http = StatusServer(*split_host_port(a.http_listen), self.readiness, self.manager.status) \
+            if a.http_listen else None
         self.kafka_probe = KafkaProbe(self.sink)
         self.control: Control
         if settings.etcd.address:

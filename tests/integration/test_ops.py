@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 
-from tests.kit import AgentProcess, KafkaReader, new_topic
+from tests.kit import AgentProcess, KafkaReader, new_topic, wait_until
 
 
 def test_json_logs_one_object_per_line(make_agent, kafka, logdir):
@@ -52,6 +53,37 @@ def test_health_endpoints_report_real_state(make_agent, kafka, logdir):
     assert agent.metric("logagent_queue_capacity") == 10000
     assert agent.metric("logagent_files_open") == 1
     assert agent.metric("logagent_kafka_up") == 1
+    assert agent.stop() == 0
+
+
+def test_files_shows_each_reader_its_offsets_and_what_it_waits_for(make_agent, kafka, logdir):
+    """GET /files: each file read, how far it is read and acknowledged by Kafka, and in words what it
+    does; once logrotate renamed app.log and the renamed file is done, only the new one is listed."""
+    topic = new_topic()
+    log = logdir / "app.log"
+    log.write_text("")
+    agent = make_agent(files=[{"path": str(logdir / "*.log"), "topic": topic}])
+
+    def rows() -> list[dict[str, object]]:
+        status, body = agent.get("/files")
+        assert status == 200, body
+        listing = json.loads(body)
+        assert listing["count"] == len(listing["files"])
+        return listing["files"]  # type: ignore[no-any-return]
+
+    log.write_text("a\nb\nc\npartial")
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(3)
+        wait_until(lambda: rows()[0]["acked"] == 6, what="/files to show the 3 lines acknowledged")
+        [row] = rows()
+        assert row["path"] == str(log) and row["entry"] == str(logdir / "*.log") and row["topic"] == topic
+        assert (row["source"], row["read"], row["in_flight"], row["partial_bytes"]) == ("current file", 13, 0, 7)
+        assert row["state"] == "following (its last line waits for a newline)"
+        os.rename(log, logdir / "app.log.1")
+        log.write_text("d\n")
+        reader.read(2)  # "partial", sent as it is once the renamed file is done; then d
+    wait_until(lambda: [(r["path"], r["acked"]) for r in rows()] == [(str(log), 2)],
+               what="/files to list the new app.log alone, acknowledged")
     assert agent.stop() == 0
 
 

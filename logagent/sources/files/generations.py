@@ -248,10 +248,15 @@ class CopyTailer(Shipper):
         except (OSError, ValueError) as exc:
             raise SourceError(f"{display_name(gen.where)}: cannot open: {exc}") from exc
 
+    def _where(self) -> str:
+        return "the spool" if self.gen.kind == "spool" else display_name(self.gen.where)
+
+    def _source(self) -> str:
+        return f"earlier file ({self.gen.kind}: {self._where()})"
+
     def describe(self) -> str:
         kinds = " then ".join(kind for kind, _ in self._sources) or self.gen.kind
-        shown = "the spool" if self.gen.kind == "spool" else display_name(self.gen.where)
-        return f"an earlier file of {self.name} ({kinds}: {shown}) from offset {self.gen.start}"
+        return f"an earlier file of {self.name} ({kinds}: {self._where()}) from offset {self.gen.start}"
 
     async def run(self) -> None:
         await self._prepared()

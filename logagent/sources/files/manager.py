@@ -34,7 +34,7 @@ from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.pods import expand_topic, identity_fields, is_template, pod_identity
 from logagent.sources.files.recovery import FolderIndex, Generation, apply, plan, settled
 from logagent.sources.files.registry import RegistryEntry
-from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
+from logagent.sources.files.shipper import ReaderStatus, Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.tailer import FileTailer
 from logagent.sources.files.watcher import FileWatcher
 
@@ -602,6 +602,14 @@ class TailerManager:
             for runner in list(self.runners.values()):
                 await runner.stop()
             self.runners.clear()
+
+    def status(self) -> list[ReaderStatus]:
+        """Every reader of every entry (GET /files): the current files, then the earlier ones."""
+        out: list[ReaderStatus] = []
+        for runner in self.runners.values():
+            out.extend(t.status() for t in runner.tailers.values())
+            out.extend(t.status() for t in runner.draining)
+        return out
 
     def tailers(self) -> list[FileTailer]:
         """The live files (for the stat tick); earlier files read from copies need no ticks."""

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from logagent.pipeline.batch import Batch, error_text
 from logagent.pipeline.buffer import BatchQueue
@@ -115,6 +115,21 @@ class TailContext:
 
     def allowed(self, real_path: str) -> bool:
         return path_allowed(real_path, self.allowed_paths)
+
+
+class ReaderStatus(TypedDict):
+    """One reader as GET /files shows it (docs/monitoring.md)."""
+
+    path: str  # the path collected (as logs show it)
+    entry: str  # the collect entry it belongs to
+    topic: str
+    source: str  # what is read: "current file", or an earlier file's kind and where it is now
+    state: str  # what it does or waits for, in words
+    read: int  # the file offset read up to
+    acked: int  # every byte before it is acknowledged by Kafka (the registry's offset)
+    in_flight: int  # batches sent, not answered yet
+    partial_bytes: int  # a last line without its newline, held
+    kafka_failures: int  # pauses after batches Kafka refused, in a row (0 once one is acknowledged)
 
 
 class _NoGauge:
@@ -222,6 +237,32 @@ class Shipper:
         if self._joiner is not None:
             pending = self._joiner.pending_start
         return self._splitter.resume_offset if pending is None else pending
+
+    # ---- what GET /files shows
+
+    def status(self) -> ReaderStatus:
+        """This reader now, for an operator: where it is and what it waits for."""
+        return ReaderStatus(path=self.name, entry=display_name(self.origin), topic=self.route.topic,
+                            source=self._source(), state=self._state(), read=self.read_pos, acked=self.acked,
+                            in_flight=self.acks.pending, partial_bytes=self._splitter.pending,
+                            kafka_failures=self.retry.failures)
+
+    def _source(self) -> str:
+        return "current file"
+
+    def _state(self) -> str:
+        if self.finished:
+            return "finished"
+        if self.after is not None and not self.after.reading_done.is_set():
+            return "waiting for an earlier file of its path to be read first"
+        if self.acks.failed is not None or self.retry.failures:
+            return "Kafka refused a batch: reading it again after a pause"
+        if self.reading_done.is_set():
+            return "read to its end: waiting for Kafka to acknowledge it"
+        if self.acks.pending:
+            return "sending"
+        return "following (its last line waits for a newline)" if self._splitter.pending \
+            else "following (all read is acknowledged)"
 
     # ---- routing and decoding
 

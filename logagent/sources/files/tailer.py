@@ -191,6 +191,14 @@ class FileTailer(Shipper):
         except OSError:
             return None
 
+    def _state(self) -> str:
+        if not self.finished and not self.reading_done.is_set():
+            if self.rotated:
+                return "renamed or deleted: reading the old file to its end"
+            if self.fd is None and self.dev:
+                return "closed (idle, or no descriptor free): reopened when it changes"
+        return super()._state()
+
     def close_idle(self, why: str) -> None:
         """Close the descriptor but keep identity and offsets; reopened when the file changes."""
         if self.fd is None:

@@ -4,6 +4,7 @@ stays free while /metrics renders."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -17,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 import logagent.runtime.metrics  # noqa: F401  (registers the agent's metrics that /metrics must show)
 from logagent.errors import LogagentError
+from logagent.runtime import status as status_module
 from logagent.runtime.status import StatusServer
 from tests.kit import http_get
 
@@ -63,6 +65,24 @@ async def test_endpoints():
     assert (await asyncio.to_thread(_get, port, "/nope"))[0] == 404
     await server.stop()
     await server.stop()
+
+
+async def test_files_lists_what_the_view_gives_as_json_and_is_absent_without_one(monkeypatch: pytest.MonkeyPatch):
+    rows = [{"path": "/var/log/a.log", "acked": 4}]
+    server = StatusServer("127.0.0.1", 0, lambda: (True, "ready"), files=lambda: rows)
+    await server.start()
+    status, text = await asyncio.to_thread(_get, server.port, "/files")
+    assert status == 200 and json.loads(text) == {"count": 1, "files": rows}
+    rows.append({"path": "/var/log/b.log", "acked": 0})
+    assert json.loads((await asyncio.to_thread(_get, server.port, "/files"))[1])["count"] == 1, \
+        "taken at most once a second: the same answer within it"
+    monkeypatch.setattr(status_module, "FILES_EVERY", 0.0)
+    assert json.loads((await asyncio.to_thread(_get, server.port, "/files"))[1])["count"] == 2
+    await server.stop()
+    bare = StatusServer("127.0.0.1", 0, lambda: (True, "ready"))
+    await bare.start()
+    assert (await asyncio.to_thread(_get, bare.port, "/files"))[0] == 404
+    await bare.stop()
 
 
 async def test_huge_header_gets_431_quietly(caplog):

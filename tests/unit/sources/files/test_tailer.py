@@ -1054,3 +1054,47 @@ async def test_a_file_under_an_entry_seen_only_empty_before_other_files_of_its_p
     t2.open()
     assert t2.reg_key == key and t2._uid == uid_of(st.st_dev, st.st_ino, 200.0)
     t2.close()
+
+
+async def test_status_says_where_a_reader_is_and_what_it_waits_for(harness: Callable[..., Harness], tmp_path: Path):
+    """GET /files: a reader's offsets and, in words, what it waits for: Kafka, a refused batch read
+    again, the earlier file of its path, its renamed file's end, a closed descriptor."""
+    h = harness()
+    log, t, _ = h.follow("a.log", "a\nb\n", opts=replace(OPTS, close_inactive=0.3))
+    [b1] = await h.batches()
+    s = t.status()
+    assert (s["path"], s["topic"], s["source"]) == (str(log), "t", "current file")
+    assert (s["read"], s["acked"], s["in_flight"], s["state"]) == (4, 0, 1, "sending")
+    h.ack(b1, error="MSG_SIZE_TOO_LARGE")
+    assert t.status()["state"].startswith("Kafka refused a batch")
+    await eventually(lambda: t.status()["kafka_failures"] == 1, what="the pause before it is read again")
+    for b in await h.batches(timeout=5):  # read again after the pause, and acknowledged
+        h.ack(b)
+    s = t.status()
+    assert (s["read"], s["acked"], s["in_flight"], s["kafka_failures"]) == (4, 4, 0, 0)
+    assert s["state"] == "following (all read is acknowledged)"
+    await eventually(lambda: t.fd is None, what="closed: idle past close_inactive")
+    assert t.status()["state"].startswith("closed")
+    with open(log, "a") as f:
+        f.write("c\nno newline")
+    for b in await h.batches(timeout=5):
+        h.ack(b)
+    assert t.status()["partial_bytes"] == len("no newline")
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("d\n")
+    t2 = h.tailer(log)
+    t2.after = t
+    t2.open()
+    h.run(t2)
+    assert t2.status()["state"] == "waiting for an earlier file of its path to be read first"
+    t.notify(named=False)
+    await eventually(lambda: t.rotated, what="the rename seen")
+    assert t.status()["state"] in ("renamed or deleted: reading the old file to its end",
+                                   "read to its end: waiting for Kafka to acknowledge it")
+    got: list[Batch] = []
+    while len([v for b in got for v in b.values]) < 2:
+        got += await h.batches(timeout=5)
+    assert t.status()["state"] == "read to its end: waiting for Kafka to acknowledge it" or t.finished
+    for b in got:
+        h.ack(b)
+    await eventually(lambda: t.status()["state"] == "finished", what="the renamed file finished")
