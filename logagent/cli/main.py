@@ -1,4 +1,4 @@
-"""Command line: `logagent run|check|config|fleet`, `logagent --version`.
+"""Command line: `logagent run|check|config|fleet|files`, `logagent --version`.
 
 Exit status: 0 success, 1 a check or the agent failed, 2 bad configuration or usage.
 """
@@ -78,10 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     from logagent.cli.config_cmd import add_config_parser
+    from logagent.cli.files_cmd import add_files_parser
     from logagent.cli.fleet_cmd import add_fleet_parser
 
     add_config_parser(sub)
     add_fleet_parser(sub)
+    add_files_parser(sub)
     return parser
 
 

@@ -79,6 +79,10 @@ def test_files_shows_each_reader_its_offsets_and_what_it_waits_for(make_agent, k
         assert row["path"] == str(log) and row["entry"] == str(logdir / "*.log") and row["topic"] == topic
         assert (row["source"], row["read"], row["in_flight"], row["partial_bytes"]) == ("current file", 13, 0, 7)
         assert row["state"] == "following (its last line waits for a newline)"
+        shown = subprocess.run([sys.executable, "-m", "logagent", "files", "-c", str(agent.config)],
+                               capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[1].split()[:3] == ["7", "6", "13"] and str(log) in shown.stdout
         os.rename(log, logdir / "app.log.1")
         log.write_text("d\n")
         reader.read(2)  # "partial", sent as it is once the renamed file is done; then d
