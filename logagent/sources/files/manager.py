@@ -343,13 +343,13 @@ class EntryRunner:
             else:
                 self._report(path, str(exc), exc.reason, count=False)
         current = (tailer.dev, tailer.ino) if opened and tailer.dev else None
-        # A container log's path is one pod's container's restart, never reused: if the agent has no
-        # entry for it, files of it rotated since the entry is collected were written while it was
-        # collected, before the agent first looked (the kubelet renamed 0.log meanwhile): read them
-        # first. Not for plain paths: there a path without entries may have old, shipped rotations.
+        # A path the agent has no entry of: its files rotated since the entry is collected were
+        # written while it was collected, before the agent first looked (the kubelet renamed a pod's
+        # 0.log meanwhile; a run killed before its first registry write saw app.log, whose lines then
+        # went to app.log.1): read them first. Older ones are not the agent's (history, or shipped).
         since = None
-        if not history and not start_at_end and self.entry.format != "plain":
-            since = self.ctx.registry.applied_at(self.entry.path)
+        if not history and not start_at_end:
+            since = self.ctx.registry.collected_since(self.entry.path)
         earlier, newer = self._recover(path, spec, history, current, since)
         for copy in earlier:
             self._run(copy)  # owed lines of earlier files go out whatever becomes of this one
@@ -564,13 +564,19 @@ class TailerManager:
                 del self.runners[path]
                 self.ctx.registry.entry_removed(path)
                 log.info("stopped collecting %s", display_name(path))
+            new = {path for path in desired if path not in self.runners
+                   and not self.ctx.registry.entry_applied(path)}
+            if new:
+                # On disk before any of their files is opened: a run killed in the next instants, before
+                # the registry's first write, made the restart take them for new (start = end, and the
+                # files rotated meanwhile not read: a round of a file lost in 1 of ~40 churn runs).
+                await self.ctx.registry.persist()
             for path, entry in desired.items():
                 runner = self.runners.get(path)
                 if runner is None:
                     runner = EntryRunner(entry, self.ctx)
-                    seen_before = self.ctx.registry.entry_applied(path)
                     self.runners[path] = runner
-                    started = await runner.start(start_at_end=not seen_before)
+                    started = await runner.start(start_at_end=path in new)
                     self._announce(entry, started, runner)
                 elif runner.entry != entry and runner.entry.same_reading(entry):
                     runner.retarget(entry)

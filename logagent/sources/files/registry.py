@@ -230,9 +230,12 @@ class Registry:
             self._changed()
         return seen
 
-    def applied_at(self, pattern: str) -> float | None:
-        """When the collect entry `pattern` was first applied (wall time, kept across restarts)."""
-        return self._applied.get(pattern)
+    def collected_since(self, pattern: str) -> float | None:
+        """Since when the files of the collect entry `pattern` are the agent's to read (wall time,
+        kept across restarts): when it was first applied, but at most PRUNE_AFTER ago (a load forgets
+        the entries of files shipped before that, so a file of then without an entry may be shipped)."""
+        at = self._applied.get(pattern)
+        return None if at is None else max(at, time.time() - PRUNE_AFTER)
 
     def entry_removed(self, pattern: str) -> None:
         if self._applied.pop(pattern, None) is not None:
