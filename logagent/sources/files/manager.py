@@ -566,10 +566,11 @@ class TailerManager:
                 log.info("stopped collecting %s", display_name(path))
             new = {path for path in desired if path not in self.runners
                    and not self.ctx.registry.entry_applied(path)}
-            if new:
+            if any(desired[path].start == "beginning" for path in new):
                 # On disk before any of their files is opened: a run killed in the next instants, before
-                # the registry's first write, made the restart take them for new (start = end, and the
-                # files rotated meanwhile not read: a round of a file lost in 1 of ~40 churn runs).
+                # the registry's first write, made the restart take them for new and pass by the files
+                # rotated meanwhile (a round of a file lost in 1 of ~40 churn runs). Not for start = end:
+                # known as applied, a file without an entry is read from its beginning (its history).
                 await self.ctx.registry.persist()
             for path, entry in desired.items():
                 runner = self.runners.get(path)

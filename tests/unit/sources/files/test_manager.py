@@ -677,12 +677,14 @@ async def test_a_file_never_seen_is_ordered_after_the_known_ones_when_the_curren
     assert times[id(unseen)] > 103.6, times
 
 
-async def test_an_entry_is_on_disk_as_applied_before_its_files_are_opened(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("start", ["beginning", "end"])
+async def test_an_entry_read_from_the_beginning_is_on_disk_as_applied_before_its_files_are_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str):
     """A run killed right after it applied an entry and opened its files, before the registry's first
-    write: the restart took the entry for new (start = end, and the files rotated meanwhile never
-    read: a round of a file lost in 1 of ~40 runs of the churn test with kill -9). Applying a new
-    entry writes the registry before any of its files is opened."""
+    write: the restart took the entry for new, and passed by the files rotated meanwhile (a round of
+    a file lost in 1 of ~40 runs of the churn test with kill -9). Applying a new entry that reads its
+    files from the beginning writes the registry first. Not one that starts at their end: known as
+    applied, its files without entries would be read from their beginnings at the restart."""
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "app.log").write_text("")
@@ -690,19 +692,19 @@ async def test_an_entry_is_on_disk_as_applied_before_its_files_are_opened(tmp_pa
     opened: list[bool] = []
     real_start = EntryRunner.start
 
-    async def start(runner: EntryRunner, start_at_end: bool) -> int:
+    async def start_runner(runner: EntryRunner, start_at_end: bool) -> int:
         saved = tmp_path / "data" / "registry.json"
         opened.append(saved.exists() and str(logs / "*.log") in json.loads(saved.read_bytes())["entries"])
         return await real_start(runner, start_at_end)
 
-    monkeypatch.setattr(EntryRunner, "start", start)
+    monkeypatch.setattr(EntryRunner, "start", start_runner)
     manager = TailerManager(ctx)
     try:
-        await manager.apply([CollectEntry(str(logs / "*.log"), "t")])
+        await manager.apply([CollectEntry(str(logs / "*.log"), "t", start=start)])
     finally:
         await manager.stop()
         await ctx.watcher.stop()
-    assert opened == [True]
+    assert opened == [start == "beginning"]
 
 
 async def test_files_rotated_since_the_entry_was_applied_are_read_for_a_path_without_entries(tmp_path: Path):
