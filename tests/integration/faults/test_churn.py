@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.integration.faults.test_etcd_faults import collect_key, put, unique_ip
+from tests.integration.faults.test_exactly_once_faults import eos
 from tests.integration.test_kubernetes import _k8s_agent, _pod_lines, _rotate_between_records
 from tests.kit import KafkaReader, PodTree, new_topic, tally_pods
 
@@ -127,14 +128,15 @@ def _collect(folder: Path, topics: list[str], k: int) -> str:
     return json.dumps([{"path": f"{folder}/*.log", "topic": topics[k % 3], "start": "beginning"}])
 
 
-@pytest.mark.parametrize("faults", ["running", "killed", "outage", "etcd", "etcd+outage"])
+@pytest.mark.parametrize("faults", ["running", "killed", "outage", "etcd", "etcd+outage", "killed+exactly_once"])
 def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server, etcd, logdir, results, rnd):  # type: ignore[no-untyped-def]
     """20 files in one folder (empty when the agent starts), 8 rounds of 50 lines each, most rounds
     rotated: every line under its own path; without kills once and in order. "killed": kill -9 at
     random moments; "outage": those and the broker stopped for 2-5 rounds in the middle (restarts
     inside the outage too); "etcd": kills, and the collect list changed through etcd at random moments
     (the glob split in two entries and joined again, each time to other topics); "etcd+outage": all
-    of them together."""
+    of them together; "killed+exactly_once": kills with delivery = exactly_once, every line exactly
+    once and in order (read_committed)."""
     outage = Outage(kafka_server, rnd, (1, 3), (4, 7)) if "outage" in faults else None
     through_etcd = "etcd" in faults
     folder = logdir / "churn"
@@ -150,7 +152,7 @@ def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server
         agent = make_agent(etcd=etcd, ip=ip, extra={"agent": FAST})
     else:
         agent = make_agent(files=[{"path": f"{folder}/*.log", "topic": topics[0], "start": "beginning"}],
-                           extra={"agent": FAST})
+                           extra={"agent": FAST, **(eos() if "exactly_once" in faults else {})})
     written: dict[str, list[str]] = {str(f): [] for f in files}
     killed = changes = 0
     try:
@@ -184,14 +186,15 @@ def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server
     missing = {p: n for p, n in missing.items() if n}
     dups = sum(len(v) - len(set(v)) for v in got.values())
     how = "running" if faults == "running" else f"kill -9 {killed}x" + (f", {outage}" if outage else "") + \
-        (f", {changes} collect list changes through etcd" if through_etcd else "")
+        (f", {changes} collect list changes through etcd" if through_etcd else "") + \
+        (", delivery = exactly_once (read_committed)" if "exactly_once" in faults else "")
     results.add(f"20 files x 8 logrotates, {how}",
                 written=total, delivered=sum(len(v) for v in got.values()), missing=sum(missing.values()),
                 duplicated=dups)
     assert not wrong and not missing, f"{rnd.replay()} {how}; missing per file {missing}; paths {wrong}"
-    if faults == "running":
+    if faults in ("running", "killed+exactly_once"):
         assert dups == 0 and all(got[p] == lines for p, lines in written.items()), \
-            f"{rnd.replay()} every line once, in the order written"
+            f"{rnd.replay()} {how}: every line once, in the order written"
 
 
 @pytest.mark.parametrize("faults", ["running", "killed", "outage"])
