@@ -12,10 +12,11 @@ RATE = 2000
 
 
 def eos(interval: str = "0.1", **kafka: str) -> dict[str, dict[str, str]]:
-    """The config sections of an exactly_once agent with a topic of offsets of its own (the tests'
-    agents share a host id: another test's offsets would be taken for this one's files)."""
+    """The config sections of an exactly_once agent with a topic of offsets and a transactional.id of its
+    own (the tests' agents share a host id: another test's offsets would be taken for this one's files,
+    and two such tests at once on one broker, as in loops beside the suite, fenced each other)."""
     return {"kafka": {"delivery": "exactly_once", "transaction_interval": interval,
-                      "offsets_topic": new_topic("offsets"), **kafka}}
+                      "offsets_topic": new_topic("offsets"), "transactional_id": new_topic("txn"), **kafka}}
 
 
 def _killed_three_times(loaded_agent, kafka: str, name: str, **agent_kw: object):  # type: ignore[no-untyped-def]

@@ -127,10 +127,11 @@ def _pod_lines(pod: Pod, container: str, start: int, count: int) -> list[tuple[s
             for i in range(start, start + count)]
 
 
-def _k8s_agent(make_agent, tree: PodTree, topic: str, tmp_path: Path, **agent: str):  # type: ignore[no-untyped-def]
+def _k8s_agent(make_agent, tree: PodTree, topic: str, tmp_path: Path, kafka: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+               **agent: str):
+    extra = {"agent": {"allowed_paths": f"{tmp_path}/**", **agent}, **({"kafka": kafka} if kafka else {})}
     return make_agent(files=[{"path": f"{tree.root}/*/*/*.log", "topic": topic, "format": "cri",
-                              "start": "beginning"}],
-                      extra={"agent": {"allowed_paths": f"{tmp_path}/**", **agent}})
+                              "start": "beginning"}], extra=extra)
 
 
 def _delivered(kafka: str, topic: str, tree: PodTree, timeout: float = 90) -> PodTally:

@@ -197,17 +197,18 @@ def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server
             f"{rnd.replay()} {how}: every line once, in the order written"
 
 
-@pytest.mark.parametrize("faults", ["running", "killed", "outage"])
+@pytest.mark.parametrize("faults", ["running", "killed", "outage", "killed+exactly_once"])
 def test_many_pods_rotated_by_the_kubelet(faults, make_agent, kafka, kafka_server, tmp_path, results, rnd):  # type: ignore[no-untyped-def]
     """Pods made before the agent starts (their logs empty), then, group by group, four kubelet
     rotations each, a line split by each: every line whole; without kills once and in order.
-    "killed": kill -9 at random moments; "outage": those and the broker stopped for some groups."""
+    "killed": kill -9 at random moments; "outage": those and the broker stopped for some groups;
+    "killed+exactly_once": kills with delivery = exactly_once, every line once and in order."""
     outage = Outage(kafka_server, rnd, (2, 6), (8, 12)) if faults == "outage" else None
     tree = PodTree(tmp_path / "pods")
     groups = [[tree.add_pod("shop", f"web{k}-{i}", ("app",)) for i in range(3)]
               for k in range(30 if faults == "running" else 16)]
     topic = new_topic("churn-k8s")
-    agent = _k8s_agent(make_agent, tree, topic, tmp_path, **FAST)
+    agent = _k8s_agent(make_agent, tree, topic, tmp_path, eos()["kafka"] if "exactly_once" in faults else None, **FAST)
     killed = 0
     try:
         for g, pods in enumerate(groups):
@@ -227,9 +228,10 @@ def test_many_pods_rotated_by_the_kubelet(faults, make_agent, kafka, kafka_serve
     with KafkaReader(kafka, topic) as reader:
         t = tally_pods(tree, _read_until(reader, lambda got: tally_pods(tree, got).missing == 0,
                                          90 if outage is None else 150))
-    how = "running" if faults == "running" else f"kill -9 {killed}x" + (f", {outage}" if outage else "")
+    how = "running" if faults == "running" else f"kill -9 {killed}x" + (f", {outage}" if outage else "") + \
+        (", delivery = exactly_once (read_committed)" if "exactly_once" in faults else "")
     results.add(f"{3 * len(groups)} pods x 4 kubelet rotations, {how}",
                 written=t.written, delivered=t.delivered, missing=t.missing, duplicated=t.duplicated)
     assert not (t.missing or t.unexpected or t.no_identity), f"{rnd.replay()} {how}: {t.describe()}"
-    if faults == "running":
-        assert t.ok, f"{rnd.replay()} {t.describe()}"
+    if faults in ("running", "killed+exactly_once"):
+        assert t.ok, f"{rnd.replay()} {how}: {t.describe()}"

@@ -21,6 +21,7 @@ from tests.integration.faults.conftest import shown_logs
 from tests.integration.faults.helpers import RSS_LIMIT_MB, PeakTracker
 from tests.integration.faults.test_logrotate import Rotator, logrotate_binary
 from tests.integration.faults.test_rotation_outage import FAST, _lines, _needs_own_broker, _restart
+from tests.integration.test_exactly_once import eos as exactly_once
 from tests.kit import KafkaReader, LineWriter, new_topic, read_all, running, tally, wait_delivered, wait_until
 
 RATE = 2500  # lines per second
@@ -36,9 +37,8 @@ def _seed() -> int:
 
 
 def eos(**kafka: str) -> dict[str, dict[str, str]]:
-    """An exactly_once agent with an offsets topic of its own (the tests' agents share a host id)."""
-    return {"kafka": {"delivery": "exactly_once", "transaction_interval": "0.2",
-                      "offsets_topic": new_topic("offsets"), **kafka}}
+    """test_exactly_once.eos with a commit every 0.2 s."""
+    return exactly_once("0.2", **kafka)
 
 
 def committed_and_uncommitted(bootstrap: str, topic: str, writer: LineWriter
