@@ -674,6 +674,9 @@ async def test_a_partial_line_at_a_rotation_is_joined_in_the_next_file(harness: 
                                                        ("next", len(cri("F", "ended in the new one")))]
     assert got[0]["stream"] == "stdout" and got[0]["time"] == TS
     assert h.registry.joined(t2.reg_key) and not h.registry.joined(t1.reg_key), "a restart knows it went out whole"
+    on_disk = Registry(h.tmp / "data")
+    on_disk.load()
+    assert on_disk.joined(t2.reg_key), "on disk before the line went out (exactly_once's offsets lead the file)"
     st = rotated.stat()
     old = h.registry.lookup(st.st_dev, st.st_ino)
     assert old is not None and old.offset == begun and not old.done, "owed until the joined line is acknowledged"
