@@ -67,6 +67,7 @@ class EntryRunner:
         self._quiet_stamp: tuple[int, int] | None = None  # the glob's folder as of a scan that missed nothing
         self._scan_task: asyncio.Task[None] | None = None
         self._rescan = False
+        self._first_scan = False  # start()'s scan runs: a scan asked for meanwhile comes after it
         self._errors: dict[str, str] = {}
         self._labels: set[str] = set()  # the per-file metric labels of the files this entry read
         self._folders: set[str] = set()
@@ -79,8 +80,18 @@ class EntryRunner:
     # ---- lifecycle
 
     async def start(self, start_at_end: bool) -> int:
-        """The first scan; returns how many files it started."""
-        started = await self.scan(start_at_end and self.entry.start == "end")
+        """The first scan; returns how many files it started. A scan asked for meanwhile (the scan
+        tick, inotify) comes after it: run beside it, over a glob of thousands of files, it started
+        the files it reached first as files that appeared later (a start = end entry read them from
+        their beginnings, and each was planned for earlier files against the whole folder)."""
+        self._first_scan = True
+        try:
+            started = await self.scan(start_at_end and self.entry.start == "end")
+        finally:
+            self._first_scan = False
+        if self._rescan:
+            self._rescan = False
+            self.request_scan()
         self._recover_vanished()
         return started
 
@@ -282,7 +293,7 @@ class EntryRunner:
         """Scan soon (coalesced: one scan at a time, one more if asked meanwhile)."""
         if self.stopped:
             return
-        if self._scan_task is not None and not self._scan_task.done():
+        if self._first_scan or (self._scan_task is not None and not self._scan_task.done()):
             self._rescan = True
             return
         self._scan_task = spawn(f"scan {display_name(self.entry.path)}", "runner", self._scan_passes)

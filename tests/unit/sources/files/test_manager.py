@@ -732,3 +732,39 @@ async def test_files_rotated_since_the_entry_was_applied_are_read_for_a_path_wit
     finally:
         await runner.stop()
         await ctx.watcher.stop()
+
+
+async def test_a_scan_asked_for_during_the_first_one_comes_after_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The first scan of a glob of 100,000 files takes seconds, yielding to the loop; the scan tick
+    asked for a scan meanwhile, which ran beside it and started the files it reached first as files
+    that appeared later: a start = end entry read them from their beginnings (their history shipped),
+    and each was planned against the whole folder (minutes to be ready: 2 of the suite's tests timed
+    out). A scan asked for during the first one is not started beside it, but after it."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(20):
+        (logs / f"f{i:02d}.log").write_text(f"history of f{i}\n")
+    queue = BatchQueue(100)
+    ctx = _plain_ctx(tmp_path, queue)
+    runner = EntryRunner(CollectEntry(str(logs / "*.log"), "t", start="end"), ctx)
+    real = EntryRunner._start_tailer
+    beside: list[bool] = []
+
+    def start_tailer(self: EntryRunner, path: str, start_at_end: bool, announce: bool = True) -> bool:
+        if not beside:
+            self.request_scan()  # as the scan tick does, at any moment
+            beside.append(self._scan_task is not None)
+        return real(self, path, start_at_end, announce)
+
+    monkeypatch.setattr(EntryRunner, "_start_tailer", start_tailer)
+    try:
+        assert await runner.start(start_at_end=True) == 20
+        assert beside == [False], "a scan ran beside the first one"
+        assert runner._scan_task is not None, "the scan asked for runs after the first one"
+        await runner._scan_task
+        await asyncio.sleep(0.3)
+        assert queue.get_nowait() is None, "a file's history was read"
+        assert len(runner.tailers) == 20
+    finally:
+        await runner.stop()
+        await ctx.watcher.stop()
