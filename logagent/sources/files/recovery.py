@@ -75,6 +75,7 @@ _DECOMPRESSORS: dict[str, Callable[[], zlib._Decompress | bz2.BZ2Decompressor | 
 # `.backup`: logrotate's create found the path re-created by the application after its rename and
 # moved that file to `<name>-YYYYMMDDHH.backup` (3.21 createOutputFile): one more generation.
 _ROTATED = re.compile(r"^[.\-_]\d[\d.\-_]*?(\.backup)?(\.gz|\.bz2|\.xz)?$")
+_ROTATED_FROM = re.compile(r"[.\-_](?=\d)")  # where a rotated name's suffix may begin (is_rotated_name)
 
 
 def compression_of(name: str) -> str:
@@ -180,6 +181,9 @@ def settled(stamp: tuple[int, int]) -> bool:
 LISTING_PASSES = 6  # readdirs of one listing, merged: at least two, more while renames run through them
 
 
+Listing = list[tuple[str, os.stat_result]]  # (path, its stat) of the regular files of a folder
+
+
 class FolderIndex:
     """One listing per folder per recovery pass: 10,000 files in one folder are listed once, while
     the folder does not change (a folder that just changed is listed at every look)."""
@@ -189,6 +193,8 @@ class FolderIndex:
         self._inodes: dict[str, dict[tuple[int, int], str]] = {}
         self._stamps: dict[str, tuple[int, int]] = {}
         self._settled: set[str] = set()  # folders listed at least QUIET_NS after their last change
+        # folder -> (the listing it was made of, name it could be rotated from -> files): rotated()
+        self._rotated: dict[str, tuple[Listing, dict[str, Listing]]] = {}
 
     def by_inode(self, folder: str) -> dict[tuple[int, int], str]:
         found = self._inodes.get(folder)
@@ -196,9 +202,26 @@ class FolderIndex:
             found = self._inodes[folder] = {(s.st_dev, s.st_ino): p for p, s in self.files(folder)}
         return found
 
+    def rotated(self, folder: str, base: str) -> Listing:
+        """The files of `folder` whose names are rotated names of `base` (is_rotated_name), through an
+        index of the listing by the names its files could be rotated from: a plan per path walked
+        the whole listing, and 100,000 new files in one folder (each planned, since files rotated
+        before the agent looked are read) took minutes instead of seconds."""
+        listing = self.files(folder)
+        cached = self._rotated.get(folder)
+        if cached is None or cached[0] is not listing:
+            index: dict[str, Listing] = {}
+            for p, s in listing:
+                name = os.path.basename(p)
+                for m in _ROTATED_FROM.finditer(name):
+                    index.setdefault(name[: m.start()], []).append((p, s))
+            cached = self._rotated[folder] = (listing, index)
+        return [(p, s) for p, s in cached[1].get(base, ()) if is_rotated_name(os.path.basename(p), base)]
+
     def forget(self, folder: str) -> None:
         """The next look lists `folder` again."""
         self._folders.pop(folder, None)
+        self._rotated.pop(folder, None)
         self._inodes.pop(folder, None)
         self._stamps.pop(folder, None)
         self._settled.discard(folder)
@@ -467,7 +490,7 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
         return Plan(steps=steps)  # the common case: the path still holds the file we know, nothing else owed
     folder = os.path.dirname(path) or "."
     base = os.path.basename(path)
-    listing = folders.files(folder)
+    listing = folders.rotated(folder, base)  # the only files a plan looks at by name
     by_inode = folders.by_inode(folder)
     heads: dict[tuple[str, int, int], bytes | None] = {}
 
