@@ -49,7 +49,8 @@ def table(rows: list[dict[str, Any]], show_all: bool) -> list[str]:
         out.append(f"{r['read'] - r['acked']:>10} {r['acked']:>12} {r['read']:>12}  {r['state']}")
         out.append(f"{'':>37}{r['path']}{source} -> {r['topic']}")
     hidden = len(rows) - len(shown)
-    out.append(f"{len(rows)} files" + (f", {hidden} caught up not shown (--all shows them)" if hidden else ""))
+    out.append(f"{len(rows)} file{'' if len(rows) == 1 else 's'}"
+               + (f", {hidden} caught up not shown (--all shows them)" if hidden else ""))
     return [escape_controls(line) for line in out]
 
 
