@@ -29,7 +29,14 @@ from logagent.runtime.names import display_name
 from logagent.runtime.wait import wait_event
 from logagent.sources.files.opener import open_checked, open_error_reason
 from logagent.sources.files.recovery import compression_of, find_copy
-from logagent.sources.files.registry import FINGERPRINT_BYTES, fingerprint, fingerprint_of, identity_key, uid_of
+from logagent.sources.files.registry import (
+    FINGERPRINT_BYTES,
+    RegistryEntry,
+    fingerprint,
+    fingerprint_of,
+    identity_key,
+    uid_of,
+)
 from logagent.sources.files.shipper import Route, Shipper, SourceSpec, TailContext
 from logagent.sources.files.spool import SpoolFile
 
@@ -134,9 +141,12 @@ class FileTailer(Shipper):
         # to tell; one of another name is another file (a folder where files come and go hands a
         # deleted file's inode number to the next new one: taken over, the new file's offsets went
         # under the other name, where a restart did not look for them, and that name's recovery
-        # read the new file as one of its own).
+        # read the new file as one of its own). One of this name with a spool copy had bytes, which
+        # went into the spool when it was rotated away: another file too (taken over, the spool's
+        # bytes, the old file's, were read as the start of the new one, whose own were passed by:
+        # two rounds lost in ~1 of 150 churn runs with kill -9 and exactly_once).
         if saved is not None and (fingerprint(fd, saved.fp_len)[0] != saved.fp
-                                  or (saved.fp_len == 0 and saved.path != self.path)):
+                                  or (saved.fp_len == 0 and (saved.path != self.path or self._spooled_before(saved)))):
             self._registry.archive(st.st_dev, st.st_ino)
             saved = None
         elif saved is not None and saved.fp_len == 0 and self._registry.seen_after(saved):
@@ -169,6 +179,11 @@ class FileTailer(Shipper):
         self._uid = entry.uid if entry is not None else ""
         log.log(logging.INFO if self.announce else logging.DEBUG,
                 "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
+
+    def _spooled_before(self, saved: RegistryEntry) -> bool:
+        """The spool holds bytes of the file of `saved` (written when it was rotated away)."""
+        spool = self.ctx.spool
+        return spool is not None and spool.get(saved.uid) is not None
 
     @staticmethod
     def _last_line_end(fd: int, size: int) -> int:

@@ -1101,3 +1101,45 @@ async def test_status_says_where_a_reader_is_and_what_it_waits_for(harness: Call
     for b in got:
         h.ack(b)
     await eventually(lambda: t.status()["state"] == "finished", what="the renamed file finished")
+
+
+async def test_a_new_file_under_an_entry_seen_only_empty_whose_file_was_spooled_is_a_file_of_its_own(
+        tmp_path: Path) -> None:
+    """app.log was seen only empty (the run was killed before an acknowledgement), then written, read
+    and rotated away with its bytes copied into the spool; the next app.log got its inode number.
+    Taken for the file of that entry (the same name, no first bytes to tell), it inherited its uid: a
+    restart read the spool's bytes (the old file's) as its start and passed its own by (two rounds
+    lost in ~1 of 150 churn runs with kill -9 and exactly_once). The old entry is archived, its spool
+    copy still there for recovery, and the new file has an entry of its own."""
+    from logagent.sources.files.spool import Spool, SpoolFile
+
+    registry = Registry(tmp_path / "data")
+    spool = Spool(tmp_path / "data", 1 << 20)
+    log = tmp_path / "app.log"
+    log.write_text("the new file's first line\n")
+    st = log.stat()
+    key = registry.update(st.st_dev, st.st_ino, str(log), 0, fingerprint_of(b""), 0, since=100.0)
+    entry = registry.get(key)
+    assert entry is not None
+    old_uid = entry.uid
+    old = tmp_path / "old-bytes"
+    old.write_text("the old file's line\n" * 10)
+    spooled = SpoolFile(old_uid, spool.root / old_uid, str(log), st.st_dev, st.st_ino, "", 0, 100.0, 101.0)
+    fd = os.open(old, os.O_RDONLY)
+    try:
+        await spool.copy(spooled, fd, 0, old.stat().st_size)
+    finally:
+        os.close(fd)
+    assert spool.get(old_uid) is not None
+    ctx = TailContext(opts=OPTS, queue=BatchQueue(100), registry=registry, budget=FdBudget(16),
+                      allowed_paths=(f"{tmp_path}/**",), claims=Claims(), spool=spool)
+    t = FileTailer(str(log), Route("t"), ctx, False, lambda _t: None, None)
+    t.open()
+    try:
+        mine = registry.get(t.reg_key)
+        assert mine is not None and mine.uid != old_uid and mine.fp == fingerprint_of(log.read_bytes()[:1024])
+        archived = registry.get(old_uid)
+        assert archived is not None and archived.fp_len == 0, "kept under its uid: its spool copy is owed"
+    finally:
+        t.close()
+        spool.close()
