@@ -461,7 +461,7 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
             return key
         return entry.uid if registry.get(entry.uid) is not None else None
 
-    known = [(k, e) for k, e in ((now_under(k, e), e) for k, e in known) if k is not None]
+    known = [(k, _spool_fingerprint(e, spool)) for k, e in ((now_under(k, e), e) for k, e in known) if k is not None]
     # A file the registry saw only empty has no fingerprint to tell it from a reused inode; nothing
     # of it was acknowledged, so whatever it holds now is looked for as a generation never seen.
     sure = [(k, e) for k, e in known if e.fp_len > 0]
@@ -565,6 +565,17 @@ def _plan(path: str, registry: Registry, spool: Spool | None, held: Callable[[in
     found.sort(key=lambda g: _written_order(g, base))
     later.sort(key=lambda g: _written_order(g, base))
     return Plan(found, steps, later)
+
+
+def _spool_fingerprint(entry: RegistryEntry, spool: Spool | None) -> RegistryEntry:
+    """An entry seen only empty whose file's bytes are in the spool (read, then rotated away, before a
+    kill left the registry as it was): as the plan sees it, with the first bytes the spool copy was
+    taken with. It is then read from there (going on in its copies), and its copies are known by
+    them, not read again as files never seen."""
+    spooled = spool.get(entry.uid) if spool is not None and entry.fp_len == 0 else None
+    if spooled is None or spooled.fp_len == 0:
+        return entry
+    return dataclasses.replace(entry, fp=spooled.fp, fp_len=spooled.fp_len)
 
 
 def _unseen_cut_off(known: list[tuple[str, RegistryEntry]], current_key: str | None,

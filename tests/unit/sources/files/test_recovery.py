@@ -806,3 +806,37 @@ def test_the_bound_for_files_never_seen_is_the_newest_finished_file_before_the_u
     assert _unseen_cut_off([], None, 7.0) == 7.0 and _unseen_cut_off([], None, None) == 0.0
     many = [e(float(i), True) for i in range(1, 201)] + [e(0.5, False)]
     assert _unseen_cut_off(many, None, None) == 1.0  # never below the oldest finished file kept
+
+
+async def test_a_file_seen_only_empty_whose_bytes_are_in_the_spool_is_read_from_there(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """app.log was seen only empty, then written, read and rotated away, its unacknowledged bytes copied
+    into the spool, and the renamed file deleted; the run was killed before the registry learned its
+    first bytes. The spool copy was passed by (the entry had no fingerprint to plan it by) and the
+    lines said lost. The plan now takes the first bytes the spool copy was made with."""
+    reg = Registry(tmp_path / "data")
+    spool = Spool(tmp_path / "data", 1 << 20)
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    key = _known(reg, log, 0)  # seen only empty
+    entry = reg.get(key)
+    assert entry is not None and entry.fp_len == 0
+    content = b"".join(b"round 0 line %d\n" % i for i in range(20))
+    log.write_bytes(content)
+    fp, fp_len = file_fingerprint(log)
+    spooled = SpoolFile(entry.uid, spool.root / entry.uid, str(log), entry.dev, entry.ino, fp, fp_len, entry.since,
+                        time.time())
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        await spool.copy(spooled, fd, 0, len(content))
+    finally:
+        os.close(fd)
+    log.unlink()  # rotated away and deleted
+    log.write_bytes(b"round 1\n")  # the next app.log (never seen)
+    try:
+        with caplog.at_level(logging.WARNING, logger="logagent.recovery"):
+            found = [(g.kind, g.start) for g in _plan(reg, log, spool)]
+    finally:
+        spool.close()
+    assert found == [("spool", 0)]
+    assert not caplog.records
