@@ -129,10 +129,10 @@ def _collect(folder: Path, topics: list[str], k: int) -> str:
 
 
 EXACTLY_ONCE_LOSS = pytest.mark.xfail(strict=False, reason=(
-    "open defect: with exactly_once, kill -9 and this churn, a file's round or two is missing from "
-    "read_committed in about 1 run of 150 (2 of ~300 in loops; one run's registry held an entry of "
-    "the lost rounds' inode finished at offset 0, another's an entry of that inode with the size of "
-    "the first two rounds): see the session note of 2026-12-07"))
+    "a defect found by this variant: with exactly_once, kill -9 and this churn, a file's round or two "
+    "was missing from read_committed in 2 of ~300 runs (a new file took over the entry of an inode seen "
+    "only empty whose file had a spool copy). Fixed by 0dd397d and b0401c1; the mark stays until loops "
+    "show it gone at that rate (see the session note of 2026-12-07)"))
 
 
 @pytest.mark.parametrize("faults", ["running", "killed", "outage", "etcd", "etcd+outage",
