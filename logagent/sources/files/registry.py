@@ -64,6 +64,12 @@ def uid_of(dev: int, ino: int, since: float) -> str:
     return f"{dev}-{ino}-{int(since * 1e6)}"
 
 
+def identity_of_uid(uid: str) -> str | None:
+    """The identity key (identity_key) of the file a uid_of names; None when `uid` is not one."""
+    parts = uid.split("-", 2)
+    return f"{parts[0]}:{parts[1]}" if len(parts) == 3 else None
+
+
 @dataclass
 class RegistryEntry:
     path: str  # the name the file was collected under (its rotated names are found by identity)
@@ -517,8 +523,8 @@ class Registry:
         """An entry of the file `uid` is kept (under its device and inode, or archived under its uid)."""
         if uid in self._entries:
             return True
-        parts = uid.split("-", 2)  # uid_of's form; its first two parts make identity_key's
-        entry = self._entries.get(f"{parts[0]}:{parts[1]}") if len(parts) == 3 else None
+        key = identity_of_uid(uid)
+        entry = self._entries.get(key) if key is not None else None
         return entry is not None and entry.uid == uid
 
     @staticmethod

@@ -14,7 +14,7 @@ import pytest
 
 from logagent.errors import RegistryError
 from logagent.runtime.atomic import write_atomic
-from logagent.sources.files.registry import Registry, fingerprint
+from logagent.sources.files.registry import Registry, fingerprint, identity_key, identity_of_uid, uid_of
 from tests.kit import eventually
 
 
@@ -273,6 +273,12 @@ def test_new_content_gives_the_file_a_new_uid(tmp_path: Path):
     e.since -= 1.0  # as if seen a second ago
     r.new_content(key)
     assert e.uid != before and r.lookup(1, 2) is e
+
+
+def test_a_uid_names_the_identity_of_its_file():
+    """A uid's device and inode are those of identity_key (the joined marks are kept by them)."""
+    assert identity_of_uid(uid_of(2049, 131, 1765000000.25)) == identity_key(2049, 131)
+    assert identity_of_uid("12-34") is None and identity_of_uid("") is None
 
 
 def test_a_file_joined_to_an_earlier_ones_line_is_known_after_a_restart_as_long_as_its_entry(tmp_path: Path):
