@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -134,6 +134,8 @@ class Registry:
         # happened (cut off by a stop) must leave the registry still to be written.
         self._version = 0
         self._saved_version = 0
+        # (version, action): what waits for the write of that version (see when_saved), oldest first.
+        self._after_write: list[tuple[int, Callable[[], None]]] = []
         # Counts changes of keys and uids (an entry added, dropped, moved, or a new content): a reader
         # that looked its file's uid up at one epoch need not look again while it stays (per line).
         self.epoch = 0
@@ -560,10 +562,31 @@ class Registry:
         return self._version, payload
 
     def _written(self, version: int, ok: bool) -> bool:
-        """Record a write's outcome: on disk up to `version` (else it stays to be written)."""
+        """Record a write's outcome: on disk up to `version` (else it stays to be written); then run
+        what waited for it (when_saved)."""
         if ok:
             self._saved_version = max(self._saved_version, version)
+            if self._after_write and self._after_write[0][0] <= self._saved_version:
+                due = [action for v, action in self._after_write if v <= self._saved_version]
+                self._after_write = [(v, a) for v, a in self._after_write if v > self._saved_version]
+                for action in due:
+                    try:
+                        action()
+                    except Exception:  # noqa: BLE001 - one action's failure stops neither the others nor the flush
+                        log.exception("an action waiting for the registry's write failed")
         return ok
+
+    def when_saved(self, action: Callable[[], None]) -> None:
+        """Run `action` once every change made so far is on disk (now, when it is already). For what
+        the file on disk may still need until a newer one is written: the spool's copy of a file it
+        says is not acknowledged to its end. Deleted as soon as Kafka had the bytes, a kill before
+        the next write read the file again from the spool, found its bytes gone, said them lost and
+        sent a container log's next file without the line's beginning (its last record as a line: 1
+        of ~100 churn runs with kill -9)."""
+        if self._saved_version >= self._version:
+            action()
+        else:
+            self._after_write.append((self._version, action))
 
     def _write_logged(self, payload: bytes) -> bool:
         """Write, logging (once per distinct problem) instead of raising."""

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -531,8 +532,7 @@ class Shipper:
         self.acks.rewind(self.read_pos)
         self._registry.update(self.dev, self.ino, self.path, self.acked, self.fp, self.fp_len,
                               key=self._entry_key() or None, size=self.read_pos)
-        if self._spooled is not None and self.ctx.spool is not None:
-            self.ctx.spool.release(self._spooled.uid, self.acked)
+        self._release_spool()
         self._metrics_due()
         if self.finished:
             self._done_if_acknowledged()
@@ -567,8 +567,7 @@ class Shipper:
             self._registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
                                   key=self._entry_key() or None, size=self.read_pos)
             self._metrics_due()
-            if self._spooled is not None and self.ctx.spool is not None:
-                self.ctx.spool.release(self._spooled.uid, self.acked)
+            self._release_spool()
             self._carry_check()
             self._settle_carry()
 
@@ -600,9 +599,16 @@ class Shipper:
         self._registry.disown(key)
         uid = self._spooled.uid if self._spooled is not None else entry.uid if entry is not None else ""
         if self.ctx.spool is not None and uid:
-            self.ctx.spool.drop(uid)  # read from the file or a copy: its spool copy goes too
+            # Read from the file or a copy: its spool copy goes too, once the registry says it is done.
+            self._registry.when_saved(functools.partial(self.ctx.spool.drop, uid))
         self._spooled = None
         return True
+
+    def _release_spool(self) -> None:
+        """The spool's segments below the acknowledged offset go, once the registry has that offset
+        on disk (a restart reads from the offset the registry has)."""
+        if self._spooled is not None and self.ctx.spool is not None:
+            self._registry.when_saved(functools.partial(self.ctx.spool.release, self._spooled.uid, self.acked))
 
     def _entry_key(self) -> str:
         """This file's registry key now. Once its descriptor is closed (rotated away, read to its end,

@@ -314,3 +314,24 @@ def test_a_file_joined_to_an_earlier_ones_line_is_known_after_a_restart_as_long_
     r4 = Registry(tmp_path)
     r4.load()
     assert r4.lookup(1, 2) is not None and not r4.joined(a), "a bad list is ignored, the entries kept"
+
+
+def test_an_action_waits_for_the_write_that_has_the_changes_made_before_it(tmp_path: Path):
+    """when_saved: run now when nothing is left to write; else after the first write that has the
+    changes made so far (not after a failed one, nor one of an older snapshot)."""
+    r = Registry(tmp_path)
+    ran: list[str] = []
+    r.when_saved(lambda: ran.append("clean"))
+    assert ran == ["clean"]
+    r.update(1, 2, "/var/log/a", 10, "ff", 10)
+    r.when_saved(lambda: ran.append("first"))
+    (tmp_path / "registry.json").mkdir()  # the write fails: nothing runs
+    assert not r.flush() and ran == ["clean"]
+    (tmp_path / "registry.json").rmdir()
+    version, payload = r._snapshot()  # a snapshot taken now ...
+    r.update(1, 2, "/var/log/a", 20, "ff", 10)
+    r.when_saved(lambda: ran.append("second"))
+    r._write(payload)
+    r._written(version, True)  # ... written: what waited for it runs, the later one waits
+    assert ran == ["clean", "first"]
+    assert r.flush() and ran == ["clean", "first", "second"]
