@@ -572,7 +572,7 @@ class Registry:
                 for action in due:
                     try:
                         action()
-                    except Exception:  # noqa: BLE001 - one action's failure stops neither the others nor the flush
+                    except Exception:  # one action's failure stops neither the others nor the flush
                         log.exception("an action waiting for the registry's write failed")
         return ok
 

@@ -1150,9 +1150,9 @@ async def test_a_new_file_under_an_entry_seen_only_empty_whose_file_was_spooled_
 async def test_the_spool_copy_of_a_file_acknowledged_to_its_end_goes_once_the_registry_says_so(
         harness: Callable[..., Harness], tmp_path: Path):
     """Rotated away before Kafka had its lines: copied into the spool. Acknowledged to its end, its
-    copy is deleted only by the registry write that says it is done: deleted at once, a kill before that write read the file again from the
-    spool's missing bytes (said lost; a container log's next file then sent a line's last record
-    as a line, 1 in ~100 churn runs with kill -9)."""
+    copy is deleted only by the registry write that says it is done: deleted at once, a kill before
+    that write read the file again from the spool's missing bytes (said lost; a container log's next
+    file then sent a line's last record as a line, 1 in ~100 churn runs with kill -9)."""
     h = harness()
     h.spool = Spool(tmp_path / "data", 1 << 20)
     log, t, _ = h.follow("a.log", "one\n")
