@@ -13,7 +13,8 @@ and its identity) and segments named `<start>-<end>.seg` with the file's bytes
 [start, end). A segment is written to `.tmp`, fsynced, renamed, and the folder fsynced:
 after a kill -9 at any instant a segment is whole or absent, and a `.tmp` is deleted
 unread at the next start. Segments wholly below the acknowledged offset are deleted; the
-folder goes once the file is acknowledged to its end.
+folder goes once the file is acknowledged to its end (each once registry.json has that offset:
+the caller asks Registry.when_saved, so a restart never looks for bytes already deleted).
 
 `[agent] spool_max_bytes` bounds the whole spool. When a copy does not fit, the part that
 fits is kept, the rest is refused: the agent logs it at ERROR (at most once a minute),
