@@ -7,7 +7,8 @@ replays one): each of these races was found this way, none by a fixed schedule (
 inode number of another name's empty file; a file rotated on between an open and a listing; a file
 never seen ordered before an older one at a restart; a listing pass a rename ran through; an earlier
 file left unread by an entry that etcd replaced; a file never seen, written just before the next
-file was first seen, passed by at a restart)."""
+file was first seen, passed by at a restart; a spool copy deleted before the registry write that
+said it was no longer needed)."""
 
 from __future__ import annotations
 
@@ -128,15 +129,7 @@ def _collect(folder: Path, topics: list[str], k: int) -> str:
     return json.dumps([{"path": f"{folder}/*.log", "topic": topics[k % 3], "start": "beginning"}])
 
 
-EXACTLY_ONCE_LOSS = pytest.mark.xfail(strict=False, reason=(
-    "a defect found by this variant: with exactly_once, kill -9 and this churn, a file's round or two "
-    "was missing from read_committed in 2 of ~300 runs (a new file took over the entry of an inode seen "
-    "only empty whose file had a spool copy). Fixed by 0dd397d and b0401c1; the mark stays until loops "
-    "show it gone at that rate (see the session note of 2026-12-07)"))
-
-
-@pytest.mark.parametrize("faults", ["running", "killed", "outage", "etcd", "etcd+outage",
-                                    pytest.param("killed+exactly_once", marks=EXACTLY_ONCE_LOSS)])
+@pytest.mark.parametrize("faults", ["running", "killed", "outage", "etcd", "etcd+outage", "killed+exactly_once"])
 def test_many_files_rotated_by_logrotate(faults, make_agent, kafka, kafka_server, etcd, logdir, results, rnd):  # type: ignore[no-untyped-def]
     """20 files in one folder (empty when the agent starts), 8 rounds of 50 lines each, most rounds
     rotated: every line under its own path; without kills once and in order. "killed": kill -9 at
