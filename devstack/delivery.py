@@ -43,8 +43,11 @@ class LineWriter:
         return self
 
     def stop(self) -> int:
+        """Stop writing; the lines written so far. Safe when never started (a test's `finally` stops
+        every writer, and a failure before one started must show as itself)."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
         return self.count
 
     def pause(self) -> int:

@@ -225,8 +225,35 @@ class _Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._held: list[socket.socket] = []  # its ports while it is stopped (_hold_ports)
+
+    def ports(self) -> list[int]:
+        """The loopback ports the server listens on."""
+        return []
+
+    def _hold_ports(self) -> None:
+        """Stopped: its ports stay bound by this process, not listening (a client is refused, as by no
+        server), so that no other process's listen_port() takes one before it starts again: an etcd
+        restarted after a test's outage found its peer port taken by a server of a run beside it
+        ("bind: address already in use"). SO_REUSEADDR: the stopped server's connections may linger
+        in TIME_WAIT on the port."""
+        for port in self.ports():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            self._held.append(sock)
+
+    def _release_ports(self) -> None:
+        held, self._held = self._held, []
+        for sock in held:
+            sock.close()
 
     def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        self._release_ports()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      env=env, start_new_session=True)
@@ -252,6 +279,11 @@ class _Server:
         except ProcessLookupError:
             pass
         self.proc = None
+        self._hold_ports()
+
+    def forget_ports(self) -> None:
+        """Done with it for good: its ports go back to the machine."""
+        self._release_ports()
 
 
 class KafkaServer(_Server):
@@ -278,6 +310,9 @@ class KafkaServer(_Server):
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.props_path = workdir / "server.properties"
         self._formatted = False
+
+    def ports(self) -> list[int]:
+        return [p for p in (self.port, self.controller_port, self.sasl_port, self.tls_port) if p]
 
     def _props(self) -> str:
         props = {
@@ -365,6 +400,9 @@ class EtcdServer(_Server):
         self.peer_port = listen_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.extra_args: list[str] = []
+
+    def ports(self) -> list[int]:
+        return [self.port, self.peer_port]
 
     member = "logagent-test"
 
@@ -463,6 +501,10 @@ class EtcdCluster:
     def stop(self, kill: bool = False) -> None:
         for m in self.members:
             m.stop(kill=kill)
+
+    def forget_ports(self) -> None:
+        for m in self.members:
+            m.forget_ports()
 
 
 class _ClusterNode(KafkaServer):
@@ -614,6 +656,10 @@ class KafkaCluster:
         """Stop every node; safe to call twice."""
         for n in self.nodes:
             n.stop(kill=kill)
+
+    def forget_ports(self) -> None:
+        for n in self.nodes:
+            n.forget_ports()
 
 
 DEMO_LOG = "/tmp/logagent-demo/app.log"

@@ -62,3 +62,31 @@ def test_check_passes_against_live_stack_and_fails_on_wrong_kafka(kafka, etcd, t
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert "FAIL kafka: 127.0.0.1:1" in bad.stdout
+
+
+def test_a_stopped_servers_ports_stay_its_own_until_it_starts_again(tmp_path: Path):
+    """A test's outage stops a server and starts it again on the same ports: meanwhile no other
+    process may take them (an etcd restarted after an outage found its peer port taken by a server
+    of a test run beside it). Stopped, a client is refused as by no server; started, it serves."""
+    import socket
+
+    from devstack.stack import EtcdServer, port_open
+    from tests.kit.servers import running
+
+    with running(EtcdServer(tmp_path / "etcd"), "a test etcd") as server:
+        server.stop()
+        assert not port_open(server.port), "stopped: refused, as by no server"
+        for port in server.ports():
+            probe = socket.socket()  # what another process's listen_port() tries
+            try:
+                taken = True
+                probe.bind(("127.0.0.1", port))
+                taken = False
+            except OSError:
+                pass
+            finally:
+                probe.close()
+            assert taken, f"port {port} of the stopped server was free for another process"
+        server.start()
+        assert port_open(server.port)
+    assert not server._held, "stopped for good: its ports go back to the machine"

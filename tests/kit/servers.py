@@ -37,6 +37,9 @@ def running(server: Server, what: str, stop: Callable[[], object] | None = None)
         yield server
     finally:
         (stop or server.stop)()
+        forget = getattr(server, "forget_ports", None)  # stopped for good: its ports are free again
+        if forget is not None:
+            forget()
 
 
 def make_certs(folder: Path) -> dict[str, Path]:
