@@ -70,6 +70,7 @@ class FakeCluster:
         self.reports = threading.Event()
         self.reports.set()
         self.refuse: Callable[[Record], bool] = lambda record: False
+        self.full: Callable[[Record], bool] = lambda record: False  # produce() raises BufferError
         self.plan: deque[str] = deque()  # "refuse", "fenced", "fatal", "fatal_after_commit", "timeout_fenced"
         self.commit_waiting = threading.Event()  # a commit came to the closed gate
 
@@ -114,6 +115,8 @@ class FakeTxnProducer:
 
     def produce(self, topic: str, value: bytes, key: bytes | None, partition: int, on_delivery: Any) -> None:
         record = Record(topic, key, value, partition)
+        if self.cluster.full(record):
+            raise BufferError("Local: Queue full")
         with self.lock:
             assert self.open is not None, "produce outside a transaction"
             self.open.append(record)
@@ -437,6 +440,29 @@ async def test_a_refused_message_aborts_and_its_file_sends_again_from_the_commit
     assert owner.rewinds == 1 and counted("aborted") == aborted + 1
     assert rig.cluster.written_values().count(refused) == 2, "read_uncommitted: the aborted copy, then the resent one"
     assert rig.cluster.aborted and refused in [r.value for r in rig.cluster.aborted[0]]
+
+
+async def test_a_full_queue_at_the_transactions_own_records_waits_and_aborts_nothing(rig_of):
+    """librdkafka's queue full when the offset records and the transaction record are produced (the
+    lines filled it): the sink waits for room, as for lines. Taken for an error it aborted the
+    transaction, and every file in it read its lines again."""
+    rig = rig_of()
+    await rig.sink.start()
+    owner = FileOwner(rig.queue, "8-1-1", 1000)
+    full = {OFFSETS: 3}  # the first three tries of each kind of record meet a full queue
+
+    def is_full(record: Record) -> bool:
+        if record.topic == OFFSETS and full[OFFSETS] > 0:
+            full[OFFSETS] -= 1
+            return True
+        return False
+
+    rig.cluster.full = is_full
+    aborted, waited = counted("aborted"), metrics.PRODUCER_FULL._value.get()
+    rig.ship(owner)
+    await shipped_exactly_once(rig, owner)
+    assert owner.rewinds == 0 and counted("aborted") == aborted and not rig.cluster.aborted
+    assert metrics.PRODUCER_FULL._value.get() >= waited + 3
 
 
 async def test_a_refused_commit_aborts_it_and_the_transaction_open_after_it(rig_of):
