@@ -1147,6 +1147,34 @@ async def test_a_new_file_under_an_entry_seen_only_empty_whose_file_was_spooled_
         spool.close()
 
 
+async def test_a_new_file_under_a_finished_entry_seen_only_empty_is_a_file_of_its_own(tmp_path: Path) -> None:
+    """0.log was seen only empty, then written, rotated away and read to its end through a copy: its
+    entry finished, its fingerprint never taken. The next 0.log got its inode number. Taken for the
+    file of that entry, the new file's entry stayed finished: a restart passed it by (a round lost, its
+    spool copy deleted as no longer needed). The finished entry is archived, the new file's is not
+    finished and starts at 0."""
+    registry = Registry(tmp_path / "data")
+    log = tmp_path / "0.log"
+    log.write_text("the new file's first line\n")
+    st = log.stat()
+    key = registry.update(st.st_dev, st.st_ino, str(log), 0, fingerprint_of(b""), 0, since=100.0)
+    registry.mark_done(key)
+    entry = registry.get(key)
+    assert entry is not None and entry.done
+    old_uid = entry.uid
+    ctx = TailContext(opts=OPTS, queue=BatchQueue(100), registry=registry, budget=FdBudget(16),
+                      allowed_paths=(f"{tmp_path}/**",), claims=Claims())
+    t = FileTailer(str(log), Route("t"), ctx, False, lambda _t: None, None)
+    t.open()
+    try:
+        mine = registry.get(t.reg_key)
+        assert mine is not None and mine.uid != old_uid and not mine.done and t.read_pos == 0
+        archived = registry.get(old_uid)
+        assert archived is not None and archived.done, "kept under its uid, finished"
+    finally:
+        t.close()
+
+
 async def test_the_spool_copy_of_a_file_acknowledged_to_its_end_goes_once_the_registry_says_so(
         harness: Callable[..., Harness], tmp_path: Path):
     """Rotated away before Kafka had its lines: copied into the spool. Acknowledged to its end, its
