@@ -8,7 +8,8 @@ inode number of another name's empty file; a file rotated on between an open and
 never seen ordered before an older one at a restart; a listing pass a rename ran through; an earlier
 file left unread by an entry that etcd replaced; a file never seen, written just before the next
 file was first seen, passed by at a restart; a spool copy deleted before the registry write that
-said it was no longer needed)."""
+said it was no longer needed; a transaction aborted for a full producer queue, whose rewinds cut
+the lines carried across rotations; a new file that took over a finished entry seen only empty)."""
 
 from __future__ import annotations
 
