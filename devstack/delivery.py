@@ -46,7 +46,7 @@ class LineWriter:
         """Stop writing; the lines written so far. Safe when never started (a test's `finally` stops
         every writer, and a failure before one started must show as itself)."""
         self._stop.set()
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:  # started
             self._thread.join()
         return self.count
 

@@ -216,11 +216,8 @@ class TransactionalSink(KafkaSink):
         """Blocking: a first transaction with only the host's transaction record, naming this process."""
         producer = self._producers[0]
         producer.begin_transaction()
-        self._produce_txn_record(producer, None)
+        producer.produce(*self._txn_record(), None)
         self._call(producer.commit_transaction, "commit_transaction")
-
-    def _produce_txn_record(self, producer: Any, on_delivery: Callable[[Any, Any], None] | None) -> None:
-        producer.produce(*self._txn_record(), on_delivery)
 
     def _txn_record(self) -> tuple[str, bytes, bytes, int]:
         """(topic, value, key, partition) of the host's transaction record, naming this process."""
