@@ -11,7 +11,9 @@ TOPICS ?= demo_log collect_system_info
 
 .PHONY: setup run test unit consume bench clean
 
-$(STAMP): pyproject.toml
+# The batch producer's C module is built by the editable install: again when its source changes.
+$(STAMP): pyproject.toml logagent/sinks/kafka/_batchproduce.c
+	devstack/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

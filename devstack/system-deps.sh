@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Debian tools the tests drive for real: logrotate, setpriv (util-linux) to run an agent as an
+# gcc and Python's headers build the agent's batch producer (a C module; without them the install
+# leaves it out and the agent runs on confluent-kafka's produce()). Debian tools the tests drive for real: logrotate, setpriv (util-linux) to run an agent as an
 # unprivileged user, openssl to make the certificates of the TLS tests, a Docker engine (docker.io;
 # dockerd lives in /usr/sbin) and debootstrap to build and run the sidecar image. Installed with
 # apt-get when missing and we are root.
 set -euo pipefail
 missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h" ] \
+    || missing+=(python3-dev)
 command -v logrotate >/dev/null 2>&1 || missing+=(logrotate)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

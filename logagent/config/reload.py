@@ -39,6 +39,7 @@ LIVE = frozenset({
 RESTART_ONLY = frozenset({
     "kafka.address", "kafka.chan_size", "kafka.producer", "kafka.delivery", "kafka.transactional_id",
     "kafka.transaction_interval", "kafka.transaction_max_messages", "kafka.offsets_topic",
+    "kafka.batch_producer",
     "etcd.address", "etcd.timeout", "etcd.collect_log_key", "etcd.collect_sysinfo_key",
     "etcd.username", "etcd.password", "etcd.ca_cert", "etcd.cert_cert", "etcd.cert_key",
     "agent.id", "agent.ip", "agent.hostname", "agent.data_dir", "agent.http_listen",

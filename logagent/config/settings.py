@@ -47,6 +47,7 @@ class KafkaSettings:
     transaction_interval: float = 0.2  # exactly_once: seconds of lines per transaction
     transaction_max_messages: int = 20000  # exactly_once: a transaction ends at this many messages
     offsets_topic: str = "logagent-offsets"  # exactly_once: the compacted topic of committed file offsets
+    batch_producer: str = "auto"  # auto: the compiled batch producer where it runs (sinks/kafka/batched.py); off
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,8 @@ def _json_text(raw: str) -> str:
 _SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "kafka": {"address": lambda r: ",".join(_addresses(False)(r)), "chan_size": _int(1),
               "delivery": _choice("at_least_once", "exactly_once"), "transactional_id": _transactional_id,
-              "transaction_interval": _seconds, "transaction_max_messages": _int(100), "offsets_topic": _topic},
+              "transaction_interval": _seconds, "transaction_max_messages": _int(100), "offsets_topic": _topic,
+              "batch_producer": _choice("auto", "off")},
     "etcd": {"address": _addresses(True), "timeout": _seconds, "collect_log_key": _text,
              "collect_sysinfo_key": _text, "username": _text, "password": _text,
              "ca_cert": _text, "cert_cert": _text, "cert_key": _text},
@@ -543,7 +545,8 @@ def redact(key: str, value: str) -> str:
 def describe(settings: Settings) -> list[str]:
     """One line per effective setting, secrets redacted, for the start-up log."""
     k = settings.kafka
-    lines = [f"kafka.address={k.address} chan_size={k.chan_size} delivery={k.delivery}"]
+    lines = [f"kafka.address={k.address} chan_size={k.chan_size} delivery={k.delivery}"
+             f" batch_producer={k.batch_producer}"]
     if k.delivery == "exactly_once":
         lines[0] += (f" transactional_id={settings.transactional_id} transaction_interval={k.transaction_interval:g}"
                      f" transaction_max_messages={k.transaction_max_messages} offsets_topic={k.offsets_topic}")

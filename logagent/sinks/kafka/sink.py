@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
 from logagent.config.settings import KafkaSettings, redact
 from logagent.errors import KafkaError
@@ -40,6 +40,7 @@ from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.runtime.supervise import spawn
 from logagent.runtime.wait import wait_event
+from logagent.sinks.kafka.batched import MSG_SIZE_TOO_LARGE, QUEUE_FULL, BatchProducer, make_producer
 from logagent.sinks.kafka.config import producer_config
 from logagent.sinks.kafka.limits import SMALLEST_FIT, MessageLimits, usable
 from logagent.sinks.kafka.log import LibrdkafkaLog
@@ -79,14 +80,19 @@ class KafkaSink:
 
     def __init__(self, settings: KafkaSettings, queue: BatchQueue,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+                 producer_factory: Callable[[dict[str, Any]], Any] | None = None,
                  limits_factory: Callable[[dict[str, Any]], MessageLimits] = MessageLimits) -> None:
-        self._producer_factory = producer_factory  # tests give a fake Producer and fake limits
+        # The batch producer where it runs, else confluent-kafka's (batched.make_producer); tests give a
+        # fake Producer and fake limits.
+        self._producer_factory = producer_factory or (lambda conf: make_producer(conf, settings.batch_producer))
+        self._batched = False  # the producer is a BatchProducer: a call per batch, reports folded (batched.py)
+        # ... whose batches in flight are known by their token, id(batch), until done (_batch_done).
+        self._tokens: dict[int, Batch] = {}
         self._limits_factory = limits_factory
         self._settings = settings
         self._queue = queue
         self._on_fatal = on_fatal
-        self._producer: Producer | None = None
+        self._producer: Any = None  # a BatchProducer or confluent-kafka's Producer (or a test's fake)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._poll_thread: threading.Thread | None = None
@@ -126,8 +132,10 @@ class KafkaSink:
         except KafkaException as exc:
             raise KafkaError(f"invalid [kafka.producer] configuration: {exc.args[0].str()}",
                              retriable=False) from exc
+        self._batched = isinstance(self._producer, BatchProducer)
         shown = " ".join(f"{k}={redact(k, str(v))}" for k, v in sorted(conf.items()) if k not in ("error_cb", "logger"))
-        log.info("kafka producer started: %s", shown)
+        log.info("kafka producer started (%s): %s",
+                 "the batch producer" if self._batched else "confluent-kafka's produce()", shown)
         self._limits = self._limits_factory(conf)
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
@@ -176,6 +184,8 @@ class KafkaSink:
         it (BufferError), or the batch's length once all are taken (or refused: their reports made up).
         A resumed batch gets another callback object: it counts on the batch itself (batch.remaining)."""
         assert self._producer is not None
+        if self._batched:
+            return self._send_batched(batch, i)
         produce = self._producer.produce
         topic, key, values = batch.topic, batch.key, batch.values
         on_delivery = _Delivery(self, batch)
@@ -192,6 +202,44 @@ class KafkaSink:
                 self._unsent.put((on_delivery, err))
         batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
         return batch.count
+
+    def _send_batched(self, batch: Batch, i: int) -> int:
+        """_send_from through the BatchProducer: the messages from the i-th on in one call."""
+        assert self._producer is not None
+        token = id(batch)
+        self._tokens[token] = batch
+        values = batch.values
+        reached, code = self._producer.produce(batch.topic, batch.key, values, i, token)
+        if code == QUEUE_FULL:
+            return int(reached)
+        if code:
+            err = RdKafkaError(code)
+            log.error("kafka refused a message for topic %s: %s", batch.topic, err.str())
+            on_delivery = _Delivery(self, batch)
+            for _ in range(len(values) - reached):  # never produced: no report will come, so make them up
+                self._unsent.put((on_delivery, err))
+        batch.values = []
+        return batch.count
+
+    def _fold(self, reports: list[tuple[int, int, int, bytes | None]]) -> None:
+        """Poll thread: the BatchProducer's reports, (token, n, error, value), counted on their batches
+        as _Delivery counts confluent-kafka's one by one."""
+        tokens, completed = self._tokens, self._completed
+        for token, n, code, value in reports:
+            batch = tokens.get(token)
+            if batch is None:  # not a batch of this sink's (cannot happen): nobody to tell
+                log.error("kafka: %d delivery reports for an unknown batch", n)
+                continue
+            if code:
+                err = RdKafkaError(code)
+                if code == MSG_SIZE_TOO_LARGE and value is not None and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._resend_smaller, batch, _Delivery(self, batch), value, err)
+                    continue
+                if batch.error is None:
+                    batch.error = err
+            batch.remaining -= n
+            if batch.remaining == 0:
+                completed.append(batch)
 
     async def _produce(self, batch: Batch, taken: int = -1) -> None:
         """Send a batch, waiting when librdkafka's local queue is full (broker slow or down): for a
@@ -266,7 +314,14 @@ class KafkaSink:
             return
         while True:
             try:
-                self._producer.produce(batch.topic, smaller, batch.key, -1, on_delivery)
+                if self._batched:
+                    _, code = self._producer.produce(batch.topic, batch.key, [smaller], 0, id(batch))
+                    if code == QUEUE_FULL:
+                        raise BufferError
+                    if code:
+                        raise KafkaException(RdKafkaError(code))
+                else:
+                    self._producer.produce(batch.topic, smaller, batch.key, -1, on_delivery)
                 return
             except BufferError:
                 await asyncio.sleep(0.05)
@@ -293,6 +348,8 @@ class KafkaSink:
 
     def _batch_done(self, batch: Batch) -> None:
         n = batch.count
+        if self._batched:
+            self._tokens.pop(id(batch), None)
         if self._room_wanted:
             self._room.set()
         self._in_producer -= n
@@ -332,9 +389,13 @@ class KafkaSink:
         producer = self._producer
         assert producer is not None
         unsent = self._unsent
+        batched = self._batched
         while self._running.is_set():
             try:
-                producer.poll(0.1)
+                if batched:
+                    self._fold(producer.poll(0.1))
+                else:
+                    producer.poll(0.1)
                 while not unsent.empty():
                     callback, err = unsent.get_nowait()
                     callback(err, None)
@@ -433,5 +494,8 @@ class KafkaSink:
         # Deliver any reports that arrived after the poll thread stopped.
         producer, self._producer = self._producer, None
         await asyncio.to_thread(producer.flush, 0 if not clean else 1)
+        if self._batched:
+            self._fold(producer.poll(0))  # the reports flush() served
+            await asyncio.to_thread(producer.close)
         self._batches_done(self._take_completed())  # completed by the reports flush() served
         return clean

@@ -1,8 +1,10 @@
 """KafkaSink's own paths with a fake Producer (as aiokafka tests its accumulator): batches complete
 in the loop once every report is in, a full librdkafka queue (BufferError) waits and loses nothing, a
 stop's drain waits for a batch that is still looking up its topic's limit, too-large messages are
-cut before produce and cut again when the broker refuses one. Delivery through a real broker is in
-tests/integration."""
+cut before produce and cut again when the broker refuses one. Each runs twice: on confluent-kafka's
+per-message interface and on the batch producer's (a call per batch, reports folded per batch:
+FakeBatchProducer over the same fake librdkafka). Delivery through a real broker is in
+tests/integration and tests/integration/test_batch_producer.py."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ import threading
 from collections import deque
 from typing import Any
 
-from confluent_kafka import KafkaError
+import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from logagent.config.settings import KafkaSettings
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.pipeline.message import MessageFormat
 from logagent.runtime import metrics
+from logagent.sinks.kafka.batched import MSG_SIZE_TOO_LARGE, QUEUE_FULL, BatchProducer
 from logagent.sinks.kafka.sink import KafkaSink
 from tests.kit import eventually
 
@@ -45,8 +49,12 @@ class FakeProducer:
         self.lock = threading.Lock()
         self.refuse_above: int | None = None
         self.hold = threading.Event()  # set: reports are not handed out (a slow broker)
+        self.broken = b"\x00broken"  # a message holding this is refused by the broker (INVALID_RECORD) ...
+        self.invalid = b"\x00invalid"  # ... and one holding this by produce() itself (INVALID_ARG)
 
     def produce(self, topic: str, value: bytes, key: bytes | None, partition: int, on_delivery: Any) -> None:
+        if self.invalid in value:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG))
         with self.lock:
             if len(self.pending) >= self.capacity:
                 raise BufferError("Local: Queue full")
@@ -61,6 +69,8 @@ class FakeProducer:
         for msg, callback in reports:
             if self.refuse_above is not None and len(msg.value()) > self.refuse_above:
                 callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), msg)
+            elif self.broken in msg.value():
+                callback(KafkaError(KafkaError.INVALID_RECORD), msg)
             else:
                 self.delivered.append(msg)
                 callback(None, msg)
@@ -73,6 +83,45 @@ class FakeProducer:
 
     def list_topics(self, timeout: float = 0) -> Any:
         raise AssertionError("not used")
+
+
+class FakeBatchProducer(BatchProducer):
+    """The batch producer's interface over FakeProducer: one call per batch, and the reports folded as
+    the C module folds them (a run of one token's successes is one report; a failure is one)."""
+
+    def __init__(self, fake: FakeProducer) -> None:  # no librdkafka: BatchProducer.__init__ is not run
+        self.fake = fake
+        self.reports: list[tuple[int, int, int, bytes | None]] = []
+        self.produce = self._produce  # type: ignore[assignment]
+
+    def _produce(self, topic: str, key: bytes | None, values: list[bytes], start: int, token: int) -> tuple[int, int]:
+        def report(err: Any, msg: FakeMessage) -> None:  # called in the poll thread, by fake.poll()
+            code = err.code() if err is not None else 0
+            last = self.reports[-1] if self.reports else None
+            if not code and last is not None and last[0] == token and last[2] == 0:
+                self.reports[-1] = (token, last[1] + 1, 0, None)
+            else:
+                self.reports.append((token, 1, code, msg.value() if code == MSG_SIZE_TOO_LARGE else None))
+
+        for i in range(start, len(values)):
+            try:
+                self.fake.produce(topic, values[i], key, -1, report)
+            except BufferError:
+                return i, QUEUE_FULL
+            except KafkaException as exc:
+                return i, exc.args[0].code()
+        return len(values), 0
+
+    def poll(self, timeout: float) -> list[tuple[int, int, int, bytes | None]]:
+        self.fake.poll(timeout)
+        out, self.reports = self.reports, []
+        return out
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 class FakeLimits:
@@ -111,16 +160,22 @@ def messages(n: int, size: int = 20) -> list[bytes]:
     return fmt.build([(i * 100, b"x" * size + str(i).encode(), False) for i in range(n)], b"2026-11-29T00:00:00Z")
 
 
+@pytest.fixture(params=["produce", "batched"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which producer interface the sink drives: confluent-kafka's, or the batch producer's."""
+    return str(request.param)
+
+
 class Rig:
-    def __init__(self, capacity: int = 1000, limit: int = 1_000_000) -> None:
+    def __init__(self, kind: str, capacity: int = 1000, limit: int = 1_000_000) -> None:
         self.queue = BatchQueue(100_000)
         self.producers: list[FakeProducer] = []
         self.limits = FakeLimits(limit)
 
-        def make(conf: dict[str, Any]) -> FakeProducer:
+        def make(conf: dict[str, Any]) -> FakeProducer | FakeBatchProducer:
             producer = FakeProducer(conf, capacity)
             self.producers.append(producer)
-            return producer
+            return FakeBatchProducer(producer) if kind == "batched" else producer
 
         self.sink = KafkaSink(KafkaSettings(address="127.0.0.1:1"), self.queue, producer_factory=make,
                               limits_factory=lambda conf: self.limits)  # type: ignore[arg-type,return-value]
@@ -130,8 +185,8 @@ class Rig:
         return self.producers[0]
 
 
-async def test_a_batch_is_done_once_every_report_is_in_and_in_order() -> None:
-    rig = Rig()
+async def test_a_batch_is_done_once_every_report_is_in_and_in_order(kind: str) -> None:
+    rig = Rig(kind)
     await rig.sink.start()
     owner = Owner()
     before = metrics.DELIVERED.labels("t1")._value.get()
@@ -146,8 +201,8 @@ async def test_a_batch_is_done_once_every_report_is_in_and_in_order() -> None:
     assert await rig.sink.stop(5) is True
 
 
-async def test_a_full_librdkafka_queue_waits_and_loses_nothing() -> None:
-    rig = Rig(capacity=7)
+async def test_a_full_librdkafka_queue_waits_and_loses_nothing(kind: str) -> None:
+    rig = Rig(kind, capacity=7)
     await rig.sink.start()
     owner = Owner()
     full_before = metrics.PRODUCER_FULL._value.get()
@@ -159,10 +214,10 @@ async def test_a_full_librdkafka_queue_waits_and_loses_nothing() -> None:
     assert await rig.sink.stop(5) is True
 
 
-async def test_a_stop_waits_for_a_batch_still_looking_up_its_topic_limit() -> None:
+async def test_a_stop_waits_for_a_batch_still_looking_up_its_topic_limit(kind: str) -> None:
     """Found by the image test: a batch taken off the queue and waiting for its topic's limit was
     invisible to the drain, and a SIGTERM in the first second stopped 'clean' without it."""
-    rig = Rig()
+    rig = Rig(kind)
     await rig.sink.start()
     rig.limits.release.clear()  # the first lookup of this topic hangs
     owner = Owner()
@@ -174,8 +229,8 @@ async def test_a_stop_waits_for_a_batch_still_looking_up_its_topic_limit() -> No
     assert await rig.sink.stop(5) is True
 
 
-async def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one_is_resent_cut() -> None:
-    rig = Rig(limit=3000)
+async def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one_is_resent_cut(kind: str) -> None:
+    rig = Rig(kind, limit=3000)
     await rig.sink.start()
     owner = Owner()
     big = messages(1, size=10_000)[0]
@@ -196,10 +251,10 @@ async def test_messages_above_the_limit_are_cut_before_produce_and_a_refused_one
     assert await rig.sink.stop(5) is True
 
 
-async def test_a_cut_line_names_its_file_escaped_in_the_log_and_the_label(caplog: Any) -> None:
+async def test_a_cut_line_names_its_file_escaped_in_the_log_and_the_label(kind: str, caplog: Any) -> None:
     # Issue 20 item 5: the cut message's `path` is the name itself (a newline in it); the log line and
     # the label show it escaped, and the same label as the file's tailer when the batch has one.
-    rig = Rig(limit=3000)
+    rig = Rig(kind, limit=3000)
     await rig.sink.start()
     name = "/var/log/x\n2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED.log"
     shown = "/var/log/x\\x0a2026-12-06 00:00:00,000 CRITICAL logagent.agent: FORGED.log"
@@ -213,10 +268,40 @@ async def test_a_cut_line_names_its_file_escaped_in_the_log_and_the_label(caplog
     assert f"a line of {shown} (a " in caplog.text and FORGED_LINE not in caplog.text
     assert metrics.LINES_TRUNCATED.labels(shown)._value.get() == before + 1
     owner.name = "/var/log/its tailer's label"  # type: ignore[attr-defined]
+    labelled = metrics.LINES_TRUNCATED.labels("/var/log/its tailer's label")._value.get()
     await rig.queue.put(Batch("t-cut-name", b"k", [big], end_offset=2, owner=owner))
     await eventually(lambda: len(owner.done) == 2, timeout=5.0)
-    assert metrics.LINES_TRUNCATED.labels("/var/log/its tailer's label")._value.get() == 1
+    assert metrics.LINES_TRUNCATED.labels("/var/log/its tailer's label")._value.get() == labelled + 1
     assert await rig.sink.stop(5) is True
 
 
 FORGED_LINE = "\n2026-12-06 00:00:00,000 CRITICAL"
+
+
+async def test_a_message_the_broker_refuses_fails_its_batch_once_every_report_is_in(kind: str) -> None:
+    rig = Rig(kind)
+    await rig.sink.start()
+    owner = Owner()
+    values = messages(10)
+    values[4] += rig.producer.broken
+    await rig.queue.put(Batch("t5", b"k", list(values), end_offset=10, owner=owner))
+    await rig.queue.put(Batch("t5", b"k", messages(3), end_offset=13, owner=owner))
+    await eventually(lambda: len(owner.done) == 2, timeout=5.0)
+    failed, fine = owner.done
+    assert failed.error is not None and failed.error.code() == KafkaError.INVALID_RECORD and failed.remaining == 0
+    assert fine.error is None and fine.end_offset == 13
+    assert await rig.sink.stop(5) is True
+
+
+async def test_a_message_produce_refuses_fails_its_batch_with_the_rest_never_sent(kind: str) -> None:
+    rig = Rig(kind)
+    await rig.sink.start()
+    owner = Owner()
+    values = messages(10)
+    values[6] += rig.producer.invalid
+    await rig.queue.put(Batch("t6", b"k", list(values), end_offset=10, owner=owner))
+    await eventually(lambda: len(owner.done) == 1, timeout=5.0)
+    [batch] = owner.done
+    assert batch.error is not None and batch.error.code() == KafkaError._INVALID_ARG and batch.remaining == 0
+    assert [m.value() for m in rig.producer.delivered] == values[:6], "nothing after the refused one is sent"
+    assert await rig.sink.stop(5) is True
