@@ -23,6 +23,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,6 +87,7 @@ static struct {
     int (*outq_len)(rd_kafka_t *);
     int (*fatal_error)(rd_kafka_t *, char *, size_t);
     void *(*opaque)(const rd_kafka_t *);
+    const char *(*name)(const rd_kafka_t *);
     int (*set_log_queue)(rd_kafka_t *, rd_kafka_queue_t *);
     int (*metadata)(rd_kafka_t *, int, rd_kafka_topic_t *, const rk_metadata_t **, int);
     void (*metadata_destroy)(const rk_metadata_t *);
@@ -128,6 +130,7 @@ static int load_librdkafka(const char *path) {
     SYM(outq_len, "rd_kafka_outq_len");
     SYM(fatal_error, "rd_kafka_fatal_error");
     SYM(opaque, "rd_kafka_opaque");
+    SYM(name, "rd_kafka_name");
     SYM(set_log_queue, "rd_kafka_set_log_queue");
     SYM(metadata, "rd_kafka_metadata");
     SYM(metadata_destroy, "rd_kafka_metadata_destroy");
@@ -150,7 +153,7 @@ typedef struct {
     int kind;  /* 0: error, 1: log line */
     int code;  /* error code, or log level */
     int fatal;
-    char *text;  /* reason, or "fac: message" */
+    char *text;  /* reason, or "FAC [producer name] message" as confluent-kafka's log lines */
 } event_t;
 
 typedef struct {
@@ -209,22 +212,14 @@ static void on_delivery(rd_kafka_t *rkh, const rk_message_t *m, void *opaque) {
     pthread_mutex_unlock(&in->lock);
 }
 
-static void push_event(inbox_t *in, int kind, int code, int fatal, const char *a, const char *b) {
-    size_t la = strlen(a), lb = b ? strlen(b) : 0;
-    char *text = malloc(la + lb + 3);
+/* Takes `text` (malloc'ed, NULL: out of memory). */
+static void push_event(inbox_t *in, int kind, int code, int fatal, char *text) {
+    pthread_mutex_lock(&in->lock);
     if (text == NULL) {
         in->oom = 1;
+        pthread_mutex_unlock(&in->lock);
         return;
     }
-    memcpy(text, a, la);
-    if (b) {
-        memcpy(text + la, ": ", 2);
-        memcpy(text + la + 2, b, lb);
-        text[la + 2 + lb] = 0;
-    } else {
-        text[la] = 0;
-    }
-    pthread_mutex_lock(&in->lock);
     if (grow((void **)&in->events, &in->cap_events, in->n_events + 1, sizeof(event_t)) < 0) {
         in->oom = 1;
         pthread_mutex_unlock(&in->lock);
@@ -244,16 +239,22 @@ static void on_error(rd_kafka_t *rkh, int err, const char *reason, void *opaque)
     if (err == RK_ERR_FATAL) {
         char why[512];
         int code = rk.fatal_error(rkh, why, sizeof(why));
-        push_event(in, 0, code ? code : err, 1, code ? why : reason, NULL);
+        push_event(in, 0, code ? code : err, 1, strdup(code ? why : reason));
         return;
     }
-    push_event(in, 0, err, 0, reason, NULL);
+    push_event(in, 0, err, 0, strdup(reason));
 }
 
 static void on_log(const rd_kafka_t *rkh, int level, const char *fac, const char *buf) {
     inbox_t *in = (inbox_t *)rk.opaque(rkh);
-    if (in != NULL)
-        push_event(in, 1, level, 0, fac, buf);
+    if (in == NULL)
+        return;
+    const char *name = rk.name(rkh);
+    size_t size = strlen(fac) + strlen(name) + strlen(buf) + 5;
+    char *text = malloc(size);
+    if (text != NULL)
+        snprintf(text, size, "%s [%s] %s", fac, name, buf);
+    push_event(in, 1, level, 0, text);
 }
 
 /* ------------------------------------------------------------------ the Producer type */

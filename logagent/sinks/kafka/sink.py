@@ -1,4 +1,9 @@
-"""The Kafka sink: drains the queue into a confluent-kafka Producer.
+"""The Kafka sink: drains the queue into librdkafka.
+
+Through the batch producer (batched.py: one call per batch, its reports folded per batch in C) where
+it is built and `[kafka] batch_producer` is auto; else through confluent-kafka's Producer, one
+`produce()` and one delivery callback (`_Delivery`) per message. Both count reports on the batch
+(`batch.remaining`) in the poll thread; everything below holds for either.
 
 librdkafka's poll runs in a thread of its own, off the event loop; delivery
 reports are counted per batch in that thread (the only one that touches
