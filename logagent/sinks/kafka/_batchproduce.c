@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ librdkafka's ABI */
 
@@ -264,7 +265,8 @@ typedef struct {
     rd_kafka_t *rk;
     inbox_t *inbox;
     PyObject *topics;  /* str -> PyCapsule(rd_kafka_topic_t *) */
-    int busy;  /* calls running with the GIL released: close() waits for none */
+    int busy;  /* calls running with the GIL released (changed with the GIL held) */
+    int closing;  /* close() was called: no new call starts */
 } ProducerObject;
 
 static void free_inbox(inbox_t *in) {
@@ -375,7 +377,7 @@ static int Producer_init(ProducerObject *self, PyObject *args, PyObject *kwds) {
 }
 
 static int check_open(ProducerObject *self) {
-    if (self->rk == NULL) {
+    if (self->rk == NULL || self->closing) {
         PyErr_SetString(PyExc_RuntimeError, "the producer is closed");
         return -1;
     }
@@ -601,9 +603,11 @@ static PyObject *Producer_outq_len(ProducerObject *self, PyObject *Py_UNUSED(ign
 }
 
 static PyObject *Producer_close(ProducerObject *self, PyObject *Py_UNUSED(ignored)) {
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "close() while another thread polls, flushes or asks for metadata");
-        return NULL;
+    self->closing = 1;
+    while (self->busy > 0) {  /* another thread in poll(), flush() or metadata(): let it return first */
+        Py_BEGIN_ALLOW_THREADS
+        usleep(5000);
+        Py_END_ALLOW_THREADS
     }
     close_producer(self);
     Py_RETURN_NONE;
@@ -615,7 +619,8 @@ static PyMethodDef Producer_methods[] = {
     {"flush", (PyCFunction)Producer_flush, METH_VARARGS, flush_doc},
     {"metadata", (PyCFunction)Producer_metadata, METH_VARARGS, metadata_doc},
     {"outq_len", (PyCFunction)Producer_outq_len, METH_NOARGS, "Messages librdkafka holds, not yet reported."},
-    {"close", (PyCFunction)Producer_close, METH_NOARGS, "Destroy the librdkafka producer (what it holds is dropped)."},
+    {"close", (PyCFunction)Producer_close, METH_NOARGS,
+     "Destroy the librdkafka producer (what it holds is dropped), once the calls of other threads returned."},
     {NULL, NULL, 0, NULL},
 };
 

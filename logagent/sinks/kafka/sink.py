@@ -500,7 +500,8 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         await asyncio.to_thread(producer.flush, 0 if not clean else 1)
         if self._batched:
-            self._fold(producer.poll(0))  # the reports flush() served
-            await asyncio.to_thread(producer.close)
+            # The reports flush() served. The producer is destroyed with its last reference, as
+            # confluent-kafka's: a metadata request of the probe may still hold it for seconds.
+            self._fold(producer.poll(0))
         self._batches_done(self._take_completed())  # completed by the reports flush() served
         return clean

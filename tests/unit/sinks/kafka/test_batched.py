@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import pytest
@@ -105,3 +106,30 @@ def test_flush_says_what_is_left() -> None:
     p.produce("t", None, [b"a", b"b"], 0, 1)
     assert p.flush(0.2) == 2 and len(p) == 2, "nothing is dropped: both wait for a broker"
     p.close()
+
+
+def test_close_waits_for_a_call_another_thread_is_in() -> None:
+    """Found by the full suite: the agent's stop closed the producer while /readyz's probe was asking a
+    dead cluster for metadata (RuntimeError, exit status 1). close() now waits for that call."""
+    p = BatchProducer({"bootstrap.servers": DEAD})
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            p.list_topics(timeout=1.0)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what came
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.2)  # inside the metadata request, the GIL released
+    started = time.monotonic()
+    p.close()
+    waited = time.monotonic() - started
+    asking.join()
+    assert isinstance(outcome[0], KafkaException), "the request ran to its timeout, not into a freed producer"
+    assert waited >= 0.5, f"close() returned after {waited:.2f}s, before the request"
+    with pytest.raises(RuntimeError, match="closed"):
+        p.poll(0)
