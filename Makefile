@@ -11,8 +11,9 @@ TOPICS ?= demo_log collect_system_info
 
 .PHONY: setup run test unit consume bench clean
 
-# The batch producer's C module is built by the editable install: again when its source changes.
-$(STAMP): pyproject.toml logagent/sinks/kafka/_batchproduce.c
+# The C modules (the batch producer, the message builder) are built by the editable install: again
+# when their sources change.
+$(STAMP): pyproject.toml logagent/sinks/kafka/_batchproduce.c logagent/pipeline/_format.c
 	devstack/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 import orjson
+
+# The plain lines' messages built in C (_format.c) where it was built at install; else `%` per line.
+_format: ModuleType | None
+try:
+    from logagent.pipeline import _format
+except ImportError:
+    _format = None
 
 Line = tuple[int, bytes, bool]  # (offset of the line's start, its bytes without "\n", truncated)
 RESERVED_FIELDS = frozenset({"ip", "data", "host", "path", "offset", "msgid", "timestamp", "module", "truncated"})
@@ -52,7 +60,7 @@ def json_plain(data: bytes) -> bool:
 class MessageFormat:
     """Pre-encodes everything constant per file so a message is one `%` formatting."""
 
-    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced", "_ids")
+    __slots__ = ("encoding", "_plain", "_quoted", "_quoted_trunc", "replaced", "_ids", "_parts")
 
     def __init__(self, ip: str, host: str, path: str, module: str = "",
                  fields: Mapping[str, Any] | None = None, encoding: str = "utf-8", id_prefix: str = "") -> None:
@@ -78,6 +86,10 @@ class MessageFormat:
                 (tail + end).replace(b"%", b"%%")
 
         self._plain = template(b'"%s"', b"}")  # data that needs no escaping
+        # The same message in parts, for _format.build_plain: before the line, after it up to the offset,
+        # the msgid up to its offset (None: no id), and after the timestamp.
+        self._parts = (head + b'"', b'"' + mid,
+                       b',"msgid":' + orjson.dumps(id_prefix)[:-1] if id_prefix else None, tail + b"}")
         self._quoted = template(b"%s", b"}")  # data already a JSON string
         self._quoted_trunc = template(b"%s", b',"truncated":true}')
 
@@ -85,10 +97,14 @@ class MessageFormat:
         """Messages for consecutive complete lines from `start` (LineSplitter.feed_plain's output).
         With `plain` (json_plain said so for their bytes) the line goes between quotes as it is."""
         ts = b',"timestamp":"' + timestamp + b'"'
+        self.replaced = 0
+        if plain and _format is not None:
+            before, after, id_before, end = self._parts
+            built: list[bytes] = _format.build_plain(before, after, id_before, end, start, lines, ts)
+            return built
         out: list[bytes] = []
         append = out.append
         off = start
-        self.replaced = 0
         if plain and self._ids:
             fmt = self._plain
             for line in lines:

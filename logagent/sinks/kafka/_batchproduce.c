@@ -65,6 +65,8 @@ typedef struct {
 #define RK_ERR_FATAL (-150)
 #define RK_ERR_MSG_SIZE_TOO_LARGE 10
 
+#define RELEASE_FROM 32  /* produce() releases the GIL for batches of this many messages or more */
+
 typedef void (*dr_msg_cb_t)(rd_kafka_t *, const rk_message_t *, void *);
 typedef void (*error_cb_t)(rd_kafka_t *, int, const char *, void *);
 typedef void (*log_cb_t)(const rd_kafka_t *, int, const char *, const char *);
@@ -431,20 +433,53 @@ static PyObject *Producer_produce(ProducerObject *self, PyObject *args) {
     if (rkt == NULL)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(values), i;
-    int err = 0;
-    for (i = start < 0 ? 0 : start; i < n; i++) {
-        PyObject *v = PyList_GET_ITEM(values, i);
-        if (!PyBytes_Check(v)) {
+    if (start < 0)
+        start = 0;
+    for (i = start; i < n; i++) {
+        if (!PyBytes_Check(PyList_GET_ITEM(values, i))) {
             PyErr_Format(PyExc_TypeError, "values[%zd] is not bytes", i);
             return NULL;
         }
-        if (rk.produce(rkt, RK_PARTITION_UA, RK_MSG_F_COPY, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v),
-                       kb, (size_t)kl, (void *)(intptr_t)token) != 0) {
+    }
+    int err = 0;
+    void *opaque = (void *)(intptr_t)token;
+    if (n - start < RELEASE_FROM) {  /* a few messages: not worth handing the GIL over and back */
+        for (i = start; i < n; i++) {
+            PyObject *v = PyList_GET_ITEM(values, i);
+            if (rk.produce(rkt, RK_PARTITION_UA, RK_MSG_F_COPY, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v),
+                           kb, (size_t)kl, opaque) != 0) {
+                err = rk.last_error();
+                break;
+            }
+        }
+        return Py_BuildValue("(ni)", i, err);
+    }
+    /* Many: their addresses first, then librdkafka copies them with the GIL released (the poll
+     * thread's reports and the loop's next read go on meanwhile). The list and its bytes stay
+     * alive and unchanged: the caller holds them, and bytes do not change. */
+    Py_ssize_t count = n - start;
+    struct { const char *p; size_t len; } *items = PyMem_Malloc((size_t)count * sizeof(*items));
+    if (items == NULL)
+        return PyErr_NoMemory();
+    for (i = 0; i < count; i++) {
+        PyObject *v = PyList_GET_ITEM(values, start + i);
+        items[i].p = PyBytes_AS_STRING(v);
+        items[i].len = (size_t)PyBytes_GET_SIZE(v);
+    }
+    Py_ssize_t done = 0;
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    for (; done < count; done++) {
+        if (rk.produce(rkt, RK_PARTITION_UA, RK_MSG_F_COPY, (void *)items[done].p, items[done].len,
+                       kb, (size_t)kl, opaque) != 0) {
             err = rk.last_error();
             break;
         }
     }
-    return Py_BuildValue("(ni)", i, err);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    PyMem_Free(items);
+    return Py_BuildValue("(ni)", start + done, err);
 }
 
 PyDoc_STRVAR(poll_doc,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logagent.pipeline import message
 from logagent.pipeline.message import MessageFormat, utc_timestamp
@@ -69,3 +72,33 @@ def test_utc_timestamp_is_iso_8601_utc_with_microseconds(monkeypatch: pytest.Mon
     want = exact.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
     assert utc_timestamp() == want
     assert message._cached[0] == now_ns // 1_000_000_000
+
+
+_UNSAFE = b'"\\\n' + bytes(range(0x20)) + bytes(range(0x7F, 0x100))  # what json_plain() sends the slow way
+_ascii_line = st.binary(max_size=300).map(lambda b: b.translate(None, _UNSAFE))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_ascii_line, max_size=20), start=st.integers(0, 2**53), ids=st.booleans(),
+       path=st.text(max_size=40), fields=st.dictionaries(st.sampled_from(["env", "team", "a%b"]), st.text(max_size=10)),
+       module=st.text(max_size=10))
+def test_the_c_builder_makes_the_bytes_of_the_percent_formatting(lines: list[bytes], start: int, ids: bool,
+                                                                 path: str, fields: dict[str, str], module: str):
+    """_format.build_plain (C) and the `%` loop give the same messages, byte for byte: `%` in the
+    constant parts, an id or none, module and fields, any offset."""
+    if message._format is None:
+        if os.environ.get("CI"):
+            pytest.fail("the C message builder (logagent/pipeline/_format.c) is not built")
+        pytest.skip("the C message builder is not built")
+    fmt = MessageFormat("10.0.0.1", "host%d", path, module=module, fields=fields,
+                        id_prefix="h%s/2049-1-1/" if ids else "")
+    ts = b"2026-12-07T20:00:00.000000Z"
+    built = fmt.build_plain(start, lines, ts, True)
+    c_module, message._format = message._format, None
+    try:
+        by_percent = fmt.build_plain(start, lines, ts, True)
+    finally:
+        message._format = c_module
+    assert built == by_percent
+    for value in built:
+        json.loads(value)
