@@ -50,6 +50,7 @@ from harness import (
     BenchError,
     Ctx,
     KafkaTools,
+    compile_agent,
     ensure_kcat,
     log,
     produce_only_main,
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             log("Kafka is up")
         ctx.tools = KafkaTools(ctx.bootstrap)
         info = machine_info(kafka_version(), kcat_version(kcat))
+        info["agent's bytecode"] = compile_agent()
         for name in ALL_SCENARIOS + EXTRA_SCENARIOS:
             if name in args.only_list:
                 log(f"=== {name}")

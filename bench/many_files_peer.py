@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import compile_agent
 from peers import FLUENT_BIT, broker, create_topic, fluent_bit_conf, measure, start_fluent_bit
 
 from devstack.agentproc import AgentProcess, write_config
@@ -203,6 +204,7 @@ def main() -> int:
     p.add_argument("--loop-cpu", metavar="DIR", help="time each callback of logagent's event loop over each "
                    "window (bench/loopcpu), a table per run into DIR")
     args = p.parse_args()
+    print(f"agent's bytecode: {compile_agent()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="many-files-"))
     results = []
     try:
