@@ -54,7 +54,8 @@ def librdkafka_path() -> str | None:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 path = line.rstrip("\n").split(None, 5)[-1] if line.count(" ") >= 5 else ""
-                if "/librdkafka" in path and ".so" in path:
+                name = path.rsplit("/", 1)[-1]
+                if name.startswith("librdkafka") and not name.startswith("librdkafka++") and ".so" in name:
                     return path
     except OSError:
         return None
