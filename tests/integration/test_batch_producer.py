@@ -6,7 +6,6 @@ delivers a file's lines end to end on either producer (`[kafka] batch_producer`)
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from typing import Any
@@ -16,16 +15,12 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from logagent.sinks.kafka.batched import MSG_SIZE_TOO_LARGE, QUEUE_FULL, BatchProducer, unavailable
-from tests.kit import KafkaReader, new_topic, wait_until
+from tests.kit import KafkaReader, need_compiled, new_topic, wait_until
 
 
 @pytest.fixture(autouse=True)
 def built() -> None:
-    """`make setup` builds the module (gcc and Python's headers): in CI its absence is a failure."""
-    if why := unavailable():
-        if os.environ.get("CI"):
-            pytest.fail(f"the batch producer cannot run: {why}")
-        pytest.skip(f"the batch producer cannot run: {why}")
+    need_compiled(unavailable(), "the batch producer")
 
 
 def producer(kafka: str, **extra: Any) -> BatchProducer:
@@ -41,6 +36,13 @@ def drain(p: BatchProducer, want: int, timeout: float = 30.0) -> list[tuple[int,
         got += p.poll(0.1)
     assert sum(n for _, n, _, _ in got) == want, f"{sum(n for _, n, _, _ in got)} of {want} reports in {timeout}s"
     return got
+
+
+def read_back(kafka: str, topic: str, n: int) -> list[Any]:
+    """The topic's messages: `n` of them, then whatever else comes within a quiet second."""
+    with KafkaReader(kafka, topic) as reader:
+        reader.read(n)
+        return reader.settle(quiet=1.0)
 
 
 def test_batches_go_out_in_order_per_key_and_reports_fold_per_batch(kafka: str) -> None:
@@ -59,12 +61,9 @@ def test_batches_go_out_in_order_per_key_and_reports_fold_per_batch(kafka: str) 
         per_token[token] += n
     assert per_token == dict.fromkeys(range(1, 41), 250)
     assert len(reports) < 40 * 250 / 10, f"{len(reports)} reports for 10,000 messages: not folded"
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(10_000)
-        reader.settle(quiet=1.0)
-        got: dict[bytes, list[bytes]] = {}
-        for m in reader.messages:
-            got.setdefault(m.key(), []).append(m.value())
+    got: dict[bytes, list[bytes]] = {}
+    for m in read_back(kafka, topic, 10_000):
+        got.setdefault(m.key(), []).append(m.value())
     assert got == sent, "every message once, in order per key"
     p.close()
 
@@ -84,10 +83,7 @@ def test_a_full_queue_stops_a_batch_where_it_is_and_the_rest_follows(kafka: str)
         start = reached
     assert start == 400 and stops > 0, "the queue of 50 must have filled"
     drain(p, 400 - reported)
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(400)
-        reader.settle(quiet=1.0)
-        assert [m.value() for m in reader.messages] == values
+    assert [m.value() for m in read_back(kafka, topic, 400)] == values
     p.close()
 
 
@@ -105,10 +101,7 @@ def test_a_message_the_broker_refuses_for_its_size_comes_back_with_its_value(kaf
     assert (token, n, err, value) == (2, 1, MSG_SIZE_TOO_LARGE, big)
     assert p.produce(topic, b"k", [small[1]], 0, 3) == (1, 0)
     assert drain(p, 1) == [(3, 1, 0, None)]
-    with KafkaReader(kafka, topic) as reader:
-        reader.read(2)
-        reader.settle(quiet=1.0)
-        assert [m.value() for m in reader.messages] == small
+    assert [m.value() for m in read_back(kafka, topic, 2)] == small
     p.close()
 
 

@@ -18,6 +18,7 @@ Here, for the tests only:
   `enable_etcd_auth` (and its root password, ETCD_ROOT_PASSWORD)
 - fakes: `RecordingAgent`, what a control plane drives
 - files: `file_fingerprint`, a file's identity as the registry records it
+- compiled: `need_compiled`, a test of one of the agent's C modules fails in CI when it is not built
 
 Import from `tests.kit`; the modules are how it is arranged, not an interface.
 """
@@ -28,6 +29,7 @@ from devstack.kafkaread import KafkaReader, new_topic, read_all, read_topic, wai
 from devstack.kubelet import KubeletServer, PodTally, PodTree, tally_pods
 from devstack.promtext import metric_sum, parse_metrics, split_sample
 from devstack.waiting import eventually, wait_until
+from tests.kit.compiled import need_compiled
 from tests.kit.fakes import RecordingAgent
 from tests.kit.files import file_fingerprint
 from tests.kit.servers import ETCD_ROOT_PASSWORD, enable_etcd_auth, etcdctl, make_certs, running, start_or_fail
@@ -51,6 +53,7 @@ __all__ = [
     "http_get",
     "make_certs",
     "metric_sum",
+    "need_compiled",
     "new_topic",
     "parse_metrics",
     "read_all",

@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -551,14 +552,26 @@ static PyObject *take_inbox(inbox_t *in) {
     return Py_BuildValue("(NN)", out_reports, out_events);
 }
 
-static PyObject *Producer_poll(ProducerObject *self, PyObject *args) {
+/* Seconds as librdkafka's milliseconds: 0 at most, INT_MAX (24 days) at least. */
+static int to_ms(double timeout) {
+    if (timeout <= 0)
+        return 0;
+    return timeout * 1000.0 >= (double)INT_MAX ? INT_MAX : (int)(timeout * 1000.0);
+}
+
+/* poll() and flush(): their one argument, a timeout in seconds, in milliseconds (-1: an error). */
+static int timeout_arg(ProducerObject *self, PyObject *args) {
     double timeout;
-    if (!PyArg_ParseTuple(args, "d", &timeout))
-        return NULL;
-    if (check_open(self) < 0)
+    if (!PyArg_ParseTuple(args, "d", &timeout) || check_open(self) < 0)
+        return -1;
+    return to_ms(timeout);
+}
+
+static PyObject *Producer_poll(ProducerObject *self, PyObject *args) {
+    int ms = timeout_arg(self, args);
+    if (ms < 0)
         return NULL;
     rd_kafka_t *rkh = self->rk;
-    int ms = timeout <= 0 ? 0 : (int)(timeout * 1000.0);
     self->busy++;
     Py_BEGIN_ALLOW_THREADS
     rk.poll(rkh, ms);
@@ -572,13 +585,10 @@ PyDoc_STRVAR(flush_doc,
 "the next poll()); returns how many messages are still without one.");
 
 static PyObject *Producer_flush(ProducerObject *self, PyObject *args) {
-    double timeout;
-    if (!PyArg_ParseTuple(args, "d", &timeout))
-        return NULL;
-    if (check_open(self) < 0)
+    int ms = timeout_arg(self, args);
+    if (ms < 0)
         return NULL;
     rd_kafka_t *rkh = self->rk;
-    int ms = timeout <= 0 ? 0 : (int)(timeout * 1000.0);
     int left;
     self->busy++;
     Py_BEGIN_ALLOW_THREADS
@@ -612,7 +622,7 @@ static PyObject *Producer_metadata(ProducerObject *self, PyObject *args) {
     }
     const rk_metadata_t *md = NULL;
     rd_kafka_t *rkh = self->rk;
-    int ms = timeout <= 0 ? 0 : (int)(timeout * 1000.0);
+    int ms = to_ms(timeout);
     int err;
     self->busy++;
     Py_BEGIN_ALLOW_THREADS

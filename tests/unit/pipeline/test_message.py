@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from logagent.pipeline import message
 from logagent.pipeline.message import MessageFormat, utc_timestamp
+from tests.kit import need_compiled
 
 
 def test_message_format_matches_design():
@@ -86,10 +86,7 @@ def test_the_c_builder_makes_the_bytes_of_the_percent_formatting(lines: list[byt
                                                                  path: str, fields: dict[str, str], module: str):
     """_format.build_plain (C) and the `%` loop give the same messages, byte for byte: `%` in the
     constant parts, an id or none, module and fields, any offset."""
-    if message._format is None:
-        if os.environ.get("CI"):
-            pytest.fail("the C message builder (logagent/pipeline/_format.c) is not built")
-        pytest.skip("the C message builder is not built")
+    need_compiled("" if message._format else "logagent/pipeline/_format.c is not built", "the C message builder")
     fmt = MessageFormat("10.0.0.1", "host%d", path, module=module, fields=fields,
                         id_prefix="h%s/2049-1-1/" if ids else "")
     ts = b"2026-12-07T20:00:00.000000Z"

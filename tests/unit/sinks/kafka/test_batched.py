@@ -14,16 +14,14 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from logagent.sinks.kafka.batched import BatchProducer, librdkafka_path, make_producer, unavailable
+from tests.kit import need_compiled
 
 DEAD = "127.0.0.1:1"  # nothing listens: connecting is refused at once
 
 
 @pytest.fixture(autouse=True)
 def built() -> None:
-    if why := unavailable():
-        if os.environ.get("CI"):
-            pytest.fail(f"the batch producer cannot run: {why}")
-        pytest.skip(f"the batch producer cannot run: {why}")
+    need_compiled(unavailable(), "the batch producer")
 
 
 class Lines:
@@ -133,3 +131,11 @@ def test_close_waits_for_a_call_another_thread_is_in() -> None:
     assert waited >= 0.5, f"close() returned after {waited:.2f}s, before the request"
     with pytest.raises(RuntimeError, match="closed"):
         p.poll(0)
+
+
+def test_a_timeout_past_what_librdkafka_counts_is_its_longest() -> None:
+    """flush() without a limit passes 1e9 s: more milliseconds than an int holds (C's conversion of it
+    is undefined: INT_MIN on x86, a negative timeout). Seen in a review, not in a run; clamped now."""
+    p = BatchProducer({"bootstrap.servers": DEAD})
+    assert p.flush() == 0 and p.poll(1e12) == []  # nothing held: both return at once
+    p.close()
