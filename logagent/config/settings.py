@@ -464,6 +464,7 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
         if name.startswith(prefix) and len(name) > len(prefix):
             producer[by_env.get(name, name[len(prefix):].lower().replace("_", "."))] = raw
 
+    _check_producer(source, producer)
     sysinfo = SysinfoSettings.from_mapping(values.pop("sysinfo"), source=f"{source}: [sysinfo]")
     agent = AgentSettings(**values["agent"])
     agent = _resolve_identity(agent)
@@ -481,6 +482,16 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
         source=source,
         warnings=tuple(warnings),
     )
+
+
+def _check_producer(source: str, producer: Mapping[str, str]) -> None:
+    """[kafka.producer] is librdkafka's, passed as it is, but for what the delivery promise rests on:
+    with `delivery.report.only.error` true librdkafka reports no success, so no batch would ever be
+    acknowledged and every file would stop at its offset."""
+    value = producer.get("delivery.report.only.error")
+    if value is not None and value.strip().lower() not in ("false", "0", "f", "no", "off"):
+        raise ConfigError(f"{source}: [kafka.producer] delivery.report.only.error = {value}: the agent moves a "
+                          "file's offset on each message's delivery report, so it must stay false")
 
 
 def _check_fleet(source: str, etcd: EtcdSettings, fleet: FleetSettings, host_id: str) -> None:

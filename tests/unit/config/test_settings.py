@@ -250,3 +250,14 @@ def test_a_control_character_in_the_id_is_refused_from_the_environment(tmp_path:
     with pytest.raises(ConfigError) as err:
         load(_ini(tmp_path, ""), environ={"LOGAGENT_AGENT_ID": "web\n1"})
     assert "environment LOGAGENT_AGENT_ID" in str(err.value) and "refused" in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["true", "True", "1", "yes"])
+def test_producer_keys_that_would_stop_every_acknowledgement_are_refused(tmp_path: Path, value: str):
+    path = _ini(tmp_path, f"[kafka.producer]\ndelivery.report.only.error = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[kafka.producer\] delivery.report.only.error = .*must stay false"):
+        load(path, environ={})
+    with pytest.raises(ConfigError, match=r"delivery\.report\.only\.error"):
+        load(_ini(tmp_path, ""), environ={"LOGAGENT_KAFKA_PRODUCER_DELIVERY_REPORT_ONLY_ERROR": value})
+    assert load(_ini(tmp_path, "[kafka.producer]\ndelivery.report.only.error = false\n"),
+                environ={}).kafka.producer["delivery.report.only.error"] == "false"
