@@ -291,8 +291,9 @@ static void topic_capsule_free(PyObject *capsule) {
         rk.topic_destroy(rkt);
 }
 
+/* Only with no call in progress (busy == 0): dealloc has none, close() waits for them. */
 static void close_producer(ProducerObject *self) {
-    if (self->rk == NULL || self->busy)
+    if (self->rk == NULL)
         return;
     Py_CLEAR(self->topics);  /* the topic handles go before their producer */
     rd_kafka_t *rkh = self->rk;

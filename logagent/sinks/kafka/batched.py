@@ -17,6 +17,7 @@ is, in order, nothing is dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from types import ModuleType
@@ -44,10 +45,11 @@ _LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: log
            5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
 
 
+@functools.cache
 def librdkafka_path() -> str | None:
     """The librdkafka confluent-kafka loaded: the shared object of that name in this process's
     memory map (confluent-kafka's wheels ship it in `confluent_kafka.libs/`, a source build links the
-    system's)."""
+    system's). Looked up once: a loaded library stays where it is."""
     import confluent_kafka.cimpl  # noqa: F401 - loads librdkafka, if nothing did yet
 
     try:

@@ -201,12 +201,16 @@ class KafkaSink:
         except BufferError:
             return i
         except KafkaException as exc:
-            err = exc.args[0]
-            log.error("kafka refused a message for topic %s: %s", topic, err.str())
-            for _ in range(n - i):  # never produced: no report will come, so make them up
-                self._unsent.put((on_delivery, err))
+            self._refused(batch, on_delivery, exc.args[0], n - i)
         batch.values = []  # librdkafka holds copies: keep one copy in memory, not two
         return batch.count
+
+    def _refused(self, batch: Batch, on_delivery: _Delivery, err: Any, count: int) -> None:
+        """librdkafka refused a message of the batch at produce time: it and the `count` - 1 after it
+        were never produced, so no report will come for them; make them up (failed)."""
+        log.error("kafka refused a message for topic %s: %s", batch.topic, err.str())
+        for _ in range(count):
+            self._unsent.put((on_delivery, err))
 
     def _send_batched(self, batch: Batch, i: int) -> int:
         """_send_from through the BatchProducer: the messages from the i-th on in one call."""
@@ -218,11 +222,7 @@ class KafkaSink:
         if code == QUEUE_FULL:
             return int(reached)
         if code:
-            err = RdKafkaError(code)
-            log.error("kafka refused a message for topic %s: %s", batch.topic, err.str())
-            on_delivery = _Delivery(self, batch)
-            for _ in range(len(values) - reached):  # never produced: no report will come, so make them up
-                self._unsent.put((on_delivery, err))
+            self._refused(batch, _Delivery(self, batch), RdKafkaError(code), len(values) - reached)
         batch.values = []
         return batch.count
 
