@@ -158,6 +158,8 @@ def open_copy(gen: Generation, allowed: Callable[[str], bool]) -> tuple[int, os.
 class CopyTailer(Shipper):
     """Reads one earlier generation to its end, then finishes."""
 
+    __slots__ = ("gen", "fd", "_sources", "_claimed", "_unsaved")
+
     def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None, gen: Generation,
                  after: Shipper | None = None, first_seen: float | None = None) -> None:
         super().__init__(path, route, ctx, spec)

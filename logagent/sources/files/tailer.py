@@ -50,6 +50,10 @@ INLINE_READ_BYTES = 16 * 1024  # a write notified is read in the watcher's callb
 class FileTailer(Shipper):
     """Tails one file identity opened under `path`; see the module docstring."""
 
+    __slots__ = ("fd", "rotated", "_parked", "_notified_at", "_closed_idle", "_last_growth", "_head",
+                 "_head_crc", "_budget", "_name_known",
+                 "_start_at_end", "_on_rotated", "_decided", "_spooled_to", "_protecting", "_protect_again")
+
     def __init__(self, path: str, route: Route, ctx: TailContext, start_at_end: bool = False,
                  on_rotated: Callable[[FileTailer], None] | None = None,
                  spec: SourceSpec | None = None) -> None:

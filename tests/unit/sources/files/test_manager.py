@@ -23,6 +23,7 @@ from logagent.sources.files.kubelet import PodMetadata
 from logagent.sources.files.manager import EntryRunner, ManagerContext, TailerManager
 from logagent.sources.files.registry import Registry
 from logagent.sources.files.shipper import TailOptions
+from logagent.sources.files.tailer import FileTailer
 from logagent.sources.files.watcher import new_watcher
 from tests.kit import KubeletServer, PodTree, eventually
 
@@ -281,7 +282,8 @@ def _pod_runner(tmp_path: Path, rotate_wait: float) -> tuple[PodTree, EntryRunne
     return tree, EntryRunner(CollectEntry(str(tree.root / "*" / "*" / "*.log"), "k8s", format="cri"), ctx), queue
 
 
-async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp_path: Path):
+async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
     """The runtime writes a line's first records, the kubelet renames 0.log and the line ends in the
     new 0.log, all between the reader's last read and its look at the name: the reader took the
     rename for 'read to its end' and let the next file start, which sent the line's end alone; the
@@ -295,18 +297,20 @@ async def test_a_rename_seen_just_after_a_read_still_joins_the_line_it_split(tmp
         assert await runner.scan(start_at_end=False) == 1
         assert [m["data"] for _, m in await _messages(queue, 1)] == ["line 0"]
         tailer = runner.tailers[str(tree.log_path(pod, "app"))]
-        read_to_end = tailer._read_to_end
+        read_to_end = FileTailer._read_to_end  # (a tailer has slots: its methods are patched on the class)
+        raced = False
 
-        async def read_then_rotate() -> None:  # the race, made certain: the rename right after a read
-            await read_to_end()
-            if not tailer.rotated:
-                tailer._read_to_end = read_to_end  # type: ignore[method-assign]
+        async def read_then_rotate(self: FileTailer) -> None:  # the race made certain: a rename right after a read
+            nonlocal raced
+            await read_to_end(self)
+            if self is tailer and not tailer.rotated and not raced:
+                raced = True
                 last = tree.write_partial(pod, "app", "stdout", "a line cut by the rotation")
                 tree.rotate(pod, "app")
                 tree.finish_partial(pod, "app", "stdout", "a line cut by the rotation", last)
                 tree.write(pod, "app", [("stdout", "in the new file")])
 
-        tailer._read_to_end = read_then_rotate  # type: ignore[method-assign]
+        monkeypatch.setattr(FileTailer, "_read_to_end", read_then_rotate)
         tree.write(pod, "app", [("stdout", "line 1")])
         tailer.wake()
         await eventually(lambda: tailer.rotated, what="the rename seen")
