@@ -98,12 +98,10 @@ class FdBudget:
 class Ticked(Protocol):
     """What the stat tick needs of a tailer."""
 
-    @property
-    def last_growth(self) -> float: ...
+    # Not grown since `quiet_since`, or inotify told of it since `since` (and woke it).
+    def tick_may_pass(self, quiet_since: float, since: float) -> bool: ...
 
     def needs_attention(self) -> bool: ...
-
-    def notified_since(self, since: float) -> bool: ...
 
     def wake(self) -> None: ...
 
@@ -136,7 +134,7 @@ async def stat_tick(tailers: Callable[[], Iterable[Ticked]], interval: float) ->
         quiet_since = now - max(IDLE_AFTER, IDLE_EVERY * interval)
         since, last = last, now
         for tailer in tailers():
-            if not everyone and (tailer.last_growth < quiet_since or tailer.notified_since(since)):
+            if not everyone and tailer.tick_may_pass(quiet_since, since):
                 continue
             if tailer.needs_attention():
                 tailer.wake()

@@ -434,8 +434,8 @@ class _Quiet:
         self.checks += 1
         return False
 
-    def notified_since(self, since: float) -> bool:
-        return self.notified
+    def tick_may_pass(self, quiet_since: float, since: float) -> bool:
+        return self.last_growth < quiet_since or self.notified
 
     def wake(self) -> None:  # pragma: no cover - needs_attention says no
         raise AssertionError("nothing changed")
