@@ -338,12 +338,14 @@ class Shipper:
         self._n_bytes += len(data)
         self._began = True
         values = self._messages(data, offset)
-        self._metrics_due()
+        if not self._due:
+            self._metrics_due()
         return values
 
     def _messages(self, data: bytes, offset: int) -> list[bytes]:
         """Messages for what `data` completes; plain single-line UTF-8 takes the fast path."""
-        self._same_ids()
+        if self._ids_epoch != self._registry.epoch:
+            self._same_ids()
         if self._joiner is not None:
             records = self._joiner.push(self._splitter.feed(data, offset))
             return self._build_records(records) if records else []
@@ -356,7 +358,8 @@ class Shipper:
                     return []
                 plain = self.encoding == "utf-8" and json_plain(data) and (not held or json_plain(held))
                 values = self._format.build_plain(start, parts, utc_timestamp(), plain)
-                self._count_replaced(start)
+                if self._format.replaced:
+                    self._count_replaced(start)
                 return values
         lines = self._splitter.feed(data, offset)
         if lines and self._events is not None:
@@ -433,7 +436,8 @@ class Shipper:
         if self._carry_mark:
             self._carry_batch, self._carry_mark = batch, False
         self.acks.sent(batch)
-        self._metrics_due()
+        if not self._due:
+            self._metrics_due()
         return batch
 
     def _metrics_due(self) -> None:
