@@ -11,9 +11,10 @@ TOPICS ?= demo_log collect_system_info
 
 .PHONY: setup run test unit consume bench clean
 
-# The C modules (the batch producer, the message builder) are built by the editable install: again
+# The C modules (the batch producer, the message builder, the reader) are built by the editable install: again
 # when their sources change.
-$(STAMP): pyproject.toml logagent/sinks/kafka/_batchproduce.c logagent/pipeline/_format.c
+$(STAMP): pyproject.toml logagent/sinks/kafka/_batchproduce.c logagent/pipeline/_format.c \
+          logagent/sources/files/_readat.c
 	devstack/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

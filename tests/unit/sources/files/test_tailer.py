@@ -24,12 +24,13 @@ from logagent.errors import SourceError
 from logagent.pipeline.batch import Batch
 from logagent.pipeline.buffer import BatchQueue
 from logagent.runtime.backoff import Backoff
+from logagent.sources.files import tailer as tailer_module
 from logagent.sources.files.budget import FdBudget, stat_tick
 from logagent.sources.files.registry import Registry, RegistryEntry, fingerprint_of, uid_of
 from logagent.sources.files.shipper import Claims, Route, SourceSpec, TailContext, TailOptions
 from logagent.sources.files.spool import Spool
-from logagent.sources.files.tailer import FileTailer
-from tests.kit import eventually
+from logagent.sources.files.tailer import FileTailer, head_hash
+from tests.kit import eventually, need_compiled
 
 OPTS = TailOptions(ip="127.0.0.1", host="h", stat_interval=0.05, rotate_wait=0.2, close_inactive=60)
 
@@ -483,6 +484,28 @@ async def test_truncated_and_at_once_written_past_the_old_offset_is_read_from_ze
     assert t.acked == len("rewritten 1\nrewritten 2\n")
 
 
+async def test_a_file_past_its_fingerprint_rewritten_past_the_old_offset_is_read_from_zero(
+        harness: Callable[..., Harness]):
+    """As above, with a head past the fingerprint's 1 KiB: the read of a write notified checks the head
+    with the compiled reader where it is built (its hash of the head differs), else with os.pread."""
+    h = harness()
+    log, t, _ = h.follow("big.log", RACE_HEAD)
+    for b in await h.batches():
+        h.ack(b)
+    await parked(t)
+    with open(log, "a") as f:
+        f.write("old tail\n")
+    t.notify(named=False)
+    assert data(await h.batches()) == ["old tail"] and t.fp_len == 1024  # read in the callback
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write(RACE_NEW + "\n")
+    t.notify(named=False)
+    batches = await h.batches()
+    assert data(batches) == [RACE_NEW]
+    assert json.loads(batches[0].values[0])["offset"] == 0
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 async def test_copytruncate_reads_what_was_not_read_yet_from_the_copy(harness: Callable[..., Harness],
                                                                       compressed: bool):
@@ -833,28 +856,55 @@ RACE_HEAD = "".join(f"head {i:04d} {'x' * 40}\n" for i in range(30))  # past the
 RACE_NEW = "new " + "y" * (len(RACE_HEAD) + 20)  # the new content: one line past the old offset
 
 
-async def _rewritten_after_a_read(h: Harness, monkeypatch: pytest.MonkeyPatch, name: str, loop: bool) -> list[bytes]:
+async def _rewritten_after_a_read(h: Harness, monkeypatch: pytest.MonkeyPatch, name: str, loop: bool,
+                                  compiled: bool) -> list[bytes]:
     """A parked tailer of `name` (RACE_HEAD read and acknowledged) whose next read of "old tail" (by the
     read loop when `loop`, else by the watcher's callback) is followed at once, before anything else,
     by a truncate and RACE_NEW: a rewrite between the read and the look at the head. Returns what that
-    read got (one item once it happened)."""
+    read got (one item once it happened). `compiled`: the read goes through the compiled reader, whose
+    two reads are one call; the rewrite is put between them by a stand-in that makes the same two reads
+    with the real one. Else through os.pread."""
     log, t, _ = h.follow(name, RACE_HEAD)
     for b in await h.batches():
         h.ack(b)
     await parked(t)
-    real_pread, raced = os.pread, []
+    raced: list[bytes] = []
 
-    def pread_then_rewrite(fd: int, n: int, offset: int) -> bytes:
-        out = real_pread(fd, n, offset)
+    def rewrite_once(offset: int, n: int, out: bytes) -> None:
         if offset == t.read_pos and out and not raced and (n == t.opts.read_buffer_bytes or not loop):
             raced.append(out)
-            monkeypatch.setattr(os, "pread", real_pread)
             with open(log, "r+") as f:
                 f.truncate(0)
                 f.write(RACE_NEW + "\n")
-        return out
 
-    monkeypatch.setattr(os, "pread", pread_then_rewrite)
+    if compiled:
+        real = tailer_module._readat
+        need_compiled("" if real is not None else "logagent.sources.files._readat is not built", "the compiled reader")
+
+        class Raced:
+            head_hash = staticmethod(real.head_hash)
+
+            @staticmethod
+            def read_new(fd: int, pos: int, size: int, head_len: int) -> tuple[bytes, int]:
+                out, _ = real.read_new(fd, pos, size, 0)
+                rewrite_once(pos, size, out)
+                _, hashed = real.read_new(fd, 0, 1, head_len)  # the head as the call reads it after the bytes
+                return out, hashed if out else -1
+
+        monkeypatch.setattr(tailer_module, "_readat", Raced)
+    else:
+        monkeypatch.setattr(tailer_module, "_readat", None)
+        monkeypatch.setattr(tailer_module, "head_hash", zlib.crc32)
+        real_pread = os.pread
+
+        def pread_then_rewrite(fd: int, n: int, offset: int) -> bytes:
+            out = real_pread(fd, n, offset)
+            rewrite_once(offset, n, out)
+            if raced:
+                monkeypatch.setattr(os, "pread", real_pread)
+            return out
+
+        monkeypatch.setattr(os, "pread", pread_then_rewrite)
     with open(log, "a") as f:
         f.write("old tail\n")
     if loop:
@@ -865,33 +915,35 @@ async def _rewritten_after_a_read(h: Harness, monkeypatch: pytest.MonkeyPatch, n
     return raced
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["os.pread", "compiled reader"])
 @pytest.mark.parametrize("loop", [False, True], ids=["callback", "read loop"])
 async def test_a_rewrite_between_a_read_and_the_look_at_the_head_drops_what_was_read(
-        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, loop: bool):
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, loop: bool, compiled: bool):
     """The watcher's callback and the read loop both read first and look at the head after: a file
     truncated and written again just after the read has another head, so the bytes read (the old
     content's) are not shipped at the old offset; the new content is read from 0."""
     h = harness()
-    raced = await _rewritten_after_a_read(h, monkeypatch, "race.log", loop)
+    raced = await _rewritten_after_a_read(h, monkeypatch, "race.log", loop, compiled)
     batches = await h.batches()
     assert raced == [b"old tail\n"]
     assert data(batches) == [RACE_NEW]
     assert json.loads(batches[0].values[0])["offset"] == 0
 
 
-async def test_the_rewrite_check_trusts_a_crc_only_for_the_head_that_matched_the_fingerprint(
+async def test_the_rewrite_check_trusts_a_hash_only_for_the_head_that_matched_the_fingerprint(
         harness: Callable[..., Harness]):
-    """_same_head: a CRC-32 of the head decides only once the fingerprint itself matched that head;
-    a changed head, or a fingerprint grown since, is decided by the fingerprint."""
+    """_same_head: a hash of the head (head_hash: the compiled reader's, else CRC-32) decides only once
+    the fingerprint itself matched that head; a changed head, or a fingerprint grown since, is decided
+    by the fingerprint."""
     h = harness()
     _, t, _ = h.follow("crc.log", "abc\n")
     assert data(await h.batches()) == ["abc"] and t.fp == fingerprint_of(b"abc\n")
-    assert t._same_head(b"abc\n") and t._head_crc == (t.fp, zlib.crc32(b"abc\n"))
-    assert t._same_head(b"abc\n")  # now by the CRC alone
-    assert not t._same_head(b"abd\n")  # another CRC: the fingerprint says no
-    t.fp, t.fp_len = fingerprint_of(b"abc\nd"), 5  # grown since: the old CRC is not for this fingerprint
+    assert t._same_head(b"abc\n") and t._head_hash == (t.fp, head_hash(b"abc\n"))
+    assert t._same_head(b"abc\n")  # now by the hash alone
+    assert not t._same_head(b"abd\n")  # another hash: the fingerprint says no
+    t.fp, t.fp_len = fingerprint_of(b"abc\nd"), 5  # grown since: the old hash is not for this fingerprint
     assert not t._same_head(b"abc\n")
-    assert t._same_head(b"abc\nd") and t._head_crc == (t.fp, zlib.crc32(b"abc\nd"))
+    assert t._same_head(b"abc\nd") and t._head_hash == (t.fp, head_hash(b"abc\nd"))
 
 
 async def test_a_small_file_rewritten_past_its_offset_is_read_again_from_zero_not_in_the_callback(
