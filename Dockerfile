@@ -28,7 +28,7 @@ COPY logagent/ logagent/
 # pip lives in a throwaway venv of this stage: the agent's venv gets no pip, setuptools or
 # wheel, and no bytecode caches (--no-compile; the root filesystem is read-only at run
 # time, so none would be written there either). All dependencies ship manylinux wheels:
-# no compiler needed. The agent's own C modules (the batch producer, the message builder) are in
+# no compiler needed. The agent's own C modules (the batch producer, the message builder, the reader) are in
 # the wheel `make image` builds on the host; a build without that wheel and without gcc leaves
 # them out, and the agent runs the same paths in Python (docs/sizing.md). No test extras.
 ENV PYTHONDONTWRITEBYTECODE=1

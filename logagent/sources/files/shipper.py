@@ -39,7 +39,7 @@ from logagent.sources.files.container import Chain, Joiner, Record
 from logagent.sources.files.entry import path_allowed
 from logagent.sources.files.lines import LineSplitter, resolve_encoding
 from logagent.sources.files.multiline import Aggregator, MultilineSpec
-from logagent.sources.files.registry import Registry
+from logagent.sources.files.registry import Registry, RegistryEntry
 from logagent.sources.files.spool import Spool, SpoolFile
 
 log = logging.getLogger("logagent.tailer")
@@ -151,7 +151,7 @@ class Shipper:
         "route", "_key", "_queue", "_registry", "dev", "ino", "path", "reg_key", "_uid", "_due",
         "_n_lines", "_n_bytes", "_began", "_carry_mark", "_carried_from", "_carry_handed", "_spooled",
         "retry", "finished", "after", "_wake", "spec", "_id_uid", "_ids_epoch", "_acked_at",
-        "_key_epoch",
+        "_key_epoch", "_entry", "_entry_epoch",
         # the rest
         "name", "wire", "origin", "ctx", "opts", "announce", "prepare", "reading_done", "complete",
         "successor", "_carry_delivered", "carry_sent", "_carry_in", "_carry_need",
@@ -181,6 +181,8 @@ class Shipper:
         self.reg_key = ""  # this file's key in the registry
         self._uid = ""  # its entry's uid: where registry.archive moves it when a new file takes the inode
         self._key_epoch = -1  # registry.epoch when reg_key was last looked up for _uid (_entry_key)
+        self._entry: RegistryEntry | None = None  # its registry entry as _record_acked last found it ...
+        self._entry_epoch = -1  # ... at this registry.epoch
         self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
         self.after: Shipper | None = None  # the earlier generation of this path, read first
         self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
@@ -598,8 +600,7 @@ class Shipper:
             if self.retry.failures:
                 self.retry.reset()
             self._acked_at = time.monotonic()
-            self._registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
-                                  key=self._entry_key() or None, size=self.read_pos)
+            self._record_acked()
             self._metrics_due()
             if self._spooled is not None:
                 self._release_spool()
@@ -612,6 +613,18 @@ class Shipper:
             log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
                       self.name, batch.topic, self.acked, text, self.acked)
             self.wake()
+
+    def _record_acked(self) -> None:
+        """The acknowledged offset into the registry: through the entry looked up at the last call while
+        the registry's keys are as they were then (its epoch), else by its key."""
+        registry = self._registry
+        entry = self._entry
+        if entry is not None and self._entry_epoch == registry.epoch:
+            registry.advance(entry, self.acks.acked, self.fp, self.fp_len, self.read_pos)
+            return
+        key = registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
+                              key=self._entry_key() or None, size=self.read_pos)
+        self._entry, self._entry_epoch = registry.get(key), registry.epoch
 
     async def _rewind_after_failure(self) -> None:
         await self.retry.sleep()

@@ -763,6 +763,31 @@ async def test_a_rotated_file_closed_before_kafka_acknowledged_it_keeps_its_entr
     assert new_key in h.registry.owned and uid not in h.registry.owned
 
 
+async def test_acknowledgements_after_the_entry_moved_go_to_where_it_moved(harness: Callable[..., Harness]):
+    """An acknowledgement advances the entry the previous one found (Registry.advance, no lookup by key)
+    only while the registry's keys are as they were: here one acknowledgement before the file's entry is
+    archived under its uid, and one after, which must move the archived entry, not the new file's."""
+    h = harness()
+    log, t, _ = h.follow("a.log", "one\n")
+    [first] = await h.batches()
+    h.ack(first)
+    entry = h.registry.get(t.reg_key)
+    assert entry is not None and entry.offset == 4 and t._entry is entry  # found once, then held
+    with open(log, "a") as f:
+        f.write("two\n")
+    t.notify(named=False)
+    [second] = await h.batches()
+    uid = entry.uid
+    h.registry.archive(t.dev, t.ino)
+    new_key = h.registry.update(t.dev, t.ino, str(h.tmp / "other.log"), 0, "new-file-fp", 11)
+    h.ack(second)
+    moved = h.registry.get(uid)
+    assert moved is not None and moved.offset == 8
+    new = h.registry.get(new_key)
+    assert new is not None and (new.offset, new.fp) == (0, "new-file-fp")
+    assert t.reg_key == uid and t._entry is moved
+
+
 async def test_a_write_inotify_told_of_is_read_without_a_look_at_the_name(harness: Callable[..., Harness],
                                                                         monkeypatch: pytest.MonkeyPatch):
     """issue 23: a write event wakes the read loop, which reads without stat-ing the name (a rename
