@@ -601,10 +601,11 @@ class Shipper:
                 self.retry.reset()
             self._acked_at = time.monotonic()
             self._record_acked()
-            self._metrics_due()
+            if not self._due:
+                self._metrics_due()
             if self._spooled is not None:
                 self._release_spool()
-            if self._carried_from:
+            if self._carry_batch is not None:  # (a slot, where _carried_from is a list to look into)
                 self._carry_check()
             if self._carry_handed:
                 self._settle_carry()
