@@ -1,5 +1,5 @@
 /* A file's new bytes and a check of its head in one call: the tailer's read of a write inotify told
- * of (sources/files/tailer.py, _read_checked).
+ * of (sources/files/tailer.py, FileTailer._read_new).
  *
  * Every read of a file whose fingerprint is complete looks at the file's first bytes again, after the
  * read: a file truncated and at once written past the old offset is told apart only there. In Python
