@@ -158,6 +158,7 @@ class Shipper:
         "_carry_batch", "_label", "_lines", "_bytes", "_decode_errors", "_replaced_logged",
         "_replaced_since_log", "_malformed_logged", "_malformed_since_log", "_unacked", "_held",
         "_gauges_final", "_shown",
+        "__weakref__",  # exactly_once keeps batch owners in a WeakKeyDictionary (transactional.py)
     )
 
     def __init__(self, path: str, route: Route, ctx: TailContext, spec: SourceSpec | None = None) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -761,6 +762,19 @@ async def test_a_rotated_file_closed_before_kafka_acknowledged_it_keeps_its_entr
     new = h.registry.get(new_key)
     assert new is not None and (new.offset, new.fp, new.done) == (0, "new-file-fp", False)
     assert new_key in h.registry.owned and uid not in h.registry.owned
+
+
+async def test_a_tailer_has_slots_and_can_be_weakly_referenced(harness: Callable[..., Harness]):
+    """Slots (no dictionary per tailer: issue 23), and a weak reference still: exactly_once keeps the
+    owners of poisoned batches in a WeakKeyDictionary (sinks/kafka/transactional.py). Without it an
+    aborted transaction crashed the drain (found by the fault suite)."""
+    h = harness()
+    _, t, _ = h.follow("weak.log", "one\n")
+    await h.batches()
+    assert not hasattr(t, "__dict__")
+    poisoned: weakref.WeakKeyDictionary[FileTailer, int] = weakref.WeakKeyDictionary()
+    poisoned[t] = 1
+    assert poisoned.get(t, -1) == 1 and weakref.ref(t)() is t
 
 
 async def test_acknowledgements_after_the_entry_moved_go_to_where_it_moved(harness: Callable[..., Harness]):
