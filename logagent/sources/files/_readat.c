@@ -26,7 +26,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define HEAD_MAX (64 * 1024)
+#define HEAD_MAX (64 * 1024)  /* the largest head read_new reads */
+#define HEAD_ON_STACK 4096    /* ... and the largest it reads without an allocation */
 
 static uint64_t
 hash_bytes(const unsigned char *p, size_t n)
@@ -70,7 +71,7 @@ read_new(PyObject *self, PyObject *args)
     PyObject *data = PyBytes_FromStringAndSize(NULL, size);
     if (data == NULL)
         return NULL;
-    unsigned char head[HEAD_MAX > 4096 ? 4096 : HEAD_MAX];
+    unsigned char head[HEAD_ON_STACK];
     unsigned char *hbuf = head;
     if (head_len > (Py_ssize_t)sizeof(head)) {
         hbuf = PyMem_Malloc((size_t)head_len);

@@ -151,7 +151,7 @@ class Shipper:
         "route", "_key", "_queue", "_registry", "dev", "ino", "path", "reg_key", "_uid", "_due",
         "_n_lines", "_n_bytes", "_began", "_carry_mark", "_carried_from", "_carry_handed", "_spooled",
         "retry", "finished", "after", "_wake", "spec", "_id_uid", "_ids_epoch", "_acked_at",
-        "_key_epoch", "_entry", "_entry_epoch",
+        "_key_epoch", "_entry",
         # the rest
         "name", "wire", "origin", "ctx", "opts", "announce", "prepare", "reading_done", "complete",
         "successor", "_carry_delivered", "carry_sent", "_carry_in", "_carry_need",
@@ -181,9 +181,8 @@ class Shipper:
         self.acks = AckTracker()
         self.reg_key = ""  # this file's key in the registry
         self._uid = ""  # its entry's uid: where registry.archive moves it when a new file takes the inode
-        self._key_epoch = -1  # registry.epoch when reg_key was last looked up for _uid (_entry_key)
-        self._entry: RegistryEntry | None = None  # its registry entry as _record_acked last found it ...
-        self._entry_epoch = -1  # ... at this registry.epoch
+        self._key_epoch = -1  # registry.epoch when reg_key and _entry were last looked up (_entry_key)
+        self._entry: RegistryEntry | None = None  # the entry under reg_key then
         self._acked_at = -1e9  # time.monotonic() of the last acknowledgement that moved the offset
         self.after: Shipper | None = None  # the earlier generation of this path, read first
         self.reading_done = asyncio.Event()  # set when this file is read to its end (or closed)
@@ -617,16 +616,16 @@ class Shipper:
             self.wake()
 
     def _record_acked(self) -> None:
-        """The acknowledged offset into the registry: through the entry looked up at the last call while
-        the registry's keys are as they were then (its epoch), else by its key."""
+        """The acknowledged offset into the registry: into the entry _entry_key found, which stays the one
+        under the key while the registry's keys are as they were then (its epoch); else by its key."""
         registry = self._registry
-        entry = self._entry
-        if entry is not None and self._entry_epoch == registry.epoch:
-            registry.advance(entry, self.acks.acked, self.fp, self.fp_len, self.read_pos)
-            return
-        key = registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
-                              key=self._entry_key() or None, size=self.read_pos)
-        self._entry, self._entry_epoch = registry.get(key), registry.epoch
+        if self._key_epoch != registry.epoch:
+            self._entry_key()
+        if self._entry is not None:
+            registry.advance(self._entry, self.acks.acked, self.fp, self.fp_len, self.read_pos)
+        else:
+            registry.update(self.dev, self.ino, self.path, self.acks.acked, self.fp, self.fp_len,
+                            key=self.reg_key or None, size=self.read_pos)
 
     async def _rewind_after_failure(self) -> None:
         await self.retry.sleep()
@@ -671,10 +670,12 @@ class Shipper:
         """This file's registry key now. Once its descriptor is closed (rotated away, read to its end,
         not all acknowledged) a new file may take its inode number: registry.archive then moves its
         entry under its uid, and its acknowledgements go there, never into the new file's entry."""
-        if self.reg_key and self._uid and self._key_epoch != self._registry.epoch:
-            # (an archive moves entries, and changes the epoch: at the same epoch the answer is the same)
-            self.reg_key = self._registry.current_key(self.reg_key, self._uid)
-            self._key_epoch = self._registry.epoch
+        registry = self._registry
+        if self._key_epoch != registry.epoch:  # (an archive moves entries and changes the epoch)
+            if self.reg_key and self._uid:
+                self.reg_key = registry.current_key(self.reg_key, self._uid)
+            self._entry = registry.get(self.reg_key) if self.reg_key else None
+            self._key_epoch = registry.epoch
         return self.reg_key
 
     def wake(self) -> None:

@@ -196,8 +196,7 @@ class FileTailer(Shipper):
         self._registry.own(self.reg_key)
         entry = self._registry.get(self.reg_key)
         self._uid = entry.uid if entry is not None else ""
-        self._key_epoch = -1  # a new key: _entry_key looks it up again ...
-        self._entry = None  # ... and _record_acked its entry
+        self._key_epoch = -1  # a new key: _entry_key looks it and its entry up again
         log.log(logging.INFO if self.announce else logging.DEBUG,
                 "tailing %s from offset %d (%s) -> topic %s", self.name, start, how, self.route.topic)
 
