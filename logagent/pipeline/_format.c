@@ -10,6 +10,8 @@
  *
  * where the offset advances by len(line) + 1 from line to line. Only for lines json_plain() passed:
  * nothing in them needs escaping.
+ *
+ * json_plain() is that check: one pass of a table over the bytes read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -89,8 +91,36 @@ done:
     return out;
 }
 
+/* The bytes a JSON string holds as they are: printable ASCII but '"' and '\\', and the newline (never
+ * inside a line: it separates them). message.py's _JSON_SAFE, as a table. */
+static unsigned char json_safe[256];
+
+static void init_json_safe(void) {
+    for (int b = 0x20; b < 0x7F; b++)
+        json_safe[b] = b != '"' && b != '\\';
+    json_safe['\n'] = 1;
+}
+
+PyDoc_STRVAR(json_plain_doc,
+"json_plain(data) -> bool\n\n"
+"True when every byte of `data` is one a JSON string holds as it is (message.json_plain, one pass of a\n"
+"table: the bytes.translate it replaces took ~20 instructions a byte).");
+
+static PyObject *json_plain(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *p = view.buf, *stop = p + view.len;
+    unsigned char all = 1;
+    while (p < stop)
+        all &= json_safe[*p++];
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(all);
+}
+
 static PyMethodDef methods[] = {
     {"build_plain", build_plain, METH_VARARGS, build_plain_doc},
+    {"json_plain", json_plain, METH_O, json_plain_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -100,5 +130,6 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__format(void) {
+    init_json_safe();
     return PyModule_Create(&module);
 }

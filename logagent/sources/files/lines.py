@@ -134,7 +134,10 @@ class LineSplitter:
         """The fast path of feed: (offset of the first line, complete lines) when nothing in
         `data` needs care (a one-byte newline, no CR, no over-long line, no BOM, not skipping);
         None, with nothing consumed, when feed() must do it."""
-        if self._width != 1 or self._skipping or self._cr in data or (offset == 0 and data[:1] in BOM_STARTS):
+        # (find, not `in`: bytes' `in` tries its operand as an integer first, and raises and clears a
+        # TypeError each time.)
+        if self._width != 1 or self._skipping or data.find(self._cr) >= 0 or \
+                (offset == 0 and data[:1] in BOM_STARTS):
             return None
         buf = self._buf
         if buf:

@@ -99,3 +99,17 @@ def test_the_c_builder_makes_the_bytes_of_the_percent_formatting(lines: list[byt
     assert built == by_percent
     for value in built:
         json.loads(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_the_c_plain_check_agrees_with_translate(data: bytes):
+    """_format.json_plain (C, a table) says what the translate() pass says, for every byte value and
+    for any bytes; and the agent uses it where it is built."""
+    need_compiled("" if message._format else "logagent/pipeline/_format.c is not built", "the C plain check")
+    assert message.json_plain is message._format.json_plain
+    for b in range(256):
+        one = bytes([b])
+        assert message._format.json_plain(one) == message._json_plain(one) == (one not in _UNSAFE or one == b"\n")
+    assert message._format.json_plain(data) == message._json_plain(data)
+    assert message._format.json_plain(b"") and message._format.json_plain(memoryview(b"ok\n"))

@@ -59,6 +59,19 @@ def test_no_hash_without_new_bytes_or_a_whole_head(readat: ModuleType, opened: t
     assert data == b"y" and hashed == readat.head_hash(b"y" * 5000)
 
 
+def test_reads_of_any_size_give_what_the_file_holds(readat: ModuleType, opened: tuple[Path, int]):
+    """A read that fits the call's stack buffer (4 KiB) and one that does not: the same bytes as
+    os.pread, never more than asked."""
+    path, fd = opened
+    content = os.urandom(20000)
+    path.write_bytes(content)
+    for pos, size in ((0, 100), (19900, 4096), (19900, 1 << 14), (0, 4096), (0, 4097), (100, 1 << 14),
+                      (0, 1 << 16), (20000, 1 << 14), (25000, 10)):
+        data, hashed = readat.read_new(fd, pos, size, 1024)
+        assert data == os.pread(fd, size, pos) == content[pos:pos + size]
+        assert hashed == (readat.head_hash(content[:1024]) if data else -1)
+
+
 def test_the_hash_tells_heads_apart(readat: ModuleType):
     one = b"2026-12-07 first line of the log\n" * 31
     assert readat.head_hash(one) == readat.head_hash(bytes(one))
