@@ -48,7 +48,7 @@ class BatchQueue:
         """Queue a batch, waiting while the queue is full (backpressure), in the order callers came."""
         n = batch.count
         if not self._putters and self._fits(n):
-            self._push(batch)
+            self.put_nowait(batch)
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -69,7 +69,7 @@ class BatchQueue:
                 except ValueError:
                     pass
             raise
-        self._push(batch)
+        self.put_nowait(batch)
         if self._depth < self.capacity:
             self._wake_putter()  # room for the next one, perhaps
 
@@ -82,22 +82,20 @@ class BatchQueue:
         return not self._putters and self._depth < self.capacity
 
     def put_nowait(self, batch: Batch) -> None:
-        """Queue a batch now, after `has_room()` said so: taken whole, so the queue may pass its
-        capacity by this one batch (a reader that checked for room before reading, see tailer.py)."""
-        self._push(batch)
+        """Queue a batch now, whatever the depth: put() and offer() decide when; a reader that checked
+        `has_room()` before reading calls it itself, its batch taken whole, so the queue may pass its
+        capacity by this one batch (see tailer.py)."""
+        self._depth += batch.count
+        self._items.append(batch)
+        if self._getters:
+            _wake_first(self._getters)
 
     def offer(self, batch: Batch) -> bool:
         """Queue a batch if it fits now; False (nothing queued) when full."""
         if self._depth + batch.count > self.capacity:
             return False
-        self._push(batch)
+        self.put_nowait(batch)
         return True
-
-    def _push(self, batch: Batch) -> None:
-        self._depth += batch.count
-        self._items.append(batch)
-        if self._getters:
-            _wake_first(self._getters)
 
     def _taken(self, batch: Batch) -> None:
         self._depth -= batch.count

@@ -347,9 +347,7 @@ class CopyTailer(Shipper):
 
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)
-        if self.finished:
-            self._done_if_acknowledged()  # closed (its entry stopped) after it was read to its end
-        else:
+        if not self.finished:
             self.wake()
 
     def _close_sources(self) -> None:

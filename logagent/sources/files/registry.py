@@ -296,7 +296,7 @@ class Registry:
         entry.updated = time.time()
         if size is not None and size > entry.size:
             entry.size = size
-        self._changed()
+        self._version += 1  # (_changed without its look at the count: no entry was added)
 
     def archive(self, dev: int, ino: int) -> None:
         """A new file took over this inode: keep the old entry under its uid, out of the new one's way.

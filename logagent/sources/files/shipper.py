@@ -614,6 +614,8 @@ class Shipper:
             log.error("kafka refused lines of %s (topic %s, offset %d): %s; retrying from offset %d",
                       self.name, batch.topic, self.acked, text, self.acked)
             self.wake()
+        if self.finished:
+            self._done_if_acknowledged()  # closed (its entry stopped, or read to its end) and now all sent
 
     def _record_acked(self) -> None:
         """The acknowledged offset into the registry: into the entry _entry_key found, which stays the one

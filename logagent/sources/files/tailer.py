@@ -325,11 +325,6 @@ class FileTailer(Shipper):
             if not self._protect_again:
                 break
 
-    def batch_done(self, batch: Batch) -> None:
-        super().batch_done(batch)
-        if self.finished:
-            self._done_if_acknowledged()
-
     # ---- the loop
 
     @property
