@@ -24,7 +24,6 @@ from collections.abc import Callable
 from types import ModuleType
 
 from logagent.errors import AlreadyCollected, FileReplaced, NotAllowed, SourceError
-from logagent.pipeline.batch import Batch
 from logagent.runtime import metrics
 from logagent.runtime.names import display_name
 from logagent.runtime.wait import wait_event
