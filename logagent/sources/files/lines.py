@@ -7,7 +7,14 @@ over-long lines. The lines become Kafka messages in logagent/pipeline/message.py
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from logagent.pipeline.message import Line
+
+
+class SplitBuilder(Protocol):
+    def build_split(self, held: bytes, data: bytes, start: int, max_line: int,
+                    timestamp: bytes) -> tuple[list[bytes], bytes] | None: ...
 
 
 def resolve_encoding(name: str, head: bytes) -> str:
@@ -153,6 +160,23 @@ class LineSplitter:
         self._buf = rest
         self._buf_start = start + len(data) - len(rest)
         return start, parts
+
+    def feed_built(self, data: bytes, offset: int, fmt: SplitBuilder, timestamp: bytes) -> list[bytes] | None:
+        """feed_plain and the messages of its lines in one call (MessageFormat.build_split): the
+        messages, the partial tail held as feed_plain holds it; None, with nothing consumed, when that
+        cannot take the chunk (a byte to escape, a CR, an over-long line) or while skipping the rest of
+        a line that was cut. For a UTF-8 file (a one-byte newline)."""
+        if self._skipping:
+            return None
+        buf = self._buf
+        start = self._buf_start if buf else offset
+        built = fmt.build_split(buf, data, start, self.max_line_bytes, timestamp)
+        if built is None:
+            return None
+        values, rest = built
+        self._buf = rest
+        self._buf_start = start + len(buf) + len(data) - len(rest)
+        return values
 
     def flush(self) -> list[Line]:
         """The held partial line as a last line (the file will not grow any more)."""

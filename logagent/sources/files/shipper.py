@@ -352,14 +352,20 @@ class Shipper:
             records = self._joiner.push(self._splitter.feed(data, offset))
             return self._build_records(records) if records else []
         if self._events is None:
-            held = self._splitter.held
-            fast = self._splitter.feed_plain(data, offset)
+            splitter = self._splitter
+            timestamp = utc_timestamp()
+            if self.encoding == "utf-8":  # split, checked and built in one call (LineSplitter.feed_built)
+                built = splitter.feed_built(data, offset, self._format, timestamp)
+                if built is not None:
+                    return built
+            held = splitter.held
+            fast = splitter.feed_plain(data, offset)
             if fast is not None:
                 start, parts = fast
                 if not parts:
                     return []
                 plain = self.encoding == "utf-8" and json_plain(data) and (not held or json_plain(held))
-                values = self._format.build_plain(start, parts, utc_timestamp(), plain)
+                values = self._format.build_plain(start, parts, timestamp, plain)
                 if self._format.replaced:
                     self._count_replaced(start)
                 return values

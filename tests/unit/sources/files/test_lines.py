@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logagent.pipeline import message
 from logagent.pipeline.message import MessageFormat
 from logagent.sources.files.lines import LineSplitter
+from tests.kit import need_compiled
 
 
 def test_splits_lines_with_offsets_and_holds_partial():
@@ -70,3 +75,56 @@ def test_fast_path_declines_what_needs_care():
     assert s.feed_plain(b"much too long line\n", 0) is None
     assert s.feed_plain(b"\xef\xbb\xbfbom\n", 0) is None
     assert s.feed_plain(b"ok\n", 0) == (0, [b"ok"])
+
+
+_chunks = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"x")) |
+                   st.sampled_from([b"\n", b"a\nb", b"plain line\n", b"\r\n", b'q"uote\n', b"\xc3\xa9\n", b"x" * 30]),
+                   max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(chunks=_chunks, ids=st.booleans(), max_line=st.integers(4, 40))
+def test_the_one_call_split_gives_the_messages_and_the_state_of_the_general_path(chunks: list[bytes], ids: bool,
+                                                                                 max_line: int):
+    """feed_built (one C call: split, check, build) takes a chunk only when it can, as the shipper uses it
+    (else feed, the general path, takes it), and then gives the very messages, held bytes and resume
+    offset the general path gives, whatever the chunks: lines cut anywhere, CRs, quotes, non-ASCII,
+    over-long lines and the skipping after them."""
+    need_compiled("" if message._format else "logagent/pipeline/_format.c is not built", "the C split")
+    fmt = MessageFormat("1.2.3.4", "h%s", "/var/log/100%.log", "m", {"k": "v"}, id_prefix="h/1/" if ids else "")
+    one, general = LineSplitter(max_line), LineSplitter(max_line)
+
+    def messages(lines: list[tuple[int, bytes, bool]]) -> list[bytes]:
+        return fmt.build(lines, b"T") if lines else []  # (as the shipper calls it: not for no line)
+
+    got: list[bytes] = []
+    want: list[bytes] = []
+    taken = 0
+    offset = 0
+    for chunk in chunks:
+        built = one.feed_built(chunk, offset, fmt, b"T")
+        if built is None:
+            built = messages(one.feed(chunk, offset))
+        else:
+            taken += 1
+        got += built
+        want += messages(general.feed(chunk, offset))
+        offset += len(chunk)
+        assert (one.held, one.resume_offset, one.pending) == (general.held, general.resume_offset, general.pending)
+    assert got == want
+    if chunks and all(c.isascii() and b"\r" not in c and b'"' not in c and b"\\" not in c
+                      and all(32 <= b < 127 or b == 10 for b in c) for c in chunks) \
+            and max(len(line) for line in b"".join(chunks).split(b"\n")) <= max_line:
+        assert taken == len(chunks)  # plain and short: every chunk went the one-call way
+
+
+def test_the_one_call_split_declines_what_needs_care():
+    need_compiled("" if message._format else "logagent/pipeline/_format.c is not built", "the C split")
+    fmt = MessageFormat("1.2.3.4", "h", "/p")
+    s = LineSplitter(8)
+    for chunk in (b"crlf\r\n", b"much too long line\n", b"\xef\xbb\xbfbom\n", b'a"b\n', b"tab\t\n", b"123456789"):
+        assert s.feed_built(chunk, 0, fmt, b"T") is None and s.pending == 0  # nothing consumed
+    assert s.feed_built(b"ok\nrest", 0, fmt, b"T") == [fmt.build([(0, b"ok", False)], b"T")[0]]
+    assert (s.held, s.resume_offset) == (b"rest", 3)
+    assert s.feed_built(b"12345", 7, fmt, b"T") is None  # held + new: past 8 bytes without a newline
+    assert (s.held, s.resume_offset) == (b"rest", 3)
