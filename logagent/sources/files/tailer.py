@@ -555,14 +555,15 @@ class FileTailer(Shipper):
     def _read_new(self, fd: int, size: int) -> tuple[bytes, bool]:
         """Up to `size` bytes at the read position, and True when the file's head was looked at after
         them and is the one last seen (else _rewritten must look). With the compiled reader that look
-        is in the same call, for a fingerprint complete or still growing (a new file's first kilobyte
-        is a third of the lines of a 30 s run at 10,000 files): a line cost two preads, a CRC and two
-        calls for it (issue 23). Nothing new, or a head whose hash differs (a fingerprint taken since,
-        or a rewrite), is for _rewritten to decide."""
+        is in the same call for a file whose fingerprint is complete: a line cost two preads, a CRC and
+        two calls for it (issue 23). A fingerprint still growing is _rewritten's: the head it reads
+        is the one the growth is taken from, so that a line costs two reads, not three. Nothing new,
+        or a head whose hash differs (a fingerprint taken since, or a rewrite), is for _rewritten to
+        decide."""
         pos = self.read_pos
-        if _readat is None or not self.fp_len or pos == 0:
+        if _readat is None or self.fp_len != FINGERPRINT_BYTES or pos == 0:
             return os.pread(fd, size, pos), False
-        data, hashed = _readat.read_new(fd, pos, size, self.fp_len)
+        data, hashed = _readat.read_new(fd, pos, size, FINGERPRINT_BYTES)
         return data, bool(data) and self._head_hash == (self.fp, hashed)
 
     def _rewritten(self, fd: int, data: bytes) -> str:
@@ -610,8 +611,8 @@ class FileTailer(Shipper):
                 head = os.pread(fd, want, 0)
             head = head[:want]
             grown = (fingerprint_of(head), len(head))
-            # The hash of the head the new fingerprint is of: the next read's look at the head (in
-            # _read_new) compares with it, instead of _same_head hashing the head again.
+            # The hash of the head the new fingerprint is of: the next read's look at the head
+            # (_same_head) compares with it, instead of taking the fingerprint of the head again.
             self._head_hash = (grown[0], head_hash(head))
         self._head = None
         if not self.encoding:

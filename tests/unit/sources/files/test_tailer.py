@@ -874,17 +874,17 @@ async def test_a_new_file_is_read_in_the_callback_and_its_fingerprint_grows(harn
 async def test_the_fingerprint_grows_to_1_kib_with_the_file(harness: Callable[..., Harness],
                                                            monkeypatch: pytest.MonkeyPatch):
     """The fingerprint is always that of the file's first bytes, up to 1 KiB and no further. While it
-    grows, the compiled reader looks at the head in its read as it does past 1 KiB (issue 23: a new
-    file's first kilobyte is a third of the lines of a 30 s bench run): the slower look of _rewritten
-    is not needed after the first read."""
-    looks: list[int] = []
-    real_rewritten = FileTailer._rewritten
+    grows, each read takes it once, from the head the rewrite check read (issue 23: a new file's first
+    kilobyte is a third of the lines of a 30 s bench run): the check itself compares the head's hash
+    with the one the last growth kept, not a fingerprint of its own."""
+    taken: list[int] = []
+    real_fingerprint_of = tailer_module.fingerprint_of
 
-    def rewritten(self: FileTailer, fd: int, data: bytes) -> str:
-        looks.append(self.read_pos)
-        return real_rewritten(self, fd, data)
+    def fingerprint_of_counted(head: bytes) -> str:
+        taken.append(len(head))
+        return real_fingerprint_of(head)
 
-    monkeypatch.setattr(FileTailer, "_rewritten", rewritten)
+    monkeypatch.setattr(tailer_module, "fingerprint_of", fingerprint_of_counted)
     h = harness()
     log, t, _ = h.follow("grow.log", "")
     await parked(t)
@@ -898,8 +898,7 @@ async def test_the_fingerprint_grows_to_1_kib_with_the_file(harness: Callable[..
         assert not t._wake.is_set() and data([h.queue.get_nowait()]) == [line[:-1].decode()]
         want = min(len(written), 1024)
         assert (t.fp, t.fp_len) == (fingerprint_of(written[:want]), want)
-    past_zero = [pos for pos in looks if pos]  # (at 0 there is no head to look at yet)
-    assert past_zero == ([] if tailer_module._readat is not None else [300 * i for i in range(1, 6)])
+    assert taken == [300, 600, 900, 1024]  # one per read that grew it; none past 1 KiB
     entry = h.registry.get(t.reg_key)
     assert entry is not None and (entry.fp, entry.fp_len) == (fingerprint_of(written[:1024]), 1024)
 
