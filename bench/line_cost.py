@@ -37,12 +37,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from logagent.pipeline.buffer import BatchQueue  # noqa: E402
-from logagent.runtime import collector  # noqa: E402
-from logagent.sources.files.budget import FdBudget  # noqa: E402
-from logagent.sources.files.registry import Registry  # noqa: E402
-from logagent.sources.files.shipper import Claims, Route, TailContext, TailOptions  # noqa: E402
-from logagent.sources.files.tailer import FileTailer  # noqa: E402
+from logagent.pipeline.buffer import BatchQueue
+from logagent.runtime import collector
+from logagent.sources.files.budget import FdBudget
+from logagent.sources.files.registry import Registry
+from logagent.sources.files.shipper import Claims, Route, TailContext, TailOptions
+from logagent.sources.files.tailer import FileTailer
 
 # The many-files bench's line: a timestamp, a sequence number, the file's name, 60 bytes of padding.
 LINE = b"1796693377216000000 0000000001 f00001.log " + b"x" * 60 + b"\n"
@@ -138,7 +138,8 @@ def instructions(args: argparse.Namespace) -> None:
     counts = []
     for n in (args.rounds, 2 * args.rounds):
         cmd = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", sys.executable,
-               __file__, "--files", str(args.files), "--rounds", str(n), "--run"] + (["--growing"] if args.growing else [])
+               __file__, "--files", str(args.files), "--rounds", str(n), "--run"]
+        cmd += ["--growing"] if args.growing else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
         m = re.search(r"I\s+refs:\s+([\d,]+)", out)
         if m is None:
