@@ -494,3 +494,43 @@ async def test_inotify_a_folder_watched_under_a_second_name_is_heard_under_both(
         assert in_real.paths.count(str(real / "x.log")) == 2
     finally:
         await w.stop()
+
+
+async def test_inotify_a_write_to_a_name_seen_before_is_not_parsed_again(folders: Callable[[str], Path],
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """issue 23: a write event whose bytes (watch, mask, padded name) came before is looked up whole; only
+    other events are parsed. Name changes are parsed still and heard as such, and a watch that changes
+    (another folder subscribed) makes every event parsed again."""
+    parsed: list[int] = []
+    real = inotify._HEADER
+
+    class Counted:
+        size = real.size
+
+        @staticmethod
+        def unpack_from(buf: bytes, off: int) -> tuple[int, ...]:
+            parsed.append(off)
+            return real.unpack_from(buf, off)
+
+    monkeypatch.setattr(inotify, "REST_SECONDS", 0.0)
+    monkeypatch.setattr(inotify, "_HEADER", Counted)
+    w = InotifyWatcher()
+    await w.start()
+    try:
+        a = folders("a")
+        listener = listen(w, a)
+        log = a / "x.log"
+        for i in range(1, 4):
+            touch(log)
+            await eventually(lambda i=i: listener.paths.count(str(log)) == i, timeout=WAIT, what=f"write {i}")
+        # The file's creation (IN_CREATE, its own event) and its first write were parsed; no write since.
+        assert len(parsed) == 2 and listener.named == [str(log)]
+        log.rename(a / "y.log")
+        await heard(listener, a / "y.log")
+        assert str(log) in listener.named[1:] and len(parsed) == 4  # the rename's two events, parsed
+        listen(w, folders("b"))  # a new watch: the names of every watch are built again
+        touch(a / "y.log")
+        await eventually(lambda: listener.paths.count(str(a / "y.log")) == 2, timeout=WAIT, what="a write after")
+        assert len(parsed) == 5
+    finally:
+        await w.stop()
