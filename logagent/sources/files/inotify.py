@@ -243,7 +243,7 @@ class InotifyWatcher(FileWatcher):
                         folder_of[path] = folder
                 off = stop
                 continue
-            wd, mask, _cookie, length = unpack(buf, off)
+            wd, mask, _cookie, _length = unpack(buf, off)
             name = buf[off + size:stop].rstrip(b"\0")
             off = stop
             if mask & IN_Q_OVERFLOW:
