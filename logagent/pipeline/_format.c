@@ -192,7 +192,7 @@ static PyObject *split_build(PyObject *self, PyObject *const *args, Py_ssize_t n
                  PyBytes_AS_STRING(ts), PyBytes_AS_STRING(end), PyBytes_GET_SIZE(before), PyBytes_GET_SIZE(after),
                  ids ? PyBytes_GET_SIZE(id_obj) : 0, PyBytes_GET_SIZE(ts), PyBytes_GET_SIZE(end), ids};
     /* Pass 2: the messages, and the rest. */
-    PyObject *out = PyList_New(lines), *rest = NULL, *result;
+    PyObject *out = PyList_New(lines), *rest = NULL;
     if (out == NULL)
         return NULL;
     Py_ssize_t pos = 0, n = 0;
@@ -222,14 +222,9 @@ static PyObject *split_build(PyObject *self, PyObject *const *args, Py_ssize_t n
         Py_DECREF(out);
         return NULL;
     }
-    result = PyTuple_New(2);
-    if (result == NULL) {
-        Py_DECREF(out);
-        Py_DECREF(rest);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(result, 0, out);
-    PyTuple_SET_ITEM(result, 1, rest);
+    PyObject *result = PyTuple_Pack(2, out, rest);  /* (NULL when it fails: both go either way) */
+    Py_DECREF(out);
+    Py_DECREF(rest);
     return result;
 }
 

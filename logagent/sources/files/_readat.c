@@ -139,20 +139,7 @@ read_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (data == NULL)
         return NULL;
-    PyObject *hashed = PyLong_FromLongLong(hash);
-    if (hashed == NULL) {
-        Py_DECREF(data);
-        return NULL;
-    }
-    PyObject *out = PyTuple_New(2);
-    if (out == NULL) {
-        Py_DECREF(data);
-        Py_DECREF(hashed);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(out, 0, data);
-    PyTuple_SET_ITEM(out, 1, hashed);
-    return out;
+    return Py_BuildValue("(NL)", data, hash);  /* (N: the tuple takes `data` over) */
 }
 
 static PyObject *
